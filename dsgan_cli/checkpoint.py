@@ -1,0 +1,100 @@
+"""The exported generator file (``generator.safetensors``): writing, inspecting, loading.
+
+This file is what ``degrade`` consumes. It holds only tensors plus string
+metadata (recipe, step, scale, package version); nothing in it is ever
+unpickled or executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
+
+from . import __version__
+from .errors import file_error
+from .images import write_bytes_atomic
+from .models import Generator
+
+GENERATOR_FORMAT = "dsgan-generator/1"
+
+
+def generator_state_for_export(generator: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous (NCHW) copies of the generator's tensors, safe to serialise."""
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
+
+
+def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, scale: int,
+                   recipe: dict[str, Any] | None = None) -> None:
+    """Write ``generator`` to ``path`` as safetensors with DSGAN metadata, atomically."""
+    metadata = {
+        "format": GENERATOR_FORMAT,
+        "dsgan_version": __version__,
+        "step": str(int(step)),
+        "scale": str(int(scale)),
+        "n_res_blocks": str(getattr(generator, "n_res_blocks", 8)),
+        "channels": str(getattr(generator, "channels", 64)),
+        "recipe": json.dumps(recipe or {}, sort_keys=True),
+    }
+    write_bytes_atomic(path, safetensors_save(generator_state_for_export(generator), metadata=metadata))
+
+
+def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; a clear error for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise file_error(path, "checkpoint not found")
+    if path.is_dir():
+        candidate = path / "generator.safetensors"
+        if candidate.is_file():
+            path = candidate
+        else:
+            raise file_error(path, "is a folder without generator.safetensors")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise file_error(path, f"not a valid safetensors checkpoint (truncated, or another format such as a pickle): {detail}") from None
+    return tensors, metadata
+
+
+def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
+    """Build a :class:`Generator` from a ``generator.safetensors`` file.
+
+    Returns the model (eval mode, on CPU) and its metadata with ``step`` and
+    ``scale`` as ints and ``recipe`` as a dict.
+    """
+    tensors, raw = read_generator_file(path)
+    meta: dict[str, Any] = dict(raw)
+    try:
+        n_res_blocks = int(raw.get("n_res_blocks") or _count_res_blocks(tensors))
+        channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
+        meta["step"] = int(raw.get("step", 0))
+        meta["scale"] = int(raw["scale"]) if "scale" in raw else None
+        meta["recipe"] = json.loads(raw.get("recipe", "{}"))
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
+    generator = Generator(n_res_blocks=n_res_blocks, channels=channels)
+    try:
+        generator.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise file_error(path, f"wrong architecture for a DSGAN generator ({first})") from None
+    return generator.eval(), meta
+
+
+def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
+    """Infer the number of residual blocks from tensor names."""
+    ids = {int(k.split(".")[1]) for k in tensors if k.startswith("res_blocks.")}
+    if not ids:
+        raise KeyError("res_blocks")
+    return max(ids) + 1
+
+
+__all__ = ["GENERATOR_FORMAT", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export"]

@@ -1,0 +1,206 @@
+"""DSGAN losses: colour (low frequencies), perceptual (VGG19) and GAN (high frequencies).
+
+All subcommands that need a loss or the VGG feature extractor use this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import DsganError
+from .models import FilterLow
+
+#: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
+VGG19_LAYERS: dict[str, int] = {}
+_block_convs = [2, 2, 4, 4, 4]
+_i = 0
+for _b, _n in enumerate(_block_convs, start=1):
+    for _c in range(1, _n + 1):
+        VGG19_LAYERS[f"conv{_b}_{_c}"] = _i
+        VGG19_LAYERS[f"relu{_b}_{_c}"] = _i + 1
+        _i += 2
+    VGG19_LAYERS[f"pool{_b}"] = _i
+    _i += 1
+del _b, _n, _c, _i, _block_convs
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: File name torchvision downloads VGG19 (IMAGENET1K_V1) weights to.
+VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
+
+#: Set to 1 to never try a download (offline clusters): missing weights then fail at once.
+OFFLINE_ENV = "DSGAN_OFFLINE"
+
+
+class ColorLoss(nn.Module):
+    """L1 distance between low-passes of two images (box filter, 'valid' borders)."""
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False):
+        super().__init__()
+        self.low = FilterLow(kernel_size, padding="valid", gaussian=gaussian)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(self.low(x.float()), self.low(y.float()))
+
+
+def _vgg_state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
+    """Load VGG19 weights from a local .safetensors or .pth file without unpickling code."""
+    if not path.is_file():
+        raise DsganError(f"{path}: perceptual weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a bad file for the user
+        raise DsganError(f"{path}: cannot read VGG19 weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict):
+        raise DsganError(f"{path}: not a VGG19 state dict")
+    return state
+
+
+def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's pretrained VGG19 weights: from the torch hub cache, else downloaded."""
+    from torchvision.models import VGG19_Weights
+
+    weights = VGG19_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    how_to = (
+        f"download {weights.url} on a machine with internet and either place it at {cached} "
+        f"or set perceptual.weights = \"/path/to/{VGG19_FILENAME}\" in the recipe (or --set perceptual.weights=PATH)"
+    )
+    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
+        raise DsganError(f"pretrained VGG19 weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
+    try:
+        return weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=False)
+    except Exception as e:  # noqa: BLE001 - network errors come in many types
+        raise DsganError(f"cannot obtain pretrained VGG19 weights ({type(e).__name__}: {e}): {how_to}") from None
+
+
+def warn_random_vgg() -> None:
+    """Say loudly that the perceptual loss is meaningless with random weights."""
+    print(
+        "warning: perceptual.weights = \"random\": the perceptual loss uses an untrained VGG19; "
+        "results are only useful for tests and benchmarks",
+        file=sys.stderr,
+    )
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG19 ``features`` truncated after the deepest requested layer."""
+
+    def __init__(self, layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4"), weights: str = "torchvision"):
+        super().__init__()
+        from torchvision.models import vgg19
+
+        unknown = [name for name in layers if name not in VGG19_LAYERS]
+        if unknown:
+            raise DsganError(f"unknown VGG19 layer {unknown[0]!r} (known: {', '.join(VGG19_LAYERS)})")
+        self.layer_ids = sorted({VGG19_LAYERS[name] for name in layers})
+        vgg = vgg19(weights=None)
+        if weights == "random":
+            warn_random_vgg()
+        else:
+            state = _pretrained_vgg_state_dict() if weights == "torchvision" else _vgg_state_dict_from_file(Path(weights))
+            features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+            if not features:  # a file holding just the features block
+                features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            try:
+                vgg.features.load_state_dict(features)
+            except RuntimeError as e:
+                first = str(e).splitlines()[0]
+                raise DsganError(f"{weights}: not VGG19 weights ({first})") from None
+        self.features = vgg.features[: self.layer_ids[-1] + 1]
+        # In-place ReLUs would overwrite the features we tap.
+        for m in self.features:
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+        self.features.requires_grad_(False).eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "VGGFeatures":
+        # Always frozen; keeps Accelerate/DDP .train() calls from changing it.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.layer_ids:
+                out.append(x)
+        return out
+
+
+def _normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Unit-normalise feature vectors along channels (as LPIPS does), so layers weigh alike."""
+    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+def perceptual_distance(feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of the squared distance between channel-normalised features."""
+    total = 0.0
+    for fx, fy in zip(feats_x, feats_y):
+        d = _normalize_channels(fx.float()) - _normalize_channels(fy.float())
+        total = total + d.pow(2).sum(dim=1).mean()
+    return total / len(feats_x)
+
+
+class PerceptualLoss(nn.Module):
+    """VGG19 feature distance between two images in [0, 1]."""
+
+    def __init__(self, layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4"), weights: str = "torchvision"):
+        super().__init__()
+        self.vgg = VGGFeatures(layers, weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, y_feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Distance between ``x`` and ``y``; pass precomputed ``y_feats`` to skip the second pass."""
+        if y_feats is None:
+            with torch.no_grad():
+                y_feats = self.vgg(y)
+        return perceptual_distance(self.vgg(x), y_feats)
+
+
+def gan_loss_generator(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: cross-entropy of fake logits against 'real'."""
+    fake_logits = fake_logits.float()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def gan_loss_discriminator(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator cross-entropy: real high-passes -> 1, generated ones -> 0."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    return F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits)) + F.binary_cross_entropy_with_logits(
+        fake_logits, torch.zeros_like(fake_logits)
+    )
+
+
+class GeneratorLoss(nn.Module):
+    """Weighted DSGAN generator objective; returns the total and its parts."""
+
+    def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
+                 perceptual: PerceptualLoss | None = None, kernel_size: int = 5, gaussian: bool = False):
+        super().__init__()
+        self.w_color, self.w_gan, self.w_perceptual = w_color, w_gan, w_perceptual
+        self.color = ColorLoss(kernel_size, gaussian)
+        self.perceptual = perceptual
+
+    def forward(self, xd: torch.Tensor, xb: torch.Tensor, fake_logits: torch.Tensor,
+                xb_feats: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {"color": self.color(xd, xb), "gan": gan_loss_generator(fake_logits)}
+        total = self.w_color * parts["color"] + self.w_gan * parts["gan"]
+        if self.perceptual is not None and self.w_perceptual > 0:
+            parts["perceptual"] = self.perceptual(xd, xb, xb_feats)
+            total = total + self.w_perceptual * parts["perceptual"]
+        return total, parts

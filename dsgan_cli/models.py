@@ -1,0 +1,148 @@
+"""The DSGAN networks and frequency filters shared by every subcommand.
+
+Architecture follows Fritsche et al., "Frequency Separation for Real-World
+Super-Resolution" (2019): a small same-resolution residual generator and a
+fully convolutional, stride-1 discriminator that sees only high frequencies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters"]
+
+
+def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
+    """Return a normalised 2-D Gaussian kernel of shape (k, k)."""
+    if sigma is None:
+        # Same rule of thumb as OpenCV's getGaussianKernel for sigma <= 0.
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    k2 = torch.outer(g, g)
+    return (k2 / k2.sum()).float()
+
+
+class FilterLow(nn.Module):
+    """Low-pass filter: average pooling (default) or Gaussian blur, stride 1.
+
+    ``padding="same"`` keeps the spatial size. Box filtering then averages only
+    the pixels that lie inside the image (``count_include_pad=False``), so a
+    constant image stays constant up to its borders instead of darkening
+    there; the Gaussian variant pads by reflection for the same reason.
+    ``padding="valid"`` drops the border instead (used by the colour loss, as
+    in the reference implementation, so borders carry no padding artefacts).
+    """
+
+    def __init__(self, kernel_size: int = 5, padding: str = "same", gaussian: bool = False, sigma: float | None = None):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.kernel_size = kernel_size
+        self.padding = padding
+        self.gaussian = gaussian
+        if gaussian:
+            # Not persistent: a fixed filter is not a weight, and keeping it out
+            # of the state dict keeps checkpoints identical across filter choices.
+            self.register_buffer("kernel", gaussian_kernel(kernel_size, sigma)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        pad = (k - 1) // 2 if self.padding == "same" else 0
+        if not self.gaussian:
+            return F.avg_pool2d(x, k, stride=1, padding=pad, count_include_pad=False)
+        if pad:
+            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        c = x.shape[1]
+        weight = self.kernel.to(dtype=x.dtype).expand(c, 1, k, k)
+        return F.conv2d(x, weight, groups=c)
+
+    def extra_repr(self) -> str:
+        kind = "gaussian" if self.gaussian else "box"
+        return f"kernel_size={self.kernel_size}, padding={self.padding!r}, {kind}"
+
+
+class FilterHigh(nn.Module):
+    """High-pass filter: ``x - low_pass(x)`` with a same-size low-pass."""
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False, sigma: float | None = None):
+        super().__init__()
+        self.low = FilterLow(kernel_size, padding="same", gaussian=gaussian, sigma=sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.low(x)
+
+
+class ResidualBlock(nn.Module):
+    """Conv-PReLU-Conv with an identity skip."""
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.prelu = nn.PReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.prelu(self.conv1(x)))
+
+
+class Generator(nn.Module):
+    """DSGAN degradation generator: image in [0,1] -> degraded image in [0,1], same size."""
+
+    def __init__(self, n_res_blocks: int = 8, channels: int = 64):
+        super().__init__()
+        self.n_res_blocks = n_res_blocks
+        self.channels = channels
+        self.block_input = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.PReLU())
+        self.res_blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_res_blocks)])
+        self.block_output = nn.Conv2d(channels, 3, 3, padding=1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel sees on each side (one per 3x3 conv)."""
+        return 1 + 2 * self.n_res_blocks + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.block_output(self.res_blocks(self.block_input(x))))
+
+
+class DiscriminatorBasic(nn.Module):
+    """Fully convolutional stride-1 discriminator returning one logit per pixel."""
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 5, padding=2),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 5, padding=2),
+            nn.BatchNorm2d(128),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(128, 256, 5, padding=2),
+            nn.BatchNorm2d(256),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(256, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Discriminator(nn.Module):
+    """High-pass filter followed by :class:`DiscriminatorBasic`; returns per-pixel logits."""
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False):
+        super().__init__()
+        self.filter = FilterHigh(kernel_size, gaussian=gaussian)
+        self.net = DiscriminatorBasic(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.filter(x))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,77 @@
+"""Shared test helpers: real image files on disk and real CLI subprocess runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "tests" / "tiny.toml"
+
+
+def synthetic_face_like(size: int, seed: int) -> np.ndarray:
+    """A smooth, structured RGB uint8 image (gradients + blobs), deterministic per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    img = np.zeros((size, size, 3))
+    for c in range(3):
+        a, b, d = rng.uniform(-1, 1, 3)
+        img[..., c] = 0.5 + 0.25 * (a * xx + b * yy) + 0.1 * np.sin(2 * np.pi * (d * xx + yy))
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r**2
+        img[mask] = rng.uniform(0.1, 0.9, 3)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def write_images(folder: Path, n: int, size: int, seed: int = 0, noise: float = 0.0, suffix: str = ".png") -> list[Path]:
+    """Write ``n`` structured RGB images of ``size`` x ``size`` to ``folder``; optional Gaussian noise (0-255 scale)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 10_000)
+    paths = []
+    for i in range(n):
+        arr = synthetic_face_like(size, seed * 1000 + i).astype(np.float64)
+        if noise:
+            arr = arr + rng.normal(0, noise, arr.shape)
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        p = folder / f"img_{i:03d}{suffix}"
+        Image.fromarray(arr, "RGB").save(p)
+        paths.append(p)
+    return paths
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m dsgan_cli ARGS`` in a subprocess and capture its output."""
+    full_env = dict(os.environ)
+    full_env.setdefault("OMP_NUM_THREADS", "2")
+    full_env["DSGAN_OFFLINE"] = "1"
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "dsgan_cli", *map(str, args)],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    """The :func:`run_cli` helper as a fixture."""
+    return run_cli
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never try to download weights."""
+    monkeypatch.setenv("DSGAN_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_recipe() -> Path:
+    """Path of the tiny test recipe."""
+    return TINY_RECIPE

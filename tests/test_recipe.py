@@ -1,0 +1,74 @@
+import pytest
+
+from dsgan_cli.errors import DsganError
+from dsgan_cli.recipe import load_recipe, parse_override, recipe_help
+
+from conftest import REPO, run_cli
+
+
+def test_idphoto_recipe_has_the_reference_settings():
+    r = load_recipe(REPO / "recipes" / "idphoto.toml")
+    assert (r.data.hr_size, r.data.lr_size, r.data.scale, r.data.crop_size) == (256, 128, 2, 0)
+    assert r.optim.lr == 2e-4 and (r.optim.beta1, r.optim.beta2) == (0.5, 0.999)
+    assert r.train.iterations == 80_000
+    assert (r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual) == (1.0, 0.005, 0.01)
+
+
+def test_overrides_are_typed(tiny_recipe):
+    r = load_recipe(tiny_recipe, ["train.iterations=7", "optim.lr=1e-3", "data.hr_dir=/x y/z", "data.flip=true"])
+    assert r.train.iterations == 7 and r.optim.lr == 1e-3 and r.data.hr_dir == "/x y/z" and r.data.flip is True
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("[train]\niterations = 'many'\n", "train.iterations"),
+        ("[train]\nitterations = 5\n", "train.itterations"),
+        ("[trian]\niterations = 5\n", "trian"),
+        ("[optim]\nlr = -0.1\n", "optim.lr"),
+        ("[optim]\nlr = 0\n", "optim.lr"),
+        ("[train]\nprecision = 'fp8'\n", "train.precision"),
+        ("[data]\nflip = 1\n", "data.flip"),
+        ("[data]\nhr_size = 100\n", "data.hr_size"),
+        ("[perceptual]\nlayers = ['relu9_9']\n", "perceptual.layers"),
+        ("[train\n", "TOML syntax"),
+    ],
+)
+def test_bad_recipes_name_the_key_and_file(tmp_path, body, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(DsganError) as e:
+        load_recipe(path)
+    assert needle in str(e.value) and "bad.toml" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_bad_override_is_rejected(tiny_recipe):
+    with pytest.raises(DsganError, match="train.bogus"):
+        load_recipe(tiny_recipe, ["train.bogus=1"])
+    with pytest.raises(DsganError, match="section.key"):
+        parse_override("iterations=1")
+
+
+def test_every_key_is_documented():
+    rows = recipe_help()
+    assert len(rows) > 30 and all(help_ for _, _, help_ in rows)
+
+
+def test_cli_reports_bad_recipe_in_one_line_exit_2(tmp_path):
+    path = tmp_path / "neg.toml"
+    path.write_text("[optim]\nlr = -1e-4\n")
+    res = run_cli("train", path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "optim.lr" in lines[0] and "neg.toml" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_help_and_version():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for cmd in ("prepare", "train", "degrade", "eval"):
+        assert cmd in res.stdout
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("dsgan-cli ")
