@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters"]
+__all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters", "downscale"]
 
 
 def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
@@ -23,6 +23,21 @@ def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tenso
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     k2 = torch.outer(g, g)
     return (k2 / k2.sum()).float()
+
+
+def downscale(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Antialiased bicubic downscale of a (N, 3, H, W) batch in [0, 1] by an integer ``scale``.
+
+    This is how Xb is made from HR everywhere (training data and ``degrade``),
+    so both see exactly the same input distribution.
+    """
+    if scale == 1:
+        return x
+    h, w = x.shape[-2:]
+    size = (max(1, round(h / scale)), max(1, round(w / scale)))
+    y = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    # Bicubic overshoots at edges; the generator expects [0, 1] like real images.
+    return y.clamp_(0.0, 1.0)
 
 
 class FilterLow(nn.Module):

@@ -46,3 +46,13 @@ def test_highpass_responds_to_edges_and_lowpass_sizes():
 def test_filter_rejects_even_kernel():
     with pytest.raises(ValueError):
         FilterLow(4)
+
+
+def test_downscale_halves_and_preserves_flat_colour():
+    from dsgan_cli.models import downscale
+
+    x = torch.full((2, 3, 32, 24), 0.25)
+    y = downscale(x, 2)
+    assert y.shape == (2, 3, 16, 12)
+    assert torch.allclose(y, torch.full_like(y, 0.25), atol=1e-6)
+    assert downscale(x, 1) is x
