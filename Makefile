@@ -20,7 +20,7 @@ test: venv
 	$(PY) -m pytest -q
 
 demo: venv
-	$(PY) -m dsgan_cli.demo
+	$(PY) -m dsgan_cli.demo $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, DsganError
@@ -47,35 +47,103 @@ def _root(
 @app.command("prepare", help="Detect, align and crop faces from raw photos into fixed-size HR/LR sets.")
 def prepare_cmd(
     input_dir: Annotated[Path, typer.Argument(help="Folder of raw photos (searched recursively).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: INPUT_aligned_SIZE beside the input).")] = None,
+    size: Annotated[int, typer.Option(help="Output side in pixels: 256 for HR sets, 128 for LR sets.")] = 256,
+    detector: Annotated[str, typer.Option(help="Face detector: hog (fast) or cnn (slower, more robust).")] = "hog",
+    margin: Annotated[float, typer.Option(help="Extra room around the face: 0.2 makes the face 1/1.2 as large.")] = 0.0,
+    min_face: Annotated[Optional[int], typer.Option(help="Skip faces narrower than this many pixels (default: size/4).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: all CPU cores).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Recompute and replace existing outputs.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> int:
-    raise DsganError("prepare is not implemented yet")
+    from .prepare import prepare_folder, report
+
+    summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
+                             workers=workers, overwrite=overwrite, progress=progress and sys.stderr.isatty())
+    return report(summary, json_out)
 
 
 @app.command("train", help="Train DSGAN from a TOML recipe (run under `accelerate launch` for GPUs).")
 def train_cmd(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file, e.g. recipes/idphoto.toml.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: section.key=value (repeatable).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run: 'latest' (newest complete checkpoint in train.output_dir) or a checkpoints/step_... folder.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Do not show the progress bar.")] = False,
 ) -> int:
     from .recipe import load_recipe
+    from .train import train
 
-    load_recipe(recipe, set_ or [])
-    raise DsganError("train is not implemented yet")
+    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress)
+    return 0
 
 
 @app.command("degrade", help="Degrade a folder of HR images with a trained generator (bicubic downscale, then G).")
 def degrade_cmd(
     input_dir: Annotated[Path, typer.Argument(help="Folder of HR images (searched recursively).")],
     output_dir: Annotated[Path, typer.Argument(help="Output folder (created; mirrors the input tree).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one.")],
+    scale: Annotated[Optional[int], typer.Option("--scale", help="Downscale factor for Xb (default: the checkpoint's).")] = None,
+    downscale: Annotated[bool, typer.Option("--downscale/--no-downscale", help="--no-downscale: inputs are already at LR size.")] = True,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: png, jpg, webp, bmp, tif.")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (default: skip them).")] = False,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Run G in overlapping tiles of N LR pixels for larger images (default 1024; 0 = never).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per G call (default 8 on CPU, 16 on GPU).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")] = "fp32",
+    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> int:
-    raise DsganError("degrade is not implemented yet")
+    import json
+
+    from rich.console import Console
+
+    from .degrade import degrade_folder, report
+    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+
+    summary = degrade_folder(
+        input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
+        batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision,
+    )
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
+        report(summary, Console(stderr=True))
+        if json_out:
+            print(json.dumps(summary.to_dict(), indent=2))
+    return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
 
 
 @app.command("eval", help="Compare fake and real LR folders: FID/KID and a frequency/noise report.")
 def eval_cmd(
     fake_dir: Annotated[Path, typer.Argument(help="Folder of generated (degraded) images.")],
     real_dir: Annotated[Path, typer.Argument(help="Folder of real low-quality images.")],
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="HR folder: adds its bicubic Xb (downscaled to the real images' size) to the frequency report.")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the report as JSON to PATH, or to stdout with '-'.")] = None,
+    inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", envvar="DSGAN_INCEPTION_WEIGHTS", help="Local torch-fidelity Inception-v3 weights file (for offline machines).")] = None,
+    no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID/KID; frequency/noise report only (needs no weights).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per Inception batch.")] = 64,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for the real folder's statistics [default: $XDG_CACHE_HOME/dsgan-cli/fid].")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Spectrum plot PNG [default: next to --json as NAME_spectrum.png, else ./dsgan_eval_spectrum.png].")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", metavar="N|WxH", help="Resize every image to N or WxH first [default: the real images' most common size, only when sizes differ].")] = None,
+    random_inception: Annotated[bool, typer.Option("--random-inception", help="Use randomly initialised Inception weights (tests only; numbers are meaningless).")] = False,
 ) -> int:
-    raise DsganError("eval is not implemented yet")
+    from rich.console import Console
+
+    from .evaluate import default_plot_path, evaluate, exit_code, print_report, Reporter
+
+    # With --json - the JSON owns stdout; tables, warnings and progress go to stderr.
+    console = Console(stderr=json_out == "-")
+    err = Console(stderr=True)
+    if plot is None:
+        inputs = [p for p in (fake_dir, real_dir, reference) if p is not None]
+        plot = default_plot_path(json_out, inputs, Reporter(err))
+    result = evaluate(
+        fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
+        batch_size=batch_size, cache_dir=cache_dir, plot_path=plot, json_path=json_out, progress=err.is_terminal,
+        allow_random_inception=random_inception, size=size, console=err,
+    )
+    print_report(result, console)
+    return exit_code(result)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,12 +155,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
+    except TyperException as e:
+        # Usage errors (missing argument, bad option value) show usage and exit 2.
+        show = getattr(e, "show", None)
+        show() if show else print(f"error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code if e.exit_code else EXIT_USAGE)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug

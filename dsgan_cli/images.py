@@ -26,6 +26,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 #: Largest image accepted, in pixels (about 16k x 16k). Larger declared sizes
 #: are treated as decompression bombs and rejected before decoding.
 MAX_PIXELS = 268_435_456
+# Pillow's own bomb threshold (~89 MP) would otherwise reject real 100 MP photos below MAX_PIXELS.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 #: White background for images with transparency: ID photos are shot on a
 #: light backdrop, and a black fill would add hard, unrealistic edges.
@@ -46,8 +48,10 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted, symlinked folders not followed).
+def list_images(root: str | Path, all_files: bool = False) -> list[Path]:
+    """All image files (or, with ``all_files``, all files) under ``root``, recursive and sorted.
+
+    Symlinked folders are not followed.
 
     Not following symlinked folders makes symlink loops harmless; symlinked
     files are listed. Raises :class:`DsganError` when ``root`` is missing or
@@ -63,7 +67,7 @@ def list_images(root: str | Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             p = Path(dirpath) / name
-            if not name.startswith(".") and is_image_path(p):
+            if not name.startswith(".") and (all_files or is_image_path(p)):
                 found.append(p)
     return sorted(found)
 

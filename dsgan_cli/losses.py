@@ -91,7 +91,7 @@ def warn_random_vgg() -> None:
     """Say loudly that the perceptual loss is meaningless with random weights."""
     print(
         "warning: perceptual.weights = \"random\": the perceptual loss uses an untrained VGG19; "
-        "results are only useful for tests and benchmarks",
+        "fine for tests, benchmarks and the demo, not for a real model",
         file=sys.stderr,
     )
 
@@ -101,13 +101,15 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4"), weights: str = "torchvision"):
         super().__init__()
-        from torchvision.models import vgg19
+        # Only the convolutional part: vgg19() would also build (and randomly
+        # initialise) a 120M-parameter classifier that is never used.
+        from torchvision.models.vgg import cfgs, make_layers
 
         unknown = [name for name in layers if name not in VGG19_LAYERS]
         if unknown:
             raise DsganError(f"unknown VGG19 layer {unknown[0]!r} (known: {', '.join(VGG19_LAYERS)})")
         self.layer_ids = sorted({VGG19_LAYERS[name] for name in layers})
-        vgg = vgg19(weights=None)
+        features_net = make_layers(cfgs["E"], batch_norm=False)
         if weights == "random":
             warn_random_vgg()
         else:
@@ -116,11 +118,11 @@ class VGGFeatures(nn.Module):
             if not features:  # a file holding just the features block
                 features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
             try:
-                vgg.features.load_state_dict(features)
+                features_net.load_state_dict(features)
             except RuntimeError as e:
                 first = str(e).splitlines()[0]
                 raise DsganError(f"{weights}: not VGG19 weights ({first})") from None
-        self.features = vgg.features[: self.layer_ids[-1] + 1]
+        self.features = features_net[: self.layer_ids[-1] + 1]
         # In-place ReLUs would overwrite the features we tap.
         for m in self.features:
             if isinstance(m, nn.ReLU):

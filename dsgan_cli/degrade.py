@@ -1,0 +1,612 @@
+"""``degrade``: turn a folder of HR images into realistic LR images with a trained generator.
+
+For every input image: decode (EXIF orientation, odd modes converted), Xb =
+:func:`models.downscale` by the checkpoint's scale, Xd = G(Xb), rounded to
+8 bits and written atomically under the output folder with the same
+relative path and stem.
+
+Pipeline: decoding and downscaling run ahead of the generator (DataLoader
+worker processes, or one background thread when ``workers=0``); images are
+batched by size; G runs batched under ``torch.inference_mode``; encoding and
+the atomic writes run in a thread pool (PIL releases the GIL while encoding),
+so they overlap with the next batch's compute. Under ``accelerate launch``
+each process takes every N-th file, so each output is written exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import EXIT_USAGE, DsganError, file_error
+from .images import (
+    ImageReadError,
+    check_output_dir,
+    check_writable_dir,
+    image_to_tensor,
+    load_rgb,
+    require_images,
+    save_image_atomic,
+)
+from .models import Generator, downscale
+
+#: ``--format`` value -> (PIL format name, file suffix).
+FORMATS: dict[str, tuple[str, str]] = {
+    "png": ("PNG", ".png"),
+    "jpg": ("JPEG", ".jpg"),
+    "jpeg": ("JPEG", ".jpg"),
+    "webp": ("WEBP", ".webp"),
+    "bmp": ("BMP", ".bmp"),
+    "tif": ("TIFF", ".tif"),
+    "tiff": ("TIFF", ".tif"),
+}
+
+#: Lossy formats get a high quality: the point of the output is G's degradation,
+#: not the encoder's.
+LOSSY_QUALITY = 95
+
+#: Images whose LR side exceeds this many pixels are run through G in tiles by
+#: default. Tiling is exact (see :func:`generate_tiled`), so this only bounds
+#: memory: one 64-channel fp32 activation of a 1024x1024 tile is 256 MiB.
+DEFAULT_TILE = 1024
+
+#: Upper bound on LR pixels per batch, so a batch of large images stays within memory.
+BATCH_PIXEL_BUDGET = 2**20
+
+
+@dataclass
+class DegradeSummary:
+    """What a ``degrade`` run did (over all processes when several ran)."""
+
+    converted: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    converted_modes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    output_dir: str = ""
+    scale: int = 1
+    device: str = "cpu"
+    processes: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (failures as ``{"path", "reason"}`` objects)."""
+        d = asdict(self)
+        d["failed"] = [{"path": p, "reason": r} for p, r in self.failed]
+        return d
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output it becomes."""
+
+    src: Path
+    dest: Path
+
+
+@dataclass
+class Settings:
+    """Resolved run settings (device-dependent defaults filled in)."""
+
+    scale: int
+    fmt: str
+    suffix: str
+    batch_size: int
+    workers: int
+    tile: int | None
+    encoder_threads: int
+    precision: str
+    channels_last: bool
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def output_format(fmt: str) -> tuple[str, str]:
+    """(PIL format, suffix) for a ``--format`` value; a usage error for unknown ones."""
+    key = fmt.lower().lstrip(".")
+    if key not in FORMATS:
+        raise DsganError(f"unknown output format {fmt!r}; choose one of {', '.join(sorted(FORMATS))}", EXIT_USAGE)
+    return FORMATS[key]
+
+
+def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Map every input image to its output path; inputs whose output name is already taken fail."""
+    jobs: list[Job] = []
+    failed: list[tuple[str, str]] = []
+    owner: dict[Path, Path] = {}
+    for src in require_images(input_dir):
+        dest = output_dir / src.relative_to(input_dir).with_suffix(suffix)
+        if dest in owner:
+            # a.png and a.jpg would both become a.png: never let one silently replace the other.
+            failed.append((str(src), f"output {dest} is already the output of {owner[dest]} (same stem)"))
+            continue
+        owner[dest] = src
+        jobs.append(Job(src, dest))
+    return jobs, failed
+
+
+def resolve_scale(meta_scale: int | None, scale: int | None, downscale_inputs: bool, checkpoint: Path) -> int:
+    """The downscale factor: 1 with ``--no-downscale``, else ``--scale`` or the checkpoint's."""
+    if not downscale_inputs:
+        if scale not in (None, 1):
+            raise DsganError("--scale and --no-downscale contradict each other; give one of them", EXIT_USAGE)
+        return 1
+    if scale is not None:
+        if scale < 1:
+            raise DsganError(f"--scale must be a positive integer, got {scale}", EXIT_USAGE)
+        return scale
+    if not meta_scale:
+        raise file_error(checkpoint, "checkpoint metadata has no scale; pass --scale N (or --no-downscale)")
+    return int(meta_scale)
+
+
+def remove_stale_partials(jobs: list[Job]) -> int:
+    """Delete temp files a killed earlier run left for these outputs (``.NAME.XXXX.partial``); return how many.
+
+    Only the temporaries of outputs this run is about to write are touched,
+    and each process only sees its own share, so nothing in use is removed.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for job in jobs:
+        wanted.setdefault(job.dest.parent, set()).add(job.dest.name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(".") and entry.endswith(".partial"):
+                name = entry[1:-len(".partial")].rsplit(".", 1)[0]
+                if name in names:
+                    with contextlib.suppress(OSError):
+                        os.unlink(folder / entry)
+                        removed += 1
+    return removed
+
+
+# --------------------------------------------------------------------------- input side
+
+
+class DecodeDataset(torch.utils.data.Dataset):
+    """Item ``i`` -> ``(i, Xb or None, converted_from_mode, error_reason)``; never raises for bad files."""
+
+    def __init__(self, sources: list[Path], scale: int):
+        self.sources = sources
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None, str | None]:
+        try:
+            img, mode = load_rgb(self.sources[i])
+        except ImageReadError as e:
+            return i, None, None, e.reason
+        except OSError as e:  # e.g. a file vanished between listing and reading
+            return i, None, None, e.strerror or str(e)
+        x = image_to_tensor(img).unsqueeze(0)
+        return i, downscale(x, self.scale)[0].contiguous(), mode, None
+
+
+def _first(sample):
+    """Collate for ``batch_size=None``: pass the sample through unchanged."""
+    return sample
+
+
+def _in_thread(make_iter, depth: int, name: str = "dsgan-input") -> Iterator[Any]:
+    """Yield the items of ``make_iter()``, produced by a background thread up to ``depth`` ahead."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in make_iter():
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+        q.put(done)
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+
+
+def iter_decoded(dataset: DecodeDataset, workers: int, depth: int) -> Iterator[Any]:
+    """Decoded items in order: from DataLoader worker processes, or in the calling thread when ``workers == 0``."""
+    if workers <= 0:
+        return (dataset[i] for i in range(len(dataset)))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
+        prefetch_factor=max(2, math.ceil(depth / workers)), persistent_workers=False,
+    )
+    return iter(loader)
+
+
+def iter_batches(items: Iterator[Any], batch_size: int, tile: int | None, channels_last: bool) -> Iterator[tuple]:
+    """Group decoded items into same-size batches.
+
+    Yields ``("failed", i, reason)``, ``("mode", mode)``, ``("tiled", i, x)``
+    for an image larger than ``tile``, and ``("batch", indices, x)`` with
+    ``x`` stacked (and channels_last when asked), ready for G.
+    """
+    buckets: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+
+    def flush(key: tuple[int, int]) -> tuple:
+        group = buckets.pop(key)
+        x = torch.stack([x for _, x in group])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return "batch", [i for i, _ in group], x
+
+    for i, x, mode, err in items:
+        if err is not None:
+            yield "failed", i, err
+            continue
+        if mode:
+            yield "mode", mode
+        h, w = x.shape[-2:]
+        if tile and (h > tile or w > tile):
+            yield "tiled", i, x.unsqueeze(0)
+            continue
+        bucket = buckets.setdefault((h, w), [])
+        bucket.append((i, x))
+        if len(bucket) >= max(1, min(batch_size, BATCH_PIXEL_BUDGET // (h * w))):
+            yield flush((h, w))
+        elif sum(len(b) for b in buckets.values()) > 4 * batch_size:
+            # Many distinct sizes: run the fullest partial batch rather than hoard images.
+            yield flush(max(buckets, key=lambda k: len(buckets[k])))
+    for key in list(buckets):
+        yield flush(key)
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+def _autocast(device: torch.device, precision: str):
+    """Autocast context for ``bf16``/``fp16``; a no-op for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                  precision: str = "fp32", channels_last: bool = True) -> torch.Tensor:
+    """G(x) for a (N, 3, h, w) batch, on ``device``; returns float32 on ``device``."""
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), _autocast(device, precision):
+        return generator(x).float()
+
+
+def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: torch.device,
+                   precision: str = "fp32", channels_last: bool = True, margin: int | None = None) -> torch.Tensor:
+    """G(x) for one (1, 3, h, w) image computed in overlapping tiles; equals G on the whole image.
+
+    Each ``tile`` x ``tile`` core is computed from an input window extended
+    by ``margin`` pixels on every side (clipped at the image border). With
+    ``margin >= generator.receptive_radius`` (one pixel per 3x3 conv), every
+    kept output pixel sees exactly the input it would see in a whole-image
+    pass, including the zero padding at the true image border; the tile-edge
+    padding only touches the discarded margin. Returns float32 on the CPU.
+    """
+    if margin is None:
+        margin = generator.receptive_radius
+    _, c, h, w = x.shape
+    out = torch.empty((1, c, h, w), dtype=torch.float32)
+    for y0 in range(0, h, tile):
+        y1 = min(h, y0 + tile)
+        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
+        for x0 in range(0, w, tile):
+            x1 = min(w, x0 + tile)
+            b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
+            y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last)
+            out[:, :, y0:y1, x0:x1] = y[:, :, y0 - a0:y1 - a0, x0 - b0:x1 - b0].cpu()
+    return out
+
+
+def to_uint8_hwc(y: torch.Tensor) -> torch.Tensor:
+    """Float (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3) on the CPU, rounded to nearest."""
+    return y.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+# --------------------------------------------------------------------------- output side
+
+
+class Writer:
+    """Encodes and atomically writes outputs on a thread pool, with bounded backlog."""
+
+    def __init__(self, pil_format: str, threads: int, max_pending: int, on_done):
+        self.pil_format = pil_format
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dsgan-encode")
+        self.pending: deque[Future] = deque()
+        self.max_pending = max(1, max_pending)
+        self.on_done = on_done
+        self.params = {"quality": LOSSY_QUALITY} if pil_format in ("JPEG", "WEBP") else {}
+        self.encode_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def _write(self, arr: torch.Tensor, job: Job) -> tuple[Job, str | None]:
+        """Encode one image (uint8 HWC, or float CHW in [0, 1]) and write it; returns the job and an error or None."""
+        from PIL import Image
+
+        t = time.perf_counter()
+        try:
+            if arr.dtype != torch.uint8:
+                arr = to_uint8_hwc(arr.unsqueeze(0))[0]
+            save_image_atomic(Image.fromarray(arr.numpy(), "RGB"), job.dest, format=self.pil_format, **self.params)
+            err = None
+        except OSError as e:
+            err = f"cannot write {job.dest} ({e.strerror or e})"
+        except Exception as e:  # noqa: BLE001 - one bad output must not stop the run
+            err = f"cannot encode {job.dest} ({e})"
+        with self._lock:
+            self.encode_seconds += time.perf_counter() - t
+        return job, err
+
+    def submit(self, arr, job: Job) -> None:
+        """Queue one output; blocks while the backlog is full."""
+        while len(self.pending) >= self.max_pending:
+            self._collect(self.pending.popleft())
+        self.pending.append(self.pool.submit(self._write, arr, job))
+
+    def _collect(self, fut: Future) -> None:
+        job, err = fut.result()
+        self.on_done(job, err)
+
+    def close(self) -> None:
+        """Wait for every queued write."""
+        while self.pending:
+            self._collect(self.pending.popleft())
+        self.pool.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def default_settings(device: torch.device, *, scale: int, fmt: str, batch_size: int | None, workers: int | None,
+                     tile: int | None, encoder_threads: int | None, precision: str | None,
+                     channels_last: bool | None, num_processes: int = 1) -> Settings:
+    """Fill in device-dependent defaults (measured by scripts/bench_degrade.py)."""
+    pil_format, suffix = output_format(fmt)
+    cuda = device.type == "cuda"
+    cpus = max(1, (os.cpu_count() or 1) // max(1, num_processes))
+    if batch_size is None:
+        batch_size = 16 if cuda else 8
+    if batch_size < 1:
+        raise DsganError(f"--batch-size must be at least 1, got {batch_size}", EXIT_USAGE)
+    if workers is None:
+        # On a CPU the generator needs every core; one decode thread keeps up
+        # with it (decoding is ~1% of G's time) without worker processes
+        # competing with the intra-op threads. A GPU is fed by CPU workers.
+        workers = min(8, cpus) if cuda else 0
+    if workers < 0:
+        raise DsganError(f"--workers must be 0 or more, got {workers}", EXIT_USAGE)
+    if tile is None:
+        tile = DEFAULT_TILE
+    if tile < 0:
+        raise DsganError(f"--tile must be 0 (off) or a positive size, got {tile}", EXIT_USAGE)
+    if encoder_threads is None:
+        encoder_threads = min(4, cpus) if cuda else 1
+    precision = precision or "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise DsganError(f"--precision must be fp32, bf16 or fp16, got {precision!r}", EXIT_USAGE)
+    if channels_last is None:
+        channels_last = True
+    return Settings(scale=scale, fmt=pil_format, suffix=suffix, batch_size=batch_size, workers=workers,
+                    tile=tile or None, encoder_threads=encoder_threads, precision=precision, channels_last=channels_last)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _make_progress(enabled: bool, total: int, label: str):
+    """A rich progress bar on stderr with images/s, or None."""
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Images per second since the start."""
+
+        def render(self, task) -> Text:
+            elapsed = task.elapsed or 0.0
+            rate = task.completed / elapsed if elapsed > 0 else 0.0
+            return Text(f"{rate:.2f} img/s", style="progress.data.speed")
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+    progress.start()
+    progress.add_task(label, total=total)
+    return progress
+
+
+def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, settings: Settings, *,
+                 progress: bool = True, label: str = "degrading", stats: dict[str, float] | None = None) -> DegradeSummary:
+    """Degrade ``jobs`` (already filtered for skips) and return this process's summary."""
+    summary = DegradeSummary()
+    modes: Counter[str] = Counter()
+    lock = threading.Lock()
+    bar = _make_progress(progress, len(jobs), label)
+    stats = stats if stats is not None else {}
+    stats.update(wait_input=0.0, generator=0.0, to_uint8=0.0)
+
+    def on_done(job: Job, err: str | None) -> None:
+        with lock:
+            if err is None:
+                summary.converted += 1
+            else:
+                summary.failed.append((str(job.src), err))
+        if bar is not None:
+            bar.advance(bar.task_ids[0])
+
+    writer = Writer(settings.fmt, settings.encoder_threads, max_pending=2 * settings.batch_size + 4, on_done=on_done)
+    dataset = DecodeDataset([j.src for j in jobs], settings.scale)
+
+    def generate(x: torch.Tensor, indices: list[int], tiled: bool) -> None:
+        t = time.perf_counter()
+        if tiled:
+            y = generate_tiled(generator, x, settings.tile, device, settings.precision, settings.channels_last)
+        else:
+            y = run_generator(generator, x, device, settings.precision, settings.channels_last)
+        t2 = time.perf_counter()
+        # On a GPU, round there and move a quarter of the bytes. On a CPU, the
+        # encoder thread rounds each image: small ops on the main thread pay
+        # for a full intra-op thread team (tens of ms on a busy machine).
+        out = to_uint8_hwc(y) if y.device.type != "cpu" else y
+        stats["generator"] += t2 - t
+        stats["to_uint8"] += time.perf_counter() - t2
+        for i, arr in zip(indices, out):
+            writer.submit(arr, jobs[i])
+
+    def make_batches() -> Iterator[tuple]:
+        decoded = iter_decoded(dataset, settings.workers, depth=2 * settings.batch_size)
+        return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
+
+    start = time.perf_counter()
+    try:
+        # Decoding, downscaling, bucketing and stacking all run on one input
+        # thread (fed by worker processes when workers > 0), two batches ahead.
+        events = _in_thread(make_batches, depth=2)
+        while True:
+            t = time.perf_counter()
+            event = next(events, None)
+            stats["wait_input"] += time.perf_counter() - t
+            if event is None:
+                break
+            kind = event[0]
+            if kind == "failed":
+                on_done(jobs[event[1]], event[2])
+            elif kind == "mode":
+                modes[event[1]] += 1
+            elif kind == "tiled":
+                generate(event[2], [event[1]], tiled=True)
+            else:
+                generate(event[2], event[1], tiled=False)
+        writer.close()
+    finally:
+        if bar is not None:
+            bar.stop()
+    summary.seconds = time.perf_counter() - start
+    summary.converted_modes = dict(sorted(modes.items()))
+    summary.images_per_second = summary.converted / summary.seconds if summary.seconds > 0 else 0.0
+    stats["encode_write"] = writer.encode_seconds
+    stats["total"] = summary.seconds
+    return summary
+
+
+def _merge(parts: list[dict[str, Any]]) -> DegradeSummary:
+    """Combine per-process summaries into one."""
+    total = DegradeSummary()
+    modes: Counter[str] = Counter()
+    for p in parts:
+        total.converted += p["converted"]
+        total.skipped += p["skipped"]
+        total.failed.extend((f["path"], f["reason"]) for f in p["failed"])
+        modes.update(p["converted_modes"])
+        total.seconds = max(total.seconds, p["seconds"])
+    total.failed.sort()
+    total.converted_modes = dict(sorted(modes.items()))
+    total.images_per_second = total.converted / total.seconds if total.seconds > 0 else 0.0
+    return total
+
+
+def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = None, downscale: bool = True,
+                   fmt: str = "png", overwrite: bool = False, tile: int | None = None, batch_size: int | None = None,
+                   workers: int | None = None, progress: bool = True, cpu: bool = False, precision: str | None = None,
+                   encoder_threads: int | None = None, channels_last: bool | None = None,
+                   stats: dict[str, float] | None = None) -> DegradeSummary:
+    """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
+
+    Raises :class:`DsganError` (exit 2) for usage problems: a bad checkpoint,
+    a missing or empty input folder, an output folder inside the input.
+    Per-image problems are returned in ``summary.failed``. ``stats``, when
+    given, receives this process's per-stage seconds (for the benchmark).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    from .checkpoint import load_generator
+
+    input_dir, output_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
+    _, suffix = output_format(fmt)
+    generator, meta = load_generator(checkpoint)
+    run_scale = resolve_scale(meta.get("scale"), scale, downscale, checkpoint)
+    if not input_dir.exists():
+        raise file_error(input_dir, "no such folder")
+    check_output_dir(input_dir, output_dir)
+    jobs, failed = plan_jobs(input_dir, output_dir, suffix)
+    check_writable_dir(output_dir)
+
+    accelerator = Accelerator(cpu=cpu)
+    device = accelerator.device
+    settings = default_settings(device, scale=run_scale, fmt=fmt, batch_size=batch_size, workers=workers, tile=tile,
+                                encoder_threads=encoder_threads, precision=precision, channels_last=channels_last,
+                                num_processes=accelerator.num_processes)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    generator = generator.to(device)
+    if settings.channels_last:
+        generator = generator.to(memory_format=torch.channels_last)
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    # Striding (not accelerator.prepare) so no file is padded in twice to even out the shares.
+    mine = jobs[rank::world]
+    todo = [j for j in mine if overwrite or not j.dest.exists()]
+    remove_stale_partials(todo)
+    label = "degrading" if world == 1 else f"degrading (process 0 of {world})"
+    part = process_jobs(todo, generator, device, settings, progress=progress and accelerator.is_main_process, label=label,
+                        stats=stats)
+    part.skipped = len(mine) - len(todo)
+    if rank == 0:
+        part.failed = failed + part.failed
+    parts = gather_object([part.to_dict()]) if world > 1 else [part.to_dict()]
+    summary = _merge(parts)
+    summary.output_dir, summary.scale, summary.device, summary.processes = str(output_dir), run_scale, str(device), world
+    return summary
+
+
+def report(summary: DegradeSummary, console) -> None:
+    """Print the human summary (converted / skipped / failed) on ``console``."""
+    if summary.converted_modes:
+        detail = ", ".join(f"{m}: {n}" for m, n in summary.converted_modes.items())
+        n = sum(summary.converted_modes.values())
+        console.print(f"note: {n} image(s) converted to 8-bit RGB ({detail})", soft_wrap=True)
+    for path, reason in summary.failed:
+        console.print(f"failed: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"converted {summary.converted}, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
+        f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output_dir}",
+        markup=False, highlight=False, soft_wrap=True,
+    )

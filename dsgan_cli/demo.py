@@ -1,0 +1,771 @@
+"""``make demo``: DSGAN learns a known degradation from real photographs, end to end on a CPU.
+
+The demo builds two unpaired sets from photographs that scikit-image ships
+(no download): clean HR patches, and "real" LR patches from *other* photos
+degraded by a documented recipe (sensor-like Gaussian noise, then JPEG).
+It then runs the same code a user runs -- ``train``, ``degrade`` on held-out
+photos, ``eval`` -- and writes a report showing whether the generator's
+output Xd moved from the clean bicubic Xb toward the real LR images.
+
+Run with ``python -m dsgan_cli.demo [--out demo_output] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from .errors import DsganError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "demo.toml"
+#: Marks a folder as made by the demo, so the demo may replace its own results there.
+MARKER = ".dsgan-demo"
+DATA_VERSION = 2
+
+# Source photographs (scikit-image ships these files; nothing is fetched). HR and real LR
+# come from disjoint photos with a similar mix of content (a portrait or animal, objects, a
+# grey-level scene, microscopy, a texture, a dark sky), so the discriminator can tell them
+# apart only by the degradation, not by what they show.
+HR_SOURCES = ("astronaut", "coffee", "camera", "immunohistochemistry", "brick", "rocket")
+LR_SOURCES = ("chelsea", "stereo_motorcycle", "coins", "retina", "gravel", "hubble_deep_field")
+#: Held-out HR patches come from the right-hand part of the real-LR photos, real LR patches
+#: from the rest: never a training input, and the same kind of scenes as the real LR set, so
+#: their spectra differ from it only by the degradation.
+HOLDOUT_SPLIT = 0.7
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How the demo data is built; stored next to the data so a changed spec rebuilds it."""
+
+    hr_size: int = 64
+    scale: int = 2
+    n_hr: int = 480
+    n_lr: int = 480
+    n_holdout: int = 32
+    # Noise before compression, as in a camera. JPEG quality 60 or lower quantises most of this
+    # noise away (Immerkaer estimate on these LR sets: 2.1 at q60, 5.4 at q80, 1.9 clean),
+    # leaving too little for anyone to see or measure.
+    noise_sigma: float = 12.0  # Gaussian sensor-like noise, 0-255 units, per pixel and channel
+    jpeg_quality: int = 80
+    source_short_side: tuple[int, ...] = (320, 224)  # photos are shrunk first so patches hold scenes, not blur
+    seed: int = 0
+    version: int = DATA_VERSION
+
+    @property
+    def lr_size(self) -> int:
+        """Side of the LR images."""
+        return self.hr_size // self.scale
+
+
+QUICK_SPEC = DataSpec(hr_size=32, n_hr=24, n_lr=24, n_holdout=6, source_short_side=(96,))
+
+
+def _require_skimage():
+    """Import ``skimage.data`` or say how to install it."""
+    try:
+        import skimage.data as skdata
+    except ImportError:
+        raise DsganError("the demo needs scikit-image for its photographs: pip install 'dsgan-cli[demo]' (make demo does this)") from None
+    return skdata
+
+
+def load_source(name: str) -> np.ndarray:
+    """One scikit-image photograph as uint8 RGB (H, W, 3)."""
+    skdata = _require_skimage()
+    arr = getattr(skdata, name)()
+    if isinstance(arr, tuple):  # stereo pairs: keep the left view
+        arr = arr[0]
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr * 255.0 if arr.max() <= 1.0 else arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def _shrink(arr: np.ndarray, short_side: int) -> np.ndarray:
+    """Antialiased resize so the shorter side is ``short_side`` (never enlarges)."""
+    h, w = arr.shape[:2]
+    f = short_side / min(h, w)
+    if f >= 1:
+        return arr
+    img = Image.fromarray(arr).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
+def pyramid(sources: dict[str, np.ndarray], short_sides: tuple[int, ...]) -> list[np.ndarray]:
+    """Every source photo shrunk to each short side (so patches hold scenes, not blur)."""
+    return [_shrink(arr, s) for arr in sources.values() for s in short_sides]
+
+
+def split_columns(images: list[np.ndarray], at: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Left (``< at`` of the width) and right parts of each image."""
+    cuts = [round(img.shape[1] * at) for img in images]
+    return [img[:, :c] for img, c in zip(images, cuts)], [img[:, c:] for img, c in zip(images, cuts)]
+
+
+def random_patches(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` random ``size`` x ``size`` crops (with flips), spread evenly over ``images``."""
+    images = [img for img in images if min(img.shape[:2]) >= size]
+    if not images:
+        raise DsganError(f"demo: no source photo region is at least {size} pixels on its short side")
+    out = []
+    for i in range(n):
+        img = images[i % len(images)]
+        y = int(rng.integers(0, img.shape[0] - size + 1))
+        x = int(rng.integers(0, img.shape[1] - size + 1))
+        patch = img[y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out.append(np.ascontiguousarray(patch))
+    return out
+
+
+def bicubic_down(patch: np.ndarray, scale: int) -> np.ndarray:
+    """The package's own antialiased bicubic downscale (the one that makes Xb) on one uint8 image."""
+    import torch
+
+    from .images import tensor_to_uint8
+    from .models import downscale
+
+    t = torch.from_numpy(patch.copy()).permute(2, 0, 1).float().div_(255.0)[None]
+    return tensor_to_uint8(downscale(t, scale)[0])
+
+
+def real_degradation(lr: np.ndarray, sigma: float, quality: int, rng: np.random.Generator) -> np.ndarray:
+    """The demo's "real" degradation: Gaussian noise (sigma, 0-255 units) then JPEG at ``quality``."""
+    noisy = np.clip(np.rint(lr.astype(np.float64) + rng.normal(0.0, sigma, lr.shape)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _save_set(folder: Path, images: list[np.ndarray], prefix: str) -> None:
+    """Write images as lossless PNGs (the JPEG damage is already baked in)."""
+    from .images import save_image_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, arr in enumerate(images):
+        save_image_atomic(Image.fromarray(arr, "RGB"), folder / f"{prefix}_{i:04d}.png")
+
+
+def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build (or reuse, when the stored spec matches) the demo's HR, real-LR and held-out sets."""
+    manifest_path = data_dir / "manifest.json"
+    wanted = asdict(spec)
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            manifest = {}
+        if manifest.get("spec") == json.loads(json.dumps(wanted)) and _complete(data_dir, manifest):
+            log(f"Reusing demo data in {data_dir}")
+            return manifest
+    for sub in ("hr", "lr_real", "holdout_hr", "holdout_xb"):
+        if (data_dir / sub).exists():
+            shutil.rmtree(data_dir / sub)
+    manifest_path.unlink(missing_ok=True)
+    log(f"Building demo data in {data_dir} from scikit-image photographs ...")
+    rng = np.random.default_rng(spec.seed)
+    hr = random_patches(pyramid({n: load_source(n) for n in HR_SOURCES}, spec.source_short_side), spec.n_hr, spec.hr_size, rng)
+    lr_regions, holdout_regions = split_columns(pyramid({n: load_source(n) for n in LR_SOURCES}, spec.source_short_side), HOLDOUT_SPLIT)
+    lr_clean = random_patches(lr_regions, spec.n_lr, spec.hr_size, rng)
+    lr_real = [real_degradation(bicubic_down(p, spec.scale), spec.noise_sigma, spec.jpeg_quality, rng) for p in lr_clean]
+    holdout = random_patches(holdout_regions, spec.n_holdout, spec.hr_size, rng)
+    _save_set(data_dir / "hr", hr, "hr")
+    _save_set(data_dir / "lr_real", lr_real, "lr")
+    _save_set(data_dir / "holdout_hr", holdout, "holdout")
+    manifest = {
+        "spec": wanted,
+        "sources": {"hr": list(HR_SOURCES), "lr_real": list(LR_SOURCES), "holdout_hr": list(LR_SOURCES)},
+        "holdout_note": (f"held-out HR patches are cut from the right {1 - HOLDOUT_SPLIT:.0%} of the real-LR photos, "
+                         f"real LR patches from the left {HOLDOUT_SPLIT:.0%}; no held-out image is a training input"),
+        "counts": {"hr": len(hr), "lr_real": len(lr_real), "holdout_hr": len(holdout)},
+        "degradation": (
+            f"real LR = antialiased bicubic x{spec.scale} downscale of {spec.hr_size}px crops, "
+            f"+ Gaussian noise sigma {spec.noise_sigma:g}/255 per pixel and channel, then JPEG quality {spec.jpeg_quality}"
+        ),
+    }
+    from .images import write_bytes_atomic
+
+    text = json.dumps(manifest, indent=2)
+    write_bytes_atomic(manifest_path, text.encode())
+    return json.loads(text)
+
+
+def _complete(data_dir: Path, manifest: dict[str, Any]) -> bool:
+    """True when every set holds the number of images the manifest promises."""
+    counts = manifest.get("counts", {})
+    return bool(counts) and all(
+        (data_dir / name).is_dir() and len(list((data_dir / name).glob("*.png"))) == n for name, n in counts.items()
+    )
+
+
+# --------------------------------------------------------------------------- held-out Xb
+
+
+def write_bicubic_set(hr_dir: Path, out_dir: Path, scale: int) -> list[Path]:
+    """Xb for every held-out HR image, made with the package's downscale (what ``degrade`` feeds G)."""
+    from .images import list_images, load_rgb, save_image_atomic
+
+    paths = []
+    for src in list_images(hr_dir):
+        dest = out_dir / (src.stem + ".png")
+        if not dest.is_file():
+            img, _ = load_rgb(src)
+            save_image_atomic(Image.fromarray(bicubic_down(np.asarray(img), scale)), dest)
+        paths.append(dest)
+    return paths
+
+
+# --------------------------------------------------------------------------- report pictures
+
+
+def high_pass_view(arr: np.ndarray, gain: float = 4.0) -> np.ndarray:
+    """High-pass of an image (the discriminator's FilterHigh), amplified around mid-grey for viewing."""
+    import torch
+
+    from .models import FilterHigh
+
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)[None]
+    with torch.no_grad():
+        hp = FilterHigh(5)(t)[0]
+    view = (0.5 + gain * hp).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return view.permute(1, 2, 0).numpy()
+
+
+def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, zoom: int = 4) -> None:
+    """Grid of Xb | Xd | real LR | their high-passes, one row per sample, enlarged without smoothing."""
+    from PIL import ImageDraw
+
+    from .images import save_image_atomic
+
+    titles = ["Xb (bicubic)", "Xd = G(Xb)", "real LR", "high-pass Xb", "high-pass Xd", "high-pass real"]
+    h, w = rows[0][0].shape[:2]
+    tile_w, tile_h, pad, head = w * zoom, h * zoom, 4, 18
+    canvas = Image.new("RGB", (len(titles) * (tile_w + pad) + pad, head + len(rows) * (tile_h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(titles):
+        draw.text((pad + c * (tile_w + pad) + 2, 3), title, fill=(0, 0, 0))
+    for r, (xb, xd, real) in enumerate(rows):
+        tiles = [xb, xd, real, high_pass_view(xb), high_pass_view(xd), high_pass_view(real)]
+        for c, tile in enumerate(tiles):
+            img = Image.fromarray(tile).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+            canvas.paste(img, (pad + c * (tile_w + pad), head + pad + r * (tile_h + pad)))
+    save_image_atomic(canvas, path)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Records of a training ``metrics.jsonl`` (unreadable lines are skipped)."""
+    records = []
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            records.append(rec)
+    return records
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average, so noisy GAN losses show their trend."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def loss_plot(records: list[dict[str, Any]], path: Path) -> list[str]:
+    """Draw the training losses (smoothed) with ``plots.line_plot``; returns the series drawn."""
+    from .plots import line_plot
+
+    keys = ["loss_g", "loss_d", "loss_color", "loss_gan", "loss_perceptual"]
+    window = max(1, len(records) // 25)
+    series = {}
+    for key in keys:
+        pts = [(r["step"], float(r[key])) for r in records if isinstance(r.get(key), (int, float)) and np.isfinite(r[key]) and r[key] > 0]
+        if pts:
+            xs, ys = zip(*pts)
+            series[key] = (list(xs), smooth(list(ys), window))
+    if series:
+        how = f"moving average over {window} log records" if window > 1 else "as logged"
+        line_plot(series, path, title=f"Training losses ({how})",
+                  xlabel="step", ylabel="loss", logy=True, kind="demo-losses")
+    return list(series)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def judge(noise: dict[str, float], distance: dict[str, float]) -> dict[str, Any]:
+    """Did Xd move from Xb toward the real LR? Both the noise level and the spectrum must say so."""
+    noise_gap_xb = abs(noise["Xb"] - noise["real LR"])
+    noise_gap_xd = abs(noise["Xd"] - noise["real LR"])
+    checks = {
+        "spectral_distance_decreased": bool(distance["Xd"] < distance["Xb"]),
+        "noise_level_closer_to_real": bool(noise_gap_xd < noise_gap_xb),
+    }
+    return {
+        "learned": all(checks.values()),
+        "checks": checks,
+        "spectral_distance_reduction": (1.0 - distance["Xd"] / distance["Xb"]) if distance["Xb"] > 0 else None,
+        "noise_gap_closed": (1.0 - noise_gap_xd / noise_gap_xb) if noise_gap_xb > 0 else None,
+    }
+
+
+# --------------------------------------------------------------------------- pipeline
+
+#: Recipe overrides of the quick mode (CI): tiny images, a tiny generator, a few steps.
+QUICK_OVERRIDES = (
+    "data.hr_size=32", "data.lr_size=16", "data.crop_size=0", "data.num_workers=0",
+    "model.n_res_blocks=2", "model.channels=16", 'perceptual.layers=["relu1_2"]',
+    "train.iterations=6", "train.batch_size=4", "train.checkpoint_every=6", "train.sample_every=3", "train.log_every=1",
+)
+
+
+@dataclass
+class DemoOptions:
+    """What the command line chose."""
+
+    out: Path = Path("demo_output")
+    quick: bool = False
+    recipe: Path = DEFAULT_RECIPE
+    overrides: list[str] = field(default_factory=list)
+    perceptual_weights: str = "auto"
+    inception_weights: str | None = None
+    require_learning: bool = False
+    progress: bool = True
+
+
+def vgg_cache_path() -> Path:
+    """Where torchvision keeps its pretrained VGG19 file."""
+    import torch
+
+    from .losses import VGG19_FILENAME
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+
+
+def choose_perceptual_weights(choice: str) -> tuple[str, str]:
+    """The perceptual weights to train with and a sentence telling the user which and why."""
+    if choice != "auto":
+        return choice, f"perceptual loss: VGG19 weights {choice!r} (from --perceptual-weights)"
+    cached = vgg_cache_path()
+    if cached.is_file():
+        return "torchvision", f"perceptual loss: pretrained VGG19 ({cached})"
+    return "random", (
+        f"perceptual loss: RANDOM VGG19 features (perceptual.weights=\"random\"): pretrained VGG19 is not cached at {cached}. "
+        "The learned degradation comes from the GAN and colour losses; for pretrained features put the file there "
+        "(or pass --perceptual-weights PATH) and run again"
+    )
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the demo folder, refusing a non-empty folder the demo did not make."""
+    if out.exists() and not out.is_dir():
+        raise DsganError(f"{out}: exists and is not a folder")
+    if out.is_dir() and not (out / MARKER).exists():
+        # Only other demo folders (e.g. demo_output/quick) may already be inside.
+        foreign = [e for e in out.iterdir() if not (e.is_dir() and (e / MARKER).exists())]
+        if foreign:
+            raise DsganError(f"{out}: folder is not empty and was not made by the demo; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by python -m dsgan_cli.demo; its results here are replaced on every run\n")
+
+
+def fresh_dir(path: Path) -> Path:
+    """Empty a result folder inside the demo folder (the demo's own output of an earlier run)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+class Steps:
+    """Runs the demo's steps in order, timing each, and remembers which failed."""
+
+    def __init__(self, console):
+        self.console = console
+        self.records: list[dict[str, Any]] = []
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one step; a failure is printed on one line and re-raised as :class:`StepFailed`."""
+        self.console.rule(f"[bold]{name}")
+        t = time.perf_counter()
+        try:
+            result = fn()
+        except KeyboardInterrupt:
+            self.records.append({"step": name, "ok": False, "seconds": time.perf_counter() - t, "error": "interrupted"})
+            raise
+        except DsganError as e:
+            self._fail(name, t, str(e))
+            raise StepFailed(name, str(e), e.exit_code) from e
+        except Exception as e:  # noqa: BLE001 - the demo reports every failure as a failed step
+            if os.environ.get("DSGAN_DEBUG") == "1":
+                raise
+            self._fail(name, t, f"{type(e).__name__}: {e}")
+            raise StepFailed(name, f"{type(e).__name__}: {e}", 1) from e
+        seconds = time.perf_counter() - t
+        self.records.append({"step": name, "ok": True, "seconds": round(seconds, 2)})
+        self.console.print(f"[green]done[/] {name} in {seconds:.1f} s")
+        return result
+
+    def _fail(self, name: str, t: float, message: str) -> None:
+        self.records.append({"step": name, "ok": False, "seconds": round(time.perf_counter() - t, 2), "error": message})
+        self.console.print(f"[red]FAILED[/] {name}: {message}")
+
+
+class StepFailed(Exception):
+    """A demo step failed; carries the exit code."""
+
+    def __init__(self, step: str, message: str, exit_code: int = 1):
+        super().__init__(f"{step}: {message}")
+        self.exit_code = exit_code or 1
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the whole demo; returns the exit code (0 only when every step succeeded)."""
+    from rich.console import Console
+
+    console = Console(stderr=False, highlight=False)
+    steps = Steps(console)
+    t_start = time.perf_counter()
+    out = opts.out
+    state: dict[str, Any] = {"mode": "quick" if opts.quick else "full"}
+    try:
+        prepare_out_dir(out)
+        # Results of an earlier run must not pass for this run's if a step fails.
+        xd_dir, report_dir = fresh_dir(out / "holdout_xd"), fresh_dir(out / "report")
+        (out / "failed.json").unlink(missing_ok=True)
+        recipe = steps.run("recipe", lambda: load_demo_recipe(opts, out, state, console))
+        spec = data_spec(recipe, opts.quick)
+        data_dir = out / "data"
+        manifest = steps.run("data", lambda: build_data(data_dir, spec, console.print))
+        state["data"] = manifest
+        console.print(f"degradation of the real LR set: {manifest['degradation']}")
+        xb_paths = steps.run("bicubic Xb of held-out photos", lambda: write_bicubic_set(data_dir / "holdout_hr", data_dir / "holdout_xb", spec.scale))
+        result = steps.run("train", lambda: run_train(recipe, opts.progress))
+        steps.run("degrade held-out photos", lambda: run_degrade(data_dir / "holdout_hr", xd_dir, result.generator_path, opts.progress))
+        evaluation = steps.run("eval", lambda: run_eval(xd_dir, data_dir / "lr_real", data_dir / "holdout_hr", report_dir,
+                                                        out / "eval_cache", opts, console))
+        summary = steps.run(
+            "report",
+            lambda: write_report(report_dir, data_dir, xb_paths, xd_dir, result, evaluation, state, console),
+        )
+    except StepFailed as e:
+        write_failure(out, steps, state)
+        print(f"error: demo failed at step {e}", file=sys.stderr)
+        return e.exit_code
+    except DsganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    total = time.perf_counter() - t_start
+    summary["steps"] = steps.records
+    summary["total_seconds"] = round(total, 1)
+    from .images import write_bytes_atomic
+
+    write_bytes_atomic(report_dir / "summary.json", json.dumps(summary, indent=2).encode())
+    print_summary(summary, report_dir, console)
+    console.print(f"demo finished in {total / 60:.1f} min; report in {report_dir}")
+    if opts.require_learning and not summary["learned"]:
+        return 1
+    return 0
+
+
+def write_failure(out: Path, steps: Steps, state: dict[str, Any]) -> None:
+    """Leave a record of a failed run where the summary would have been."""
+    from .images import write_bytes_atomic
+
+    report = {"ok": False, "steps": steps.records, "mode": state.get("mode")}
+    write_bytes_atomic(out / "failed.json", json.dumps(report, indent=2).encode())
+
+
+def _toml_string(value: str | Path) -> str:
+    """A path as a TOML string literal for a ``--set`` override."""
+    return json.dumps(str(value))
+
+
+def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], console) -> Any:
+    """The demo recipe with the demo's folders, the quick-mode sizes and the perceptual weights filled in."""
+    from .recipe import load_recipe
+
+    if not opts.recipe.is_file():
+        raise DsganError(f"{opts.recipe}: demo recipe not found (run the demo from a checkout of dsgan-cli, or pass --recipe)")
+    weights, sentence = choose_perceptual_weights(opts.perceptual_weights)
+    overrides = [
+        f"data.hr_dir={_toml_string(out / 'data' / 'hr')}",
+        f"data.lr_dir={_toml_string(out / 'data' / 'lr_real')}",
+        f"train.output_dir={_toml_string(out / 'run')}",
+        f"perceptual.weights={_toml_string(weights)}",
+    ]
+    if opts.quick:
+        overrides += list(QUICK_OVERRIDES)
+    overrides += opts.overrides
+    recipe = load_recipe(opts.recipe, overrides)
+    style = "bold yellow" if weights == "random" else ""
+    console.print(sentence, style=style)
+    if weights == "random":
+        console.print("recipe override: --set perceptual.weights=\"random\"", style=style)
+    state["recipe_file"] = str(opts.recipe)
+    state["overrides"] = overrides
+    state["perceptual_weights"] = weights
+    state["perceptual_note"] = sentence
+    r = recipe
+    console.print(
+        f"training: {r.train.iterations} steps, batch {r.train.batch_size}, HR {r.data.hr_size}px -> LR {r.data.lr_size}px"
+        f"{f' (crops {r.data.crop_size}px)' if r.data.crop_size else ''}, generator {r.model.n_res_blocks} blocks x {r.model.channels} channels, "
+        f"lr {r.optim.lr:g}, loss weights colour {r.loss.w_color:g} / GAN {r.loss.w_gan:g} / perceptual {r.loss.w_perceptual:g}"
+    )
+    return recipe
+
+
+def data_spec(recipe: Any, quick: bool) -> DataSpec:
+    """The data to build: sizes from the recipe, counts from the mode."""
+    base = QUICK_SPEC if quick else DataSpec()
+    return DataSpec(**{**asdict(base), "hr_size": recipe.data.hr_size, "scale": recipe.data.scale})
+
+
+def run_train(recipe: Any, progress: bool) -> Any:
+    """The ``train`` code path, into a fresh run folder."""
+    from .train import train
+
+    run_dir = Path(recipe.train.output_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo's own run of an earlier time; the demo always trains anew
+    return train(recipe, resume=None, progress=progress)
+
+
+def run_degrade(hr_dir: Path, xd_dir: Path, generator_path: Path, progress: bool) -> Any:
+    """The ``degrade`` code path on the held-out photos; any failed image fails the step."""
+    from .degrade import degrade_folder
+
+    summary = degrade_folder(hr_dir, xd_dir, generator_path, overwrite=True, progress=progress)
+    failed = getattr(summary, "failed", 0)
+    failed = len(failed) if isinstance(failed, (list, tuple, dict)) else int(failed or 0)
+    if failed:
+        raise DsganError(f"degrade: {failed} held-out image(s) failed", 1)
+    return summary
+
+
+def find_inception_weights(explicit: str | None) -> str | None:
+    """A local Inception-v3 weights file for FID: given, or already in torch-fidelity's cache; else None (no download)."""
+    if explicit:
+        return explicit
+    from .fid import hub_cache_file
+
+    cached = hub_cache_file()
+    return str(cached) if cached.is_file() else None
+
+
+def run_eval(xd_dir: Path, real_dir: Path, hr_dir: Path, report_dir: Path, cache_dir: Path, opts: DemoOptions, console) -> dict[str, Any]:
+    """The ``eval`` code path: Xd vs real LR with the held-out HR as bicubic reference; FID/KID only with local weights."""
+    from .evaluate import evaluate
+
+    weights = find_inception_weights(opts.inception_weights)
+    if weights is None:
+        note = ("FID/KID skipped: Inception-v3 weights are not available offline (torch-fidelity downloads them on first use; "
+                "pass --inception-weights PATH to include them). The frequency/noise report needs no network.")
+        console.print(note, style="yellow")
+    else:
+        note = f"FID/KID with Inception-v3 weights {weights} (few, small images: a rough indication only)"
+        console.print(note)
+    result = evaluate(xd_dir, real_dir, reference_dir=hr_dir, inception_weights=weights, fid=weights is not None,
+                      cache_dir=cache_dir, json_path=report_dir / "eval.json", progress=opts.progress, console=console)
+    return {"fid_note": note, "fid_computed": weights is not None, "result": result}
+
+
+def _load_arrays(paths: list[Path]) -> list[np.ndarray]:
+    """uint8 RGB arrays of image files, through the package's reader."""
+    from .images import load_rgb
+
+    return [np.asarray(load_rgb(p)[0]) for p in paths]
+
+
+def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir: Path, train_result: Any,
+                 evaluation: dict[str, Any], state: dict[str, Any], console) -> dict[str, Any]:
+    """Sample grid, loss curves, spectrum plot and the summary numbers; returns the summary."""
+    from .images import list_images
+
+    xd_by_stem = {p.stem: p for p in list_images(xd_dir)}
+    pairs = [(xb, xd_by_stem[xb.stem]) for xb in xb_paths if xb.stem in xd_by_stem]
+    if len(pairs) != len(xb_paths):
+        raise DsganError(f"{xd_dir}: degrade wrote {len(pairs)} of {len(xb_paths)} held-out images")
+    real_paths = list_images(data_dir / "lr_real")
+    xb_list, xd_list = [p[0] for p in pairs], [p[1] for p in pairs]
+
+    n_rows = min(6, len(pairs), len(real_paths))
+    rng = np.random.default_rng(1)
+    real_pick = sorted(rng.choice(len(real_paths), n_rows, replace=False).tolist())
+    rows = list(zip(_load_arrays(xb_list[:n_rows]), _load_arrays(xd_list[:n_rows]), _load_arrays([real_paths[i] for i in real_pick])))
+    sample_grid(rows, report_dir / "samples.png")
+
+    records = read_metrics(Path(train_result.output_dir) / "logs" / "metrics.jsonl")
+    drawn = loss_plot(records, report_dir / "losses.png")
+    if not drawn:
+        raise DsganError(f"{train_result.output_dir}: training logged no losses (logs/metrics.jsonl)")
+
+    freq = frequency_numbers((evaluation.get("result") or {}).get("frequency") or {"sets": {}}, report_dir / "spectrum.png")
+    verdict = judge(freq["noise"], freq["spectral_distance"])
+    result = evaluation.get("result") or {}
+    summary = {
+        "ok": True,
+        "mode": state.get("mode"),
+        "learned": verdict["learned"],
+        "verdict": verdict,
+        "noise": freq["noise"],
+        "spectral_distance": freq["spectral_distance"],
+        "spectral_distance_high": freq["spectral_distance_high"],
+        "spectral_distance_reference": "real LR",
+        "high_band": freq["high_band"],
+        "analysis_image_size": freq["image_size"],
+        "definitions": freq["definitions"],
+        "fid": _pick(result, "fid"),
+        "kid": _pick(result, "kid_mean"),
+        "fid_note": evaluation.get("fid_note"),
+        "perceptual_weights": state.get("perceptual_weights"),
+        "perceptual_note": state.get("perceptual_note"),
+        "degradation": state.get("data", {}).get("degradation"),
+        "counts": {"train_hr": state.get("data", {}).get("counts", {}).get("hr"), "real_lr": len(real_paths), "held_out": len(pairs)},
+        "train": {"steps": getattr(train_result, "steps", None), "generator": str(train_result.generator_path),
+                  "last_losses": _jsonable(getattr(train_result, "last_losses", None))},
+        "recipe_file": state.get("recipe_file"),
+        "overrides": state.get("overrides"),
+        "files": {name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
+    }
+    return summary
+
+
+def _pick(result: dict[str, Any], key: str) -> Any:
+    """A top-level or nested (``{"fid": {"value": ..}}``-style) number from the eval result, or None."""
+    value = result.get(key) if isinstance(result, dict) else None
+    if isinstance(value, dict):
+        value = value.get("value", value.get("mean"))
+    return value if isinstance(value, (int, float)) else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only (floats for tensors and numpy scalars)."""
+    try:
+        return json.loads(json.dumps(value, default=float))
+    except (TypeError, ValueError):
+        return None
+
+
+def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:
+    """The rich table a newcomer reads: noise and spectral distance of Xb, Xd and real LR, then the verdict."""
+    from rich.table import Table
+
+    table = Table(title="Did DSGAN learn the degradation?  (held-out photos)")
+    table.add_column("set")
+    table.add_column("estimated noise (0-255)", justify="right")
+    table.add_column("spectral distance to real LR", justify="right")
+    table.add_column("same, high band only", justify="right")
+    labels = {"Xb": "Xb  bicubic input", "Xd": "Xd  G(Xb), learned", "real LR": "real LR  (target)"}
+    for key, label in labels.items():
+        table.add_row(label, f"{summary['noise'][key]:.2f}", f"{summary['spectral_distance'][key]:.3f}",
+                      f"{summary['spectral_distance_high'][key]:.3f}")
+    console.print(table)
+    if summary.get("fid") is not None:
+        console.print(f"FID(Xd, real LR) = {summary['fid']:.2f}  ({summary['fid_note']})")
+    else:
+        console.print("FID: skipped (no Inception-v3 weights offline); the numbers above need no pretrained network.")
+    v = summary["verdict"]
+    if summary["learned"]:
+        console.print(
+            f"[bold green]Learned:[/] Xd moved from Xb toward the real LR images: spectral distance "
+            f"{summary['spectral_distance']['Xb']:.4f} -> {summary['spectral_distance']['Xd']:.4f}, noise "
+            f"{summary['noise']['Xb']:.2f} -> {summary['noise']['Xd']:.2f} (real LR {summary['noise']['real LR']:.2f})."
+        )
+    else:
+        failed = ", ".join(k.replace("_", " ") for k, ok in v["checks"].items() if not ok)
+        console.print(
+            f"[bold red]NOT learned:[/] Xd did not move from Xb toward the real LR images ({failed}: no). "
+            "Train longer (--set train.iterations=...) or look at the loss curves and samples."
+        )
+    console.print(f"report: {report_dir}/  samples.png  losses.png  spectrum.png  summary.json")
+
+
+def parse_args(argv: list[str] | None = None) -> DemoOptions:
+    """Command-line options of ``python -m dsgan_cli.demo``."""
+    p = argparse.ArgumentParser(
+        prog="python -m dsgan_cli.demo",
+        description="Build a demo data set from scikit-image photographs, train DSGAN on it, degrade held-out photos, "
+                    "evaluate, and write a report showing whether the degradation was learned.",
+    )
+    p.add_argument("--out", type=Path, default=None, help="demo folder (default demo_output, or demo_output/quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and a few steps: checks the pipeline in seconds (CI)")
+    p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE.relative_to(REPO_ROOT)})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.iterations=1000 (repeatable)")
+    p.add_argument("--perceptual-weights", default="auto",
+                   help="'auto' (pretrained VGG19 when cached, else random, said on screen), 'torchvision', 'random' or a file")
+    p.add_argument("--inception-weights", default=os.environ.get("DSGAN_INCEPTION_WEIGHTS"),
+                   help="local Inception-v3 weights for FID (default: torch-fidelity's cache if present, else FID is skipped)")
+    p.add_argument("--require-learning", action="store_true", help="exit with 1 when Xd did not move toward the real LR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    out = a.out or Path("demo_output/quick" if a.quick else "demo_output")
+    return DemoOptions(out=out, quick=a.quick, recipe=a.recipe, overrides=a.overrides, perceptual_weights=a.perceptual_weights,
+                       inception_weights=a.inception_weights, require_learning=a.require_learning,
+                       progress=not a.no_progress and sys.stderr.isatty())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m dsgan_cli.demo``."""
+    return run_demo(parse_args(argv))
+
+
+
+#: Names of the ``eval`` report's sets in the demo's words.
+EVAL_SET_NAMES = {"reference": "Xb", "fake": "Xd", "real": "real LR"}
+
+
+def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, Any]:
+    """Noise level and spectral distance to the real LR per set, from ``eval``'s frequency report; draws the spectra."""
+    from .plots import line_plot
+
+    per_set = {EVAL_SET_NAMES[k]: v for k, v in frequency["sets"].items() if k in EVAL_SET_NAMES}
+    missing = sorted(set(EVAL_SET_NAMES.values()) - set(per_set))
+    if missing:
+        raise DsganError(f"eval report lacks the set(s) {', '.join(missing)}")
+    order = ["Xb", "Xd", "real LR"]
+    freqs = list(frequency["frequencies"])
+    series = {f"{name} (n={per_set[name]['count']})": (freqs, list(per_set[name]["spectrum"])) for name in order}
+    line_plot(series, plot_path, title="Radially averaged power spectrum: held-out Xb and Xd vs real LR",
+              xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True, kind="demo-spectrum")
+    return {
+        "noise": {name: float(per_set[name]["noise"]) for name in order},
+        "spectral_distance": {name: float(per_set[name]["spectral_distance"]) for name in order},
+        "spectral_distance_high": {name: float(per_set[name]["spectral_distance_high"]) for name in order},
+        "high_band": frequency.get("high_band"),
+        "image_size": frequency.get("image_size"),
+        "definitions": frequency.get("definitions"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

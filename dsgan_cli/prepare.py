@@ -1,0 +1,259 @@
+"""``dsgan prepare``: detect, align and crop faces from a folder of photos.
+
+For each input file one manifest record is written to ``manifest.jsonl`` in
+the output folder (in input order), with a status:
+
+- ``ok``: one face found and written;
+- ``several_faces``: several found; the best one (largest box area x detector
+  score) is written and the others are listed under ``other_faces``;
+- ``no_face``: nothing detected; ``too_small``: the best face is narrower than
+  ``min_face`` pixels (upscaling it would not give a real HR face);
+- ``unreadable``: the file is not a decodable image (``reason`` says why).
+
+Runs are resumable: records are journaled as they finish, so a re-run after
+an interruption reuses them and skips outputs that already exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import DsganError, file_error
+from .images import ImageReadError, check_output_dir, check_writable_dir, list_images, load_rgb, save_image_atomic, write_bytes_atomic
+
+STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable")
+MANIFEST = "manifest.jsonl"
+JOURNAL = ".manifest.journal.jsonl"
+
+
+@dataclass
+class PrepareSummary:
+    """Counts per status plus where things went."""
+
+    output_dir: Path
+    manifest: Path
+    counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    written: int = 0
+    reused: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"output_dir": str(self.output_dir), "manifest": str(self.manifest), "counts": self.counts,
+                "written": self.written, "reused": self.reused,
+                "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable], "seconds": round(self.seconds, 3)}
+
+
+def default_output_dir(input_dir: Path, size: int) -> Path:
+    """Sibling of the input folder: ``raw`` -> ``raw_aligned_256``."""
+    resolved = input_dir.resolve()
+    return resolved.parent / f"{resolved.name}_aligned_{size}"
+
+
+def default_min_face(size: int) -> int:
+    """Smallest accepted face box width: a quarter of the output side (at most 4x upscaling of the box)."""
+    return max(16, size // 4)
+
+
+def plan_outputs(files: list[Path], input_dir: Path) -> dict[Path, Path]:
+    """Output path (relative, .png) per input; inputs sharing a stem keep their suffix in the name."""
+    rel = {f: f.relative_to(input_dir) for f in files}
+    targets: dict[Path, list[Path]] = {}
+    for f, r in rel.items():
+        targets.setdefault(r.with_suffix(".png"), []).append(f)
+    out = {}
+    for target, owners in targets.items():
+        for f in owners:
+            r = rel[f]
+            out[f] = target if len(owners) == 1 else r.with_name(f"{r.stem}_{r.suffix.lstrip('.').lower()}.png")
+    return out
+
+
+def _source_key(path: Path) -> dict[str, int]:
+    """Identity of an input file for reusing its record on a re-run."""
+    st = path.stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+_DETECTOR = None
+
+
+def _worker_init(kind: str) -> None:
+    """Load dlib models once per worker process."""
+    global _DETECTOR
+    from .faces import FaceDetector
+
+    _DETECTOR = FaceDetector(kind)
+
+
+def _r(values, nd: int = 2) -> list:
+    """Round a sequence of numbers for a stable, readable manifest."""
+    return [round(float(v), nd) for v in values]
+
+
+def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dict[str, Any]:
+    """Detect and align one photo; write its crop; return its manifest record."""
+    src, rel, out_rel, out_dir, size, margin, min_face, overwrite = task
+    from .align import align_face
+
+    record: dict[str, Any] = {"input": rel, "status": None, "reason": None, "output": None, "score": None,
+                              "box": None, "landmarks": None, "other_faces": [], "source": _source_key(Path(src))}
+    try:
+        img, _ = load_rgb(src)
+    except ImageReadError as e:
+        record.update(status="unreadable", reason=e.reason)
+        return record
+    faces = _DETECTOR.detect(img)
+    if not faces:
+        record.update(status="no_face", reason="no face detected")
+        return record
+    best, others = faces[0], faces[1:]
+    record.update(score=round(best.score, 4), box=_r(best.box), landmarks=[_r(p) for p in best.landmarks],
+                  other_faces=[{"score": round(f.score, 4), "box": _r(f.box)} for f in others])
+    if best.width < min_face:
+        record.update(status="too_small", reason=f"face is {best.width:.0f} px wide, below --min-face {min_face}")
+        return record
+    dest = Path(out_dir) / out_rel
+    if overwrite or not dest.exists():
+        save_image_atomic(align_face(img, best.landmarks, size, margin), dest)
+    record.update(status="several_faces" if others else "ok", output=out_rel,
+                  reason=f"{len(faces)} faces; kept the largest x most confident" if others else None)
+    return record
+
+
+def _read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Records of an earlier manifest or journal by input path; torn last lines are ignored."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            records[rec["input"]] = rec
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return records
+
+
+def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
+    """An earlier record still describes this input and its output (if any) exists."""
+    if rec is None or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
+        return False
+    return rec.get("output") is None or (out_dir / rec["output"]).is_file()
+
+
+def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, *, size: int = 256,
+                   detector: str = "hog", margin: float = 0.0, min_face: int | None = None,
+                   workers: int | None = None, overwrite: bool = False, progress: bool = True) -> PrepareSummary:
+    """Align every photo under ``input_dir`` into ``size`` x ``size`` face crops and a manifest."""
+    started = time.perf_counter()
+    input_dir = Path(input_dir)
+    if size < 16:
+        raise DsganError(f"--size must be at least 16, got {size}")
+    if margin < 0 or margin > 4:
+        raise DsganError(f"--margin must be between 0 and 4, got {margin}")
+    files = list_images(input_dir, all_files=True)
+    if not files:
+        raise file_error(input_dir, "input folder holds no files")
+    out_dir = Path(output_dir) if output_dir is not None else default_output_dir(input_dir, size)
+    check_output_dir(input_dir, out_dir)
+    check_writable_dir(out_dir)
+    min_face = default_min_face(size) if min_face is None else min_face
+    from .faces import FaceDetector
+
+    FaceDetector(detector)  # fail fast (missing models, bad kind) before starting workers
+
+    outputs = plan_outputs(files, input_dir)
+    previous = {} if overwrite else {**_read_records(out_dir / MANIFEST), **_read_records(out_dir / JOURNAL)}
+    records: dict[str, dict[str, Any]] = {}
+    tasks = []
+    for f in files:
+        rel = f.relative_to(input_dir).as_posix()
+        rec = previous.get(rel)
+        settings_same = rec is not None and rec.get("settings") == _settings(size, margin, min_face, detector)
+        if settings_same and _reusable(rec, f, out_dir):
+            records[rel] = rec
+        else:
+            tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite))
+    summary = PrepareSummary(output_dir=out_dir, manifest=out_dir / MANIFEST, reused=len(records))
+    settings = _settings(size, margin, min_face, detector)
+    journal_path = out_dir / JOURNAL
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
+            rec["settings"] = settings
+            records[rec["input"]] = rec
+            journal.write(json.dumps(rec, sort_keys=True) + "\n")
+            journal.flush()
+            summary.written += rec["output"] is not None
+    ordered = [records[f.relative_to(input_dir).as_posix()] for f in files]
+    write_bytes_atomic(summary.manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered).encode())
+    journal_path.unlink(missing_ok=True)
+    for rec in ordered:
+        summary.counts[rec["status"]] += 1
+        if rec["status"] == "unreadable":
+            summary.unreadable.append((str(input_dir / rec["input"]), rec["reason"]))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _settings(size: int, margin: float, min_face: int, detector: str) -> dict[str, Any]:
+    """Settings a record depends on; a record made with others is recomputed."""
+    return {"size": size, "margin": margin, "min_face": min_face, "detector": detector}
+
+
+def _run(tasks: list, detector: str, workers: int | None, progress: bool, total: int, done: int) -> Iterator[dict[str, Any]]:
+    """Process tasks in worker processes (or inline for one worker), with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task_id = bar.add_task("prepare", total=total, completed=done, rate="")
+        started = time.perf_counter()
+        if workers == 1:
+            _worker_init(detector)
+            results: Iterator[dict[str, Any]] = map(process_photo, tasks)
+            pool = None
+        else:
+            pool = ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(detector,))
+            results = pool.map(process_photo, tasks, chunksize=1)
+        try:
+            for i, rec in enumerate(results, start=1):
+                rate = i / max(time.perf_counter() - started, 1e-9)
+                bar.update(task_id, advance=1, rate=f"{rate:.1f} img/s")
+                yield rec
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+
+def report(summary: PrepareSummary, as_json: bool = False) -> int:
+    """Print the summary (table on stderr, or JSON on stdout) and return the exit code."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+
+    console = Console(stderr=True)
+    for path, reason in summary.unreadable:
+        console.print(f"unreadable: {path}: {reason}", markup=False, highlight=False)
+    table = Table(title=f"prepare: {summary.output_dir}")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for status, n in summary.counts.items():
+        table.add_row(status, str(n))
+    console.print(table)
+    console.print(f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.reused} records reused)",
+                  markup=False, highlight=False)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2), file=sys.stdout)
+    return EXIT_ITEMS_FAILED if summary.unreadable else EXIT_OK

@@ -1,0 +1,382 @@
+"""DSGAN training: one loop on Accelerate, from one CPU to many GPUs.
+
+:func:`train` is the whole algorithm in one place; the helpers above it only
+build things (data, models, checkpoint folders) so that the loop reads top to
+bottom: inputs -> discriminator step -> generator step -> log / sample / checkpoint.
+
+Checkpoints live in ``OUT/checkpoints/step_NNNNNNNN/``. Each is written into a
+hidden ``.step_NNNNNNNN.partial`` folder and renamed into place only when
+complete, and only folders holding ``trainer_state.json`` count, so a kill at
+any moment never leaves a checkpoint that looks complete but is not. The data
+order is a pure function of (seed, step) (see :mod:`dsgan_cli.data`), so a
+checkpoint needs only the step to resume the data stream exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import save_generator
+from .errors import EXIT_NONFINITE, DsganError, file_error
+from .images import check_output_dir, check_writable_dir, write_bytes_atomic
+from .recipe import Recipe
+
+CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
+STATE_FILE = "trainer_state.json"
+
+#: Test/benchmark override of the memory layout: "channels_last" or "contiguous".
+MEMORY_FORMAT_ENV = "DSGAN_MEMORY_FORMAT"
+#: Test hook: when set, every rank writes a hash of its final G weights into this folder.
+RANK_HASH_DIR_ENV = "DSGAN_TEST_RANK_HASH_DIR"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    generator_path: Path          # output_dir / "generator.safetensors" (latest export)
+    checkpoint_dir: Path | None   # last full-state checkpoint folder
+    steps: int
+    last_losses: dict[str, float]
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """Layout per device: NCHW on CPU (training step ~30% faster than channels_last in
+    scripts/bench_train.py, batch 8, 128 px), channels_last on GPUs (cuDNN's preferred layout for
+    convolutions under mixed precision). ``DSGAN_MEMORY_FORMAT`` overrides it."""
+    choice = os.environ.get(MEMORY_FORMAT_ENV) or ("contiguous" if device.type == "cpu" else "channels_last")
+    return torch.contiguous_format if choice == "contiguous" else torch.channels_last
+
+
+def mixed_precision_for(recipe: Recipe) -> str:
+    """`accelerate launch --mixed_precision bf16|fp16` wins; its default 'no' leaves the recipe's choice."""
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return launched if launched != "no" else recipe.train.precision
+
+
+def cpu_processes() -> bool:
+    """Several processes but no GPU (e.g. ``torchrun`` on CPUs): Accelerate needs cpu=True to use gloo
+    instead of silently running independent copies."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): constant, or linear to 0 after decay_start."""
+    o, total = recipe.optim, recipe.train.iterations
+    if o.lr_decay == "none" or step < o.decay_start:
+        return o.lr
+    return o.lr * max(0.0, 1.0 - (step - o.decay_start) / max(1, total - o.decay_start))
+
+
+def complete_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint, oldest first; temp and half-written folders are ignored."""
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for p in ckpt_root.iterdir():
+        m = CHECKPOINT_RE.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint folder to resume from, or None for a fresh run; refuses to train over an old run."""
+    ckpt_root = output_dir / "checkpoints"
+    if resume is None:
+        existing = complete_checkpoints(ckpt_root)
+        if existing:
+            raise file_error(output_dir, f"already holds a training run ({existing[-1][1].name}); "
+                                         "use --resume latest to continue it, or choose another train.output_dir")
+        return None
+    if resume == "latest":
+        existing = complete_checkpoints(ckpt_root)
+        if not existing:
+            raise file_error(ckpt_root, "no complete checkpoint to resume from (--resume latest)")
+        return existing[-1][1]
+    path = Path(resume)
+    if not path.is_dir():
+        raise file_error(path, "checkpoint folder not found (--resume PATH expects a checkpoints/step_... folder)")
+    if not (path / STATE_FILE).is_file():
+        raise file_error(path, f"not a complete training checkpoint (no {STATE_FILE})")
+    return path
+
+
+def read_state(ckpt: Path) -> dict:
+    """The small JSON state of a checkpoint (step, data position, counts)."""
+    try:
+        return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise file_error(ckpt / STATE_FILE, f"unreadable training state ({e})") from None
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe, state: dict) -> Path:
+    """Write the full training state for ``step`` atomically; prune to keep_last; export generator.safetensors."""
+    ckpt_root = output_dir / "checkpoints"
+    final = ckpt_root / f"step_{step:08d}"
+    tmp = ckpt_root / f".{final.name}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)  # models as safetensors; RNG per rank
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        g = accelerator.unwrap_model(G)
+        meta = dict(step=step, scale=recipe.data.scale, recipe=recipe.to_dict())
+        save_generator(g, tmp / "generator.safetensors", **meta)
+        write_bytes_atomic(tmp / STATE_FILE, json.dumps(state, indent=2).encode())  # written last: marks completeness
+        if final.exists():  # re-saving a step after resuming from an older checkpoint
+            old = ckpt_root / f".{final.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        save_generator(g, output_dir / "generator.safetensors", **meta)
+        for _, old_ckpt in complete_checkpoints(ckpt_root)[: -recipe.train.keep_last]:
+            shutil.rmtree(old_ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_data(recipe: Recipe, show: bool):
+    """Decode both image sets once (progress bar on the main process)."""
+    from rich.progress import Progress
+
+    from .data import check_data_dirs, load_image_set
+    from .images import require_images
+
+    d = recipe.data
+    check_data_dirs(d.hr_dir, d.lr_dir)
+    n_hr, n_lr = len(require_images(d.hr_dir, "HR")), len(require_images(d.lr_dir, "real LR"))
+    workers = max(1, d.num_workers or (os.cpu_count() or 1))
+    with Progress(disable=not show, transient=True) as bar:
+        task = bar.add_task("decoding images", total=n_hr + n_lr)
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        hr = load_image_set(d.hr_dir, d.hr_size, what="HR", resize=d.resize_mismatched, workers=workers, progress=advance)
+        lr = load_image_set(d.lr_dir, d.lr_size, what="real LR", resize=d.resize_mismatched, workers=workers, progress=advance)
+    return hr, lr
+
+
+def progress_bar(show: bool):
+    """Rich progress: step, it/s, ETA and the current losses."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+        console=Console(stderr=True), disable=not show,
+    )
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+
+def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> TrainResult:
+    """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import set_seed
+
+    from .data import MicroBatches, make_loader
+    from .losses import GeneratorLoss, PerceptualLoss, gan_loss_discriminator
+    from .models import Discriminator, Generator, downscale
+    from .trainlog import save_sample_grid, trackers_for
+
+    r = recipe
+    out = Path(r.train.output_dir)
+    iters, accum, scale = r.train.iterations, r.train.grad_accum, r.data.scale
+    dist_state = PartialState(cpu=cpu_processes())
+    is_main = dist_state.is_main_process
+    resume_from = resolve_resume(resume, out)
+    start_step = read_state(resume_from)["step"] if resume_from else 0
+    if start_step >= iters:
+        raise file_error(resume_from, f"already at step {start_step} >= train.iterations ({iters}); raise train.iterations to train on")
+    show = progress and is_main and sys.stderr.isatty()
+
+    # --- data: decoded once into RAM (before anything is written); micro-batch m is a function of (seed, m, rank)
+    hr_set, lr_set = load_data(r, show=show)
+    # Samples written into a data folder would be read back as training images.
+    check_output_dir(r.data.hr_dir, out)
+    check_output_dir(r.data.lr_dir, out)
+    if is_main:
+        check_writable_dir(out)
+    accelerator = Accelerator(
+        cpu=cpu_processes(),
+        mixed_precision=mixed_precision_for(r),
+        log_with=trackers_for(out / "logs", keep_until_step=start_step) if is_main else None,
+        project_dir=str(out),
+    )
+    device = accelerator.device
+    fmt = memory_format_for(device)
+    set_seed(r.train.seed)  # identical initial weights on every rank
+    dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           scale=scale, crop_size=r.data.crop_size, flip=r.data.flip)
+    batches = iter(make_loader(dataset, start_step * accum, iters * accum, r.data.num_workers, device.type == "cuda"))
+
+    # --- models, losses, optimisers (prepared once)
+    G = Generator(r.model.n_res_blocks, r.model.channels).to(memory_format=fmt)
+    D = Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
+    perceptual = PerceptualLoss(r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
+    g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
+                              kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
+    g_loss_fn = g_loss_fn.to(device, memory_format=fmt)
+    betas = (r.optim.beta1, r.optim.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
+    D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
+    if resume_from is not None:
+        try:
+            accelerator.load_state(str(resume_from))
+        except Exception as e:  # noqa: BLE001 - wrong architecture, truncated files...
+            raise file_error(resume_from, f"cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        accelerator.print(f"resumed from {resume_from} at step {start_step}")
+        before = read_state(resume_from)
+        now = {"world_size": accelerator.num_processes, "batch_size": r.train.batch_size, "grad_accum": accum}
+        changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
+        if changed and is_main:
+            print(f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order "
+                  "differs from an uninterrupted run", file=sys.stderr)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes
+
+    # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
+    if is_main:
+        write_bytes_atomic(out / "recipe.json", json.dumps(r.to_dict(), indent=2).encode())
+    accelerator.init_trackers("dsgan")
+    n_show = min(4, len(hr_set.images), len(lr_set.images))
+    sample_xb = downscale(hr_set.images[:n_show].float().div(255), scale).to(device)
+    sample_real = lr_set.images[:n_show].float().div(255).to(device)
+    counts = {"hr": len(hr_set.paths), "lr": len(lr_set.paths), "hr_skipped": len(hr_set.skipped),
+              "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
+    if is_main and (hr_set.skipped or lr_set.skipped):
+        print(f"warning: skipped {len(hr_set.skipped)} HR and {len(lr_set.skipped)} real LR unreadable images", file=sys.stderr)
+
+    # With accumulation, G(Xb) is recomputed in the G phase so only one micro-batch graph is alive at a time.
+    keep_graph = accum == 1
+    last_ckpt, losses = resume_from, {}
+    t_start = time.perf_counter()
+    with progress_bar(show) as bar:
+        task = bar.add_task("train", total=iters, completed=start_step, speed="", losses="")
+        for step in range(start_step, iters):
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, r)
+
+            # 1. inputs: uint8 HR / real LR from the workers -> Xb = bicubic downscale, on the device
+            xbs, reals = [], []
+            for _ in range(accum):
+                hr_u8, lr_u8 = next(batches)
+                hr = hr_u8.to(device, non_blocking=True).float().div_(255)
+                xbs.append(downscale(hr, scale).contiguous(memory_format=fmt))
+                reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmt))
+
+            # 2. discriminator step: real LR -> 1, detached Xd = G(Xb) -> 0
+            opt_d.zero_grad(set_to_none=True)
+            xds, loss_d, d_real, d_fake = [], 0.0, 0.0, 0.0
+            for m in range(accum):
+                sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
+                with sync, accelerator.autocast():
+                    with torch.set_grad_enabled(keep_graph):
+                        xd = G(xbs[m])
+                    real_logits, fake_logits = D(reals[m]), D(xd.detach())
+                    loss_d_m = gan_loss_discriminator(real_logits, fake_logits) / accum
+                accelerator.backward(loss_d_m)
+                xds.append(xd)
+                loss_d = loss_d + loss_d_m.detach()
+                d_real = d_real + torch.sigmoid(real_logits.detach().float()).mean() / accum
+                d_fake = d_fake + torch.sigmoid(fake_logits.detach().float()).mean() / accum
+            opt_d.step()
+
+            # 3. generator step against the updated D (frozen): colour + GAN + perceptual (VGG(Xb) without grad)
+            D_plain.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g, parts_sum = 0.0, {}
+            for m in range(accum):
+                sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
+                with sync, accelerator.autocast():
+                    xd = xds[m] if keep_graph else G(xbs[m])
+                    with torch.no_grad():
+                        xb_feats = perceptual.vgg(xbs[m]) if perceptual is not None else None
+                    loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
+                    loss_g_m = loss_g_m / accum
+                accelerator.backward(loss_g_m)
+                loss_g = loss_g + loss_g_m.detach()
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach() / accum
+            D_plain.requires_grad_(True)
+            opt_g.step()
+            done = step + 1
+
+            # 4. losses averaged over ranks (one small all-reduce); every rank stops together on NaN/inf
+            names = ["loss_d", "loss_g", *(f"loss_{k}" for k in parts_sum), "d_real", "d_fake"]
+            values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake]).float()
+            values = accelerator.reduce(values, reduction="mean").tolist()
+            losses = dict(zip(names, values))
+            if not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
+                accelerator.end_training()
+                bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+                keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+                raise DsganError(f"non-finite loss at step {done} ({bad}); training stopped, {keep}. "
+                                 "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
+
+            # 5. log, samples, checkpoint
+            elapsed = time.perf_counter() - t_start
+            if done % r.train.log_every == 0 or done == iters or step == start_step:
+                accelerator.log({**losses, "lr": lr_at(step, r), "time_s": round(elapsed, 3)}, step=done)
+            if is_main and (done % r.train.sample_every == 0 or done == iters):
+                with torch.no_grad(), accelerator.autocast():
+                    sample_xd = accelerator.unwrap_model(G)(sample_xb)
+                save_sample_grid(out / "samples" / f"step_{done:08d}.png", sample_xb, sample_xd, sample_real, r.model.filter_kernel)
+            if done % r.train.checkpoint_every == 0 or done == iters:
+                state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
+                         "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
+                         "dsgan_version": __version__, "data": {"counts": counts}}
+                last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
+            rate = (done - start_step) / max(elapsed, 1e-9)
+            bar.update(task, completed=done, speed=f"{rate:.2f} it/s",
+                       losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
+
+    accelerator.end_training()
+    _dump_rank_hash(accelerator, G)
+    if is_main:
+        print(f"trained {iters - start_step} steps (now at step {iters})")
+        print(f"generator:  {out / 'generator.safetensors'}")
+        print(f"checkpoint: {last_ckpt}")
+        print(f"samples:    {out / 'samples'}")
+        print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
+    return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
+                       steps=iters, last_losses=losses)
+
+
+def _dump_rank_hash(accelerator, G) -> None:
+    """Test hook (env var): each rank writes a SHA-256 of its own final G weights, to compare ranks."""
+    folder = os.environ.get(RANK_HASH_DIR_ENV)
+    if not folder:
+        return
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(accelerator.unwrap_model(G).state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"rank{accelerator.process_index}.sha256").write_text(h.hexdigest())

@@ -1,0 +1,107 @@
+"""What training shows a person: metrics (Accelerate trackers, always a JSONL file) and sample grids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.tracking import GeneralTracker
+
+from .images import save_image_atomic, tensor_to_image, write_bytes_atomic
+from .models import FilterHigh
+
+METRICS_FILE = "metrics.jsonl"
+
+#: High-passes are centred on grey and amplified so that noise and blur are visible.
+HIGHPASS_GAIN = 4.0
+
+
+class JSONLTracker(GeneralTracker):
+    """Accelerate tracker writing one JSON object per logged step to ``logs/metrics.jsonl``."""
+
+    name = "jsonl"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, logging_dir: str | Path, keep_until_step: int | None = None):
+        super().__init__()
+        self.path = Path(logging_dir) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until_step is not None:
+            truncate_metrics(self.path, keep_until_step)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    @property
+    def tracker(self):
+        return self._f
+
+    def store_init_configuration(self, values: dict) -> None:
+        """The recipe is copied next to the logs by the trainer; nothing to store here."""
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def finish(self) -> None:
+        self._f.close()
+
+
+def _plain(v: Any) -> Any:
+    """JSON-friendly scalar."""
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    return v
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step`` (logged after the checkpoint a run resumes from)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut by a kill
+    write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+
+def trackers_for(logging_dir: Path, keep_until_step: int | None) -> list:
+    """JSONL always; TensorBoard as well when it is installed."""
+    trackers: list = [JSONLTracker(logging_dir, keep_until_step)]
+    try:
+        import tensorboard  # noqa: F401
+
+        trackers.append("tensorboard")
+    except ImportError:
+        pass
+    return trackers
+
+
+@torch.no_grad()
+def sample_grid(xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
+    """One row per image: Xb | Xd | real LR | high-pass(Xd) | high-pass(real LR), 2-px gaps; (3, H, W)."""
+    high = FilterHigh(kernel_size).to(xd.device)
+
+    def show(hp: torch.Tensor) -> torch.Tensor:
+        return (0.5 + HIGHPASS_GAIN * hp).clamp(0, 1)
+
+    cols = [xb, xd, real, show(high(xd.float())), show(high(real.float()))]
+    cols = [c.float().cpu().contiguous() for c in cols]
+    n, _, h, w = xb.shape
+    gap = 2
+    grid = torch.ones(3, n * h + (n + 1) * gap, len(cols) * w + (len(cols) + 1) * gap)
+    for i in range(n):
+        for j, c in enumerate(cols):
+            top, left = gap + i * (h + gap), gap + j * (w + gap)
+            grid[:, top: top + h, left: left + w] = c[i]
+    return grid
+
+
+def save_sample_grid(path: Path, xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> None:
+    """Write the sample grid PNG atomically."""
+    save_image_atomic(tensor_to_image(sample_grid(xb, xd, real, kernel_size)), path)

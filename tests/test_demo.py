@@ -1,0 +1,136 @@
+"""The ``make demo`` pipeline: data from scikit-image photographs, train, degrade, eval, report.
+
+The full demo takes minutes; here it runs with ``--quick`` (tiny images, a
+few steps) so CI guards every step and the report layout. Whether the
+degradation is learned is measured by the full demo, not asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dsgan_cli import demo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m dsgan_cli.demo ARGS`` in a subprocess, offline."""
+    # One thread: tiny tensors gain nothing from two, and on a busy machine idle OpenMP threads spin.
+    env = dict(os.environ, OMP_NUM_THREADS="1", DSGAN_OFFLINE="1")
+    env.pop("DSGAN_INCEPTION_WEIGHTS", None)
+    return subprocess.run([sys.executable, "-m", "dsgan_cli.demo", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_quick_demo_writes_report_and_numbers(tmp_path):
+    out = tmp_path / "demo out"
+    proc = run_demo("--quick", "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = out / "report"
+    for name in ("samples.png", "losses.png", "spectrum.png", "summary.json"):
+        assert (report / name).is_file(), f"missing {name}"
+    for name in ("samples.png", "losses.png", "spectrum.png"):
+        with Image.open(report / name) as im:
+            assert im.width > 50 and im.height > 50
+
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["ok"] is True and summary["mode"] == "quick"
+    assert isinstance(summary["learned"], bool)
+    for key in ("Xb", "Xd", "real LR"):
+        assert math.isfinite(summary["noise"][key]) and summary["noise"][key] >= 0
+        assert math.isfinite(summary["spectral_distance"][key]) and summary["spectral_distance"][key] >= 0
+    # The real LR set is its own reference.
+    assert summary["spectral_distance"]["real LR"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["counts"]["held_out"] == demo.QUICK_SPEC.n_holdout
+    assert [s["step"] for s in summary["steps"] if not s["ok"]] == []
+
+    # Same code paths as a user: a generator file, degraded held-out images at LR size.
+    assert Path(summary["train"]["generator"]).is_file()
+    xd = sorted((out / "holdout_xd").rglob("*.png"))
+    assert len(xd) == demo.QUICK_SPEC.n_holdout
+    with Image.open(xd[0]) as im:
+        assert im.size == (demo.QUICK_SPEC.hr_size // 2,) * 2
+
+    # Offline, without cached VGG19 the demo says it uses random features.
+    said = " ".join(proc.stdout.split())  # undo the console's line wrapping
+    if not demo.vgg_cache_path().is_file():
+        assert summary["perceptual_weights"] == "random"
+        assert "RANDOM VGG19 features" in said
+    assert "spectral distance" in said
+    assert ("NOT learned" in said) == (not summary["learned"])
+
+
+def test_data_is_reused_and_sets_are_disjoint(tmp_path):
+    spec = demo.QUICK_SPEC
+    messages: list[str] = []
+    manifest = demo.build_data(tmp_path / "data", spec, messages.append)
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*.png")}
+    assert len(first) == spec.n_hr + spec.n_lr + spec.n_holdout
+
+    again = demo.build_data(tmp_path / "data", spec, messages.append)
+    assert again == manifest and messages[-1].startswith("Reusing")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*.png")} == first
+
+    # Unpaired: no photograph gives both HR and real LR patches; held-out photos are never HR inputs.
+    src = manifest["sources"]
+    assert not set(src["hr"]) & set(src["lr_real"])
+    assert not set(src["holdout_hr"]) & set(src["hr"])
+    with Image.open(next((tmp_path / "data" / "lr_real").glob("*.png"))) as im:
+        assert im.size == (spec.lr_size, spec.lr_size)
+
+    # A lost image makes the set incomplete: it is rebuilt, not trusted.
+    next((tmp_path / "data" / "hr").glob("*.png")).unlink()
+    demo.build_data(tmp_path / "data", spec, messages.append)
+    assert messages[-1].startswith("Building")
+    assert len(list((tmp_path / "data" / "hr").glob("*.png"))) == spec.n_hr
+
+
+def test_real_degradation_adds_high_frequencies():
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(60, 190, 32)
+    clean = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=2).round().astype(np.uint8)  # smooth: no high frequencies
+    degraded = demo.real_degradation(clean, 12.0, 80, rng)
+
+    def laplacian_energy(a: np.ndarray) -> float:
+        g = a.astype(np.float64).mean(axis=2)
+        lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+        return float(np.mean(lap**2))
+
+    assert degraded.shape == clean.shape and degraded.dtype == np.uint8
+    assert laplacian_energy(degraded) > 10 * max(laplacian_energy(clean), 1.0)
+    # Low frequencies stay: the mean colour barely moves.
+    assert abs(degraded.mean() - clean.mean()) < 2
+
+
+def test_refuses_a_foreign_non_empty_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    proc = run_demo("--quick", "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not made by the demo" in proc.stdout + proc.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert not (out / "data").exists()
+
+
+def test_demo_folder_may_hold_the_quick_demo_folder(tmp_path):
+    quick = tmp_path / "demo_output" / "quick"
+    demo.prepare_out_dir(quick)  # `--quick` alone makes demo_output/quick first
+    demo.prepare_out_dir(tmp_path / "demo_output")  # then the full demo may use demo_output
+    assert (tmp_path / "demo_output" / demo.MARKER).is_file() and (quick / demo.MARKER).is_file()
+    (tmp_path / "demo_output" / "stray.txt").write_text("x")
+    (quick / demo.MARKER).unlink()
+    (tmp_path / "demo_output" / demo.MARKER).unlink()
+    with pytest.raises(demo.DsganError, match="not made by the demo"):
+        demo.prepare_out_dir(tmp_path / "demo_output")

@@ -1,0 +1,164 @@
+"""`eval`: FID/KID through torch-fidelity's Inception-v3 (random-init weights file), caching, weights handling, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import synthetic_face_like, write_images
+from dsgan_cli import fid
+from dsgan_cli.errors import DsganError
+from dsgan_cli.evaluate import evaluate
+
+#: Keys of the report, as documented in the README.
+TOP_KEYS = {"fid", "kid_mean", "kid_std", "kid_subset_size", "counts", "unreadable", "image_size", "resized",
+            "resized_counts", "converted_counts", "real_stats_cached", "warnings", "settings", "frequency", "plot"}
+SET_KEYS = {"count", "noise", "noise_std", "spectral_distance", "spectral_distance_high", "spectrum"}
+N = 3  # images per set: Inception runs at 299x299 internally, so keep the count small
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    """An Inception-v3 weights file in torch-fidelity's layout with random (He-initialised) weights."""
+    path = tmp_path_factory.mktemp("weights") / "inception-random.pth"
+    torch.save(fid.random_state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """A: clean images; noisy: the same images with Gaussian noise; cache: shared by the tests (saves Inception runs)."""
+    root = tmp_path_factory.mktemp("sets")
+    write_images(root / "A", N, 32, seed=1)
+    write_images(root / "noisy", N, 32, seed=1, noise=25)
+    return {"A": root / "A", "noisy": root / "noisy", "root": root, "cache": root / "cache"}
+
+
+def test_trace_term_matches_torch_fidelity():
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    rng = np.random.default_rng(0)
+    for n1, n2 in ((200, 150), (20, 30)):  # n > dim (eigh path) and n < dim (low-rank path)
+        f1 = torch.from_numpy(rng.normal(size=(n1, 64)).astype(np.float32))
+        f2 = torch.from_numpy((rng.normal(size=(n2, 64)) * 1.3 + 0.2).astype(np.float32))
+        s1, s2 = fid.fid_statistics(f1), fid.fid_statistics(f2)
+        ref = fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID]
+        assert fid.frechet_distance(s1, s2, f1.numpy(), f2.numpy()) == pytest.approx(ref, rel=1e-6)
+        assert fid.frechet_distance(s1, s2) == pytest.approx(ref, rel=1e-6)
+        assert fid.frechet_distance(s1, s1, f1.numpy(), f1.numpy()) < 1e-9
+    # A singular covariance (a constant feature) has no Cholesky factor: the square-root path must agree too.
+    f1[:, 0] = 1.0
+    s1 = fid.fid_statistics(f1)
+    assert fid.frechet_distance(s1, s2) == pytest.approx(fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID], rel=1e-6)
+
+
+def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
+    a, noisy = folders["A"], folders["noisy"]
+    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], batch_size=2, progress=False)
+
+    same = evaluate(a, a, json_path=tmp_path / "same.json", plot_path=tmp_path / "same.png", **kw)
+    assert same["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert same["real_stats_cached"] is False
+    assert any(f"fake: {N}, real: {N}" in w for w in same["warnings"])  # small-set warning names the counts
+
+    data = json.loads((tmp_path / "same.json").read_text())
+    assert TOP_KEYS <= set(data)
+    assert data["kid_subset_size"] == N and data["counts"] == {"fake": N, "real": N, "reference": None}
+    assert data["settings"]["feature_extractor"] == "inception-v3-compat"
+    assert data["settings"]["inception_weights"] == str(weights_file)
+    assert set(data["frequency"]["sets"]) == {"fake", "real"}
+    assert SET_KEYS <= set(data["frequency"]["sets"]["fake"])
+    assert len(data["frequency"]["frequencies"]) == len(data["frequency"]["sets"]["real"]["spectrum"]) == 16
+    assert Image.open(tmp_path / "same.png").size == (800, 500)
+
+    far = evaluate(noisy, a, **kw)
+    assert far["real_stats_cached"] is True  # real folder unchanged: stats served from the cache
+    assert far["fid"] > 0.1 and far["fid"] > 1000 * max(same["fid"], 1e-9)
+    assert far["kid_mean"] > same["kid_mean"]
+    assert far["frequency"]["sets"]["fake"]["noise"] > far["frequency"]["sets"]["real"]["noise"] + 5
+    assert far["frequency"]["sets"]["real"] == same["frequency"]["sets"]["real"]
+    assert {p.name.split("-")[1] for p in folders["cache"].iterdir()} == {"frequency", "inception"}
+
+
+def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
+    real = tmp_path / "real"
+    shutil.copytree(folders["A"], real)  # copytree keeps mtimes: the same content key as A, whose stats are cached
+    assert fid.folder_fingerprint(real, sorted(real.iterdir())) == fid.folder_fingerprint(folders["A"], sorted(folders["A"].iterdir()))
+    entries = set(folders["cache"].iterdir())
+
+    # Rewrite one real image (new content and mtime): the cached stats must not be served.
+    victim = sorted(real.iterdir())[0]
+    Image.fromarray(synthetic_face_like(32, 999)).save(victim)
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    after = evaluate(folders["noisy"], real, inception_weights=weights_file, cache_dir=folders["cache"], batch_size=2, progress=False)
+    assert after["real_stats_cached"] is False
+    assert after["fid"] > 0.1
+    assert len(set(folders["cache"].iterdir()) - entries) == 2  # new frequency + inception entries for the new content
+
+
+def test_weights_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(DsganError, match="bad.pth: cannot read Inception weights"):
+        fid.build_extractor(fid.resolve_weights(bad))
+    wrong = tmp_path / "wrong.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(3, 3)}, str(wrong))
+    with pytest.raises(DsganError, match="wrong.safetensors: not torch-fidelity's Inception-v3 weights"):
+        fid.build_extractor(fid.resolve_weights(wrong))
+
+    class Payload:  # a pickle that would run code: refused by weights_only loading
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Payload()}, evil)
+    with pytest.raises(DsganError, match="evil.pth: cannot read Inception weights"):
+        fid.load_state_dict_safely(evil)
+    with pytest.raises(DsganError, match="not found"):
+        fid.resolve_weights(tmp_path / "missing.pth")
+
+
+def test_cli_missing_weights_says_how_to_provide_them(tmp_path, cli, folders):
+    env = {"TORCH_HOME": str(tmp_path / "torch-home"), "DSGAN_INCEPTION_WEIGHTS": ""}
+    proc = cli("eval", folders["noisy"], folders["A"], "--cache-dir", tmp_path / "c", cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Inception-v3 weights")
+    assert fid.INCEPTION_URL in lines[0] and "--inception-weights" in lines[0] and "DSGAN_INCEPTION_WEIGHTS" in lines[0]
+    assert not (tmp_path / "torch-home").exists() or not any((tmp_path / "torch-home").rglob("*.pth"))
+
+
+def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weights_file, folders):
+    hr = tmp_path / "hr"
+    write_images(hr, 2, 64, seed=4)
+    env = {"DSGAN_INCEPTION_WEIGHTS": str(weights_file)}
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"old")  # a plot path the user names is (re)written
+    proc = cli("eval", folders["noisy"], folders["A"], "--reference", hr, "--json", "-", "--plot", plot,
+               "--batch-size", "3", "--cache-dir", folders["cache"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # stdout holds only the JSON; tables and warnings went to stderr
+    assert TOP_KEYS <= set(data) and data["fid"] > 0.1
+    assert data["counts"] == {"fake": N, "real": N, "reference": 2}
+    assert data["settings"]["batch_size"] == 3 and data["settings"]["inception_weights"] == str(weights_file)
+    assert data["frequency"]["sets"]["reference"]["noise"] < data["frequency"]["sets"]["fake"]["noise"]
+    assert "FID" in proc.stderr and "biased" in proc.stderr
+    assert data["plot"] == str(plot) and Image.open(plot).format == "PNG"
+
+
+def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):
+    monkeypatch.delenv("DSGAN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    with pytest.raises(DsganError, match="DSGAN_OFFLINE=1"):
+        fid.resolve_weights(None, allow_random=False)
+    w = fid.resolve_weights(None, allow_random=True)
+    assert w.kind == "random" and "RANDOM" not in w.describe() and "random" in w.describe()

@@ -1,0 +1,239 @@
+"""Fault injection: SIGKILL at bad moments, then the same command again.
+
+Promises checked: outputs are atomic (complete and decodable, or absent),
+re-running finishes the job with nothing duplicated or missing, and training
+resumes from the last complete checkpoint after a kill during a checkpoint
+write.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from badfiles import Zygote, tree_digest
+from conftest import TINY_RECIPE, run_cli, write_images
+from dsgan_cli.images import list_images
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    """One process that imports torch once and forks every CLI run (each one killable on its own)."""
+    z = Zygote(tmp_path_factory.mktemp("logs"))
+    yield z
+    z.close()
+
+
+def wait_until(cond, child, timeout: float) -> bool:
+    """Poll ``cond()`` until true; False when the run ended first or time ran out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        if child.done():
+            return cond()
+        time.sleep(0.01)
+    return False
+
+
+# ----------------------------------------------------------------------------- degrade
+
+
+@pytest.fixture(scope="module")
+def degrade_setup(tmp_path_factory):
+    """Input tree (two folders, mixed sizes) and a default-size generator (slow enough to be killed mid-run)."""
+    from dsgan_cli.checkpoint import save_generator
+    from dsgan_cli.models import Generator
+
+    root = tmp_path_factory.mktemp("fault_degrade")
+    inp = root / "in"
+    write_images(inp / "a", 14, 96, seed=1)
+    write_images(inp / "b b", 10, 64, seed=2)
+    torch.manual_seed(0)
+    ckpt = root / "generator.safetensors"
+    save_generator(Generator(), ckpt, step=1, scale=2)
+    return root, inp, ckpt
+
+
+def outputs(out: Path) -> list[Path]:
+    return list_images(out) if out.exists() else []
+
+
+def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_path):
+    root, inp, ckpt = degrade_setup
+    before = tree_digest(inp)
+    n_inputs = len(list_images(inp))
+    out = tmp_path / "out"
+    args = ["degrade", inp, out, "--checkpoint", ckpt, "--no-progress", "--batch-size", "1", "--json"]
+    rng = random.Random(8)
+    kills = 0
+    for _ in range(2):
+        target = rng.randint(len(outputs(out)) + 1, n_inputs - 2)
+        child = zygote.start(args)
+        # Random moment while outputs are being written: after `target` files exist, plus a random delay.
+        if wait_until(lambda: len(outputs(out)) >= target, child, timeout=120):
+            time.sleep(rng.uniform(0, 0.05))
+        if not child.done():
+            assert child.kill9().returncode == -9
+            kills += 1
+        else:
+            child.wait()
+        for p in outputs(out):  # whatever is visible after a kill is complete
+            Image.open(p).load()
+    assert kills >= 1, "the runs finished before they could be killed; make the job slower"
+    partial_count = len(outputs(out))
+    assert 0 < partial_count < n_inputs
+
+    res = run_cli(*args)  # the real `python -m dsgan_cli` for the rerun
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["failed"] == []
+    assert summary["converted"] + summary["skipped"] == n_inputs
+    assert summary["skipped"] >= partial_count - 1  # at most the file being renamed at the kill is redone
+
+    expected = sorted(out / p.relative_to(inp).with_suffix(".png") for p in list_images(inp))
+    assert outputs(out) == expected  # none missing, none extra, none duplicated
+    # Same pixels as one uninterrupted run.
+    ref = tmp_path / "ref"
+    res = zygote.run(["degrade", inp, ref, "--checkpoint", ckpt, "--no-progress", "--batch-size", "1"])
+    assert res.returncode == 0, res.stderr
+    for p in expected:
+        a = np.asarray(Image.open(p))
+        b = np.asarray(Image.open(ref / p.relative_to(out)))
+        assert a.shape == b.shape and np.array_equal(a, b), p
+    leftovers = [p for p in out.rglob("*") if p.is_file() and p not in expected]
+    assert all(p.name.startswith(".") and p.name.endswith(".partial") for p in leftovers), leftovers
+    assert tree_digest(inp) == before
+
+
+# ----------------------------------------------------------------------------- train
+
+#: Run in the forked child before the real CLI, with one test-only change: the Nth generator export into a
+#: hidden ``.partial`` checkpoint folder announces itself (marker file) and
+#: then sleeps, so the test's SIGKILL lands while that checkpoint is being written.
+_SLOW_CHECKPOINT = r"""
+import os, time
+from pathlib import Path
+import dsgan_cli.train as train_mod
+marker, nth = Path(os.environ["FAULT_MARKER"]), int(os.environ["FAULT_NTH"])
+real_save, calls = train_mod.save_generator, []
+def slow_save(g, path, **kw):
+    if Path(path).parent.name.endswith(".partial"):
+        calls.append(path)
+        if len(calls) == nth:
+            marker.write_text(str(path))
+            time.sleep(600)
+    return real_save(g, path, **kw)
+train_mod.save_generator = slow_save
+"""
+
+
+def train_args(run: Path, data: Path, iterations: int) -> list[str]:
+    return ["train", str(TINY_RECIPE), "--no-progress",
+            "--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr'}",
+            "--set", f"train.output_dir={run}", "--set", f"train.iterations={iterations}",
+            "--set", "train.sample_every=100",
+            # No VGG: this test is about checkpoints, and building VGG19 dominates a tiny run's time.
+            "--set", "loss.w_perceptual=0",
+            "--set", "train.batch_size=2", "--set", "train.checkpoint_every=1", "--set", "train.keep_last=2"]
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("fault_train")
+    write_images(data / "hr", 8, 32, seed=4)
+    write_images(data / "lr", 8, 16, seed=5, noise=8)
+    return data
+
+
+def ckpt_steps(run: Path) -> list[str]:
+    root = run / "checkpoints"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygote, tmp_path):
+    from dsgan_cli.checkpoint import load_generator
+
+    run = tmp_path / "run"
+    args = train_args(run, train_data, iterations=3)
+    marker = tmp_path / "in_checkpoint"
+    hook_env = {"FAULT_MARKER": str(marker), "FAULT_NTH": "2"}  # the step-2 checkpoint
+    child = zygote.start(args, env=hook_env, prelude=_SLOW_CHECKPOINT)
+    assert wait_until(marker.exists, child, timeout=240), child.wait().stderr if child.done() else "timeout"
+    assert child.kill9().returncode == -9
+
+    # The kill landed inside the step-2 checkpoint: it must not look complete.
+    names = ckpt_steps(run)
+    assert "step_00000001" in names and "step_00000002" not in names, names
+    assert any(n.startswith(".step_00000002") for n in names), names
+    from dsgan_cli.train import complete_checkpoints
+
+    assert [s for s, _ in complete_checkpoints(run / "checkpoints")] == [1]
+    _, meta = load_generator(run / "generator.safetensors")  # the exported file is intact (step 1)
+    assert meta["step"] == 1
+
+    res = run_cli(*args, "--resume", "latest")
+    assert res.returncode == 0, res.stderr
+    assert "step 1" in (res.stdout + res.stderr)
+    steps = [s for s, _ in complete_checkpoints(run / "checkpoints")]
+    assert steps == [2, 3]
+    g, meta = load_generator(run / "generator.safetensors")
+    assert meta["step"] == 3
+    assert all(torch.isfinite(p).all() for p in g.state_dict().values())
+    assert not [n for n in ckpt_steps(run) if n.endswith(".partial")], ckpt_steps(run)
+
+    # Resuming after the kill gives the same weights as one uninterrupted run.
+    straight = tmp_path / "straight"
+    res = zygote.run(train_args(straight, train_data, iterations=3))
+    assert res.returncode == 0, res.stderr
+    g2, _ = load_generator(straight / "generator.safetensors")
+    for (k, a), b in zip(g.state_dict().items(), g2.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_prepare_kill9_then_rerun_matches_one_uninterrupted_run(zygote, tmp_path):
+    skdata = pytest.importorskip("skimage.data")
+    from badfiles import make_bad_images
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    astro = Image.fromarray(skdata.astronaut())
+    for i in range(8):  # distinct photos: rotated and rescaled portraits
+        img = astro.rotate(4 * i - 14, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+        img.resize((200 + 16 * i,) * 2, Image.Resampling.LANCZOS).save(raw / f"face {i:02d}.png")
+    make_bad_images(raw / "bad")
+    before = tree_digest(raw)
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    args = ["prepare", raw, "--size", "64", "--workers", "1", "--no-progress"]
+
+    rng = random.Random(5)
+    child = zygote.start([*args, "--out", out])
+    target = rng.randint(1, 4)
+    reached = wait_until(lambda: len(list(out.glob("*.png"))) >= target, child, timeout=120)
+    assert reached and not child.done(), "prepare finished before it could be killed"
+    time.sleep(rng.uniform(0, 0.1))
+    assert child.kill9().returncode == -9
+    assert not (out / "manifest.jsonl").exists()  # written only at the end, atomically
+    for p in out.glob("*.png"):
+        Image.open(p).load()  # every visible crop is complete
+
+    resumed = run_cli(*args, "--out", out)
+    assert resumed.returncode == 1, resumed.stderr  # unreadable inputs
+    straight = zygote.run([*args, "--out", ref])
+    assert straight.returncode == 1, straight.stderr
+
+    def records(folder):
+        return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+    assert records(out) == records(ref)
+    assert tree_digest(out) == tree_digest(ref)  # same crops, byte for byte, and no leftovers
+    assert tree_digest(raw) == before

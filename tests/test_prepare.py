@@ -1,0 +1,117 @@
+"""prepare: face detection + alignment on real photographs shipped by scikit-image."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dsgan_cli.align import similarity_transform, apply_transform, template_points
+from dsgan_cli.faces import FaceDetector
+from dsgan_cli.prepare import MANIFEST, prepare_folder
+
+from conftest import run_cli
+
+skdata = pytest.importorskip("skimage.data")
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector("hog")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """A raw folder: the astronaut portrait as shot, rotated, shrunk and enlarged; a cat; bad files."""
+    root = tmp_path_factory.mktemp("raw")
+    astro = Image.fromarray(skdata.astronaut())
+    astro.save(root / "astronaut.jpg", quality=95)
+    (root / "variants").mkdir()
+    astro.rotate(18, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)).save(root / "variants" / "rotated.png")
+    astro.resize((307, 307), Image.Resampling.LANCZOS).save(root / "variants" / "small.png")
+    astro.resize((1024, 1024), Image.Resampling.LANCZOS).save(root / "variants" / "large.png")
+    Image.fromarray(skdata.chelsea()).save(root / "cat.png")
+    (root / "notes.png").write_text("not an image")
+    (root / "empty.jpg").write_bytes(b"")
+    data = (root / "astronaut.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("aligned") / "out"
+    summary = prepare_folder(raw, out, size=SIZE, workers=1, progress=False)
+    records = {r["input"]: r for r in map(json.loads, (out / MANIFEST).read_text().splitlines())}
+    return out, summary, records
+
+
+def test_similarity_transform_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (5, 2))
+    a = np.deg2rad(23)
+    m = np.array([[1.7 * np.cos(a), -1.7 * np.sin(a), 12.0], [1.7 * np.sin(a), 1.7 * np.cos(a), -4.0]])
+    est = similarity_transform(src, apply_transform(m, src))
+    assert np.allclose(est, m, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "variants/rotated.png", "variants/small.png", "variants/large.png"])
+def test_aligned_landmarks_land_on_the_template(prepared, detector, name):
+    out, _, records = prepared
+    rec = records[name]
+    assert rec["status"] == "ok", rec
+    aligned = Image.open(out / rec["output"])
+    assert aligned.size == (SIZE, SIZE)
+    faces = detector.detect(aligned.convert("RGB"))
+    assert faces, f"no face found again in the aligned crop of {name}"
+    err = np.linalg.norm(faces[0].landmarks - template_points(SIZE), axis=1)
+    # Eye corners within a few pixels of the template at 128 px.
+    assert err[:4].max() < 4.0, err
+
+
+def test_statuses_and_manifest_fields(prepared):
+    out, summary, records = prepared
+    assert records["cat.png"]["status"] == "no_face"
+    for bad in ("notes.png", "empty.jpg", "truncated.jpg"):
+        assert records[bad]["status"] == "unreadable" and records[bad]["reason"], records[bad]
+    assert summary.counts["ok"] == 4 and summary.counts["unreadable"] == 3
+    rec = records["astronaut.jpg"]
+    for key in ("input", "status", "reason", "output", "score", "box", "landmarks", "other_faces", "source", "settings"):
+        assert key in rec
+    assert len(rec["landmarks"]) == 5 and rec["score"] > 0
+    assert sorted(records) == list(map(lambda r: json.loads(r)["input"], (out / MANIFEST).read_text().splitlines()))
+    assert (out / "variants" / "rotated.png").is_file()
+
+
+def test_too_small_faces_are_skipped(raw, tmp_path):
+    summary = prepare_folder(raw / "variants", tmp_path / "o", size=SIZE, min_face=150, workers=1, progress=False)
+    records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
+    assert records["small.png"]["status"] == "too_small"
+    assert records["large.png"]["status"] == "ok"
+    assert not (tmp_path / "o" / "small.png").exists()
+
+
+def test_rerun_reuses_records_and_keeps_outputs(raw, tmp_path):
+    out = tmp_path / "o"
+    prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    first = (out / MANIFEST).read_bytes()
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    assert again.reused == 3 and again.written == 0
+    assert (out / MANIFEST).read_bytes() == first
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
+
+
+def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
+    res = run_cli("prepare", raw / "variants", "--size", "64", "--workers", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["counts"]["ok"] == 3
+    assert summary["output_dir"].endswith("variants_aligned_64")
+    res = run_cli("prepare", raw, "--out", tmp_path / "o", "--size", "64", "--workers", "1")
+    assert res.returncode == 1
+    assert "notes.png" in res.stderr and "unreadable" in res.stderr
+    res = run_cli("prepare", raw, "--out", raw / "inside")
+    assert res.returncode == 2 and "inside the input" in res.stderr
+    assert not (raw / "inside").exists()

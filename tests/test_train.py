@@ -1,0 +1,261 @@
+"""`dsgan train`: end-to-end CLI run, exact resume, atomic checkpoints, non-finite stop, data errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import run_cli, write_images
+from dsgan_cli.checkpoint import load_generator
+from dsgan_cli.errors import EXIT_NONFINITE, DsganError
+from dsgan_cli.recipe import load_recipe
+
+# Smaller than tests/tiny.toml: 16 px HR, 8 px LR, batch 2, so a step costs well under a second.
+SMALL = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "data.num_workers=0"]
+# The perceptual path is covered by the CLI and resume tests; building VGG19 costs seconds per run.
+NO_VGG = "loss.w_perceptual=0"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """HR (16 px, clean) and real-LR (8 px, noisy) folders, plus one unreadable HR file."""
+    root = tmp_path_factory.mktemp("data")
+    write_images(root / "hr", 6, 16, seed=0)
+    write_images(root / "lr", 5, 8, seed=1, noise=12)
+    return root
+
+
+def small_recipe(tiny_recipe: Path, data: Path, out: Path, *extra: str):
+    """The tiny recipe at 16/8 px pointing at ``data`` and writing to ``out``."""
+    sets = [*SMALL, f"data.hr_dir={json.dumps(str(data / 'hr'))}", f"data.lr_dir={json.dumps(str(data / 'lr'))}",
+            f"train.output_dir={json.dumps(str(out))}", *extra]
+    return load_recipe(tiny_recipe, sets)
+
+
+def cli_sets(data: Path, out: Path, *extra: str) -> list[str]:
+    """The same overrides as ``--set`` arguments."""
+    args = []
+    for s in [*SMALL, f"data.hr_dir={data / 'hr'}", f"data.lr_dir={data / 'lr'}", f"train.output_dir={out}", *extra]:
+        args += ["--set", s]
+    return args
+
+
+def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
+    data = tmp_path / "data"
+    write_images(data / "hr", 6, 16, seed=0)
+    write_images(data / "lr", 5, 8, seed=1, noise=12)
+    (data / "hr" / "broken.png").write_text("not an image")
+    out = tmp_path / "run"
+
+    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=3", "train.checkpoint_every=1"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "broken.png" in res.stderr and "skipping unreadable" in res.stderr
+    for what in ("generator.safetensors", "checkpoints", "samples", "metrics.jsonl"):
+        assert what in res.stdout
+
+    # keep_last = 2 of the checkpoints at steps 1, 2, 3; no temp folders left
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step_00000002", "step_00000003"]
+    last = out / "checkpoints" / "step_00000003"
+    for name in ("model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin",
+                 "generator.safetensors", "trainer_state.json"):
+        assert (last / name).is_file(), name
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["data"]["counts"]["hr"] == 6 and state["data"]["counts"]["hr_skipped"] == 1
+
+    G, meta = load_generator(out / "generator.safetensors")
+    assert meta["step"] == 3 and meta["scale"] == 2 and meta["recipe"]["data"]["hr_size"] == 16
+    assert G.n_res_blocks == 2 and G.channels == 16
+    assert torch.equal(load_file(last / "generator.safetensors")["block_output.weight"], G.block_output.weight)
+    assert json.loads((out / "recipe.json").read_text())["train"]["iterations"] == 3
+
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for r in records:
+        for key in ("loss_g", "loss_d", "loss_color", "loss_gan", "loss_perceptual", "d_real", "d_fake"):
+            assert math.isfinite(r[key]), (key, r)
+        assert 0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1
+
+    # grid: 4 rows (min of 4 and set sizes) x 5 columns of 8 px with 2 px gaps
+    grid = Image.open(out / "samples" / "step_00000003.png")
+    assert grid.size == (5 * 8 + 6 * 2, 4 * 8 + 5 * 2)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_00000002.png", "step_00000003.png"]
+
+    # a fresh run over an existing one is refused; --resume latest continues it
+    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=3"), cwd=tmp_path)
+    assert res.returncode == 2 and "--resume latest" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=4", "train.checkpoint_every=1"), "--resume", "latest", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "resumed from" in res.stdout and "step_00000003" in res.stdout
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert load_generator(out / "generator.safetensors")[1]["step"] == 4
+
+
+def test_resume_equals_straight_run(tmp_path, tiny_recipe, data):
+    from dsgan_cli.train import train
+
+    opts = ("train.checkpoint_every=2", "train.sample_every=100", "data.flip=true", "data.crop_size=6", NO_VGG)
+    straight = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=4", *opts), progress=False)
+    train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=2", *opts), progress=False)
+    resumed = train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=4", *opts), resume="latest", progress=False)
+    assert straight.steps == resumed.steps == 4
+
+    a, b = load_file(straight.generator_path), load_file(resumed.generator_path)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+    # the weights did move, so equality above is not trivial
+    first = load_file(tmp_path / "b" / "checkpoints" / "step_00000002" / "generator.safetensors")
+    assert any(not torch.allclose(first[k], a[k]) for k in a)
+    # D (with its BatchNorm statistics) matches too
+    da, db = (load_file(r.checkpoint_dir / "model_1.safetensors") for r in (straight, resumed))
+    for k in da:
+        assert torch.allclose(da[k].float(), db[k].float(), rtol=0, atol=1e-6), k
+
+
+def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_recipe, data, monkeypatch):
+    import dsgan_cli.train as tr
+
+    out = tmp_path / "run"
+    real_save = tr.save_generator
+    calls = {"n": 0}
+
+    def dying_save(g, path, **kw):
+        # Dies while writing the second checkpoint (step 4), before it is renamed into place.
+        if Path(path).parent.name.endswith(".partial"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+        return real_save(g, path, **kw)
+
+    monkeypatch.setattr(tr, "save_generator", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=4", NO_VGG), progress=False)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [".step_00000004.partial", "step_00000002"]
+    # a non-hidden folder without trainer_state.json (e.g. copied half-way) is not complete either
+    shutil.copytree(out / "checkpoints" / ".step_00000004.partial", out / "checkpoints" / "step_00000005")
+    assert tr.resolve_resume("latest", out) == out / "checkpoints" / "step_00000002"
+    with pytest.raises(DsganError, match="not a complete training checkpoint"):
+        tr.resolve_resume(str(out / "checkpoints" / "step_00000005"), out)
+    shutil.rmtree(out / "checkpoints" / "step_00000005")
+
+    monkeypatch.setattr(tr, "save_generator", real_save)
+    result = tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=4", NO_VGG), resume="latest", progress=False)
+    assert result.checkpoint_dir == out / "checkpoints" / "step_00000004"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    assert load_generator(result.generator_path)[1]["step"] == 4
+
+
+def test_non_finite_loss_stops_with_exit_3_and_keeps_checkpoint(tmp_path, tiny_recipe, data, monkeypatch):
+    import dsgan_cli.losses as losses
+    from dsgan_cli.train import train
+
+    real = losses.gan_loss_discriminator
+    calls = {"n": 0}
+
+    def exploding(real_logits, fake_logits):
+        calls["n"] += 1
+        loss = real(real_logits, fake_logits)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(losses, "gan_loss_discriminator", exploding)
+    out = tmp_path / "run"
+    with pytest.raises(DsganError) as info:
+        train(small_recipe(tiny_recipe, data, out, "train.iterations=4", NO_VGG), progress=False)
+    assert info.value.exit_code == EXIT_NONFINITE == 3
+    msg = str(info.value)
+    assert "non-finite loss at step 3" in msg and "step_00000002" in msg and "\n" not in msg
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+    G, meta = load_generator(out / "checkpoints" / "step_00000002" / "generator.safetensors")
+    assert meta["step"] == 2 and all(torch.isfinite(p).all() for p in G.parameters())
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "wrong_size", "all_unreadable", "same_folder"])
+def test_bad_data_folders_give_one_line_errors(tmp_path, tiny_recipe, case):
+    from dsgan_cli.train import train
+
+    data = tmp_path / "data"
+    write_images(data / "lr", 2, 8, seed=1)
+    if case == "empty":
+        (data / "hr").mkdir()
+    elif case == "wrong_size":
+        write_images(data / "hr", 2, 16, seed=0)
+        write_images(data / "hr" / "sub", 1, 20, seed=3)
+    elif case == "all_unreadable":
+        (data / "hr").mkdir()
+        (data / "hr" / "a.png").write_bytes(b"")
+    elif case == "same_folder":
+        data = tmp_path / "same"
+        write_images(data / "hr", 2, 16, seed=0)
+        (data / "lr").symlink_to(data / "hr")
+    expected = {
+        "missing": "no such folder",
+        "empty": "holds no images",
+        "wrong_size": "img_000.png: HR image is 20x20, expected 16x16 (set data.resize_mismatched",
+        "all_unreadable": "none of the 1 HR images could be read",
+        "same_folder": "are the same folder",
+    }[case]
+    with pytest.raises(DsganError, match=re_escape(expected)) as info:
+        train(small_recipe(tiny_recipe, data, tmp_path / "run"), progress=False)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()  # nothing written for bad input
+
+
+def re_escape(s: str) -> str:
+    import re
+
+    return re.escape(s)
+
+
+def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
+    res = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'nope'}", "--set", f"data.lr_dir={tmp_path}",
+                  "--set", f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
+
+
+def test_resize_mismatched_and_deterministic_sampling(tmp_path):
+    from dsgan_cli.data import MicroBatches, load_image_set, stream_indices
+
+    write_images(tmp_path / "hr", 2, 16, seed=0)
+    write_images(tmp_path / "hr", 1, 24, seed=5, suffix=".jpg")
+    s = load_image_set(tmp_path / "hr", 16, what="HR", resize=True)
+    assert s.images.shape == (3, 3, 16, 16) and s.images.dtype == torch.uint8 and s.resized == 1
+
+    # every image once per epoch, in a different order per epoch, same order for the same seed
+    idx = stream_indices(5, 0, 15, seed=3, stream=1)
+    for e in range(3):
+        assert sorted(idx[5 * e: 5 * e + 5].tolist()) == [0, 1, 2, 3, 4]
+    assert not torch.equal(idx[:5], idx[5:10]) or not torch.equal(idx[5:10], idx[10:15])
+    assert torch.equal(idx, stream_indices(5, 0, 15, seed=3, stream=1))
+    assert torch.equal(idx[7:12], stream_indices(5, 7, 5, seed=3, stream=1))
+
+    hr = torch.arange(6 * 3 * 16 * 16, dtype=torch.int64).remainder(251).to(torch.uint8).view(6, 3, 16, 16)
+    lr = hr[:, :, ::2, ::2].contiguous()
+    ds = MicroBatches(hr, lr, batch_size=2, seed=1, scale=2, crop_size=4, flip=True)
+    a, b = ds[7], ds[7]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (2, 3, 8, 8) and a[1].shape == (2, 3, 4, 4)
+    # ranks see different images of the same global step
+    r0 = MicroBatches(hr, lr, batch_size=2, seed=1, rank=0, world_size=2)[3][0]
+    r1 = MicroBatches(hr, lr, batch_size=2, seed=1, rank=1, world_size=2)[3][0]
+    assert not torch.equal(r0, r1)
+
+
+def test_linear_lr_decay(tiny_recipe):
+    from dsgan_cli.train import lr_at
+
+    r = load_recipe(tiny_recipe, ["train.iterations=100", "optim.lr_decay=\"linear\"", "optim.decay_start=50", "optim.lr=1e-3"])
+    assert lr_at(0, r) == lr_at(49, r) == 1e-3
+    assert lr_at(75, r) == pytest.approx(5e-4)
+    assert lr_at(100, r) == 0.0
