@@ -43,6 +43,28 @@ def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, s
     write_bytes_atomic(path, safetensors_save(generator_state_for_export(generator), metadata=metadata))
 
 
+def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a state dict without unpickling code: safetensors, or ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, f"{what} file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decoding failure means "not a weights file"
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise file_error(path, f"cannot read {what} ({msg[:200]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise file_error(path, f"not a state dict of tensors (expected {what})")
+    return state
+
+
 def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file; a clear error for anything else."""
     path = Path(path)
@@ -97,4 +119,5 @@ def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
     return max(ids) + 1
 
 
-__all__ = ["GENERATOR_FORMAT", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export"]
+__all__ = ["GENERATOR_FORMAT", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export",
+           "load_weights_file"]

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .checkpoint import load_weights_file
 from .errors import DsganError, file_error
 
 #: torch-fidelity's Inception-v3 weights (converted from the TensorFlow FID graph).
@@ -140,22 +141,8 @@ def resolve_weights(path: str | Path | None = None, allow_random: bool = False) 
 
 
 def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
-    """Read a weights file without unpickling code: safetensors, or torch.load(weights_only=True)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any decoding failure is "not a weights file"
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise file_error(path, f"cannot read Inception weights ({msg[:200]})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise file_error(path, "not a state dict of tensors (expected torch-fidelity's Inception-v3 weights)")
-    return state
+    """Read Inception weights without unpickling code."""
+    return load_weights_file(path, "Inception weights (torch-fidelity's Inception-v3)")
 
 
 _KEEP_INIT = object()

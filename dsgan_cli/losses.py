@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import load_weights_file
 from .errors import DsganError
 from .models import FilterLow
 
@@ -49,24 +50,6 @@ class ColorLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(self.low(x.float()), self.low(y.float()))
-
-
-def _vgg_state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
-    """Load VGG19 weights from a local .safetensors or .pth file without unpickling code."""
-    if not path.is_file():
-        raise DsganError(f"{path}: perceptual weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any decode failure is a bad file for the user
-        raise DsganError(f"{path}: cannot read VGG19 weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(state, dict):
-        raise DsganError(f"{path}: not a VGG19 state dict")
-    return state
 
 
 def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
@@ -113,7 +96,7 @@ class VGGFeatures(nn.Module):
         if weights == "random":
             warn_random_vgg()
         else:
-            state = _pretrained_vgg_state_dict() if weights == "torchvision" else _vgg_state_dict_from_file(Path(weights))
+            state = _pretrained_vgg_state_dict() if weights == "torchvision" else load_weights_file(weights, "VGG19 weights")
             features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
             if not features:  # a file holding just the features block
                 features = {k: v for k, v in state.items() if not k.startswith("classifier.")}

@@ -103,12 +103,42 @@ def test_rerun_reuses_records_and_keeps_outputs(raw, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
 
 
+def test_several_faces_keeps_the_largest_and_records_the_other(tmp_path):
+    astro = Image.fromarray(skdata.astronaut())
+    group = Image.new("RGB", (952, 512), (128, 128, 128))
+    group.paste(astro, (0, 0))
+    group.paste(astro.resize((440, 440), Image.Resampling.LANCZOS), (512, 72))
+    (tmp_path / "in").mkdir()
+    group.save(tmp_path / "in" / "group.png")
+    summary = prepare_folder(tmp_path / "in", tmp_path / "o", size=SIZE, workers=1, progress=False)
+    rec = json.loads(summary.manifest.read_text())
+    assert rec["status"] == "several_faces" and len(rec["other_faces"]) == 1, rec
+    assert rec["box"][0] < 512 <= rec["other_faces"][0]["box"][0]  # the larger, left face is kept
+    assert (tmp_path / "o" / "group.png").is_file()
+
+
+def test_overwrite_recomputes_outputs(raw, tmp_path):
+    out = tmp_path / "o"
+    prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    (out / "small.png").write_bytes(b"stale")
+    kept = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    assert kept.written == 0 and (out / "small.png").read_bytes() == b"stale"
+    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False, overwrite=True)
+    assert again.written == 3 and again.reused == 0
+    assert Image.open(out / "small.png").size == (SIZE, SIZE)
+
+
 def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
-    res = run_cli("prepare", raw / "variants", "--size", "64", "--workers", "2", "--json")
+    src = tmp_path / "photos"
+    src.mkdir()
+    for f in (raw / "variants").iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    res = run_cli("prepare", src, "--size", "64", "--workers", "2", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["counts"]["ok"] == 3
-    assert summary["output_dir"].endswith("variants_aligned_64")
+    assert summary["output_dir"] == str((tmp_path / "photos_aligned_64").resolve())
+    assert len(list((tmp_path / "photos_aligned_64").glob("*.png"))) == 3
     res = run_cli("prepare", raw, "--out", tmp_path / "o", "--size", "64", "--workers", "1")
     assert res.returncode == 1
     assert "notes.png" in res.stderr and "unreadable" in res.stderr

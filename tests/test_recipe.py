@@ -72,3 +72,10 @@ def test_cli_help_and_version():
         assert cmd in res.stdout
     res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.startswith("dsgan-cli ")
+
+
+def test_readme_documents_every_recipe_key_and_both_commands():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _ in recipe_help() if f"`{key}`" not in readme]
+    assert not missing, f"README lacks recipe keys: {missing}"
+    assert "make demo" in readme and "make test" in readme
