@@ -236,17 +236,15 @@ def write_bicubic_set(hr_dir: Path, out_dir: Path, scale: int) -> list[Path]:
 # --------------------------------------------------------------------------- report pictures
 
 
-def high_pass_view(arr: np.ndarray, gain: float = 4.0) -> np.ndarray:
-    """High-pass of an image (the discriminator's FilterHigh), amplified around mid-grey for viewing."""
+def high_pass_view(arr: np.ndarray) -> np.ndarray:
+    """High-pass of a uint8 image as shown in the training sample grids."""
     import torch
 
-    from .models import FilterHigh
+    from .images import tensor_to_uint8
+    from .trainlog import highpass_view
 
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)[None]
-    with torch.no_grad():
-        hp = FilterHigh(5)(t)[0]
-    view = (0.5 + gain * hp).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return view.permute(1, 2, 0).numpy()
+    return tensor_to_uint8(highpass_view(t)[0])
 
 
 def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, zoom: int = 4) -> None:
@@ -608,6 +606,8 @@ def _load_arrays(paths: list[Path]) -> list[np.ndarray]:
 def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir: Path, train_result: Any,
                  evaluation: dict[str, Any], state: dict[str, Any], console) -> dict[str, Any]:
     """Sample grid, loss curves, spectrum plot and the summary numbers; returns the summary."""
+    from .evaluate import jsonable
+
     from .images import list_images
 
     xd_by_stem = {p.stem: p for p in list_images(xd_dir)}
@@ -651,7 +651,7 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
         "degradation": state.get("data", {}).get("degradation"),
         "counts": {"train_hr": state.get("data", {}).get("counts", {}).get("hr"), "real_lr": len(real_paths), "held_out": len(pairs)},
         "train": {"steps": getattr(train_result, "steps", None), "generator": str(train_result.generator_path),
-                  "last_losses": _jsonable(getattr(train_result, "last_losses", None))},
+                  "last_losses": jsonable(getattr(train_result, "last_losses", None))},
         "recipe_file": state.get("recipe_file"),
         "overrides": state.get("overrides"),
         "files": {name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
@@ -665,14 +665,6 @@ def _pick(result: dict[str, Any], key: str) -> Any:
     if isinstance(value, dict):
         value = value.get("value", value.get("mean"))
     return value if isinstance(value, (int, float)) else None
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types only (floats for tensors and numpy scalars)."""
-    try:
-        return json.loads(json.dumps(value, default=float))
-    except (TypeError, ValueError):
-        return None
 
 
 def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:

@@ -202,12 +202,12 @@ def default_plot_path(json_path: str | Path | None, input_dirs: list[Path], repo
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers, paths -> strings."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return float(value) if math.isfinite(float(value)) else None
     if isinstance(value, np.integer):
@@ -221,7 +221,7 @@ def write_json(result: dict, json_path: str | Path) -> None:
     """Write the report as JSON to ``json_path`` atomically, or to stdout for ``-``."""
     from .images import write_bytes_atomic
 
-    text = json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
     if str(json_path) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -430,7 +430,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
         "frequency": frequency,
         "plot": plot_written,
     }
-    result = _jsonable(result)
+    result = jsonable(result)
     if json_path is not None:
         write_json(result, json_path)
     return result

@@ -83,14 +83,16 @@ def trackers_for(logging_dir: Path, keep_until_step: int | None) -> list:
 
 
 @torch.no_grad()
+def highpass_view(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
+    """The discriminator's high-pass of a (N, 3, H, W) batch, amplified around mid-grey for viewing."""
+    with torch.no_grad():
+        hp = FilterHigh(kernel_size).to(x.device)(x.float())
+    return (0.5 + HIGHPASS_GAIN * hp).clamp(0, 1)
+
+
 def sample_grid(xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
     """One row per image: Xb | Xd | real LR | high-pass(Xd) | high-pass(real LR), 2-px gaps; (3, H, W)."""
-    high = FilterHigh(kernel_size).to(xd.device)
-
-    def show(hp: torch.Tensor) -> torch.Tensor:
-        return (0.5 + HIGHPASS_GAIN * hp).clamp(0, 1)
-
-    cols = [xb, xd, real, show(high(xd.float())), show(high(real.float()))]
+    cols = [xb, xd, real, highpass_view(xd, kernel_size), highpass_view(real, kernel_size)]
     cols = [c.float().cpu().contiguous() for c in cols]
     n, _, h, w = xb.shape
     gap = 2
