@@ -36,8 +36,7 @@ def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, s
         "dsgan_version": __version__,
         "step": str(int(step)),
         "scale": str(int(scale)),
-        "n_res_blocks": str(getattr(generator, "n_res_blocks", 8)),
-        "channels": str(getattr(generator, "channels", 64)),
+        **{k: str(v) for k, v in generator.arch().items()},
         "recipe": json.dumps(recipe or {}, sort_keys=True),
     }
     write_bytes_atomic(path, safetensors_save(generator_state_for_export(generator), metadata=metadata))
@@ -97,12 +96,18 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
     try:
         n_res_blocks = int(raw.get("n_res_blocks") or _count_res_blocks(tensors))
         channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
+        # Files written before these options existed hold the paper's network.
+        options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
+                   "output": raw.get("output", "sigmoid")}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
-    generator = Generator(n_res_blocks=n_res_blocks, channels=channels)
+    try:
+        generator = Generator(n_res_blocks=n_res_blocks, channels=channels, **options)
+    except ValueError as e:
+        raise file_error(path, f"not a DSGAN generator checkpoint ({e})") from None
     try:
         generator.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

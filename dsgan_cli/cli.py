@@ -70,11 +70,12 @@ def train_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: section.key=value (repeatable).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run: 'latest' (newest complete checkpoint in train.output_dir) or a checkpoints/step_... folder.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Do not show the progress bar.")] = False,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.0, help="Stop (with a checkpoint) after this much training time; --resume latest continues.")] = None,
 ) -> int:
     from .recipe import load_recipe
     from .train import train
 
-    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress)
+    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes)
     return 0
 
 
@@ -92,6 +93,7 @@ def degrade_cmd(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")] = "fp32",
     cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")] = False,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise input of generators trained with model.noise_channels > 0 (per image; reruns reproduce).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> int:
@@ -104,7 +106,7 @@ def degrade_cmd(
 
     summary = degrade_folder(
         input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
-        batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision,
+        batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
     )
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
         report(summary, Console(stderr=True))

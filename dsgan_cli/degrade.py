@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class Job:
 
     src: Path
     dest: Path
+    rel: str = ""  # path relative to the input folder: seeds this image's noise input, if G takes one
 
 
 @dataclass
@@ -133,7 +135,7 @@ def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Job]
             failed.append((str(src), f"output {dest} is already the output of {owner[dest]} (same stem)"))
             continue
         owner[dest] = src
-        jobs.append(Job(src, dest))
+        jobs.append(Job(src, dest, src.relative_to(input_dir).as_posix()))
     return jobs, failed
 
 
@@ -298,26 +300,40 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def image_noise(generator: Generator, x: torch.Tensor, keys: list[str], seed: int) -> torch.Tensor | None:
+    """G's noise input for a batch: one map per image, seeded by (seed, image key), so an image's
+    output depends neither on its batch nor on tiling, and a rerun reproduces it."""
+    if not generator.noise_channels:
+        return None
+    maps = [generator.make_noise(x[i:i + 1].cpu(), torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(k.encode())))
+            for i, k in enumerate(keys)]
+    return torch.cat(maps)
+
+
 def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.device,
-                  precision: str = "fp32", channels_last: bool = True) -> torch.Tensor:
+                  precision: str = "fp32", channels_last: bool = True, noise: torch.Tensor | None = None) -> torch.Tensor:
     """G(x) for a (N, 3, h, w) batch, on ``device``; returns float32 on ``device``."""
     x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if noise is not None:
+        noise = noise.to(device, non_blocking=True)
     with torch.inference_mode(), _autocast(device, precision):
-        return generator(x).float()
+        return generator(x, noise).float()
 
 
 def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: torch.device,
-                   precision: str = "fp32", channels_last: bool = True, margin: int | None = None) -> torch.Tensor:
+                   precision: str = "fp32", channels_last: bool = True, margin: int | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """G(x) for one (1, 3, h, w) image computed in overlapping tiles; equals G on the whole image.
 
     Each ``tile`` x ``tile`` core is computed from an input window extended
     by ``margin`` pixels on every side (clipped at the image border). With
     ``margin >= generator.receptive_radius`` (one pixel per 3x3 conv), every
     kept output pixel sees exactly the input it would see in a whole-image
-    pass, including the zero padding at the true image border; the tile-edge
-    padding only touches the discarded margin. Returns float32 on the CPU.
+    pass, including the padding at the true image border; the tile-edge
+    padding only touches the discarded margin. A noise input is cut from the
+    whole image's ``noise`` map the same way. Returns float32 on the CPU.
     """
     if margin is None:
         margin = generator.receptive_radius
@@ -329,7 +345,8 @@ def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: tor
         for x0 in range(0, w, tile):
             x1 = min(w, x0 + tile)
             b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
-            y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last)
+            z = noise[:, :, a0:a1, b0:b1] if noise is not None else None
+            y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last, z)
             out[:, :, y0:y1, x0:x1] = y[:, :, y0 - a0:y1 - a0, x0 - b0:x1 - b0].cpu()
     return out
 
@@ -453,7 +470,8 @@ def _make_progress(enabled: bool, total: int, label: str):
 
 
 def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, settings: Settings, *,
-                 progress: bool = True, label: str = "degrading", stats: dict[str, float] | None = None) -> DegradeSummary:
+                 progress: bool = True, label: str = "degrading", stats: dict[str, float] | None = None,
+                 seed: int = 0) -> DegradeSummary:
     """Degrade ``jobs`` (already filtered for skips) and return this process's summary."""
     summary = DegradeSummary()
     modes: Counter[str] = Counter()
@@ -476,10 +494,11 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
 
     def generate(x: torch.Tensor, indices: list[int], tiled: bool) -> None:
         t = time.perf_counter()
+        noise = image_noise(generator, x, [jobs[i].rel for i in indices], seed)
         if tiled:
-            y = generate_tiled(generator, x, settings.tile, device, settings.precision, settings.channels_last)
+            y = generate_tiled(generator, x, settings.tile, device, settings.precision, settings.channels_last, noise=noise)
         else:
-            y = run_generator(generator, x, device, settings.precision, settings.channels_last)
+            y = run_generator(generator, x, device, settings.precision, settings.channels_last, noise)
         t2 = time.perf_counter()
         # On a GPU, round there and move a quarter of the bytes. On a CPU, the
         # encoder thread rounds each image: small ops on the main thread pay
@@ -546,13 +565,14 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
                    fmt: str = "png", overwrite: bool = False, tile: int | None = None, batch_size: int | None = None,
                    workers: int | None = None, progress: bool = True, cpu: bool = False, precision: str | None = None,
                    encoder_threads: int | None = None, channels_last: bool | None = None,
-                   stats: dict[str, float] | None = None) -> DegradeSummary:
+                   stats: dict[str, float] | None = None, seed: int = 0) -> DegradeSummary:
     """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
 
     Raises :class:`DsganError` (exit 2) for usage problems: a bad checkpoint,
     a missing or empty input folder, an output folder inside the input.
     Per-image problems are returned in ``summary.failed``. ``stats``, when
     given, receives this process's per-stage seconds (for the benchmark).
+    ``seed`` seeds the generator's noise input (for generators that take one).
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -587,7 +607,7 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
     remove_stale_partials(todo)
     label = "degrading" if world == 1 else f"degrading (process 0 of {world})"
     part = process_jobs(todo, generator, device, settings, progress=progress and accelerator.is_main_process, label=label,
-                        stats=stats)
+                        stats=stats, seed=seed)
     part.skipped = len(mine) - len(todo)
     if rank == 0:
         part.failed = failed + part.failed

@@ -95,34 +95,85 @@ class FilterHigh(nn.Module):
 class ResidualBlock(nn.Module):
     """Conv-PReLU-Conv with an identity skip."""
 
-    def __init__(self, channels: int = 64):
+    def __init__(self, channels: int = 64, conv=None):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        conv = conv or (lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1))
+        self.conv1 = conv(channels, channels)
         self.prelu = nn.PReLU()
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.prelu(self.conv1(x)))
 
 
-class Generator(nn.Module):
-    """DSGAN degradation generator: image in [0,1] -> degraded image in [0,1], same size."""
+#: Generator options beyond the paper's architecture, with the paper's values as defaults.
+PADDINGS = ("zeros", "reflect", "replicate")
+OUTPUTS = ("sigmoid", "residual")
 
-    def __init__(self, n_res_blocks: int = 8, channels: int = 64):
+
+class Generator(nn.Module):
+    """DSGAN degradation generator: image in [0,1] -> degraded image in [0,1], same size.
+
+    The defaults are the paper's network. Three options change it where the
+    paper's choices were measured to fail (scripts/bench_learning.py):
+
+    - ``padding``: zero padding shows the network where the border is, and it
+      draws stripes there; ``"reflect"`` gives the border pixels content that
+      looks like the interior.
+    - ``noise_channels``: a deterministic G has nothing to draw fresh grain
+      from in flat regions; N(0, 1) channels concatenated to the input give it
+      a source (as in Bulat et al. 2018). ``forward(x, noise)`` takes them
+      explicitly so ``degrade`` can seed them per image and tile exactly.
+    - ``output="residual"``: Xd = clamp(Xb + r) with the last convolution
+      initialised to zero, so G starts as the identity and never has to
+      re-learn the colours through a sigmoid.
+    """
+
+    def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
+                 noise_channels: int = 0, output: str = "sigmoid"):
         super().__init__()
-        self.n_res_blocks = n_res_blocks
-        self.channels = channels
-        self.block_input = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.PReLU())
-        self.res_blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(n_res_blocks)])
-        self.block_output = nn.Conv2d(channels, 3, 3, padding=1)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.n_res_blocks, self.channels = n_res_blocks, channels
+        self.padding, self.noise_channels, self.output = padding, noise_channels, output
+        conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
+        self.block_input = nn.Sequential(conv(3 + noise_channels, channels), nn.PReLU())
+        self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
+        self.block_output = conv(channels, 3)
+        if output == "residual":
+            nn.init.zeros_(self.block_output.weight)
+            nn.init.zeros_(self.block_output.bias)
 
     @property
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel sees on each side (one per 3x3 conv)."""
         return 1 + 2 * self.n_res_blocks + 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.block_output(self.res_blocks(self.block_input(x))))
+    def arch(self) -> dict[str, int | str]:
+        """The constructor arguments, as stored in an exported generator file."""
+        return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
+                "noise_channels": self.noise_channels, "output": self.output}
+
+    def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """N(0, 1) noise input for a batch like ``x`` (None when G takes no noise)."""
+        if not self.noise_channels:
+            return None
+        n, _, h, w = x.shape
+        z = torch.randn((n, self.noise_channels, h, w), generator=generator, dtype=torch.float32,
+                        device=x.device if generator is None else generator.device)
+        return z.to(x.device, x.dtype)
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        inp = x
+        if self.noise_channels:
+            z = noise if noise is not None else self.make_noise(x)
+            inp = torch.cat([x, z.to(x.dtype)], dim=1)
+        r = self.block_output(self.res_blocks(self.block_input(inp)))
+        if self.output == "residual":
+            return (x + r).clamp(0.0, 1.0)
+        return torch.sigmoid(r)
 
 
 class DiscriminatorBasic(nn.Module):

@@ -45,6 +45,12 @@ class ModelConfig:
     channels: int = _spec(64, "feature channels in the generator", min=4)
     filter: str = _spec("avg", "low-pass filter for the frequency separation", choices=("avg", "gaussian"))
     filter_kernel: int = _spec(5, "low-pass kernel size (odd)", min=1)
+    padding: str = _spec("zeros", "generator convolution padding; 'reflect' avoids border stripes",
+                         choices=("zeros", "reflect", "replicate"))
+    noise_channels: int = _spec(0, "N(0,1) noise channels fed to the generator with Xb (0 = deterministic G, the paper's)",
+                                min=0, max=64)
+    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)",
+                        choices=("sigmoid", "residual"))
 
 
 @dataclass

@@ -189,8 +189,12 @@ def progress_bar(show: bool):
 # ----------------------------------------------------------------------------- the training loop
 
 
-def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> TrainResult:
-    """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder."""
+def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None) -> TrainResult:
+    """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
+
+    ``max_minutes`` ends the run early (with a checkpoint) once that much training time has passed;
+    ``--resume latest`` continues it where it stopped.
+    """
     from accelerate import Accelerator, PartialState
     from accelerate.utils import set_seed
 
@@ -232,7 +236,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     batches = iter(make_loader(dataset, start_step * accum, iters * accum, r.data.num_workers, device.type == "cuda"))
 
     # --- models, losses, optimisers (prepared once)
-    G = Generator(r.model.n_res_blocks, r.model.channels).to(memory_format=fmt)
+    G = Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
+                  noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmt)
     D = Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
     perceptual = PerceptualLoss(r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
@@ -327,9 +332,13 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
             done = step + 1
 
             # 4. losses averaged over ranks (one small all-reduce); every rank stops together on NaN/inf
+            #    and on the time limit (the "out of time" flag rides on the same all-reduce)
             names = ["loss_d", "loss_g", *(f"loss_{k}" for k in parts_sum), "d_real", "d_fake"]
-            values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake]).float()
+            out_of_time = float(max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes)
+            values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake,
+                                  torch.tensor(out_of_time, device=device)]).float()
             values = accelerator.reduce(values, reduction="mean").tolist()
+            stop_early = values.pop() > 0 and done < iters
             losses = dict(zip(names, values))
             if not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
                 accelerator.end_training()
@@ -340,13 +349,14 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
 
             # 5. log, samples, checkpoint
             elapsed = time.perf_counter() - t_start
-            if done % r.train.log_every == 0 or done == iters or step == start_step:
+            last = done == iters or stop_early
+            if done % r.train.log_every == 0 or last or step == start_step:
                 accelerator.log({**losses, "lr": lr_at(step, r), "time_s": round(elapsed, 3)}, step=done)
-            if is_main and (done % r.train.sample_every == 0 or done == iters):
+            if is_main and (done % r.train.sample_every == 0 or last):
                 with torch.no_grad(), accelerator.autocast():
                     sample_xd = accelerator.unwrap_model(G)(sample_xb)
                 save_sample_grid(out / "samples" / f"step_{done:08d}.png", sample_xb, sample_xd, sample_real, r.model.filter_kernel)
-            if done % r.train.checkpoint_every == 0 or done == iters:
+            if done % r.train.checkpoint_every == 0 or last:
                 state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
                          "dsgan_version": __version__, "data": {"counts": counts}}
@@ -354,17 +364,21 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
             rate = (done - start_step) / max(elapsed, 1e-9)
             bar.update(task, completed=done, speed=f"{rate:.2f} it/s",
                        losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
+            if stop_early:
+                break
 
     accelerator.end_training()
     _dump_rank_hash(accelerator, G)
     if is_main:
-        print(f"trained {iters - start_step} steps (now at step {iters})")
+        print(f"trained {done - start_step} steps (now at step {done} of {iters})")
+        if done < iters:
+            print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")
         print(f"generator:  {out / 'generator.safetensors'}")
         print(f"checkpoint: {last_ckpt}")
         print(f"samples:    {out / 'samples'}")
         print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
-                       steps=iters, last_losses=losses)
+                       steps=done, last_losses=losses)
 
 
 def _dump_rank_hash(accelerator, G) -> None:

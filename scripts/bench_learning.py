@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Does training learn a KNOWN degradation? Paired metrics on held-out photos that artefacts can't fake.
+
+For each case, "real" LR = the case's degradation applied to the antialiased bicubic x2 downscale
+of clean photo patches. The generator is trained (the real ``dsgan train`` CLI, in a subprocess)
+on unpaired clean HR patches from other photos and those real LR patches, then run on held-out
+photos (a third, disjoint set) whose target is known: the same Xb through the same degradation.
+Every figure compares Xd with that target, pixel-aligned, using this file's own numpy/scipy code
+(no filter shared with training):
+
+- grain: std of the high-passed residual (X - Xb) in flat regions of Xb;
+- colour shift: per-channel mean of lowpass(Xd) - lowpass(Xb), levels 0-255;
+- border ratio: residual spread in the outer 2 px band / interior;
+- sharpness: Laplacian variance at Xb's edges above the flat-region floor (blur);
+- blockiness: JPEG 8x8 boundary steps / other steps, on the image grid and at the best phase;
+- spectrum distance: residual radial amplitude spectrum vs the target's (Xb itself scores 1.0).
+
+Usage:
+    .venv/bin/python scripts/bench_learning.py [--recipe recipes/learn.toml] [--set KEY=VALUE ...]
+        [--cases noise,jpeg,blur_noise,demo] [--budget-min 10] [--out bench_learning_out]
+
+Writes OUT/results.json, OUT/table.md and OUT/CASE/grid.png; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# Three disjoint groups of scikit-image's bundled photographs (nothing is downloaded).
+HR_PHOTOS = ("astronaut", "coffee", "camera", "brick", "immunohistochemistry")
+REAL_PHOTOS = ("chelsea", "retina", "gravel", "hubble_deep_field", "coins")
+HELDOUT_PHOTOS = ("rocket", "stereo_motorcycle", "clock", "moon")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A known degradation applied to clean LR images (0-255 float units)."""
+
+    name: str
+    noise: float = 0.0       # Gaussian sigma, 0-255 units, per pixel and channel
+    blur: float = 0.0        # Gaussian blur sigma in LR pixels, before the noise
+    jpeg: int = 0            # JPEG quality after the noise (0 = none)
+    grain: bool = False      # the grain target applies
+    sharpness: bool = False  # the blur target applies
+
+    def describe(self) -> str:
+        parts = [f"blur sigma {self.blur:g}"] * bool(self.blur) + [f"noise sigma {self.noise:g}/255"] * bool(self.noise)
+        parts += [f"JPEG q{self.jpeg}"] * bool(self.jpeg)
+        return " + ".join(parts)
+
+
+CASES = {
+    "noise": Case("noise", noise=8.0, grain=True),
+    "jpeg": Case("jpeg", jpeg=30),
+    "blur_noise": Case("blur_noise", blur=1.0, noise=5.0, grain=True, sharpness=True),
+    "demo": Case("demo", noise=12.0, jpeg=80, grain=True),
+}
+
+#: Targets (see the README's "Learning benchmark").
+TARGETS = {"grain_ratio_min": 0.5, "sharpness_progress": (0.5, 1.5), "colour_shift_max": 1.5,
+           "border_ratio_max": 1.2, "spectrum_vs_xb_max": 0.7}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def photo(name: str) -> np.ndarray:
+    """A bundled scikit-image photograph as uint8 RGB."""
+    import skimage.data as skdata
+
+    arr = getattr(skdata, name)()
+    arr = np.asarray(arr[0] if isinstance(arr, tuple) else arr)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+
+
+def shrink(arr: np.ndarray, short_side: int) -> np.ndarray:
+    """Antialiased resize so the shorter side is ``short_side`` (photos hold scenes, not blur)."""
+    h, w = arr.shape[:2]
+    f = short_side / min(h, w)
+    if f >= 1:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((round(w * f), round(h * f)), Image.Resampling.LANCZOS))
+
+
+def patches(names, n: int, size: int, rng: np.random.Generator, short_sides=(320, 224)) -> list[np.ndarray]:
+    """``n`` random ``size``-pixel crops spread evenly over the photos at each short side."""
+    sources = [shrink(photo(nm), s) for nm in names for s in short_sides]
+    out = []
+    for i in range(n):
+        img = sources[i % len(sources)]
+        y, x = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
+        out.append(np.ascontiguousarray(img[y:y + size, x:x + size]))
+    return out
+
+
+def xb_of(hr: np.ndarray) -> np.ndarray:
+    """Xb exactly as ``degrade`` makes it: the package's antialiased bicubic x2, rounded to uint8."""
+    import torch
+
+    from dsgan_cli.models import downscale
+
+    t = torch.from_numpy(hr.copy()).permute(2, 0, 1).float().div(255)[None]
+    return downscale(t, 2)[0].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def degrade_known(lr: np.ndarray, case: Case, rng: np.random.Generator) -> np.ndarray:
+    """Apply the case's degradation to a clean uint8 LR image."""
+    x = lr.astype(np.float64)
+    if case.blur:
+        x = ndimage.gaussian_filter(x, sigma=(case.blur, case.blur, 0), mode="reflect")
+    if case.noise:
+        x = x + rng.normal(0.0, case.noise, x.shape)
+    x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if case.jpeg:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="JPEG", quality=case.jpeg)
+        x = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return x
+
+
+def save_pngs(folder: Path, images: list[np.ndarray], prefix: str) -> None:
+    """Write lossless PNGs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(folder / f"{prefix}_{i:04d}.png")
+
+
+def build_case_data(root: Path, case: Case, n_train: int, n_heldout: int, hr_size: int, seed: int) -> dict:
+    """HR and real-LR training folders plus held-out (Xb, target) arrays for one case."""
+    rng = np.random.default_rng(seed)
+    hr = patches(HR_PHOTOS, n_train, hr_size, rng)
+    real = [degrade_known(xb_of(p), case, rng) for p in patches(REAL_PHOTOS, n_train, hr_size, rng)]
+    held_xb = [xb_of(p) for p in patches(HELDOUT_PHOTOS, n_heldout, 2 * 64, rng, short_sides=(384, 256))]
+    held_target = [degrade_known(x, case, rng) for x in held_xb]
+    save_pngs(root / "hr", hr, "hr")
+    save_pngs(root / "lr_real", real, "lr")
+    return {"xb": held_xb, "target": held_target}
+
+
+# ----------------------------------------------------------------------------- paired metrics (own code)
+
+
+def luma(x: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of an (H, W, 3) float image."""
+    return x @ np.array([0.299, 0.587, 0.114])
+
+
+def gradient(x: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of the lightly smoothed luma (levels per pixel)."""
+    y = ndimage.gaussian_filter(luma(x), 1.0)
+    return np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1)) / 8.0
+
+
+def interior(shape, band: int) -> np.ndarray:
+    """Boolean mask of pixels at least ``band`` pixels away from the border."""
+    m = np.zeros(shape[:2], bool)
+    m[band:-band, band:-band] = True
+    return m
+
+
+def flat_mask(xb: np.ndarray, threshold: float = 2.0) -> np.ndarray:
+    """Low-gradient regions of Xb (eroded, away from the border): where grain shows."""
+    return ndimage.binary_erosion(gradient(xb) < threshold, iterations=2) & interior(xb.shape, 4)
+
+
+def edge_mask(xb: np.ndarray) -> np.ndarray:
+    """The strongest 10 % gradients of Xb, away from the border."""
+    g = gradient(xb)
+    return (g > np.quantile(g, 0.9)) & interior(xb.shape, 4)
+
+
+def highpass(r: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """Residual minus its Gaussian low-pass (per channel): grain without slow colour drifts."""
+    return r - ndimage.gaussian_filter(r, sigma=(sigma, sigma, 0), mode="reflect")
+
+
+def grain(x: np.ndarray, xb: np.ndarray, mask: np.ndarray) -> float:
+    """Std of the high-passed residual X - Xb in ``mask``."""
+    return float(highpass(x - xb)[mask].std())
+
+
+def colour_shift(x: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """Per-channel mean of lowpass(X) - lowpass(Xb) (levels)."""
+    lo = lambda a: ndimage.gaussian_filter(a, sigma=(4, 4, 0), mode="reflect")  # noqa: E731
+    return (lo(x) - lo(xb)).reshape(-1, 3).mean(0)
+
+
+def border_energy(x: np.ndarray, xb: np.ndarray, band: int = 2) -> tuple[float, float]:
+    """Mean squared residual (per-channel mean removed) in the outer ``band`` and in the interior."""
+    r = x - xb
+    r = r - r.reshape(-1, 3).mean(0)
+    inner = interior(x.shape, band + 2)
+    outer = ~interior(x.shape, band)
+    return float((r[outer] ** 2).mean()), float((r[inner] ** 2).mean())
+
+
+def sharpness(x: np.ndarray, edges: np.ndarray, flat: np.ndarray) -> float:
+    """Laplacian variance at edges above the flat-region (noise) floor."""
+    lap = ndimage.laplace(luma(x))
+    floor = lap[flat].var() if flat.sum() > 100 else 0.0
+    return float(lap[edges].var() - floor)
+
+
+def blockiness(x: np.ndarray) -> np.ndarray:
+    """Mean |step| across 8-px boundaries / elsewhere, for each of the 8 grid phases (luma)."""
+    y = luma(x)
+    dh, dv = np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0))
+    out = []
+    for p in range(8):
+        ch = (np.arange(dh.shape[1]) + 1) % 8 == p
+        cv = (np.arange(dv.shape[0]) + 1) % 8 == p
+        h = dh[:, ch].mean() / max(dh[:, ~ch].mean(), 1e-9)
+        v = dv[cv].mean() / max(dv[~cv].mean(), 1e-9)
+        out.append((h + v) / 2)
+    return np.array(out)
+
+
+def radial_amplitude(r: np.ndarray, bins: int = 16) -> np.ndarray:
+    """Radially averaged amplitude spectrum of a residual (mean over channels)."""
+    h, w = r.shape[:2]
+    power = (np.abs(np.fft.fft2(r, axes=(0, 1))) ** 2).mean(-1) / (h * w)
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    idx = np.minimum((np.hypot(fy, fx) / 0.5 * bins).astype(int), bins - 1)
+    return np.sqrt(np.bincount(idx.ravel(), power.ravel(), bins) / np.maximum(np.bincount(idx.ravel(), None, bins), 1))
+
+
+def paired_report(xbs, xds, targets) -> dict:
+    """Every paired figure for one case, over the held-out set."""
+    f = lambda a: a.astype(np.float64)  # noqa: E731
+    g_d, g_t, shifts_d, shifts_t, s_b, s_d, s_t = [], [], [], [], [], [], []
+    bo_d = bi_d = bo_t = bi_t = 0.0
+    spec_d, spec_t = 0.0, 0.0
+    block_d, block_t, block_b = [], [], []
+    for xb, xd, t in zip(map(f, xbs), map(f, xds), map(f, targets)):
+        flat, edges = flat_mask(xb), edge_mask(xb)
+        if flat.sum() >= 200:
+            g_d.append(grain(xd, xb, flat))
+            g_t.append(grain(t, xb, flat))
+        shifts_d.append(colour_shift(xd, xb))
+        shifts_t.append(colour_shift(t, xb))
+        s_b.append(sharpness(xb, edges, flat))
+        s_d.append(sharpness(xd, edges, flat))
+        s_t.append(sharpness(t, edges, flat))
+        o, i = border_energy(xd, xb)
+        bo_d, bi_d = bo_d + o, bi_d + i
+        o, i = border_energy(t, xb)
+        bo_t, bi_t = bo_t + o, bi_t + i
+        spec_d = spec_d + radial_amplitude(xd - xb)
+        spec_t = spec_t + radial_amplitude(t - xb)
+        block_d.append(blockiness(xd))
+        block_t.append(blockiness(t))
+        block_b.append(blockiness(xb))
+    sb, sd, st = map(np.mean, (s_b, s_d, s_t))
+    ratio = lambda a, b: float(np.sqrt(a / b)) if b > 0 else float("inf")  # noqa: E731
+    spectrum = float(np.abs(spec_d - spec_t).sum() / np.abs(spec_t).sum())
+    bd, bt, bb = (np.mean(b, axis=0) for b in (block_d, block_t, block_b))
+    return {
+        "images": len(xbs), "grain_images": len(g_d),
+        "grain_xd": float(np.mean(g_d)) if g_d else None, "grain_target": float(np.mean(g_t)) if g_t else None,
+        "grain_ratio": float(np.mean(g_d) / np.mean(g_t)) if g_t and np.mean(g_t) > 0 else None,
+        "colour_shift_xd": np.abs(shifts_d).mean(0).round(3).tolist(),
+        "colour_shift_target": np.abs(shifts_t).mean(0).round(3).tolist(),
+        "colour_shift_max": float(np.abs(shifts_d).mean(0).max()),
+        "border_ratio_xd": ratio(bo_d, bi_d), "border_ratio_target": ratio(bo_t, bi_t),
+        "sharpness_xb": float(sb), "sharpness_xd": float(sd), "sharpness_target": float(st),
+        "sharpness_progress": float((sb - sd) / (sb - st)) if sb != st else None,
+        "blockiness_xb": [float(bb[0]), float(bb.max())], "blockiness_xd": [float(bd[0]), float(bd.max())],
+        "blockiness_target": [float(bt[0]), float(bt.max())],
+        "spectrum_distance_xd": spectrum, "spectrum_distance_xb": 1.0,
+    }
+
+
+def verdict(case: Case, m: dict) -> dict[str, bool]:
+    """Which targets hold for this case."""
+    checks = {
+        "colour": m["colour_shift_max"] <= TARGETS["colour_shift_max"],
+        "border": m["border_ratio_xd"] <= TARGETS["border_ratio_max"],
+        "spectrum": m["spectrum_distance_xd"] <= TARGETS["spectrum_vs_xb_max"] * m["spectrum_distance_xb"],
+    }
+    if case.grain:
+        checks["grain"] = m["grain_ratio"] is not None and m["grain_ratio"] >= TARGETS["grain_ratio_min"]
+    if case.sharpness:
+        lo, hi = TARGETS["sharpness_progress"]
+        checks["sharpness"] = m["sharpness_progress"] is not None and lo <= m["sharpness_progress"] <= hi
+    return checks
+
+
+# ----------------------------------------------------------------------------- training and running G
+
+
+def train_case(data: Path, out: Path, recipe: str, sets: list[str], budget_min: float, hr_size: int) -> dict:
+    """Train with the real CLI on this case's data; returns steps and seconds."""
+    cmd = [sys.executable, "-m", "dsgan_cli", "train", recipe, "--no-progress", "--max-minutes", str(budget_min),
+           "--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr_real'}",
+           "--set", f"data.hr_size={hr_size}", "--set", f"data.lr_size={hr_size // 2}", "--set", "data.scale=2",
+           "--set", f"train.output_dir={out}", "--set", "data.num_workers=0"]
+    if not any(s.startswith("perceptual.weights=") for s in sets) and not vgg19_cached():
+        # Said in the output and the JSON: pretrained VGG19 is not on this machine.
+        sets = [*sets, "perceptual.weights=random"]
+        print("note: pretrained VGG19 not cached: the perceptual term uses random weights", file=sys.stderr)
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "DSGAN_OFFLINE": os.environ.get("DSGAN_OFFLINE", "1")}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"training failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {"steps": records[-1]["step"], "seconds": round(seconds, 1), "sets": sets}
+
+
+def vgg19_cached() -> bool:
+    """Whether torchvision's pretrained VGG19 file is in the torch hub cache."""
+    import torch
+
+    from dsgan_cli.losses import VGG19_FILENAME
+
+    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME).is_file()
+
+
+def run_generator(gen_path: Path, xbs: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Xd = G(Xb) with the exported generator, noise seeded per image like ``degrade``."""
+    import torch
+
+    from dsgan_cli.checkpoint import load_generator
+
+    g, _ = load_generator(gen_path)
+    out = []
+    with torch.no_grad():
+        for i, xb in enumerate(xbs):
+            x = torch.from_numpy(xb.copy()).permute(2, 0, 1).float().div(255)[None]
+            z = g.make_noise(x, torch.Generator().manual_seed(seed * 100_003 + i))
+            out.append(g(x, z)[0].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    return out
+
+
+def grid(path: Path, xbs, xds, targets, rows: int = 4, zoom: int = 3) -> None:
+    """Xb | Xd | target | residual Xd x4 | residual target x4, one held-out image per row."""
+    tiles = []
+    for xb, xd, t in list(zip(xbs, xds, targets))[:rows]:
+        res = lambda a: np.clip(128 + 4 * (a.astype(np.int16) - xb.astype(np.int16)), 0, 255).astype(np.uint8)  # noqa: E731
+        tiles.append(np.concatenate([xb, xd, t, res(xd), res(t)], axis=1))
+    img = Image.fromarray(np.concatenate(tiles, axis=0))
+    img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST).save(path)
+
+
+# ----------------------------------------------------------------------------- table
+
+
+COLUMNS = [("case", "case"), ("steps", "steps"), ("min", "train min"), ("grain", "grain Xd/target"),
+           ("colour", "max |colour shift|"), ("border", "border ratio (target)"), ("sharp", "sharpness progress"),
+           ("block", "blockiness grid/best Xd (target)"), ("spec", "residual spectrum dist (Xb=1)"), ("pass", "targets")]
+
+
+def row(case: Case, r: dict) -> dict[str, str]:
+    """One table row."""
+    m, v = r["metrics"], r["checks"]
+    fmt = lambda x, p=2: "-" if x is None else f"{x:.{p}f}"  # noqa: E731
+    return {
+        "case": case.name, "steps": str(r["train"]["steps"]), "min": f"{r['train']['seconds'] / 60:.1f}",
+        "grain": f"{fmt(m['grain_ratio'])} ({fmt(m['grain_xd'])}/{fmt(m['grain_target'])})",
+        "colour": f"{m['colour_shift_max']:.2f} (t {max(m['colour_shift_target']):.2f})",
+        "border": f"{m['border_ratio_xd']:.2f} ({m['border_ratio_target']:.2f})",
+        "sharp": fmt(m["sharpness_progress"]),
+        "block": f"{m['blockiness_xd'][0]:.2f}/{m['blockiness_xd'][1]:.2f} ({m['blockiness_target'][0]:.2f}/{m['blockiness_target'][1]:.2f})",
+        "spec": fmt(m["spectrum_distance_xd"]),
+        "pass": "PASS" if all(v.values()) else "fail: " + ",".join(k for k, ok in v.items() if not ok),
+    }
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    """Markdown table of the rows."""
+    lines = ["| " + " | ".join(t for _, t in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r[k] for k, _ in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default=str(REPO / "recipes" / "learn.toml"))
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
+    ap.add_argument("--budget-min", type=float, default=10.0, help="training time limit per case (minutes)")
+    ap.add_argument("--n-train", type=int, default=480, help="HR and real-LR training patches per case")
+    ap.add_argument("--n-heldout", type=int, default=24)
+    ap.add_argument("--hr-size", type=int, default=64, help="training HR patch side (LR is half)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench_learning_out")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    results, rows = {}, []
+    for name in args.cases.split(","):
+        case = CASES[name]
+        root = out / name
+        if root.exists():
+            raise SystemExit(f"{root}: exists; choose another --out")
+        held = build_case_data(root / "data", case, args.n_train, args.n_heldout, args.hr_size, args.seed)
+        tr = train_case(root / "data", root / "run", args.recipe, args.sets, args.budget_min, args.hr_size)
+        xds = run_generator(root / "run" / "generator.safetensors", held["xb"], args.seed)
+        metrics = paired_report(held["xb"], xds, held["target"])
+        grid(root / "grid.png", held["xb"], xds, held["target"])
+        results[name] = {"degradation": case.describe(), "train": tr, "metrics": metrics, "checks": verdict(case, metrics)}
+        rows.append(row(case, results[name]))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "targets": TARGETS,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+              "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    text = table(rows)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0 if all(all(r["checks"].values()) for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
