@@ -305,7 +305,8 @@ def image_noise(generator: Generator, x: torch.Tensor, keys: list[str], seed: in
     output depends neither on its batch nor on tiling, and a rerun reproduces it."""
     if not generator.noise_channels:
         return None
-    maps = [generator.make_noise(x[i:i + 1].cpu(), torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(k.encode())))
+    # torch's CPU generator keeps 32 bits of a seed: hash (seed, key) down to 32 bits, not seed * 2**32 + key.
+    maps = [generator.make_noise(x[i:i + 1].cpu(), torch.Generator().manual_seed(zlib.crc32(f"{seed}/{k}".encode())))
             for i, k in enumerate(keys)]
     return torch.cat(maps)
 

@@ -129,6 +129,38 @@ def _load_reference(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool
     return arr, converted_from is not None, resized
 
 
+def reference_artefacts(fake_dir: Path, fake_files: list[Path], ref_dir: Path, ref_files: list[Path]) -> dict | None:
+    """Colour shift and border ratio of each fake image against the bicubic Xb of its own HR image.
+
+    Pairs are matched by relative path without the extension (what ``degrade`` writes); each Xb is
+    made at the fake image's size. These are :mod:`dsgan_cli.paired` figures that need no target:
+    a good generator keeps colours (shift ~0 levels) and treats the border like the interior (ratio ~1).
+    """
+    from .paired import border_energy, colour_shift
+
+    refs = {p.relative_to(ref_dir).with_suffix("").as_posix(): p for p in ref_files}
+    shifts, outer, inner, pairs = [], 0.0, 0.0, 0
+    for f in fake_files:
+        ref = refs.get(f.relative_to(fake_dir).with_suffix("").as_posix())
+        if ref is None:
+            continue
+        try:
+            xd = np.asarray(load_rgb(f)[0])
+            xb, _, _ = _load_reference(ref, (xd.shape[1], xd.shape[0]))
+        except (ImageReadError, OSError):
+            continue  # listed as unreadable by the main pass
+        xd, xb = xd.astype(np.float64), xb.astype(np.float64)
+        shifts.append(colour_shift(xd, xb))
+        o, i = border_energy(xd, xb)
+        outer, inner, pairs = outer + o, inner + i, pairs + 1
+    if not pairs:
+        return None
+    shift = np.asarray(shifts)
+    return {"pairs": pairs, "colour_shift_mean": shift.mean(0).tolist(), "colour_shift_abs": np.abs(shift).mean(0).tolist(),
+            "colour_shift_max": float(np.abs(shift).mean(0).max()),
+            "border_ratio": float(np.sqrt(outer / inner)) if inner > 0 else None}
+
+
 def _prepare(item: tuple[Path, str, tuple[int, int]]):
     """Decode one image and compute its spectrum and noise (runs in a worker thread)."""
     from .spectrum import image_stats
@@ -428,6 +460,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
             "size_requested": list(req) if req else None, "cache_dir": str(cache_root), "dsgan_cli_version": __version__,
         },
         "frequency": frequency,
+        "artefacts": reference_artefacts(fake_dir, fake_files, ref_dir, ref_files) if ref_files else None,
         "plot": plot_written,
     }
     result = jsonable(result)
@@ -468,5 +501,12 @@ def print_report(result: dict, console) -> None:
         d, dh = s["spectral_distance"], s["spectral_distance_high"]
         t.add_row(label, str(s["count"]), f"{s['noise']:.2f}", "-" if d is None else f"{d:.4f}", "-" if dh is None else f"{dh:.4f}")
     console.print(t)
+    art = result.get("artefacts")
+    if art:
+        r, g, b = art["colour_shift_mean"]
+        border = "-" if art["border_ratio"] is None else f"{art['border_ratio']:.2f}"
+        console.print(f"against each image's reference Xb ({art['pairs']} pairs): colour shift R {r:+.2f} G {g:+.2f} "
+                      f"B {b:+.2f} levels; border/interior residual {border} (1.0 = no border artefact)",
+                      markup=False, highlight=False)
     if result.get("plot"):
         console.print(f"spectrum plot: {result['plot']}", markup=False, highlight=False)
