@@ -124,9 +124,12 @@ class Generator(nn.Module):
       from in flat regions; N(0, 1) channels concatenated to the input give it
       a source (as in Bulat et al. 2018). ``forward(x, noise)`` takes them
       explicitly so ``degrade`` can seed them per image and tile exactly.
-    - ``output="residual"``: Xd = clamp(Xb + r) with the last convolution
+    - ``output="residual"``: Xd = Xb + r with the last convolution
       initialised to zero, so G starts as the identity and never has to
-      re-learn the colours through a sigmoid.
+      re-learn the colours through a sigmoid. Xd is not clamped here: a
+      clamp has no gradient outside [0, 1], and a G pushed there once by a
+      GAN step could never come back (measured: the colour loss froze at 0.5).
+      Every writer clamps when it rounds to 8 bits.
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
@@ -172,7 +175,7 @@ class Generator(nn.Module):
             inp = torch.cat([x, z.to(x.dtype)], dim=1)
         r = self.block_output(self.res_blocks(self.block_input(inp)))
         if self.output == "residual":
-            return (x + r).clamp(0.0, 1.0)
+            return x + r
         return torch.sigmoid(r)
 
 

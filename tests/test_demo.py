@@ -2,7 +2,8 @@
 
 The full demo takes minutes; here it runs with ``--quick`` (tiny images, a
 few steps) so CI guards every step and the report layout. Whether the
-degradation is learned is measured by the full demo, not asserted here.
+degradation is learned is asserted by the slow test in ``test_learning.py``
+(the demo with ``--require-learning``).
 """
 
 from __future__ import annotations
@@ -67,8 +68,13 @@ def test_quick_demo_writes_report_and_numbers(tmp_path):
     if not demo.vgg_cache_path().is_file():
         assert summary["perceptual_weights"] == "random"
         assert "RANDOM VGG19 features" in said
-    assert "spectral distance" in said
+    assert "grain in flat regions" in said and "colour shift" in said
     assert ("NOT learned" in said) == (not summary["learned"])
+    # The verdict is the paired one: learned exactly when every paired check holds.
+    checks = summary["verdict"]["checks"]
+    assert set(checks) == {"grain", "colour", "border", "spectrum"}
+    assert summary["learned"] == all(checks.values())
+    assert summary["paired"]["images"] == demo.QUICK_SPEC.n_holdout
 
 
 def test_data_is_reused_and_sets_are_disjoint(tmp_path):
