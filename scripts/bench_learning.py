@@ -225,7 +225,7 @@ def row(case: Case, r: dict) -> dict[str, str]:
         "grain": f"{fmt(m['grain_ratio'])} ({fmt(m['grain_xd'])}/{fmt(m['grain_target'])})",
         "colour": f"{m['colour_shift_max']:.2f} (t {max(m['colour_shift_target']):.2f})",
         "border": f"{m['border_ratio_xd']:.2f} ({m['border_ratio_target']:.2f})",
-        "sharp": fmt(m["sharpness_progress"]),
+        "sharp": fmt(m["sharpness_progress"]) if case.sharpness else "n/a",
         "block": f"{m['blockiness_xd'][0]:.2f}/{m['blockiness_xd'][1]:.2f} ({m['blockiness_target'][0]:.2f}/{m['blockiness_target'][1]:.2f})",
         "spec": fmt(m["spectrum_distance_xd"]),
         "pass": "PASS" if all(v.values()) else "fail: " + ",".join(k for k, ok in v.items() if not ok),
@@ -239,6 +239,17 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def combined_table(dirs: list[Path]) -> str:
+    """One table over several runs (each row labelled with its run's --set overrides)."""
+    rows = []
+    for d in dirs:
+        rep = json.loads((d / "results.json").read_text())
+        label = " ".join(s for s in rep["sets"] if not s.startswith("train.iterations")) or Path(rep["recipe"]).name
+        for name, r in rep["cases"].items():
+            rows.append({**row(CASES[name], r), "case": f"{name}: {label}"})
+    return table(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=str(REPO / "recipes" / "learn.toml"))
@@ -250,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hr-size", type=int, default=64, help="training HR patch side (LR is half)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench_learning_out")
+    ap.add_argument("--table-from", nargs="+", metavar="DIR", help="print one table from earlier runs' results.json (ablations)")
     args = ap.parse_args(argv)
+    if args.table_from:
+        print(combined_table([Path(d) for d in args.table_from]))
+        return 0
     out = Path(args.out)
     results, rows = {}, []
     for name in args.cases.split(","):
