@@ -333,8 +333,9 @@ def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray
 
 # --------------------------------------------------------------------------- pipeline
 
-#: The demo's data sizes (the recipe's are for aligned faces): 128 px HR patches, 64 px LR.
-DEMO_OVERRIDES = ("data.hr_size=128", "data.lr_size=64")
+#: The demo's data (the recipe's is for aligned faces): 128 px HR patches, 64 px LR, decoded once
+#: in RAM and so small that DataLoader workers would only compete with training for the cores.
+DEMO_OVERRIDES = ("data.hr_size=128", "data.lr_size=64", "data.num_workers=0")
 
 #: Recipe overrides of the quick mode (CI): tiny images, a tiny generator, a few steps.
 QUICK_OVERRIDES = (
