@@ -117,9 +117,9 @@ class Generator(nn.Module):
     The defaults are the paper's network. Three options change it where the
     paper's choices were measured to fail (scripts/bench_learning.py):
 
-    - ``padding``: zero padding shows the network where the border is, and it
-      draws stripes there; ``"reflect"`` gives the border pixels content that
-      looks like the interior.
+    - ``padding``: zero padding shows the network where the border is; with
+      the sigmoid output it drew stripes there. ``"reflect"`` gives the border
+      pixels content that looks like the interior.
     - ``noise_channels``: a deterministic G has nothing to draw fresh grain
       from in flat regions; N(0, 1) channels concatenated to the input give it
       a source (as in Bulat et al. 2018). ``forward(x, noise)`` takes them
