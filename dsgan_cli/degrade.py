@@ -16,6 +16,8 @@ each process takes every N-th file, so each output is written exactly once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import queue
@@ -32,12 +34,17 @@ import torch
 from .errors import EXIT_USAGE, DsganError, file_error
 from .images import (
     ImageReadError,
+    check_destinations,
     check_output_dir,
     check_writable_dir,
     image_to_tensor,
     load_rgb,
+    open_regular,
+    partial_prefix,
     require_images,
     save_image_atomic,
+    unique_output_names,
+    write_bytes_atomic,
 )
 from .models import Generator, downscale
 
@@ -60,6 +67,9 @@ LOSSY_QUALITY = 95
 #: default. Tiling is exact (see :func:`generate_tiled`), so this only bounds
 #: memory: one 64-channel fp32 activation of a 1024x1024 tile is 256 MiB.
 DEFAULT_TILE = 1024
+
+#: Hidden file in the output folder naming the generator and settings that made its outputs.
+RUN_RECORD = ".dsgan-degrade.json"
 
 #: Upper bound on LR pixels per batch, so a batch of large images stays within memory.
 BATCH_PIXEL_BUDGET = 2**20
@@ -122,18 +132,19 @@ def output_format(fmt: str) -> tuple[str, str]:
 
 
 def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Map every input image to its output path; inputs whose output name is already taken fail."""
-    jobs: list[Job] = []
-    failed: list[tuple[str, str]] = []
-    owner: dict[Path, Path] = {}
-    for src in require_images(input_dir):
-        dest = output_dir / src.relative_to(input_dir).with_suffix(suffix)
-        if dest in owner:
-            # a.png and a.jpg would both become a.png: never let one silently replace the other.
-            failed.append((str(src), f"output {dest} is already the output of {owner[dest]} (same stem)"))
-            continue
-        owner[dest] = src
-        jobs.append(Job(src, dest))
+    """Map every input image to its output path; inputs whose output name is already taken fail.
+
+    Raises :class:`DsganError` when any output would land inside the input
+    tree (e.g. through a symlinked output subfolder), before anything is written.
+    """
+    sources = require_images(input_dir)
+    rels = {src.relative_to(input_dir): src for src in sources}
+    names, refused = unique_output_names(rels, suffix)
+    jobs = [Job(rels[rel], output_dir / out) for rel, out in names.items()]
+    check_destinations([j.dest for j in jobs], [input_dir], sources)
+    # a.png and a.jpg would both become a.png: never let one silently replace the other.
+    failed = [(str(rels[rel]), f"output {output_dir / names[owner]} is already the output of {rels[owner]} (same stem)")
+              for rel, owner in refused.items()]
     return jobs, failed
 
 
@@ -167,14 +178,49 @@ def remove_stale_partials(jobs: list[Job]) -> int:
             entries = os.listdir(folder)
         except OSError:
             continue
+        prefixes = {partial_prefix(folder / name) for name in names}
         for entry in entries:
-            if entry.startswith(".") and entry.endswith(".partial"):
-                name = entry[1:-len(".partial")].rsplit(".", 1)[0]
-                if name in names:
-                    with contextlib.suppress(OSError):
-                        os.unlink(folder / entry)
-                        removed += 1
+            # Temp names are PREFIX + random characters (no dot) + ".partial" (images.atomic_path).
+            stem = entry[:-len(".partial")] if entry.endswith(".partial") else ""
+            if any(stem.startswith(p) and "." not in stem[len(p):] for p in prefixes):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / entry)
+                    removed += 1
     return removed
+
+
+def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None) -> dict[str, Any]:
+    """What decides an output's pixels: the generator file's SHA-256 and the settings that change them."""
+    return {"generator_sha256": generator_sha256, "scale": scale, "format": suffix, "precision": precision or "fp32"}
+
+
+def check_output_record(output_dir: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse, without ``--overwrite``, a folder whose outputs another generator or other settings made.
+
+    Returns True when the folder's outputs are about to be replaced by
+    different ones (so the record must say so until the run completes).
+    """
+    path = output_dir / RUN_RECORD
+    try:
+        with open_regular(path) as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        old = {"unreadable": True}
+    if old == record:
+        return False
+    if not overwrite:
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v) or "record incomplete"
+        raise file_error(path, f"the outputs in this folder were made with another generator or settings ({changed}); "
+                               "pass --overwrite to replace them, or choose another output folder")
+    return True
+
+
+def write_output_record(output_dir: Path, record: dict[str, Any], replacing: bool = False) -> None:
+    """Write the folder's record; ``replacing`` marks outputs of an earlier generator as possibly still present."""
+    data = {**record, "replacing_earlier_outputs": True} if replacing else record
+    write_bytes_atomic(output_dir / RUN_RECORD, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- input side
@@ -367,6 +413,8 @@ class Writer:
             err = None
         except OSError as e:
             err = f"cannot write {job.dest} ({e.strerror or e})"
+        except DsganError as e:  # e.g. the output path is a symlink or FIFO (images.refuse_special)
+            err = str(e)
         except Exception as e:  # noqa: BLE001 - one bad output must not stop the run
             err = f"cannot encode {job.dest} ({e})"
         with self._lock:
@@ -567,6 +615,8 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
         raise file_error(input_dir, "no such folder")
     check_output_dir(input_dir, output_dir)
     jobs, failed = plan_jobs(input_dir, output_dir, suffix)
+    record = output_record(meta["sha256"], run_scale, suffix, precision)
+    replacing = check_output_record(output_dir, record, overwrite)
     check_writable_dir(output_dir)
 
     accelerator = Accelerator(cpu=cpu)
@@ -581,6 +631,9 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
         generator = generator.to(memory_format=torch.channels_last)
 
     rank, world = accelerator.process_index, accelerator.num_processes
+    accelerator.wait_for_everyone()  # every process has checked the folder's record before it changes
+    if rank == 0:
+        write_output_record(output_dir, record, replacing)
     # Striding (not accelerator.prepare) so no file is padded in twice to even out the shares.
     mine = jobs[rank::world]
     todo = [j for j in mine if overwrite or not j.dest.exists()]
@@ -593,6 +646,8 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
         part.failed = failed + part.failed
     parts = gather_object([part.to_dict()]) if world > 1 else [part.to_dict()]
     summary = _merge(parts)
+    if rank == 0 and replacing:
+        write_output_record(output_dir, record)
     summary.output_dir, summary.scale, summary.device, summary.processes = str(output_dir), run_scale, str(device), world
     return summary
 
