@@ -160,7 +160,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     input_dir = Path(input_dir)
     if size < 16:
         raise DsganError(f"--size must be at least 16, got {size}")
-    if margin < 0 or margin > 4:
+    if not 0 <= margin <= 4:  # also catches NaN
         raise DsganError(f"--margin must be between 0 and 4, got {margin}")
     files = list_images(input_dir, all_files=True)
     if not files:

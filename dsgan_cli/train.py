@@ -31,6 +31,7 @@ from . import __version__
 from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
 from .images import check_output_dir, check_writable_dir, write_bytes_atomic
+from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
 from .recipe import Recipe
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
@@ -155,6 +156,21 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
     return final
 
 
+def start_run(out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe,
+              hr_set, lr_set, world_size: int) -> str:
+    """Main process: lock the run folder, check a resume against the run, set aside an abandoned branch; returns the data digest."""
+    lock_run_folder(out)
+    if resolve_resume(resume, out) != resume_from:
+        raise file_error(out, "another training changed this folder while this one started; run the command again")
+    digest = data_digest(hr_set.images, lr_set.images)
+    if resume_from is not None:
+        state = read_state(resume_from)
+        before = {"world_size": state.get("world_size"), "data_sha256": state.get("data", {}).get("sha256")}
+        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest})
+        set_aside_newer(complete_checkpoints(out / "checkpoints"), start_step, out)
+    return digest
+
+
 def load_data(recipe: Recipe, show: bool):
     """Decode both image sets once (progress bar on the main process)."""
     from rich.progress import Progress
@@ -217,6 +233,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     check_output_dir(r.data.lr_dir, out)
     if is_main:
         check_writable_dir(out)
+    digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = Accelerator(
         cpu=cpu_processes(),
         mixed_precision=mixed_precision_for(r),
@@ -259,7 +276,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
         torch.backends.cudnn.benchmark = True  # fixed input sizes
 
     # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
-    if is_main:
+    if is_main and (resume_from is None or not (out / "recipe.json").is_file()):  # a resume keeps the first recipe
         write_bytes_atomic(out / "recipe.json", json.dumps(r.to_dict(), indent=2).encode())
     accelerator.init_trackers("dsgan")
     n_show = min(4, len(hr_set.images), len(lr_set.images))
@@ -349,7 +366,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
             if done % r.train.checkpoint_every == 0 or done == iters:
                 state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
-                         "dsgan_version": __version__, "data": {"counts": counts}}
+                         "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
                 last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
             rate = (done - start_step) / max(elapsed, 1e-9)
             bar.update(task, completed=done, speed=f"{rate:.2f} it/s",
@@ -358,6 +375,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     accelerator.end_training()
     _dump_rank_hash(accelerator, G)
     if is_main:
+        unlock_run_folder(out)
         print(f"trained {iters - start_step} steps (now at step {iters})")
         print(f"generator:  {out / 'generator.safetensors'}")
         print(f"checkpoint: {last_ckpt}")

@@ -471,3 +471,172 @@ def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe,
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("interrupted")]
     assert len(lines) == 1 and command in lines[0] and hint in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------------- H: bad values are usage errors up front
+
+
+H_RECIPE_CASES = [
+    ("optim.beta1=1.0", "optim.beta1"),
+    ("optim.beta2=1.0", "optim.beta2"),
+    ("train.seed=4294967296", "train.seed"),
+    ("model.filter_kernel=41", "model.filter_kernel"),
+    ("data.crop_size=2", "model.filter_kernel"),
+    ("optim.lr=inf", "optim.lr"),
+    ("loss.w_gan=inf", "loss.w_gan"),
+    ('train.output_dir=""', "train.output_dir"),
+]
+
+
+def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    write_images(hr, 4, 32, seed=4)
+    write_images(lr, 4, 16, seed=5)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = tree_digest(tmp_path)
+    base = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={hr}", "--set", f"data.lr_dir={lr}",
+            "--set", "train.iterations=1", "--set", "train.batch_size=2", "--set", "loss.w_perceptual=0"]
+    cases = [[*base, "--set", f"train.output_dir={tmp_path / 'runs' / str(i)}", "--set", override]
+             for i, (override, _) in enumerate(H_RECIPE_CASES)]
+    for (override, key), res in zip(H_RECIPE_CASES, run_cli_many(cases, cwd=work)):
+        assert res.returncode == 2, (override, res.stderr[-2000:])
+        one_line_error(res.stderr, key)
+    assert tree_digest(tmp_path) == before  # no run folder, nothing in the current folder
+
+
+def test_prepare_margin_nan_is_a_usage_error(tmp_path):
+    raw = tmp_path / "raw"
+    write_images(raw, 1, 16)
+    (res,) = run_cli_many([["prepare", raw, "--out", tmp_path / "out", "--margin", "nan", "--no-progress"]])
+    assert res.returncode == 2, res.stderr
+    one_line_error(res.stderr, "--margin")
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_unwritable_json_fails_before_the_work(tmp_path):
+    fake, real = tmp_path / "fake", tmp_path / "real"
+    write_images(fake, 2, 16, seed=1)
+    write_images(real, 2, 16, seed=2)
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    target = tmp_path / "file" / "r.json"
+    (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--json", target, "--plot", tmp_path / "p.png",
+                            "--cache-dir", tmp_path / "cache"]], cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    one_line_error(res.stderr, str(target))
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "cache").exists()  # nothing was computed
+
+
+# ----------------------------------------------------------------------------- I: one training per folder, lineage, resume checks
+
+
+def train_args(recipe, hr, lr, out, *sets):
+    args = ["train", recipe, "--no-progress", "--set", f"data.hr_dir={hr}", "--set", f"data.lr_dir={lr}",
+            "--set", f"train.output_dir={out}", "--set", "loss.w_perceptual=0", "--set", "train.batch_size=2"]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@pytest.fixture
+def train_data(tmp_path):
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    write_images(hr, 4, 32, seed=4)
+    write_images(lr, 4, 16, seed=5)
+    return hr, lr
+
+
+@pytest.fixture
+def zygote(tmp_path):
+    from badfiles import Zygote
+
+    z = Zygote(tmp_path / "zlogs")
+    yield z
+    z.close()
+
+
+def _wait_for(path: Path, child) -> bool:
+    """Poll until ``path`` exists; False when the child ended first (no time limit: the child's own progress decides)."""
+    import time
+
+    while not path.exists():
+        if child.done():
+            return path.exists()
+        time.sleep(0.02)
+    return True
+
+
+def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, train_data, zygote):
+    hr, lr = train_data
+    out = tmp_path / "run"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    # The first run pauses right after taking the folder (a file handshake, no timing).
+    prelude = (f"import pathlib, time, dsgan_cli.train as t\norig = t.start_run\n"
+               f"def held(*a, **k):\n    d = orig(*a, **k)\n    pathlib.Path({str(ready)!r}).touch()\n"
+               f"    while not pathlib.Path({str(go)!r}).exists():\n        time.sleep(0.02)\n    return d\n"
+               "t.start_run = held\n")
+    first = zygote.start(train_args(tiny_recipe, hr, lr, out, "train.iterations=2"), prelude=prelude)
+    assert _wait_for(ready, first), first.wait().stderr
+    (second,) = run_cli_many([train_args(tiny_recipe, hr, lr, out, "train.iterations=2")], cwd=tmp_path)
+    go.touch()
+    done = first.wait()
+    assert second.returncode == 2, second.stderr
+    one_line_error(second.stderr, str(out), "another training is running")
+    assert done.returncode == 0, done.stderr
+    assert (out / "checkpoints" / "step_00000002").is_dir()
+
+
+def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data, zygote):
+    hr, lr = train_data
+    out = tmp_path / "run"
+    prelude = ("import os, signal, dsgan_cli.train as t\norig = t.start_run\n"
+               "def die(*a, **k):\n    orig(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+               "t.start_run = die\n")
+    killed = zygote.run(train_args(tiny_recipe, hr, lr, out, "train.iterations=1"), prelude=prelude)
+    assert killed.returncode == -9
+    (again,) = run_cli_many([train_args(tiny_recipe, hr, lr, out, "train.iterations=1")], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_data):
+    hr, lr = train_data
+    out = tmp_path / "run"
+    base = train_args(tiny_recipe, hr, lr, out, "train.checkpoint_every=1", "train.keep_last=10")
+    first, branch, latest = run_cli_many([
+        [*base, "--set", "train.iterations=4"],
+        [*base, "--set", "train.iterations=3", "--resume", out / "checkpoints" / "step_00000002"],
+        [*base, "--set", "train.iterations=5", "--resume", "latest"],
+    ], cwd=tmp_path)
+    for res in (first, branch, latest):
+        assert res.returncode == 0, res.stderr
+    assert "step_00000003" in latest.stdout and "step_00000004" not in latest.stdout, latest.stdout
+    aside = out / "abandoned" / "after_step_00000002" / "step_00000004"
+    assert (aside / "trainer_state.json").is_file()  # moved aside, not deleted
+    assert str(out / "abandoned") in branch.stderr
+
+
+def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_path, tiny_recipe, train_data):
+    hr, lr = train_data
+    out = tmp_path / "run"
+    base = train_args(tiny_recipe, hr, lr, out, "train.checkpoint_every=1")
+    (first,) = run_cli_many([[*base, "--set", "train.iterations=2"]], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    recipe_before = (out / "recipe.json").read_bytes()
+    flip, crop, soft = run_cli_many([
+        [*base, "--set", "train.iterations=3", "--set", "data.flip=true", "--resume", "latest"],
+        [*base, "--set", "train.iterations=3", "--set", "data.crop_size=8", "--resume", "latest"],
+        [*base, "--set", "train.iterations=3", "--set", "train.log_every=2", "--resume", "latest"],
+    ], cwd=tmp_path)
+    for res, key in ((flip, "data.flip"), (crop, "data.crop_size")):
+        assert res.returncode == 2, res.stderr
+        one_line_error(res.stderr, "cannot resume exactly", key)
+    assert soft.returncode == 0, soft.stderr
+    assert "warning: resuming with changed" in soft.stderr and "train.log_every" in soft.stderr
+    assert (out / "recipe.json").read_bytes() == recipe_before
+    # Same recipe, other pixels in one HR image: the data changed.
+    img = np.asarray(Image.open(hr / "img_000.png")).copy()
+    img[0, 0] = 255 - img[0, 0]
+    Image.fromarray(img).save(hr / "img_000.png")
+    (data,) = run_cli_many([[*base, "--set", "train.iterations=4", "--resume", "latest"]], cwd=tmp_path)
+    assert data.returncode == 2, data.stderr
+    one_line_error(data.stderr, "cannot resume exactly", "images")
