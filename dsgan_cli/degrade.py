@@ -441,33 +441,38 @@ class Writer:
 # --------------------------------------------------------------------------- defaults
 
 
+def check_options(batch_size: int | None, workers: int | None, tile: int | None, precision: str | None) -> None:
+    """Usage errors in the tuning options (None means "default"), raised before anything is created."""
+    if batch_size is not None and batch_size < 1:
+        raise DsganError(f"--batch-size must be at least 1, got {batch_size}", EXIT_USAGE)
+    if workers is not None and workers < 0:
+        raise DsganError(f"--workers must be 0 or more, got {workers}", EXIT_USAGE)
+    if tile is not None and tile < 0:
+        raise DsganError(f"--tile must be 0 (off) or a positive size, got {tile}", EXIT_USAGE)
+    if (precision or "fp32") not in ("fp32", "bf16", "fp16"):
+        raise DsganError(f"--precision must be fp32, bf16 or fp16, got {precision!r}", EXIT_USAGE)
+
+
 def default_settings(device: torch.device, *, scale: int, fmt: str, batch_size: int | None, workers: int | None,
                      tile: int | None, encoder_threads: int | None, precision: str | None,
                      channels_last: bool | None, num_processes: int = 1) -> Settings:
     """Fill in device-dependent defaults (measured by scripts/bench_degrade.py)."""
     pil_format, suffix = output_format(fmt)
+    check_options(batch_size, workers, tile, precision)
     cuda = device.type == "cuda"
     cpus = max(1, (os.cpu_count() or 1) // max(1, num_processes))
     if batch_size is None:
         batch_size = 16 if cuda else 8
-    if batch_size < 1:
-        raise DsganError(f"--batch-size must be at least 1, got {batch_size}", EXIT_USAGE)
     if workers is None:
         # On a CPU the generator needs every core; one decode thread keeps up
         # with it (decoding is ~1% of G's time) without worker processes
         # competing with the intra-op threads. A GPU is fed by CPU workers.
         workers = min(8, cpus) if cuda else 0
-    if workers < 0:
-        raise DsganError(f"--workers must be 0 or more, got {workers}", EXIT_USAGE)
     if tile is None:
         tile = DEFAULT_TILE
-    if tile < 0:
-        raise DsganError(f"--tile must be 0 (off) or a positive size, got {tile}", EXIT_USAGE)
     if encoder_threads is None:
         encoder_threads = min(4, cpus) if cuda else 1
     precision = precision or "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise DsganError(f"--precision must be fp32, bf16 or fp16, got {precision!r}", EXIT_USAGE)
     if channels_last is None:
         channels_last = True
     return Settings(scale=scale, fmt=pil_format, suffix=suffix, batch_size=batch_size, workers=workers,
@@ -609,6 +614,7 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
 
     input_dir, output_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
     _, suffix = output_format(fmt)
+    check_options(batch_size, workers, tile, precision)
     generator, meta = load_generator(checkpoint)
     run_scale = resolve_scale(meta.get("scale"), scale, downscale, checkpoint)
     if not input_dir.exists():

@@ -22,7 +22,7 @@ from PIL import Image
 
 from . import __version__
 from .errors import EXIT_ITEMS_FAILED, DsganError, file_error
-from .images import ImageReadError, check_output_file, load_rgb, open_regular, require_images
+from .images import DECODERS, ImageReadError, check_output_file, load_rgb, open_regular, require_images
 
 #: Names of the sets in the report.
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
@@ -77,7 +77,7 @@ def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
 def _header_size(path: Path) -> tuple[int, int] | None:
     """(W, H) from the file header with EXIF orientation applied; None when unreadable (reported later)."""
     try:
-        with open_regular(path) as fh, Image.open(fh) as im:
+        with open_regular(path) as fh, Image.open(fh, formats=DECODERS) as im:
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)
             return (h, w) if orientation in (5, 6, 7, 8) else (w, h)

@@ -24,6 +24,14 @@ from .errors import DsganError, file_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
+#: Image files that are listed (so a run reports them) but not decoded: animation, newer codecs, vector formats.
+UNSUPPORTED_SUFFIXES = {".gif": "GIF", ".avif": "AVIF", ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL",
+                        ".svg": "SVG", ".eps": "EPS", ".psd": "PSD"}
+
+#: The only Pillow decoders ever tried (MPO: multi-picture JPEGs from cameras). Whatever a file is
+#: named, no other plugin (e.g. EPS through Ghostscript) ever sees it.
+DECODERS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
+
 #: Largest image accepted, in pixels (about 16k x 16k). Larger declared sizes
 #: are treated as decompression bombs and rejected before decoding.
 MAX_PIXELS = 268_435_456
@@ -80,8 +88,8 @@ def open_regular(path: str | Path) -> BinaryIO:
 
 
 def is_image_path(path: Path) -> bool:
-    """True when ``path`` has an image file suffix."""
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """True when ``path`` has an image file suffix (supported or not: unsupported ones are reported, not ignored)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in UNSUPPORTED_SUFFIXES
 
 
 def list_images(root: str | Path, all_files: bool = False) -> list[Path]:
@@ -122,15 +130,16 @@ def _to_8bit_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     mode = img.mode
     if mode == "RGB":
         return img, None
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # PIL's own I -> L conversion clips at 255 instead of rescaling.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB"), mode
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if arr.max() <= 1.0 else 255.0
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # PIL's own I/F -> L conversion clips at 255 instead of rescaling.
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F":
+            top = 1.0 if peak <= 1.0 else peak  # [0, 1] floats as they are; any other range scaled to its peak
+        elif mode.startswith("I;16") or 255 < peak <= 65535:
+            top = 65535.0
+        else:
+            top = 255.0 if peak <= 255 else peak  # 32-bit integers beyond 16 bits: scaled to their peak
         arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB"), mode
     if mode == "P" and "transparency" in img.info:
@@ -151,6 +160,9 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
     not a readable, sanely sized image.
     """
     path = Path(path)
+    unsupported = UNSUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if unsupported:
+        raise ImageReadError(path, f"{unsupported} files are not supported; convert to PNG or JPEG")
     try:
         fh = open_regular(path)
     except OSError as e:
@@ -166,7 +178,7 @@ def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh) as im:
+            with Image.open(fh, formats=DECODERS) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")

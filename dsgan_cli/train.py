@@ -158,7 +158,15 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
 
 def start_run(out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe,
               hr_set, lr_set, world_size: int) -> str:
-    """Main process: lock the run folder, check a resume against the run, set aside an abandoned branch; returns the data digest."""
+    """Main process: check, create and lock the run folder, check a resume against the run, set aside an abandoned branch.
+
+    Returns the data digest. Checks that need no folder run first, so a failing run creates nothing.
+    """
+    from .losses import check_vgg_weights
+
+    if recipe.loss.w_perceptual > 0:
+        check_vgg_weights(recipe.perceptual.weights)
+    check_writable_dir(out)
     lock_run_folder(out)
     if resolve_resume(resume, out) != resume_from:
         raise file_error(out, "another training changed this folder while this one started; run the command again")
@@ -231,8 +239,6 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     # Samples written into a data folder would be read back as training images.
     check_output_dir(r.data.hr_dir, out)
     check_output_dir(r.data.lr_dir, out)
-    if is_main:
-        check_writable_dir(out)
     digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = Accelerator(
         cpu=cpu_processes(),

@@ -640,3 +640,48 @@ def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_pat
     (data,) = run_cli_many([[*base, "--set", "train.iterations=4", "--resume", "latest"]], cwd=tmp_path)
     assert data.returncode == 2, data.stderr
     one_line_error(data.stderr, "cannot resume exactly", "images")
+
+
+# ----------------------------------------------------------------------------- L: formats, deep TIFFs, nothing created on failure
+
+
+def test_gif_avif_and_disguised_eps_are_listed_not_ignored_or_decoded(tmp_path, gens):
+    inp = tmp_path / "in"
+    write_images(inp, 1, 16)
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(inp / "anim.gif")
+    (inp / "photo.avif").write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf")
+    # An EPS file named .png: a Pillow plugin would hand it to Ghostscript.
+    (inp / "vector.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nnewpath 0 0 moveto showpage\n")
+    (res,) = run_cli_many([degrade_args(inp, tmp_path / "out", gens["g1"], "--json")])
+    assert res.returncode == 1, res.stderr
+    failed = {Path(f["path"]).name: f["reason"] for f in json.loads(res.stdout)["failed"]}
+    assert "GIF files are not supported" in failed["anim.gif"]
+    assert "AVIF files are not supported" in failed["photo.avif"]
+    assert "unrecognised format" in failed["vector.png"] and "ghostscript" not in failed["vector.png"].lower()
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("F", [0.0, 250.0, 500.0, 1000.0], [0, 64, 128, 255]),
+    ("I", [0, 70000, 140000, 280000], [0, 64, 128, 255]),
+])
+def test_float_and_int32_tiffs_are_rescaled_not_clipped(tmp_path, mode, values, expected):
+    arr = np.array([values], dtype=np.float32 if mode == "F" else np.int32)
+    path = tmp_path / f"deep_{mode}.tif"
+    Image.fromarray(arr, mode).save(path)
+    img, converted = images.load_rgb(path)
+    assert converted == mode
+    assert np.asarray(img)[0, :, 0].tolist() == expected
+
+
+def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_data):
+    hr, lr = train_data
+    before = tree_digest(tmp_path)
+    deg, tr = run_cli_many([
+        degrade_args(hr, tmp_path / "out", gens["g1"], "--batch-size", "0"),
+        train_args(tiny_recipe, hr, lr, tmp_path / "run", "loss.w_perceptual=0.01", "perceptual.weights=torchvision"),
+    ], cwd=tmp_path)
+    assert deg.returncode == 2, deg.stderr
+    one_line_error(deg.stderr, "--batch-size")
+    assert tr.returncode == 2, tr.stderr
+    one_line_error(tr.stderr, "VGG19")
+    assert tree_digest(tmp_path) == before  # no output folder, no run folder, no logs/
