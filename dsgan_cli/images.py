@@ -28,9 +28,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 UNSUPPORTED_SUFFIXES = {".gif": "GIF", ".avif": "AVIF", ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL",
                         ".svg": "SVG", ".eps": "EPS", ".psd": "PSD"}
 
-#: The only Pillow decoders ever tried (MPO: multi-picture JPEGs from cameras). Whatever a file is
+#: The only Pillow decoders ever tried (JPEG includes multi-picture MPO files from cameras). Whatever a file is
 #: named, no other plugin (e.g. EPS through Ghostscript) ever sees it.
-DECODERS = ("PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP")
+DECODERS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 
 #: Largest image accepted, in pixels (about 16k x 16k). Larger declared sizes
 #: are treated as decompression bombs and rejected before decoding.

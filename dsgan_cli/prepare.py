@@ -13,7 +13,8 @@ the output folder (in input order), with a status:
   ``a.jpg``, or ``x.PNG`` and ``x.png``); it is not processed.
 
 Runs are resumable: records are journaled as they finish, so a re-run after
-an interruption reuses them and skips outputs that already exist.
+an interruption reuses them; the settings are recorded in the output folder
+and a rerun with other settings is refused without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     """An earlier record still describes this input and its output (if any) exists."""
-    if rec is None or rec.get("source") in (None, {}) or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
+    if rec is None or not rec.get("source") or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
         return False
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 
@@ -185,7 +186,8 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     for f in files:
         rel = f.relative_to(input_dir).as_posix()
         if f in clashes:
-            records[rel] = _clash_record(rel, clashes[f], outputs[input_dir / clashes[f]], settings)
+            owner = clashes[f]
+            records[rel] = _clash_record(rel, owner.relative_to(input_dir), outputs[owner], settings)
             continue
         rec = previous.get(rel)
         if rec is not None and rec.get("settings") == settings and _reusable(rec, f, out_dir):

@@ -122,7 +122,8 @@ def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now:
     changed = []
     if first is not None:
         old, new = _flat(first), _flat(recipe)
-        changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        # Keys in only one of them come from another package version (new keys take their defaults): not a change.
+        changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
     a, b = _flat(first or {}), _flat(recipe)
     hard = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in changed if _breaks_exactness(k)]
     if before.get("world_size") is not None and before["world_size"] != now.get("world_size"):
