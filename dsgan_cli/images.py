@@ -249,7 +249,7 @@ def refuse_special(dest: str | Path) -> None:
     """Raise when ``dest`` exists as anything but a regular file: a symlink, device, FIFO or folder is never replaced."""
     try:
         mode = os.lstat(dest).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a parent may be a file: reported by the writer)
         return
     if not stat.S_ISREG(mode):
         raise file_error(dest, f"exists and is {_kind(mode)}; only new paths or regular files are written")
