@@ -606,7 +606,7 @@ def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_d
         [*base, "--set", "train.iterations=4"],
         [*base, "--set", "train.iterations=3", "--resume", out / "checkpoints" / "step_00000002"],
         [*base, "--set", "train.iterations=5", "--resume", "latest"],
-    ], cwd=tmp_path)
+    ], cwd=tmp_path, timeout=1200)
     for res in (first, branch, latest):
         assert res.returncode == 0, res.stderr
     assert "step_00000003" in latest.stdout and "step_00000004" not in latest.stdout, latest.stdout
