@@ -31,8 +31,8 @@ from . import __version__
 from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
 from .images import check_output_dir, check_writable_dir, write_bytes_atomic
-from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
 from .recipe import Recipe
+from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
