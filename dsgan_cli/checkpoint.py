@@ -7,6 +7,7 @@ unpickled or executed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from safetensors.torch import save as safetensors_save
 
 from . import __version__
 from .errors import file_error
-from .images import write_bytes_atomic
+from .images import open_regular, write_bytes_atomic
 from .models import Generator
 
 GENERATOR_FORMAT = "dsgan-generator/1"
@@ -76,12 +77,20 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         else:
             raise file_error(path, "is a folder without generator.safetensors")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        with open_regular(path) as f:
+            data = f.read()
+    except OSError as e:
+        raise file_error(path, f"cannot read checkpoint ({e.strerror or e})") from None
+    try:
+        from safetensors.torch import load as safetensors_load
+
+        tensors = safetensors_load(data)
+        n = int.from_bytes(data[:8], "little")
+        metadata = dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise file_error(path, f"not a valid safetensors checkpoint (truncated, or another format such as a pickle): {detail}") from None
+    metadata["sha256"] = hashlib.sha256(data).hexdigest()
     return tensors, metadata
 
 
@@ -104,6 +113,7 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
+    _check_metadata(path, meta, n_res_blocks, channels, tensors, options["noise_channels"])
     try:
         generator = Generator(n_res_blocks=n_res_blocks, channels=channels, **options)
     except ValueError as e:
@@ -114,6 +124,39 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         first = str(e).splitlines()[0]
         raise file_error(path, f"wrong architecture for a DSGAN generator ({first})") from None
     return generator.eval(), meta
+
+
+#: Largest downscale factor a checkpoint may declare (DSGAN uses 2 or 4).
+MAX_SCALE = 16
+
+
+def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channels: int,
+                    tensors: dict[str, torch.Tensor], noise_channels: int = 0) -> None:
+    """Refuse metadata out of range or at odds with the tensors, and non-finite weights, before building the network.
+
+    The architecture numbers must match the tensors in the file, so the
+    network built from them is never larger than the file itself.
+    """
+    scale = meta.get("scale")
+    if scale is not None and not 1 <= scale <= MAX_SCALE:
+        raise file_error(path, f"checkpoint metadata scale={scale} is out of range (1 to {MAX_SCALE})")
+    first = tensors.get("block_input.0.weight")
+    if first is None or first.ndim != 4:
+        raise file_error(path, "not a DSGAN generator checkpoint (no block_input.0.weight tensor)")
+    if channels != first.shape[0]:
+        raise file_error(path, f"checkpoint metadata channels={channels} does not match the weights ({first.shape[0]})")
+    if 3 + noise_channels != first.shape[1]:
+        raise file_error(path, f"checkpoint metadata noise_channels={noise_channels} does not match the weights "
+                               f"({first.shape[1]} input channels)")
+    try:
+        blocks = _count_res_blocks(tensors)
+    except KeyError:
+        blocks = 0
+    if n_res_blocks != blocks:
+        raise file_error(path, f"checkpoint metadata n_res_blocks={n_res_blocks} does not match the weights ({blocks})")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise file_error(path, f"weights are not finite (NaN or infinity in {name})")
 
 
 def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:

@@ -148,6 +148,22 @@ def eval_cmd(
     return exit_code(result)
 
 
+#: What Ctrl-C leaves behind per subcommand, and how to go on.
+_RESUME_HINTS = {
+    "train": "training stopped; complete checkpoints are kept: continue with `dsgan train RECIPE --resume latest`",
+    "degrade": "degrade stopped; finished outputs are kept: run the same command again to convert the rest",
+    "prepare": "prepare stopped; finished crops and records are kept: run the same command again to continue",
+    "eval": "eval stopped before writing its report: run the same command again",
+}
+
+
+def interrupted_message(argv: list[str] | None) -> str:
+    """One line saying what Ctrl-C interrupted and how to resume it."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if a in _RESUME_HINTS), None)
+    return f"interrupted: {_RESUME_HINTS[command]}" if command else "interrupted"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn errors into one-line messages and exit codes."""
     try:
@@ -165,11 +181,14 @@ def main(argv: list[str] | None = None) -> None:
         show() if show else print(f"error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code if e.exit_code else EXIT_USAGE)
     except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
+        print(interrupted_message(argv), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug
         if _state["debug"]:
             raise
         print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
+    if rv == EXIT_INTERRUPTED:
+        # Typer turns Ctrl-C into a silent Exit(130) when not standalone; no command returns 130 itself.
+        print(interrupted_message(argv), file=sys.stderr)
     sys.exit(rv if isinstance(rv, int) else 0)

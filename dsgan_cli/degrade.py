@@ -16,6 +16,8 @@ each process takes every N-th file, so each output is written exactly once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import queue
@@ -33,12 +35,17 @@ import torch
 from .errors import EXIT_USAGE, DsganError, file_error
 from .images import (
     ImageReadError,
+    check_destinations,
     check_output_dir,
     check_writable_dir,
     image_to_tensor,
     load_rgb,
+    open_regular,
+    partial_prefix,
     require_images,
     save_image_atomic,
+    unique_output_names,
+    write_bytes_atomic,
 )
 from .models import Generator, downscale
 
@@ -61,6 +68,9 @@ LOSSY_QUALITY = 95
 #: default. Tiling is exact (see :func:`generate_tiled`), so this only bounds
 #: memory: one 64-channel fp32 activation of a 1024x1024 tile is 256 MiB.
 DEFAULT_TILE = 1024
+
+#: Hidden file in the output folder naming the generator and settings that made its outputs.
+RUN_RECORD = ".dsgan-degrade.json"
 
 #: Upper bound on LR pixels per batch, so a batch of large images stays within memory.
 BATCH_PIXEL_BUDGET = 2**20
@@ -124,18 +134,19 @@ def output_format(fmt: str) -> tuple[str, str]:
 
 
 def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Map every input image to its output path; inputs whose output name is already taken fail."""
-    jobs: list[Job] = []
-    failed: list[tuple[str, str]] = []
-    owner: dict[Path, Path] = {}
-    for src in require_images(input_dir):
-        dest = output_dir / src.relative_to(input_dir).with_suffix(suffix)
-        if dest in owner:
-            # a.png and a.jpg would both become a.png: never let one silently replace the other.
-            failed.append((str(src), f"output {dest} is already the output of {owner[dest]} (same stem)"))
-            continue
-        owner[dest] = src
-        jobs.append(Job(src, dest, src.relative_to(input_dir).as_posix()))
+    """Map every input image to its output path; inputs whose output name is already taken fail.
+
+    Raises :class:`DsganError` when any output would land inside the input
+    tree (e.g. through a symlinked output subfolder), before anything is written.
+    """
+    sources = require_images(input_dir)
+    rels = {src.relative_to(input_dir): src for src in sources}
+    names, refused = unique_output_names(rels, suffix)
+    jobs = [Job(rels[rel], output_dir / out, rel.as_posix()) for rel, out in names.items()]
+    check_destinations([j.dest for j in jobs], [input_dir], sources)
+    # a.png and a.jpg would both become a.png: never let one silently replace the other.
+    failed = [(str(rels[rel]), f"output {output_dir / names[owner]} is already the output of {rels[owner]} (same stem)")
+              for rel, owner in refused.items()]
     return jobs, failed
 
 
@@ -169,14 +180,49 @@ def remove_stale_partials(jobs: list[Job]) -> int:
             entries = os.listdir(folder)
         except OSError:
             continue
+        prefixes = {partial_prefix(folder / name) for name in names}
         for entry in entries:
-            if entry.startswith(".") and entry.endswith(".partial"):
-                name = entry[1:-len(".partial")].rsplit(".", 1)[0]
-                if name in names:
-                    with contextlib.suppress(OSError):
-                        os.unlink(folder / entry)
-                        removed += 1
+            # Temp names are PREFIX + random characters (no dot) + ".partial" (images.atomic_path).
+            stem = entry[:-len(".partial")] if entry.endswith(".partial") else ""
+            if any(stem.startswith(p) and "." not in stem[len(p):] for p in prefixes):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / entry)
+                    removed += 1
     return removed
+
+
+def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None) -> dict[str, Any]:
+    """What decides an output's pixels: the generator file's SHA-256 and the settings that change them."""
+    return {"generator_sha256": generator_sha256, "scale": scale, "format": suffix, "precision": precision or "fp32"}
+
+
+def check_output_record(output_dir: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse, without ``--overwrite``, a folder whose outputs another generator or other settings made.
+
+    Returns True when the folder's outputs are about to be replaced by
+    different ones (so the record must say so until the run completes).
+    """
+    path = output_dir / RUN_RECORD
+    try:
+        with open_regular(path) as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        old = {"unreadable": True}
+    if old == record:
+        return False
+    if not overwrite:
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v) or "record incomplete"
+        raise file_error(path, f"the outputs in this folder were made with another generator or settings ({changed}); "
+                               "pass --overwrite to replace them, or choose another output folder")
+    return True
+
+
+def write_output_record(output_dir: Path, record: dict[str, Any], replacing: bool = False) -> None:
+    """Write the folder's record; ``replacing`` marks outputs of an earlier generator as possibly still present."""
+    data = {**record, "replacing_earlier_outputs": True} if replacing else record
+    write_bytes_atomic(output_dir / RUN_RECORD, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- input side
@@ -385,6 +431,8 @@ class Writer:
             err = None
         except OSError as e:
             err = f"cannot write {job.dest} ({e.strerror or e})"
+        except DsganError as e:  # e.g. the output path is a symlink or FIFO (images.refuse_special)
+            err = str(e)
         except Exception as e:  # noqa: BLE001 - one bad output must not stop the run
             err = f"cannot encode {job.dest} ({e})"
         with self._lock:
@@ -411,33 +459,38 @@ class Writer:
 # --------------------------------------------------------------------------- defaults
 
 
+def check_options(batch_size: int | None, workers: int | None, tile: int | None, precision: str | None) -> None:
+    """Usage errors in the tuning options (None means "default"), raised before anything is created."""
+    if batch_size is not None and batch_size < 1:
+        raise DsganError(f"--batch-size must be at least 1, got {batch_size}", EXIT_USAGE)
+    if workers is not None and workers < 0:
+        raise DsganError(f"--workers must be 0 or more, got {workers}", EXIT_USAGE)
+    if tile is not None and tile < 0:
+        raise DsganError(f"--tile must be 0 (off) or a positive size, got {tile}", EXIT_USAGE)
+    if (precision or "fp32") not in ("fp32", "bf16", "fp16"):
+        raise DsganError(f"--precision must be fp32, bf16 or fp16, got {precision!r}", EXIT_USAGE)
+
+
 def default_settings(device: torch.device, *, scale: int, fmt: str, batch_size: int | None, workers: int | None,
                      tile: int | None, encoder_threads: int | None, precision: str | None,
                      channels_last: bool | None, num_processes: int = 1) -> Settings:
     """Fill in device-dependent defaults (measured by scripts/bench_degrade.py)."""
     pil_format, suffix = output_format(fmt)
+    check_options(batch_size, workers, tile, precision)
     cuda = device.type == "cuda"
     cpus = max(1, (os.cpu_count() or 1) // max(1, num_processes))
     if batch_size is None:
         batch_size = 16 if cuda else 8
-    if batch_size < 1:
-        raise DsganError(f"--batch-size must be at least 1, got {batch_size}", EXIT_USAGE)
     if workers is None:
         # On a CPU the generator needs every core; one decode thread keeps up
         # with it (decoding is ~1% of G's time) without worker processes
         # competing with the intra-op threads. A GPU is fed by CPU workers.
         workers = min(8, cpus) if cuda else 0
-    if workers < 0:
-        raise DsganError(f"--workers must be 0 or more, got {workers}", EXIT_USAGE)
     if tile is None:
         tile = DEFAULT_TILE
-    if tile < 0:
-        raise DsganError(f"--tile must be 0 (off) or a positive size, got {tile}", EXIT_USAGE)
     if encoder_threads is None:
         encoder_threads = min(4, cpus) if cuda else 1
     precision = precision or "fp32"
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise DsganError(f"--precision must be fp32, bf16 or fp16, got {precision!r}", EXIT_USAGE)
     if channels_last is None:
         channels_last = True
     return Settings(scale=scale, fmt=pil_format, suffix=suffix, batch_size=batch_size, workers=workers,
@@ -582,12 +635,15 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
 
     input_dir, output_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
     _, suffix = output_format(fmt)
+    check_options(batch_size, workers, tile, precision)
     generator, meta = load_generator(checkpoint)
     run_scale = resolve_scale(meta.get("scale"), scale, downscale, checkpoint)
     if not input_dir.exists():
         raise file_error(input_dir, "no such folder")
     check_output_dir(input_dir, output_dir)
     jobs, failed = plan_jobs(input_dir, output_dir, suffix)
+    record = output_record(meta["sha256"], run_scale, suffix, precision)
+    replacing = check_output_record(output_dir, record, overwrite)
     check_writable_dir(output_dir)
 
     accelerator = Accelerator(cpu=cpu)
@@ -602,6 +658,9 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
         generator = generator.to(memory_format=torch.channels_last)
 
     rank, world = accelerator.process_index, accelerator.num_processes
+    accelerator.wait_for_everyone()  # every process has checked the folder's record before it changes
+    if rank == 0:
+        write_output_record(output_dir, record, replacing)
     # Striding (not accelerator.prepare) so no file is padded in twice to even out the shares.
     mine = jobs[rank::world]
     todo = [j for j in mine if overwrite or not j.dest.exists()]
@@ -614,6 +673,8 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
         part.failed = failed + part.failed
     parts = gather_object([part.to_dict()]) if world > 1 else [part.to_dict()]
     summary = _merge(parts)
+    if rank == 0 and replacing:
+        write_output_record(output_dir, record)
     summary.output_dir, summary.scale, summary.device, summary.processes = str(output_dir), run_scale, str(device), world
     return summary
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from . import __version__
 from .errors import EXIT_ITEMS_FAILED, DsganError, file_error
-from .images import ImageReadError, load_rgb, require_images
+from .images import DECODERS, ImageReadError, check_output_file, load_rgb, open_regular, require_images
 
 #: Names of the sets in the report.
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
@@ -77,7 +77,7 @@ def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
 def _header_size(path: Path) -> tuple[int, int] | None:
     """(W, H) from the file header with EXIF orientation applied; None when unreadable (reported later)."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as fh, Image.open(fh, formats=DECODERS) as im:
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)
             return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
@@ -226,7 +226,7 @@ def default_plot_path(json_path: str | Path | None, input_dirs: list[Path], repo
     if any(_inside(path, d) for d in input_dirs):
         path = Path.cwd() / DEFAULT_PLOT_NAME
     base, n = path, 1
-    while path.exists() and not (path.is_file() and is_own_plot(path)):
+    while path.exists() and not (path.is_file() and not path.is_symlink() and is_own_plot(path)):
         path = base.with_name(f"{base.stem}-{n}{base.suffix}")
         n += 1
     if path != base and reporter is not None:
@@ -303,6 +303,10 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
             raise file_error(plot_path, "plot path is a folder; give a file name such as eval_spectrum.png")
     if json_path not in (None, "-") and Path(json_path).is_dir():
         raise file_error(json_path, "--json path is a folder; give a file name such as report.json")
+    # Before the work: a report that cannot be written, or would replace a symlink or device, fails now.
+    for out, what in ((plot_path, "plot"), (None if json_path in (None, "-") else json_path, "JSON report")):
+        if out is not None:
+            check_output_file(out, what)
     req = parse_size(size)
     if fid and min(len(fake_files), len(real_files)) < 2:
         raise DsganError(f"FID/KID need at least 2 images per set (fake: {len(fake_files)}, real: {len(real_files)}); "

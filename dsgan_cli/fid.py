@@ -292,12 +292,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "dsgan-cli" / "fid"
 
 
-def folder_fingerprint(root: Path, files: Sequence[Path]) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file: changes whenever a file is added, removed or rewritten."""
+def folder_fingerprint(root: Path, files: Sequence[Path]) -> list[tuple[str, str]]:
+    """(relative path, SHA-256 of the content) of every file: equal only for folders with equal files.
+
+    Content, not size and mtime: two folders whose files share names, sizes
+    and mtimes but not pixels must never share cached statistics. A file
+    that cannot be read is keyed by its reason (such a folder is never cached).
+    """
+    from .images import open_regular
+
     out = []
     for p in sorted(files):
-        st = p.stat()
-        out.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+        try:
+            with open_regular(p) as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            digest = f"unreadable: {e.strerror or e}"
+        out.append((p.relative_to(root).as_posix(), digest))
     return out
 
 
@@ -329,5 +340,5 @@ def cache_save(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     try:
         write_bytes_atomic(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
         return True
-    except OSError:
+    except (OSError, DsganError):  # not writable, or the cache path is a symlink or special file
         return False

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +23,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import DsganError, file_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+#: Image files that are listed (so a run reports them) but not decoded: animation, newer codecs, vector formats.
+UNSUPPORTED_SUFFIXES = {".gif": "GIF", ".avif": "AVIF", ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL",
+                        ".svg": "SVG", ".eps": "EPS", ".psd": "PSD"}
+
+#: The only Pillow decoders ever tried (JPEG includes multi-picture MPO files from cameras). Whatever a file is
+#: named, no other plugin (e.g. EPS through Ghostscript) ever sees it.
+DECODERS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
 
 #: Largest image accepted, in pixels (about 16k x 16k). Larger declared sizes
 #: are treated as decompression bombs and rejected before decoding.
@@ -43,9 +52,44 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
+def _kind(mode: int) -> str:
+    """Words for a file type that is not a regular file."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "a special file"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for binary reading only when it is a regular file; OSError with a reason otherwise.
+
+    ``os.stat`` first, then a non-blocking open re-checked with ``fstat``, so
+    a FIFO or device is never read (a FIFO would block forever) and one
+    swapped in between the two checks is still refused.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise OSError(2, "dangling symlink (its target does not exist)", str(path)) from None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(22, f"not a regular file ({_kind(st.st_mode)})", str(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(22, f"not a regular file ({_kind(mode)})", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def is_image_path(path: Path) -> bool:
-    """True when ``path`` has an image file suffix."""
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """True when ``path`` has an image file suffix (supported or not: unsupported ones are reported, not ignored)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in UNSUPPORTED_SUFFIXES
 
 
 def list_images(root: str | Path, all_files: bool = False) -> list[Path]:
@@ -86,15 +130,16 @@ def _to_8bit_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     mode = img.mode
     if mode == "RGB":
         return img, None
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # PIL's own I -> L conversion clips at 255 instead of rescaling.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB"), mode
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = 1.0 if arr.max() <= 1.0 else 255.0
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # PIL's own I/F -> L conversion clips at 255 instead of rescaling.
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F":
+            top = 1.0 if peak <= 1.0 else peak  # [0, 1] floats as they are; any other range scaled to its peak
+        elif mode.startswith("I;16") or 255 < peak <= 65535:
+            top = 65535.0
+        else:
+            top = 255.0 if peak <= 255 else peak  # 32-bit integers beyond 16 bits: scaled to their peak
         arr = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, "L").convert("RGB"), mode
     if mode == "P" and "transparency" in img.info:
@@ -115,16 +160,25 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
     not a readable, sanely sized image.
     """
     path = Path(path)
+    unsupported = UNSUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if unsupported:
+        raise ImageReadError(path, f"{unsupported} files are not supported; convert to PNG or JPEG")
     try:
-        size = path.stat().st_size
+        fh = open_regular(path)
     except OSError as e:
         raise ImageReadError(path, e.strerror or str(e)) from None
-    if size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)")
+    with fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        return _decode(path, fh)
+
+
+def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
+    """Decode the open image file ``fh`` (named ``path`` in errors); see :func:`load_rgb`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(fh, formats=DECODERS) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
@@ -165,24 +219,79 @@ def tensor_to_image(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(tensor_to_uint8(t), "RGB")
 
 
+def _umask() -> int:
+    """The process umask, read from /proc where possible (``os.umask`` must set it to read it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+#: Bytes mkstemp adds to a temp name: "." + NAME + "." + 8 random characters + ".partial".
+_PARTIAL_EXTRA = 1 + 1 + 8 + len(".partial")
+
+
+def partial_prefix(dest: str | Path) -> str:
+    """Start of ``dest``'s temp names (``.NAME.``), NAME cut so the whole temp name fits the folder's name limit."""
+    dest = Path(dest)
+    try:
+        limit = os.pathconf(dest.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = os.fsencode(dest.name)[: max(1, limit - _PARTIAL_EXTRA)]
+    return f".{os.fsdecode(name)}."
+
+
+def refuse_special(dest: str | Path) -> None:
+    """Raise when ``dest`` exists as anything but a regular file: a symlink, device, FIFO or folder is never replaced."""
+    try:
+        mode = os.lstat(dest).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a parent may be a file: reported by the writer)
+        return
+    if not stat.S_ISREG(mode):
+        raise file_error(dest, f"exists and is {_kind(mode)}; only new paths or regular files are written")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename in it survives a power cut (best effort where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.
 
     The temporary name starts with a dot and ends in ``.partial`` so folder
     scans never mistake it for a finished output; a crash leaves only that.
+    The file gets the mode a plain ``open`` would (0666 less the umask), the
+    folder is fsynced after the rename, and a ``dest`` that is not a regular
+    file is refused (:func:`refuse_special`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
+    refuse_special(dest)
+    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(dest), suffix=".partial", dir=dest.parent)
     tmp_path = Path(tmp)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        refuse_special(dest)
         os.replace(tmp_path, dest)
+        _fsync_dir(dest.parent)
     except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
@@ -230,3 +339,68 @@ def check_writable_dir(path: str | Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise file_error(path, f"output folder is not writable ({e.strerror or e})") from None
+
+
+def _real(path: str | Path) -> Path:
+    """``path`` with every symlink in it (and in its parents) resolved, whether or not it exists."""
+    return Path(os.path.realpath(path))
+
+
+def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | Path],
+                       input_files: Iterable[str | Path] = ()) -> None:
+    """Refuse the run when any destination resolves into an input folder or onto an input file.
+
+    Each destination is resolved with its parents (so a symlinked output
+    subfolder pointing into an input is caught), before anything is written.
+    """
+    roots = [_real(d) for d in input_dirs]
+    files = {_real(f) for f in input_files}
+    bad = []
+    for dest in dests:
+        real = _real(dest)
+        if real in files or any(real == r or r in real.parents for r in roots):
+            bad.append(str(dest))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise file_error(bad[0], f"output would land inside an input folder or on an input file{more}; "
+                                 "choose an output folder outside the inputs")
+
+
+def check_output_file(path: str | Path, what: str = "output") -> None:
+    """Before any work: ``path`` must be new or a regular file, and its folder (or nearest existing parent) writable."""
+    path = Path(path)
+    refuse_special(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise file_error(path, f"cannot write the {what}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dsgan-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise file_error(path, f"cannot write the {what} ({folder}: {e.strerror or e})") from None
+
+
+def unique_output_names(rels: Iterable[Path], suffix: str) -> tuple[dict[Path, Path], dict[Path, Path]]:
+    """Output name per relative input path (``a.jpg`` -> ``a.png``), and the inputs refused because their name is taken.
+
+    Names are compared case-insensitively (``x.PNG`` and ``x.png`` collide, as
+    they would on a macOS or Windows disk). In sorted order the first input
+    keeps a name; every later one is refused and mapped to that owner, so
+    two inputs never share one output and nothing is renamed into a name
+    that could collide again.
+    """
+    names: dict[Path, Path] = {}
+    refused: dict[Path, Path] = {}
+    owner: dict[str, Path] = {}
+    for rel in sorted(rels):
+        out = rel.with_suffix(suffix)
+        key = out.as_posix().casefold()
+        if key in owner:
+            refused[rel] = owner[key]
+        else:
+            owner[key] = rel
+            names[rel] = out
+    return names, refused

@@ -52,6 +52,24 @@ class ColorLoss(nn.Module):
         return F.l1_loss(self.low(x.float()), self.low(y.float()))
 
 
+def check_vgg_weights(weights: str) -> None:
+    """Raise the error building the perceptual loss would raise for weights that cannot be had (cheap: no loading)."""
+    if weights == "random":
+        return
+    if weights != "torchvision":
+        if not Path(weights).is_file():
+            raise DsganError(f"{weights}: VGG19 weights file not found")
+        return
+    from torchvision.models import VGG19_Weights
+
+    url = VGG19_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
+        how_to = (f"download {url} on a machine with internet and either place it at {cached} "
+                  f"or set perceptual.weights = \"/path/to/{VGG19_FILENAME}\" in the recipe (or --set perceptual.weights=PATH)")
+        raise DsganError(f"pretrained VGG19 weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
+
+
 def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's pretrained VGG19 weights: from the torch hub cache, else downloaded."""
     from torchvision.models import VGG19_Weights
@@ -62,8 +80,7 @@ def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
         f"download {weights.url} on a machine with internet and either place it at {cached} "
         f"or set perceptual.weights = \"/path/to/{VGG19_FILENAME}\" in the recipe (or --set perceptual.weights=PATH)"
     )
-    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
-        raise DsganError(f"pretrained VGG19 weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
+    check_vgg_weights("torchvision")
     try:
         return weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=False)
     except Exception as e:  # noqa: BLE001 - network errors come in many types

@@ -8,10 +8,13 @@ the output folder (in input order), with a status:
   score) is written and the others are listed under ``other_faces``;
 - ``no_face``: nothing detected; ``too_small``: the best face is narrower than
   ``min_face`` pixels (upscaling it would not give a real HR face);
-- ``unreadable``: the file is not a decodable image (``reason`` says why).
+- ``unreadable``: the file is not a decodable image (``reason`` says why);
+- ``name_clash``: another input already takes its output name (``a.png`` and
+  ``a.jpg``, or ``x.PNG`` and ``x.png``); it is not processed.
 
 Runs are resumable: records are journaled as they finish, so a re-run after
-an interruption reuses them and skips outputs that already exist.
+an interruption reuses them; the settings are recorded in the output folder
+and a rerun with other settings is refused without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DsganError, file_error
-from .images import ImageReadError, check_output_dir, check_writable_dir, list_images, load_rgb, save_image_atomic, write_bytes_atomic
+from .images import (ImageReadError, check_destinations, check_output_dir, check_writable_dir, list_images, load_rgb,
+                     open_regular, save_image_atomic, unique_output_names, write_bytes_atomic)
 
-STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable")
+STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash")
+#: Statuses of inputs that were not processed (exit code 1).
+FAILED = ("unreadable", "name_clash")
 MANIFEST = "manifest.jsonl"
 JOURNAL = ".manifest.journal.jsonl"
+#: Hidden file naming the settings the crops in the output folder were made with.
+SETTINGS_RECORD = ".dsgan-prepare.json"
 
 
 @dataclass
@@ -62,23 +70,19 @@ def default_min_face(size: int) -> int:
     return max(16, size // 4)
 
 
-def plan_outputs(files: list[Path], input_dir: Path) -> dict[Path, Path]:
-    """Output path (relative, .png) per input; inputs sharing a stem keep their suffix in the name."""
-    rel = {f: f.relative_to(input_dir) for f in files}
-    targets: dict[Path, list[Path]] = {}
-    for f, r in rel.items():
-        targets.setdefault(r.with_suffix(".png"), []).append(f)
-    out = {}
-    for target, owners in targets.items():
-        for f in owners:
-            r = rel[f]
-            out[f] = target if len(owners) == 1 else r.with_name(f"{r.stem}_{r.suffix.lstrip('.').lower()}.png")
-    return out
+def plan_outputs(files: list[Path], input_dir: Path) -> tuple[dict[Path, Path], dict[Path, Path]]:
+    """Output path (relative, .png) per input, and the inputs refused because another input owns that name."""
+    rel = {f.relative_to(input_dir): f for f in files}
+    names, refused = unique_output_names(rel, ".png")
+    return {rel[r]: out for r, out in names.items()}, {rel[r]: rel[owner] for r, owner in refused.items()}
 
 
-def _source_key(path: Path) -> dict[str, int]:
-    """Identity of an input file for reusing its record on a re-run."""
-    st = path.stat()
+def _source_key(path: Path) -> dict[str, int] | None:
+    """Identity of an input file for reusing its record on a re-run (None when it cannot be read)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -121,7 +125,7 @@ def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dic
         record.update(status="too_small", reason=f"face is {best.width:.0f} px wide, below --min-face {min_face}")
         return record
     dest = Path(out_dir) / out_rel
-    if overwrite or not dest.exists():
+    if overwrite or not dest.exists():  # ``overwrite`` is also set for folders this command made (see prepare_folder)
         save_image_atomic(align_face(img, best.landmarks, size, margin), dest)
     record.update(status="several_faces" if others else "ok", output=out_rel,
                   reason=f"{len(faces)} faces; kept the largest x most confident" if others else None)
@@ -144,7 +148,7 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     """An earlier record still describes this input and its output (if any) exists."""
-    if rec is None or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
+    if rec is None or not rec.get("source") or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
         return False
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 
@@ -157,33 +161,41 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     input_dir = Path(input_dir)
     if size < 16:
         raise DsganError(f"--size must be at least 16, got {size}")
-    if margin < 0 or margin > 4:
+    if not 0 <= margin <= 4:  # also catches NaN
         raise DsganError(f"--margin must be between 0 and 4, got {margin}")
     files = list_images(input_dir, all_files=True)
     if not files:
         raise file_error(input_dir, "input folder holds no files")
     out_dir = Path(output_dir) if output_dir is not None else default_output_dir(input_dir, size)
     check_output_dir(input_dir, out_dir)
-    check_writable_dir(out_dir)
     min_face = default_min_face(size) if min_face is None else min_face
+    settings = _settings(size, margin, min_face, detector)
+    outputs, clashes = plan_outputs(files, input_dir)
+    check_destinations([out_dir / o for o in outputs.values()] + [out_dir / MANIFEST, out_dir / JOURNAL],
+                       [input_dir], files)
+    ours = check_settings_record(out_dir, settings, overwrite)
+    check_writable_dir(out_dir)
     from .faces import FaceDetector
 
     FaceDetector(detector)  # fail fast (missing models, bad kind) before starting workers
+    write_bytes_atomic(out_dir / SETTINGS_RECORD, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
-    outputs = plan_outputs(files, input_dir)
     previous = {} if overwrite else {**_read_records(out_dir / MANIFEST), **_read_records(out_dir / JOURNAL)}
     records: dict[str, dict[str, Any]] = {}
     tasks = []
     for f in files:
         rel = f.relative_to(input_dir).as_posix()
+        if f in clashes:
+            owner = clashes[f]
+            records[rel] = _clash_record(rel, owner.relative_to(input_dir), outputs[owner], settings)
+            continue
         rec = previous.get(rel)
-        settings_same = rec is not None and rec.get("settings") == _settings(size, margin, min_face, detector)
-        if settings_same and _reusable(rec, f, out_dir):
+        if rec is not None and rec.get("settings") == settings and _reusable(rec, f, out_dir):
             records[rel] = rec
         else:
-            tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite))
-    summary = PrepareSummary(output_dir=out_dir, manifest=out_dir / MANIFEST, reused=len(records))
-    settings = _settings(size, margin, min_face, detector)
+            # A crop in a folder this command made is stale once its record is not reused: replace it.
+            tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite or ours))
+    summary = PrepareSummary(output_dir=out_dir, manifest=out_dir / MANIFEST, reused=len(records) - len(clashes))
     journal_path = out_dir / JOURNAL
     with open(journal_path, "a", encoding="utf-8") as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -197,7 +209,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     journal_path.unlink(missing_ok=True)
     for rec in ordered:
         summary.counts[rec["status"]] += 1
-        if rec["status"] == "unreadable":
+        if rec["status"] in FAILED:
             summary.unreadable.append((str(input_dir / rec["input"]), rec["reason"]))
     summary.seconds = time.perf_counter() - started
     return summary
@@ -206,6 +218,32 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
 def _settings(size: int, margin: float, min_face: int, detector: str) -> dict[str, Any]:
     """Settings a record depends on; a record made with others is recomputed."""
     return {"size": size, "margin": margin, "min_face": min_face, "detector": detector}
+
+
+def check_settings_record(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse, without ``--overwrite``, a folder whose crops were made with other settings; True when this command made it."""
+    path = out_dir / SETTINGS_RECORD
+    try:
+        with open_regular(path) as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        # Folders from before the record: the manifest or journal shows this command made them.
+        return (out_dir / MANIFEST).is_file() or (out_dir / JOURNAL).is_file()
+    except (OSError, ValueError):
+        old = {}
+    if old != settings and not overwrite:
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        raise file_error(path, f"the crops in this folder were made with other settings ({changed}); "
+                               "pass --overwrite to replace them, or choose another --out")
+    return True
+
+
+def _clash_record(rel: str, owner: Path, output: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Manifest record of an input refused because ``owner`` takes its output name."""
+    return {"input": rel, "status": "name_clash", "output": None, "score": None, "box": None, "landmarks": None,
+            "other_faces": [], "source": None, "settings": settings,
+            "reason": f"output {output.as_posix()} is already the output of {owner.as_posix()} (same name apart from "
+                      "suffix or case); rename one of them"}
 
 
 def _run(tasks: list, detector: str, workers: int | None, progress: bool, total: int, done: int) -> Iterator[dict[str, Any]]:
@@ -245,7 +283,7 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
 
     console = Console(stderr=True)
     for path, reason in summary.unreadable:
-        console.print(f"unreadable: {path}: {reason}", markup=False, highlight=False)
+        console.print(f"not processed: {path}: {reason}", markup=False, highlight=False)
     table = Table(title=f"prepare: {summary.output_dir}")
     table.add_column("status")
     table.add_column("count", justify="right")

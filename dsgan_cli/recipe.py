@@ -8,6 +8,7 @@ Relative paths in a recipe are taken relative to the current directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from .errors import DsganError
 
 
 def _spec(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None, min_exclusive: bool = False) -> Any:
+          choices: tuple | None = None, min_exclusive: bool = False, max_exclusive: bool = False) -> Any:
     """A dataclass field carrying its help text and allowed range as metadata."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive}
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive,
+            "max_exclusive": max_exclusive}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -69,8 +71,8 @@ class PerceptualConfig:
 @dataclass
 class OptimConfig:
     lr: float = _spec(2e-4, "Adam learning rate for G and D", min=0, min_exclusive=True)
-    beta1: float = _spec(0.5, "Adam beta1", min=0, max=1)
-    beta2: float = _spec(0.999, "Adam beta2", min=0, max=1)
+    beta1: float = _spec(0.5, "Adam beta1", min=0, max=1, max_exclusive=True)
+    beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     lr_decay: str = _spec("none", "learning-rate schedule", choices=("none", "linear"))
     decay_start: int = _spec(0, "iteration where linear decay to 0 begins", min=0)
 
@@ -81,7 +83,7 @@ class TrainConfig:
     batch_size: int = _spec(16, "images per step per process", min=1)
     grad_accum: int = _spec(1, "gradient accumulation steps", min=1)
     precision: str = _spec("no", "mixed precision", choices=("no", "bf16", "fp16"))
-    seed: int = _spec(0, "random seed", min=0)
+    seed: int = _spec(0, "random seed", min=0, max=2**32 - 1)
     output_dir: str = _spec("runs/idphoto", "folder for checkpoints, samples and logs")
     checkpoint_every: int = _spec(5000, "steps between checkpoints", min=1)
     keep_last: int = _spec(3, "checkpoints kept", min=1)
@@ -127,6 +129,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise DsganError(f"{where}: must be a finite number, got {value!r}")
     else:
         ok = isinstance(value, tp)
     if not ok:
@@ -145,8 +149,11 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
             raise DsganError(f"{where}: must be > {lo}, got {value!r}")
         if not value >= lo:
             raise DsganError(f"{where}: must be >= {lo}, got {value!r}")
-    if hi is not None and not value <= hi:
-        raise DsganError(f"{where}: must be <= {hi}, got {value!r}")
+    if hi is not None:
+        if m.get("max_exclusive") and not value < hi:
+            raise DsganError(f"{where}: must be < {hi}, got {value!r}")
+        if not value <= hi:
+            raise DsganError(f"{where}: must be <= {hi}, got {value!r}")
 
 
 def _section_types() -> dict[str, type]:
@@ -193,6 +200,14 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    side = r.data.crop_size or r.data.lr_size
+    if r.model.filter_kernel > side:
+        # The colour loss filters without padding: a kernel wider than the training images leaves nothing.
+        raise DsganError(f"{source}: model.filter_kernel ({r.model.filter_kernel}) must be <= the LR training side "
+                         f"({side}: data.crop_size, or data.lr_size when crop_size = 0)")
+    for key, value in (("data.hr_dir", r.data.hr_dir), ("data.lr_dir", r.data.lr_dir), ("train.output_dir", r.train.output_dir)):
+        if not value.strip():
+            raise DsganError(f"{source}: {key} must not be empty")
     from .losses import VGG19_LAYERS  # local: losses imports torchvision, keep recipe light
 
     for layer in r.perceptual.layers:

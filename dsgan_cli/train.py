@@ -32,6 +32,7 @@ from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
 from .images import check_output_dir, check_writable_dir, write_bytes_atomic
 from .recipe import Recipe
+from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -155,6 +156,29 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
     return final
 
 
+def start_run(out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe,
+              hr_set, lr_set, world_size: int) -> str:
+    """Main process: check, create and lock the run folder, check a resume against the run, set aside an abandoned branch.
+
+    Returns the data digest. Checks that need no folder run first, so a failing run creates nothing.
+    """
+    from .losses import check_vgg_weights
+
+    if recipe.loss.w_perceptual > 0:
+        check_vgg_weights(recipe.perceptual.weights)
+    check_writable_dir(out)
+    lock_run_folder(out)
+    if resolve_resume(resume, out) != resume_from:
+        raise file_error(out, "another training changed this folder while this one started; run the command again")
+    digest = data_digest(hr_set.images, lr_set.images)
+    if resume_from is not None:
+        state = read_state(resume_from)
+        before = {"world_size": state.get("world_size"), "data_sha256": state.get("data", {}).get("sha256")}
+        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest})
+        set_aside_newer(complete_checkpoints(out / "checkpoints"), start_step, out)
+    return digest
+
+
 def load_data(recipe: Recipe, show: bool):
     """Decode both image sets once (progress bar on the main process)."""
     from rich.progress import Progress
@@ -219,8 +243,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     # Samples written into a data folder would be read back as training images.
     check_output_dir(r.data.hr_dir, out)
     check_output_dir(r.data.lr_dir, out)
-    if is_main:
-        check_writable_dir(out)
+    digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = Accelerator(
         cpu=cpu_processes(),
         mixed_precision=mixed_precision_for(r),
@@ -264,7 +287,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
         torch.backends.cudnn.benchmark = True  # fixed input sizes
 
     # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
-    if is_main:
+    if is_main and (resume_from is None or not (out / "recipe.json").is_file()):  # a resume keeps the first recipe
         write_bytes_atomic(out / "recipe.json", json.dumps(r.to_dict(), indent=2).encode())
     accelerator.init_trackers("dsgan")
     n_show = min(4, len(hr_set.images), len(lr_set.images))
@@ -359,7 +382,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             if done % r.train.checkpoint_every == 0 or last:
                 state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
-                         "dsgan_version": __version__, "data": {"counts": counts}}
+                         "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
                 last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
             rate = (done - start_step) / max(elapsed, 1e-9)
             bar.update(task, completed=done, speed=f"{rate:.2f} it/s",
@@ -370,6 +393,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     accelerator.end_training()
     _dump_rank_hash(accelerator, G)
     if is_main:
+        unlock_run_folder(out)
         print(f"trained {done - start_step} steps (now at step {done} of {iters})")
         if done < iters:
             print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import struct
 import subprocess
 import sys
@@ -250,6 +251,8 @@ def tree_digest(root: Path) -> dict[str, str]:
             rel = str(p.relative_to(root))
             if p.is_symlink():
                 out[rel] = "link:" + os.readlink(p)
+            elif not stat.S_ISREG(p.lstat().st_mode):  # a FIFO or device: reading it could block
+                out[rel] = f"special:{stat.S_IFMT(p.lstat().st_mode):o}"
             else:
                 out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
         for d in dirnames:
