@@ -82,7 +82,7 @@ def train_cmd(
 def degrade_cmd(
     input_dir: Annotated[Path, typer.Argument(help="Folder of HR images (searched recursively).")],
     output_dir: Annotated[Path, typer.Argument(help="Output folder (created; mirrors the input tree).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, else the only runs/*/generator.safetensors].")] = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="Downscale factor for Xb (default: the checkpoint's).")] = None,
     downscale: Annotated[bool, typer.Option("--downscale/--no-downscale", help="--no-downscale: inputs are already at LR size.")] = True,
     fmt: Annotated[str, typer.Option("--format", help="Output format: png, jpg, webp, bmp, tif.")] = "png",
@@ -99,18 +99,38 @@ def degrade_cmd(
 
     from rich.console import Console
 
+    from .checkpoint import default_generator
     from .degrade import degrade_folder, report
     from .errors import EXIT_ITEMS_FAILED, EXIT_OK
 
+    main_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    if checkpoint is None:
+        checkpoint = default_generator()
+        if main_process:
+            print(f"using checkpoint {checkpoint}", file=sys.stderr)
     summary = degrade_folder(
         input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
         batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision,
     )
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
+    if main_process:
         report(summary, Console(stderr=True))
         if json_out:
             print(json.dumps(summary.to_dict(), indent=2))
     return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
+
+
+@app.command("import", help="Convert a generator of the original DSGAN code (.tar, model_g_state_dict) to generator.safetensors.")
+def import_cmd(
+    source: Annotated[Path, typer.Argument(help="Checkpoint of the original implementation, e.g. DF2K_gaussian.tar.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: SOURCE with the suffix .safetensors].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
+) -> int:
+    from .importer import import_original
+
+    dest, meta = import_original(source, out, overwrite=overwrite)
+    print(f"imported {source} (epoch {meta['epoch'] or '?'}, iteration {meta['iteration'] or '?'}, "
+          f"{meta['n_res_blocks']} residual blocks, scale {meta['scale']}) -> {dest}", file=sys.stderr)
+    return 0
 
 
 @app.command("eval", help="Compare fake and real LR folders: FID/KID and a frequency/noise report.")
