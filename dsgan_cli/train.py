@@ -195,7 +195,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     from accelerate.utils import set_seed
 
     from .data import MicroBatches, make_loader
-    from .losses import GeneratorLoss, PerceptualLoss, gan_loss_discriminator
+    from .losses import GeneratorLoss, build_perceptual, gan_loss_discriminator
     from .models import Discriminator, Generator, downscale
     from .trainlog import save_sample_grid, trackers_for
 
@@ -234,7 +234,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
     # --- models, losses, optimisers (prepared once)
     G = Generator(r.model.n_res_blocks, r.model.channels).to(memory_format=fmt)
     D = Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
-    perceptual = PerceptualLoss(r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
+    perceptual = build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                               kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
     g_loss_fn = g_loss_fn.to(device, memory_format=fmt)
@@ -315,7 +315,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True) -> T
                 with sync, accelerator.autocast():
                     xd = xds[m] if keep_graph else G(xbs[m])
                     with torch.no_grad():
-                        xb_feats = perceptual.vgg(xbs[m]) if perceptual is not None else None
+                        xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
                     loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
                     loss_g_m = loss_g_m / accum
                 accelerator.backward(loss_g_m)
