@@ -152,3 +152,17 @@ def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and "cleanup_factor" in res.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
+    import subprocess
+    import sys
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp, 1, 16)
+    cmd = f"umask {umask:03o} && exec {sys.executable} -m dsgan_cli pairs {inp} {out} -c {ckpt} --no-progress"
+    res = subprocess.run(["sh", "-c", cmd], env=dict(os.environ, DSGAN_OFFLINE="1"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for p in [out / "hr" / "img_000.png", out / "lr" / "img_000.png", out / "meta_info.txt", out / "pairs.json"]:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
