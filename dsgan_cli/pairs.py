@@ -75,6 +75,16 @@ def plan_pairs(input_dir: Path, out_dir: Path, suffix: str) -> tuple[list[tuple[
     return jobs, failed
 
 
+def check_pairs_dir(input_dir: Path, out_dir: Path) -> None:
+    """Refuse a pairs folder whose hr/ or lr/ would be, contain or lie inside the input folder."""
+    check_output_dir(input_dir, out_dir)
+    inp = input_dir.resolve()
+    for sub in (out_dir / "hr", out_dir / "lr"):
+        check_output_dir(input_dir, sub)
+        if sub.resolve() in inp.parents:
+            raise file_error(out_dir, f"its {sub.name}/ folder holds the input folder {input_dir}; choose another pairs folder")
+
+
 def check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
     """Refuse to add pairs made with other settings to an existing pairs folder."""
     path = out_dir / SETTINGS_FILE
@@ -130,7 +140,7 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
     scale = resolve_scale(meta.get("scale"), scale, True, checkpoint)
     if not input_dir.exists():
         raise file_error(input_dir, "no such folder")
-    check_output_dir(input_dir, out_dir)
+    check_pairs_dir(input_dir, out_dir)
     jobs, failed = plan_pairs(input_dir, out_dir, suffix)
     settings = {"scale": scale, "cleanup_factor": cleanup_factor, "format": suffix,
                 "generator_sha256": _file_sha256(checkpoint)}

@@ -166,3 +166,16 @@ def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
     assert res.returncode == 0, res.stderr
     for p in [out / "hr" / "img_000.png", out / "lr" / "img_000.png", out / "meta_info.txt", out / "pairs.json"]:
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
+
+
+def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
+    pairs = tmp_path / "pairs"
+    for inp in (pairs / "hr", pairs / "lr" / "x", tmp_path / "in"):
+        write_images(inp, 1, 16)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
+    for inp, out in ((pairs / "hr", pairs), (pairs / "lr" / "x", pairs), (tmp_path / "in", tmp_path / "in" / "pairs")):
+        res = run_cli("pairs", inp, out, "-c", ckpt)
+        assert res.returncode == 2, (inp, out, res.stderr)
+        assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.png")} == before
+    assert not (pairs / "meta_info.txt").exists()
