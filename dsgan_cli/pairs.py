@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_generator
-from .degrade import Job, _make_progress, generate_tiled, output_format, remove_stale_partials, resolve_scale, run_generator
+from .degrade import LOSSY_QUALITY, Job, _make_progress, generate_tiled, output_format, remove_stale_partials, resolve_scale, run_generator
 from .errors import DsganError, file_error
 from .images import ImageReadError, check_output_dir, check_writable_dir, image_to_tensor, load_rgb, require_images, save_image_atomic, write_bytes_atomic
 from .models import downscale
@@ -156,6 +156,7 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
     remove_stale_partials([Job(src, out_dir / sub / name) for src, name in jobs for sub in ("hr", "lr")])
     summary = PairsSummary(skipped=len(jobs) - len(todo), failed=failed, output_dir=str(out_dir), scale=scale,
                            cleanup_factor=cleanup_factor)
+    params = {"quality": LOSSY_QUALITY} if pil_format in ("JPEG", "WEBP") else {}
     start = time.perf_counter()
     bar = _make_progress(progress, len(todo), "pairs")
     try:
@@ -170,8 +171,8 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
                 summary.failed.append((str(src), str(e)))
             else:
                 # HR first: a pair counts as done only once its LR exists too.
-                save_image_atomic(Image.fromarray(hr.numpy(), "RGB"), out_dir / "hr" / name, pil_format)
-                save_image_atomic(Image.fromarray(lr.numpy(), "RGB"), out_dir / "lr" / name, pil_format)
+                save_image_atomic(Image.fromarray(hr.numpy(), "RGB"), out_dir / "hr" / name, pil_format, **params)
+                save_image_atomic(Image.fromarray(lr.numpy(), "RGB"), out_dir / "lr" / name, pil_format, **params)
                 summary.written += 1
             if bar is not None:
                 bar.advance(bar.task_ids[0])
