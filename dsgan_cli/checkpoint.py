@@ -17,11 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
 from . import __version__
-from .errors import file_error
+from .errors import DsganError, file_error
 from .images import open_regular, write_bytes_atomic
 from .models import Generator
 
 GENERATOR_FORMAT = "dsgan-generator/1"
+
+#: Where ``train recipes/idphoto.toml`` exports its generator; ``degrade`` looks here first.
+DEFAULT_GENERATOR = Path("runs") / "idphoto" / "generator.safetensors"
 
 
 def generator_state_for_export(generator: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -30,9 +33,10 @@ def generator_state_for_export(generator: torch.nn.Module) -> dict[str, torch.Te
 
 
 def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, scale: int,
-                   recipe: dict[str, Any] | None = None) -> None:
+                   recipe: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> None:
     """Write ``generator`` to ``path`` as safetensors with DSGAN metadata, atomically."""
     metadata = {
+        **(extra or {}),
         "format": GENERATOR_FORMAT,
         "dsgan_version": __version__,
         "step": str(int(step)),
@@ -159,6 +163,24 @@ def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channel
             raise file_error(path, f"weights are not finite (NaN or infinity in {name})")
 
 
+def default_generator(root: str | Path = ".") -> Path:
+    """The generator ``degrade`` uses without ``--checkpoint``: runs/idphoto's, else the only runs/*/ one."""
+    root = Path(root)
+    if (root / DEFAULT_GENERATOR).is_file():
+        return root / DEFAULT_GENERATOR
+    found = sorted(root.glob("runs/*/generator.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if len(found) == 1:
+        return found[0]
+    where = root.resolve()
+    if not found:
+        raise DsganError(f"no --checkpoint given and neither {DEFAULT_GENERATOR} nor runs/*/generator.safetensors "
+                         f"exists under {where}; train first (dsgan train recipes/idphoto.toml) or pass --checkpoint PATH")
+    # Several runs: picking one silently could degrade a whole data set with the wrong model.
+    names = ", ".join(str(p) for p in found)
+    raise DsganError(f"no --checkpoint given and {len(found)} trained generators found (newest first: {names}); "
+                     "choose one with --checkpoint PATH")
+
+
 def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
     """Infer the number of residual blocks from tensor names."""
     ids = {int(k.split(".")[1]) for k in tensors if k.startswith("res_blocks.")}
@@ -167,5 +189,5 @@ def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
     return max(ids) + 1
 
 
-__all__ = ["GENERATOR_FORMAT", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export",
+__all__ = ["GENERATOR_FORMAT", "DEFAULT_GENERATOR", "default_generator", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export",
            "load_weights_file"]

@@ -83,7 +83,7 @@ def train_cmd(
 def degrade_cmd(
     input_dir: Annotated[Path, typer.Argument(help="Folder of HR images (searched recursively).")],
     output_dir: Annotated[Path, typer.Argument(help="Output folder (created; mirrors the input tree).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, else the only runs/*/generator.safetensors].")] = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="Downscale factor for Xb (default: the checkpoint's).")] = None,
     downscale: Annotated[bool, typer.Option("--downscale/--no-downscale", help="--no-downscale: inputs are already at LR size.")] = True,
     fmt: Annotated[str, typer.Option("--format", help="Output format: png, jpg, webp, bmp, tif.")] = "png",
@@ -101,18 +101,70 @@ def degrade_cmd(
 
     from rich.console import Console
 
+    from .checkpoint import default_generator
     from .degrade import degrade_folder, report
     from .errors import EXIT_ITEMS_FAILED, EXIT_OK
 
+    main_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    if checkpoint is None:
+        checkpoint = default_generator()
+        if main_process:
+            print(f"using checkpoint {checkpoint}", file=sys.stderr)
     summary = degrade_folder(
         input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
         batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
     )
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
+    if main_process:
         report(summary, Console(stderr=True))
         if json_out:
             print(json.dumps(summary.to_dict(), indent=2))
     return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
+
+
+@app.command("pairs", help="Write (HR, LR) super-resolution training pairs: DIR/hr, DIR/lr and a BasicSR meta_info.txt.")
+def pairs_cmd(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of clean HR images (searched recursively).")],
+    output_dir: Annotated[Path, typer.Argument(help="Pairs folder: gets hr/, lr/, meta_info.txt and pairs.json.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: as for degrade].")] = None,
+    scale: Annotated[Optional[int], typer.Option("--scale", help="SR scale: LR = HR / scale (default: the checkpoint's).")] = None,
+    cleanup_factor: Annotated[int, typer.Option("--cleanup-factor", help="Downscale HR by N first to clean it (the paper's TDSR); 1 = none (SDSR).")] = 1,
+    fmt: Annotated[str, typer.Option("--format", help="Image format of both folders: png, jpg, webp, bmp, tif.")] = "png",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Remake pairs that already exist (default: skip them).")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> int:
+    import json
+
+    from rich.console import Console
+
+    from .checkpoint import default_generator
+    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+    from .pairs import make_pairs, report
+
+    if checkpoint is None:
+        checkpoint = default_generator()
+        print(f"using checkpoint {checkpoint}", file=sys.stderr)
+    summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
+                         overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty())
+    report(summary, Console(stderr=True))
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
+
+
+@app.command("import", help="Convert a generator of the original DSGAN code (.tar, model_g_state_dict) to generator.safetensors.")
+def import_cmd(
+    source: Annotated[Path, typer.Argument(help="Checkpoint of the original implementation, e.g. DF2K_gaussian.tar.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: SOURCE with the suffix .safetensors].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
+) -> int:
+    from .importer import import_original
+
+    dest, meta = import_original(source, out, overwrite=overwrite)
+    print(f"imported {source} (epoch {meta['epoch'] or '?'}, iteration {meta['iteration'] or '?'}, "
+          f"{meta['n_res_blocks']} residual blocks, scale {meta['scale']}) -> {dest}", file=sys.stderr)
+    return 0
 
 
 @app.command("eval", help="Compare fake and real LR folders: FID/KID and a frequency/noise report.")

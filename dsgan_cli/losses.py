@@ -1,4 +1,4 @@
-"""DSGAN losses: colour (low frequencies), perceptual (VGG19) and GAN (high frequencies).
+"""DSGAN losses: colour (low frequencies), perceptual (VGG19; LPIPS in lpips_alex) and GAN (high frequencies).
 
 All subcommands that need a loss or the VGG feature extractor use this module.
 """
@@ -52,45 +52,50 @@ class ColorLoss(nn.Module):
         return F.l1_loss(self.low(x.float()), self.low(y.float()))
 
 
-def check_vgg_weights(weights: str) -> None:
+def pretrained_state_dict(weights, name: str) -> dict[str, torch.Tensor]:
+    """A torchvision weights enum's state dict: from the torch hub cache, else downloaded (not when offline)."""
+    filename = weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    how_to = (
+        f"download {weights.url} on a machine with internet and either place it at {cached} "
+        f"or set perceptual.weights = \"/path/to/{filename}\" in the recipe (or --set perceptual.weights=PATH)"
+    )
+    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
+        raise DsganError(f"pretrained {name} weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
+    try:
+        return weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=False)
+    except Exception as e:  # noqa: BLE001 - network errors come in many types
+        raise DsganError(f"cannot obtain pretrained {name} weights ({type(e).__name__}: {e}): {how_to}") from None
+
+
+def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
     """Raise the error building the perceptual loss would raise for weights that cannot be had (cheap: no loading)."""
     if weights == "random":
         return
     if weights != "torchvision":
         if not Path(weights).is_file():
-            raise DsganError(f"{weights}: VGG19 weights file not found")
+            raise DsganError(f"{weights}: {'AlexNet' if net == 'lpips-alex' else 'VGG19'} weights file not found")
         return
-    from torchvision.models import VGG19_Weights
+    from torchvision.models import AlexNet_Weights, VGG19_Weights
 
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    enum, name = (AlexNet_Weights.IMAGENET1K_V1, "AlexNet") if net == "lpips-alex" else (VGG19_Weights.IMAGENET1K_V1, "VGG19")
+    filename = enum.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
-        how_to = (f"download {url} on a machine with internet and either place it at {cached} "
-                  f"or set perceptual.weights = \"/path/to/{VGG19_FILENAME}\" in the recipe (or --set perceptual.weights=PATH)")
-        raise DsganError(f"pretrained VGG19 weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
+        pretrained_state_dict(enum, name)  # raises the how-to error
 
 
 def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's pretrained VGG19 weights: from the torch hub cache, else downloaded."""
     from torchvision.models import VGG19_Weights
 
-    weights = VGG19_Weights.IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
-    how_to = (
-        f"download {weights.url} on a machine with internet and either place it at {cached} "
-        f"or set perceptual.weights = \"/path/to/{VGG19_FILENAME}\" in the recipe (or --set perceptual.weights=PATH)"
-    )
-    check_vgg_weights("torchvision")
-    try:
-        return weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=False)
-    except Exception as e:  # noqa: BLE001 - network errors come in many types
-        raise DsganError(f"cannot obtain pretrained VGG19 weights ({type(e).__name__}: {e}): {how_to}") from None
+    return pretrained_state_dict(VGG19_Weights.IMAGENET1K_V1, "VGG19")
 
 
-def warn_random_vgg() -> None:
+def warn_random_vgg(net: str = "VGG19") -> None:
     """Say loudly that the perceptual loss is meaningless with random weights."""
     print(
-        "warning: perceptual.weights = \"random\": the perceptual loss uses an untrained VGG19; "
+        f"warning: perceptual.weights = \"random\": the perceptual loss uses an untrained {net}; "
         "fine for tests, benchmarks and the demo, not for a real model",
         file=sys.stderr,
     )
@@ -173,6 +178,21 @@ class PerceptualLoss(nn.Module):
                 y_feats = self.vgg(y)
         return perceptual_distance(self.vgg(x), y_feats)
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The features ``forward`` compares (to precompute ``y_feats``)."""
+        return self.vgg(x)
+
+
+def build_perceptual(net: str, layers: Sequence[str], weights: str) -> nn.Module:
+    """The perceptual loss a recipe names: ``vgg19`` (VGG19 layers) or ``lpips-alex`` (LPIPS v0.1, AlexNet)."""
+    if net == "lpips-alex":
+        from .lpips_alex import LPIPSAlex
+
+        return LPIPSAlex(weights)
+    if net != "vgg19":
+        raise DsganError(f"perceptual.net must be 'vgg19' or 'lpips-alex', got {net!r}")
+    return PerceptualLoss(layers, weights)
+
 
 def gan_loss_generator(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: cross-entropy of fake logits against 'real'."""
@@ -192,7 +212,7 @@ class GeneratorLoss(nn.Module):
     """Weighted DSGAN generator objective; returns the total and its parts."""
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
-                 perceptual: PerceptualLoss | None = None, kernel_size: int = 5, gaussian: bool = False):
+                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False):
         super().__init__()
         self.w_color, self.w_gan, self.w_perceptual = w_color, w_gan, w_perceptual
         self.color = ColorLoss(kernel_size, gaussian)

@@ -15,10 +15,10 @@ __all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "Discriminat
 
 
 def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
-    """Return a normalised 2-D Gaussian kernel of shape (k, k)."""
+    """Return a normalised 2-D Gaussian kernel of shape (k, k); sigma defaults to k / 6."""
     if sigma is None:
-        # Same rule of thumb as OpenCV's getGaussianKernel for sigma <= 0.
-        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+        # As the original DSGAN code: +-3 sigma span the kernel.
+        sigma = kernel_size / 6
     ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     k2 = torch.outer(g, g)

@@ -17,6 +17,9 @@ from typing import Any
 
 from .errors import DsganError
 
+#: Smallest image side AlexNet's stride-4 convolution and two 3x3/2 poolings accept.
+LPIPS_MIN_SIDE = 31
+
 
 def _spec(default: Any, help: str, *, min: float | None = None, max: float | None = None,
           choices: tuple | None = None, min_exclusive: bool = False, max_exclusive: bool = False) -> Any:
@@ -64,8 +67,10 @@ class LossConfig:
 
 @dataclass
 class PerceptualConfig:
-    weights: str = _spec("torchvision", "'torchvision' (pretrained, downloaded once), a local file path, or 'random' (tests only)")
-    layers: list[str] = _spec(["relu1_2", "relu2_2", "relu3_4", "relu4_4"], "VGG19 layers compared")
+    net: str = _spec("vgg19", "perceptual network: VGG19 features, or LPIPS v0.1 with AlexNet (the original implementation's)",
+                     choices=("vgg19", "lpips-alex"))
+    weights: str = _spec("torchvision", "backbone weights: 'torchvision' (pretrained, downloaded once), a local file path, or 'random' (tests only)")
+    layers: list[str] = _spec(["relu1_2", "relu2_2", "relu3_4", "relu4_4"], "VGG19 layers compared (net = 'vgg19' only)")
 
 
 @dataclass
@@ -215,6 +220,10 @@ def _check_consistency(r: Recipe, source: str) -> None:
             raise DsganError(f"{source}: perceptual.layers: unknown VGG19 layer {layer!r} (known: {', '.join(VGG19_LAYERS)})")
     if not r.perceptual.layers:
         raise DsganError(f"{source}: perceptual.layers must name at least one layer")
+    side = r.data.crop_size or r.data.lr_size
+    if r.perceptual.net == "lpips-alex" and r.loss.w_perceptual > 0 and side < LPIPS_MIN_SIDE:
+        raise DsganError(f"{source}: perceptual.net = 'lpips-alex' needs training images of at least {LPIPS_MIN_SIDE} "
+                         f"pixels (AlexNet's strides), got {side}; use 'vgg19' or larger data.crop_size / data.lr_size")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -162,10 +162,10 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
 
     Returns the data digest. Checks that need no folder run first, so a failing run creates nothing.
     """
-    from .losses import check_vgg_weights
+    from .losses import check_perceptual_weights
 
     if recipe.loss.w_perceptual > 0:
-        check_vgg_weights(recipe.perceptual.weights)
+        check_perceptual_weights(recipe.perceptual.weights, recipe.perceptual.net)
     check_writable_dir(out)
     lock_run_folder(out)
     if resolve_resume(resume, out) != resume_from:
@@ -223,7 +223,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     from accelerate.utils import set_seed
 
     from .data import MicroBatches, make_loader
-    from .losses import GeneratorLoss, PerceptualLoss, gan_loss_discriminator
+    from .losses import GeneratorLoss, build_perceptual, gan_loss_discriminator
     from .models import Discriminator, Generator, downscale
     from .trainlog import save_sample_grid, trackers_for
 
@@ -262,7 +262,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     G = Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                   noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmt)
     D = Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
-    perceptual = PerceptualLoss(r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
+    perceptual = build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                               kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
     g_loss_fn = g_loss_fn.to(device, memory_format=fmt)
@@ -343,7 +343,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 with sync, accelerator.autocast():
                     xd = xds[m] if keep_graph else G(xbs[m])
                     with torch.no_grad():
-                        xb_feats = perceptual.vgg(xbs[m]) if perceptual is not None else None
+                        xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
                     loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
                     loss_g_m = loss_g_m / accum
                 accelerator.backward(loss_g_m)

@@ -273,9 +273,54 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, ckpt, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_missing_checkpoint_option_is_usage_error(tmp_path, capsys):
-    code, err = _cli_error(["degrade", str(tmp_path), str(tmp_path / "o")], capsys)
-    assert code == 2 and "--checkpoint" in err
+def _other_generator(path: Path, seed: int) -> Path:
+    """A generator file whose weights differ from ``ckpt``'s."""
+    torch.manual_seed(seed)
+    g = Generator(n_res_blocks=2, channels=16)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_generator(g, path, step=seed, scale=2)
+    return path
+
+
+def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
+    (tmp_path / "runs" / "idphoto").mkdir(parents=True)
+    shutil.copy(ckpt, tmp_path / "runs" / "idphoto" / "generator.safetensors")
+    (tmp_path / "runs" / "newer").mkdir()
+    _other_generator(tmp_path / "runs" / "newer" / "generator.safetensors", seed=7)  # newer, but idphoto wins
+    srcs = write_images(tmp_path / "hr", 2, 32)
+    res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)  # the usage line, literally
+    assert res.returncode == 0, res.stderr
+    assert "using checkpoint runs/idphoto/generator.safetensors" in res.stderr
+    for src in srcs:
+        assert np.array_equal(read(tmp_path / "lr_fake" / src.name), expected_output(ckpt, src))
+
+
+def test_degrade_without_checkpoint_uses_the_only_run(tmp_path):
+    only = _other_generator(tmp_path / "runs" / "faces-v2" / "generator.safetensors", seed=3)
+    srcs = write_images(tmp_path / "hr", 1, 32)
+    res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "runs/faces-v2/generator.safetensors" in res.stderr
+    assert np.array_equal(read(tmp_path / "lr_fake" / srcs[0].name), expected_output(only, srcs[0]))
+
+
+def test_degrade_without_checkpoint_none_or_several_is_one_line_error(tmp_path):
+    write_images(tmp_path / "hr", 1, 32)
+    res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert "runs/idphoto/generator.safetensors" in res.stderr and "--checkpoint" in res.stderr
+    a = _other_generator(tmp_path / "runs" / "a" / "generator.safetensors", seed=1)
+    b = _other_generator(tmp_path / "runs" / "b" / "generator.safetensors", seed=2)
+    os.utime(a, (1_000_000_000, 1_000_000_000))  # b is newer and is listed first
+    res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert "2 trained generators" in res.stderr and "--checkpoint" in res.stderr
+    assert res.stderr.index("runs/b/generator.safetensors") < res.stderr.index("runs/a/generator.safetensors")
+    assert not (tmp_path / "lr_fake").exists()
 
 
 def test_two_processes_write_each_file_once(tmp_path, ckpt):

@@ -56,3 +56,21 @@ def test_downscale_halves_and_preserves_flat_colour():
     assert y.shape == (2, 3, 16, 12)
     assert torch.allclose(y, torch.full_like(y, 0.25), atol=1e-6)
     assert downscale(x, 1) is x
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_gaussian_low_pass_uses_sigma_kernel_over_6(k):
+    import numpy as np
+
+    from dsgan_cli.models import gaussian_kernel
+
+    c = (k - 1) / 2
+    yy, xx = np.mgrid[0:k, 0:k]
+    want = np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * (k / 6) ** 2))
+    want /= want.sum()
+    assert np.allclose(gaussian_kernel(k).numpy(), want, atol=1e-7)
+    # the filter applies that kernel: an impulse far from the borders comes out as the kernel
+    x = torch.zeros(1, 3, 15, 15)
+    x[:, :, 7, 7] = 1
+    out = FilterLow(k, gaussian=True)(x)[0, 0, 7 - int(c):8 + int(c), 7 - int(c):8 + int(c)]
+    assert np.allclose(out.numpy(), want, atol=1e-6)

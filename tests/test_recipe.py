@@ -14,6 +14,19 @@ def test_idphoto_recipe_has_the_reference_settings():
     assert (r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual) == (1.0, 0.005, 0.01)
 
 
+def test_idphoto_schedule_is_the_originals_constant_then_linear_to_zero():
+    from dsgan_cli.train import lr_at
+
+    r = load_recipe(REPO / "recipes" / "idphoto.toml")
+    assert (r.optim.lr_decay, r.optim.decay_start) == ("linear", 40_000)
+    lrs = [lr_at(s, r) for s in range(0, 80_001, 500)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lr_at(0, r) == lr_at(39_999, r) == lr_at(40_000, r) == 2e-4  # first half constant
+    assert lr_at(60_000, r) == pytest.approx(1e-4)                     # halfway down
+    assert lr_at(79_999, r) == pytest.approx(2e-4 / 40_000)            # last step: one decay step above 0
+    assert lr_at(80_000, r) == 0.0
+
+
 def test_overrides_are_typed(tiny_recipe):
     r = load_recipe(tiny_recipe, ["train.iterations=7", "optim.lr=1e-3", "data.hr_dir=/x y/z", "data.flip=true"])
     assert r.train.iterations == 7 and r.optim.lr == 1e-3 and r.data.hr_dir == "/x y/z" and r.data.flip is True

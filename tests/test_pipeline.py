@@ -1,0 +1,104 @@
+"""The README's five-command pipeline, run exactly as written in a fresh project folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from dsgan_cli import fid
+
+skdata = pytest.importorskip("skimage.data")
+
+#: Recipe keys the test shrinks so that training takes seconds on a CPU; everything else is the repository's recipe.
+SMALL = {"iterations": "2", "batch_size": "2", "n_res_blocks": "1", "channels": "8", "crop_size": "32",
+         "num_workers": "0", "weights": '"random"', "layers": '["relu1_2"]', "checkpoint_every": "2",
+         "sample_every": "2", "log_every": "1"}
+
+
+def readme_pipeline() -> list[str]:
+    """The command lines of the README's pipeline block."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- pipeline -->\s*```bash\n(.*?)```", text, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def small_recipe(dest: Path) -> None:
+    """recipes/idphoto.toml with the SMALL values substituted, line by line."""
+    text = (REPO / "recipes" / "idphoto.toml").read_text()
+    for key, value in SMALL.items():
+        text, n = re.subn(rf"(?m)^{key} = [^#\n]*", f"{key} = {value} ", text)
+        assert n == 1, key
+    dest.parent.mkdir(parents=True)
+    dest.write_text(text)
+
+
+def raw_photos(folder: Path, low_quality: bool) -> None:
+    """Four photos of one face (straight, rotated both ways, mirrored); low quality: small, noisy, JPEG q40."""
+    folder.mkdir(parents=True)
+    astro = Image.fromarray(skdata.astronaut())
+    variants = {"straight": astro, "left": astro.rotate(8, resample=Image.Resampling.BICUBIC),
+                "right": astro.rotate(-8, resample=Image.Resampling.BICUBIC), "mirror": astro.transpose(Image.Transpose.FLIP_LEFT_RIGHT)}
+    rng = np.random.default_rng(0)
+    for name, img in variants.items():
+        if low_quality:
+            img = img.resize((320, 320), Image.Resampling.BICUBIC)
+            noisy = np.asarray(img, np.float64) + rng.normal(0, 8, (320, 320, 3))
+            Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8)).save(folder / f"{name}.jpg", quality=40)
+        else:
+            img.save(folder / f"{name}.png")
+
+
+@pytest.mark.slow
+def test_readme_pipeline_runs_as_written(tmp_path):
+    lines = readme_pipeline()
+    assert [shlex.split(line, comments=True)[:2] for line in lines] == [
+        ["dsgan", "prepare"], ["dsgan", "prepare"], ["accelerate", "launch"], ["dsgan", "degrade"], ["dsgan", "eval"]]
+    assert shlex.split(lines[3], comments=True) == ["dsgan", "degrade", "./hr", "./lr_fake"]  # the usage line, literally
+
+    project = tmp_path / "project"
+    raw_photos(project / "raw_clean", low_quality=False)
+    raw_photos(project / "raw_lowq", low_quality=True)
+    small_recipe(project / "recipes" / "idphoto.toml")
+    weights = tmp_path / "inception-random.pth"
+    torch.save(fid.random_state_dict(), weights)
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="", DSGAN_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               DSGAN_INCEPTION_WEIGHTS=str(weights), PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert shutil.which("dsgan", path=env["PATH"]) and shutil.which("accelerate", path=env["PATH"])
+
+    def run(i: int) -> subprocess.CompletedProcess:
+        res = subprocess.run(shlex.split(lines[i], comments=True), cwd=project, env=env, capture_output=True,
+                             text=True, timeout=900)
+        assert res.returncode == 0, (lines[i], res.stderr[-3000:])
+        return res
+
+    run(0), run(1)
+    hr = sorted((project / "data" / "idphoto" / "hr").glob("*.png"))
+    lr = sorted((project / "data" / "idphoto" / "lr").glob("*.png"))
+    assert len(hr) == 4 and len(lr) == 4, (hr, lr)
+    run(2)
+    assert (project / "runs" / "idphoto" / "generator.safetensors").is_file()
+    # ./hr: clean HR images to degrade; ./lr_real: real low-quality images (here: the prepared sets)
+    shutil.copytree(project / "data" / "idphoto" / "hr", project / "hr", ignore=shutil.ignore_patterns("*.jsonl"))
+    shutil.copytree(project / "data" / "idphoto" / "lr", project / "lr_real", ignore=shutil.ignore_patterns("*.jsonl"))
+    res = run(3)
+    assert "using checkpoint runs/idphoto/generator.safetensors" in res.stderr
+    fakes = sorted((project / "lr_fake").glob("*.png"))
+    assert [p.name for p in fakes] == [p.name for p in hr]
+    for p in fakes:
+        with Image.open(p) as im:
+            assert im.size == (128, 128)
+    res = run(4)
+    assert "FID" in res.stdout, res.stdout
+    assert (project / "dsgan_eval_spectrum.png").is_file()
