@@ -212,7 +212,7 @@ def grid(path: Path, xbs, xds, targets, rows: int = 4, zoom: int = 3) -> None:
 
 
 COLUMNS = [("case", "case"), ("steps", "steps"), ("min", "train min"), ("grain", "grain Xd/target"),
-           ("colour", "max |colour shift|"), ("border", "border ratio (target)"), ("sharp", "sharpness progress"),
+           ("colour", "colour shift (levels)"), ("border", "border ratio (target)"), ("sharp", "sharpness progress"),
            ("block", "blockiness grid/best Xd (target)"), ("spec", "residual spectrum dist (Xb=1)"), ("pass", "targets")]
 
 
