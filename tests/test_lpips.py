@@ -118,3 +118,23 @@ def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_
     records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert records and all(r["loss_perceptual"] > 0 for r in records)
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["perceptual"]["net"] == "lpips-alex"
+
+
+def test_train_checks_the_chosen_backbone_before_creating_the_run(tmp_path, monkeypatch, tiny_recipe):
+    """Offline without cached weights, `train` fails before it creates anything, naming the right network."""
+    from dsgan_cli.losses import check_perceptual_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(DsganError, match="AlexNet"):
+        check_perceptual_weights("torchvision", "lpips-alex")
+    with pytest.raises(DsganError, match="VGG19"):
+        check_perceptual_weights("torchvision", "vgg19")
+    write_images(tmp_path / "hr", 4, 64)
+    write_images(tmp_path / "lr", 4, 32, seed=3)
+    out = tmp_path / "run"
+    proc = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'hr'}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
+                   "--set", "data.hr_size=64", "--set", "data.lr_size=32", "--set", f"train.output_dir={out}",
+                   "--set", "perceptual.net=lpips-alex", "--set", "perceptual.weights=torchvision",
+                   env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert proc.returncode == 2, proc.stderr
+    assert "AlexNet" in proc.stderr and not out.exists()
