@@ -292,3 +292,54 @@ def test_generator_step_makes_d_call_its_output_more_real(instrumented_gan_only_
         b, a = s["before"]["g_bce"], s["after"]["g_bce"]
         assert a < b, (f"after the G step -log D(G(Xb)) went from {b:.5f} to {a:.5f}: "
                        "G is not trained to make D call its output real")
+
+
+# ----------------------------------------------------------------------------- resume continues, it does not restart
+
+
+def _record_batches(monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Record every (HR, real LR) micro-batch the training loop draws (num_workers=0: drawn in this process)."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_getitem = data_mod.MicroBatches.__getitem__
+
+    def recording(self, m):
+        hr, lr = real_getitem(self, m)
+        seen.append((hr.clone(), lr.clone()))
+        return hr, lr
+
+    monkeypatch.setattr(data_mod.MicroBatches, "__getitem__", recording)
+    return seen
+
+
+def _optimizer_state(ckpt: Path, index: int) -> dict:
+    """Adam state of optimiser ``index`` (0 = G, 1 = D, in the order the loop prepares them) in a checkpoint."""
+    name = "optimizer.bin" if index == 0 else f"optimizer_{index}.bin"
+    return torch.load(ckpt / name, map_location="cpu", weights_only=True)["state"]
+
+
+def test_resume_restores_optimiser_moments_and_continues_the_data_stream(tmp_path, monkeypatch):
+    opts = ("train.checkpoint_every=1", "data.flip=true", "data.crop_size=6")
+    straight_batches = _record_batches(monkeypatch)
+    straight = _train(tmp_path, "straight", "train.iterations=3", *opts)
+    monkeypatch.undo()
+    _train(tmp_path, "resumed", "train.iterations=2", *opts)
+    resumed_batches = _record_batches(monkeypatch)
+    resumed = _train(tmp_path, "resumed", "train.iterations=3", *opts, resume="latest")
+
+    assert len(straight_batches) == 3 and len(resumed_batches) == 1
+    hr, lr = resumed_batches[0]
+    assert not torch.equal(hr, straight_batches[0][0]) or not torch.equal(lr, straight_batches[0][1]), (
+        "the resumed run drew the first batch of the run again: the data stream restarts instead of continuing")
+    assert torch.equal(hr, straight_batches[2][0]) and torch.equal(lr, straight_batches[2][1]), (
+        "the resumed run's first batch is not the batch an uninterrupted run draws at that step: the data stream does not continue")
+
+    for index, net in ((0, "G"), (1, "D")):
+        a, b = _optimizer_state(straight.checkpoint_dir, index), _optimizer_state(resumed.checkpoint_dir, index)
+        assert a.keys() == b.keys() and a, f"{net}'s optimiser state is missing from the checkpoint"
+        for pid in a:
+            assert float(b[pid]["step"]) == float(a[pid]["step"]) == 3, (
+                f"{net}'s Adam step count is {float(b[pid]['step'])} after resuming to step 3: the optimiser was restarted")
+            for moment in ("exp_avg", "exp_avg_sq"):
+                assert torch.allclose(a[pid][moment], b[pid][moment], rtol=1e-5, atol=1e-9), (
+                    f"{net}'s Adam {moment} after resume differs from an uninterrupted run: "
+                    "resume did not restore the optimiser moments")
