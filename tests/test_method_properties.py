@@ -189,7 +189,10 @@ def _instrument(monkeypatch) -> _Recorded:
         return [p.detach().clone() for p in module.parameters()]
 
     def probe():
-        """Mean D logits on the last real and fake batches of the D step, and -log D(G(Xb)) on the last Xb."""
+        """Mean D logits on the last real and fake batches of the D step, and -log D(G(Xb)) on the last Xb.
+
+        (Around a G step the "real"/"fake" entries see other batches; only "g_bce" is used there.)
+        """
         saved = {k: v.clone() for k, v in rec.d.named_buffers()}
         with torch.no_grad():
             real, fake = rec.d_inputs[-2], rec.d_inputs[-1]
@@ -235,15 +238,16 @@ def _train(tmp_path: Path, name: str, *sets: str, resume: str | None = None):
     return train(load_recipe(TINY_RECIPE, [*base, *sets]), resume=resume, progress=False)
 
 
-@pytest.fixture
-def instrumented_gan_only_run(tmp_path, monkeypatch):
-    """Two real training steps with only the GAN term (colour and perceptual weights 0)."""
-    rec = _instrument(monkeypatch)
-    try:
-        result = _train(tmp_path, "gan", "loss.w_color=0", "train.iterations=2")
-    finally:
-        for h in rec.handles:
-            h.remove()
+@pytest.fixture(scope="module")
+def instrumented_gan_only_run(tmp_path_factory):
+    """Two real training steps with only the GAN term (colour and perceptual weights 0), run once per module."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        rec = _instrument(monkeypatch)
+        try:
+            result = _train(tmp_path_factory.mktemp("gan_only"), "gan", "loss.w_color=0", "train.iterations=2")
+        finally:
+            for h in rec.handles:
+                h.remove()
     return rec, load_file(result.generator_path)
 
 
