@@ -394,3 +394,41 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (
             f"{name} ({h}x{w}): degrade's output differs from G(bicubic(x)) by up to {diff.max():.0f} levels "
             f"on {(diff > 0).mean():.1%} of values: degrade does not compute G(bicubic(x))")
+
+
+# ----------------------------------------------------------------------------- unpaired, scale-aligned training data
+
+
+def _labelled(n: int, size: int) -> torch.Tensor:
+    """``n`` uint8 images whose pixels encode (image index, row, column), so any crop can be located."""
+    i = torch.arange(n)[:, None, None, None]
+    y = torch.arange(size)[None, None, :, None]
+    x = torch.arange(size)[None, None, None, :]
+    channels = torch.cat([i.expand(n, 1, size, size), y.expand(n, 1, size, size), x.expand(n, 1, size, size)], dim=1)
+    return channels.to(torch.uint8)
+
+
+def test_hr_and_real_lr_are_drawn_unpaired():
+    n = 8
+    ds = data_mod.MicroBatches(_labelled(n, 4), _labelled(n, 2), batch_size=n, seed=3)
+    for m in range(3):
+        hr, lr = ds[m]
+        hr_ids, lr_ids = hr[:, 0, 0, 0].tolist(), lr[:, 0, 0, 0].tolist()
+        assert sorted(hr_ids) == sorted(lr_ids) == list(range(n)), "an epoch must show every image once"
+        assert hr_ids != lr_ids, "HR image i always meets real LR image i: the sets are paired, DSGAN needs them unpaired"
+
+
+def test_hr_crops_are_aligned_to_the_scale():
+    scale, crop = 3, 4
+    ds = data_mod.MicroBatches(_labelled(4, 30), _labelled(4, 10), batch_size=4, seed=1, scale=scale, crop_size=crop)
+    tops, lefts = set(), set()
+    for m in range(6):
+        hr, lr = ds[m]
+        assert hr.shape[-2:] == (crop * scale, crop * scale) and lr.shape[-2:] == (crop, crop)
+        for img in hr:
+            top, left = int(img[1, 0, 0]), int(img[2, 0, 0])
+            assert torch.equal(img[1, :, 0], torch.arange(top, top + crop * scale, dtype=torch.uint8)), "HR crop is not contiguous"
+            assert top % scale == 0 and left % scale == 0, (
+                f"HR crop at ({top}, {left}) is not on the {scale}-pixel grid: its Xb is not a crop of the full image's Xb")
+            tops.add(top), lefts.add(left)
+    assert len(tops) > 1 and len(lefts) > 1, "crops never move: random cropping is off"
