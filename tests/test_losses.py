@@ -69,8 +69,28 @@ def test_random_weights_warn_every_time(capsys):
 def test_missing_pretrained_weights_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("DSGAN_OFFLINE", "1")
-    with pytest.raises(DsganError, match="perceptual.weights"):
+    # Refused before any download is tried, with the way out in the message.
+    with pytest.raises(DsganError, match="DSGAN_OFFLINE=1 forbids downloading.*perceptual.weights"):
         VGGFeatures(LAYERS, weights="torchvision")
+
+
+def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    """Where torchvision's download lands is where the offline check and the loader look."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from dsgan_cli.losses import VGG19_FILENAME
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DSGAN_OFFLINE", "1")
+    torch.manual_seed(8)
+    block = make_layers(cfgs["E"], batch_norm=False)[:4]  # the first two convolutions are enough here
+    cached = tmp_path / "hub" / "checkpoints" / VGG19_FILENAME
+    cached.parent.mkdir(parents=True)
+    full = make_layers(cfgs["E"], batch_norm=False).state_dict()
+    full.update({k: v for k, v in block.state_dict().items()})
+    torch.save({f"features.{k}": v for k, v in full.items()}, cached)
+    feats = VGGFeatures(("relu1_2",), weights="torchvision")
+    assert torch.equal(feats.features[0].weight, block[0].weight), "the cached pretrained weights were not loaded"
 
 
 def test_bad_weights_file_fails_clearly(tmp_path):
