@@ -123,3 +123,8 @@ def test_downscale_stays_in_range_on_saturated_content():
     assert y.min() >= 0 and y.max() <= 1, "Xb leaves [0, 1]: real images never do"
     assert y.max() == 1 and y.min() == 0
     assert downscale(torch.rand(1, 3, 3, 5), 4).shape == (1, 3, 1, 1), "tiny images must keep at least one pixel"
+
+
+def test_filter_repr_names_its_settings():
+    assert FilterLow(5).extra_repr() == "kernel_size=5, padding='same', box"
+    assert FilterLow(3, padding="valid", gaussian=True).extra_repr() == "kernel_size=3, padding='valid', gaussian"
