@@ -1,6 +1,6 @@
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.models import vgg19
 
 from dsgan_cli.errors import DsganError
@@ -72,6 +72,10 @@ def test_missing_pretrained_weights_fail_clearly(tmp_path, monkeypatch):
     # Refused before any download is tried, with the way out in the message.
     with pytest.raises(DsganError, match="DSGAN_OFFLINE=1 forbids downloading.*perceptual.weights"):
         VGGFeatures(LAYERS, weights="torchvision")
+    # Pretrained weights are the default: never a silent fall-back to random ones.
+    for make in (lambda: VGGFeatures(LAYERS), lambda: PerceptualLoss(LAYERS)):
+        with pytest.raises(DsganError, match="forbids downloading"):
+            make()
 
 
 def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
@@ -189,3 +193,20 @@ def test_generator_objective_is_the_weighted_sum_of_its_parts(vgg_file):
     want = torch.nn.functional.softplus(-real).mean() + torch.nn.functional.softplus(fake).mean()
     assert torch.allclose(gan_loss_discriminator(real, fake), want), "D's loss is not -log D(real) - log(1 - D(fake))"
     assert "perceptual" not in GeneratorLoss(w_perceptual=0.0, perceptual=crit.perceptual)(xd, xb, logits)[1]
+
+
+def test_vgg_features_are_torchvision_layers_on_imagenet_normalised_input(vgg_file):
+    from torchvision.models import VGG19_Weights
+
+    feats = VGGFeatures(("relu1_2", "relu2_2"), weights=str(vgg_file))
+    torch.manual_seed(9)
+    x = torch.rand(2, 3, 16, 16)
+    t = VGG19_Weights.IMAGENET1K_V1.transforms()
+    h = (x - torch.tensor(t.mean).view(1, 3, 1, 1)) / torch.tensor(t.std).view(1, 3, 1, 1)
+    net = vgg19(weights=None).features
+    net.load_state_dict({k.removeprefix("features."): v for k, v in load_file(str(vgg_file)).items() if k.startswith("features.")})
+    with torch.no_grad():
+        want = [net[:4](h), net[:9](h)]  # relu1_2 is layer 3, relu2_2 is layer 8
+        got = feats(x)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5), "VGG features are not taken on ImageNet-normalised input"
