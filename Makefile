@@ -1,4 +1,4 @@
-# Two entry points: `make test` and `make demo`. Both create or reuse .venv.
+# Entry points: `make test`, `make demo` and `make mutation` (slow, not run by CI). All create or reuse .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # reinstalls and an unchanged one installs nothing.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test demo clean-venv
+.PHONY: venv test demo mutation clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ test: venv
 
 demo: venv
 	$(PY) -m dsgan_cli.demo $(DEMO_ARGS)
+
+# Mutation testing of the method's core ([tool.mutmut] in pyproject.toml; results in docs/mutation.md).
+# MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.models*'.
+mutation: venv
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,demo,mutation]'
+	$(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
 
 clean-venv:
 	rm -rf $(VENV)

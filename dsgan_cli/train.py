@@ -39,8 +39,6 @@ STATE_FILE = "trainer_state.json"
 
 #: Test/benchmark override of the memory layout: "channels_last" or "contiguous".
 MEMORY_FORMAT_ENV = "DSGAN_MEMORY_FORMAT"
-#: Test hook: when set, every rank writes a hash of its final G weights into this folder.
-RANK_HASH_DIR_ENV = "DSGAN_TEST_RANK_HASH_DIR"
 
 
 @dataclass
@@ -391,7 +389,6 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 break
 
     accelerator.end_training()
-    _dump_rank_hash(accelerator, G)
     if is_main:
         unlock_run_folder(out)
         print(f"trained {done - start_step} steps (now at step {done} of {iters})")
@@ -404,17 +401,3 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
                        steps=done, last_losses=losses)
 
-
-def _dump_rank_hash(accelerator, G) -> None:
-    """Test hook (env var): each rank writes a SHA-256 of its own final G weights, to compare ranks."""
-    folder = os.environ.get(RANK_HASH_DIR_ENV)
-    if not folder:
-        return
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(accelerator.unwrap_model(G).state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / f"rank{accelerator.process_index}.sha256").write_text(h.hexdigest())

@@ -403,6 +403,14 @@ class Child:
             return True
         return state in ("Z", "X")
 
+    def stopped(self) -> bool:
+        """True while every thread of the process is stopped (SIGSTOP), e.g. paused by a test hook."""
+        try:
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{self.pid}/task").iterdir()]
+        except FileNotFoundError:
+            return False
+        return bool(states) and all(s == "T" for s in states)
+
     def wait(self) -> subprocess.CompletedProcess:
         if self.rc is None:
             self.rc = self.zygote._ask({"wait": self.pid})["rc"]

@@ -9,7 +9,6 @@ write.
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def zygote(tmp_path_factory):
 
 
 def wait_until(cond, child, timeout: float) -> bool:
-    """Poll ``cond()`` until true; False when the run ended first or time ran out."""
+    """Poll ``cond()`` until true; False when the run ended first. ``timeout`` only guards against a hang."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
@@ -42,22 +41,64 @@ def wait_until(cond, child, timeout: float) -> bool:
     return False
 
 
+#: Run in the forked child before the real CLI, with one test-only change: the Nth rename of a finished
+#: output whose name ends in PAUSE_SUFFIX writes a marker file and stops the whole process (SIGSTOP),
+#: just before that rename (PAUSE_WHEN=before: the output exists only as its hidden temporary) or just
+#: after it (PAUSE_WHEN=after). The run cannot get past that point, so the test's SIGKILL lands exactly
+#: there on any machine, fast or slow.
+_PAUSE_AT_NTH_RENAME = r"""
+import os, signal, threading
+from pathlib import Path
+marker, suffix = Path(os.environ["PAUSE_MARKER"]), os.environ["PAUSE_SUFFIX"]
+nth, when = int(os.environ["PAUSE_NTH"]), os.environ["PAUSE_WHEN"]
+real_replace, seen = os.replace, []
+def pause():
+    marker.write_text("paused")
+    # Sent to this very thread, the stop takes hold before it returns; the other threads follow.
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+def pausing_replace(src, dst, *args, **kwargs):
+    ours = str(dst).endswith(suffix) and not Path(dst).name.startswith(".")
+    if ours:
+        seen.append(dst)
+    if ours and len(seen) == nth and when == "before":
+        pause()
+    result = real_replace(src, dst, *args, **kwargs)
+    if ours and len(seen) == nth and when == "after":
+        pause()
+    return result
+os.replace = pausing_replace
+"""
+
+
+def kill_at_pause(zygote, args: list, marker: Path, prelude: str, **env: str) -> None:
+    """Start a run that pauses itself at a hook, wait until it is stopped there, then SIGKILL it."""
+    child = zygote.start(args, env={"PAUSE_MARKER": str(marker), **env}, prelude=prelude)
+    reached = wait_until(lambda: marker.exists() and child.stopped(), child, timeout=300)
+    assert reached, child.wait().stderr[-3000:] if child.done() else "the run did not reach its pause point"
+    assert child.kill9().returncode == -9
+
+
+def kill_at_nth_output(zygote, args: list, marker: Path, nth: int, when: str, suffix: str = ".png") -> None:
+    """SIGKILL a run just before or just after its ``nth`` output file is renamed into place."""
+    kill_at_pause(zygote, args, marker, _PAUSE_AT_NTH_RENAME, PAUSE_SUFFIX=suffix, PAUSE_NTH=str(nth), PAUSE_WHEN=when)
+
+
 # ----------------------------------------------------------------------------- degrade
 
 
 @pytest.fixture(scope="module")
 def degrade_setup(tmp_path_factory):
-    """Input tree (two folders, mixed sizes) and a default-size generator (slow enough to be killed mid-run)."""
+    """Input tree (two folders, mixed sizes) and a small generator."""
     from dsgan_cli.checkpoint import save_generator
     from dsgan_cli.models import Generator
 
     root = tmp_path_factory.mktemp("fault_degrade")
     inp = root / "in"
-    write_images(inp / "a", 14, 96, seed=1)
-    write_images(inp / "b b", 10, 64, seed=2)
+    write_images(inp / "a", 6, 48, seed=1)
+    write_images(inp / "b b", 4, 32, seed=2)
     torch.manual_seed(0)
     ckpt = root / "generator.safetensors"
-    save_generator(Generator(), ckpt, step=1, scale=2)
+    save_generator(Generator(n_res_blocks=2, channels=16), ckpt, step=1, scale=2)
     return root, inp, ckpt
 
 
@@ -68,37 +109,27 @@ def outputs(out: Path) -> list[Path]:
 def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_path):
     root, inp, ckpt = degrade_setup
     before = tree_digest(inp)
-    n_inputs = len(list_images(inp))
     out = tmp_path / "out"
+    # With one image per batch and one encoder thread, outputs are renamed into place in input order.
+    expected = [out / p.relative_to(inp).with_suffix(".png") for p in list_images(inp)]
     args = ["degrade", inp, out, "--checkpoint", ckpt, "--no-progress", "--batch-size", "1", "--json"]
-    rng = random.Random(8)
-    kills = 0
-    for _ in range(2):
-        target = rng.randint(len(outputs(out)) + 1, n_inputs - 2)
-        child = zygote.start(args)
-        # Random moment while outputs are being written: after `target` files exist, plus a random delay.
-        if wait_until(lambda: len(outputs(out)) >= target, child, timeout=120):
-            time.sleep(rng.uniform(0, 0.05))
-        if not child.done():
-            assert child.kill9().returncode == -9
-            kills += 1
-        else:
-            child.wait()
-        for p in outputs(out):  # whatever is visible after a kill is complete
-            Image.open(p).load()
-    assert kills >= 1, "the runs finished before they could be killed; make the job slower"
-    partial_count = len(outputs(out))
-    assert 0 < partial_count < n_inputs
+
+    # Killed just before the 4th output's rename: 3 complete outputs and the 4th one's temporary.
+    kill_at_nth_output(zygote, args, tmp_path / "paused1", nth=4, when="before")
+    assert outputs(out) == expected[:3], "a kill left outputs other than the completed ones"
+    assert [p.name for p in expected[3].parent.glob(f".{expected[3].name}.*.partial")], "no temporary at the kill point"
+    # Killed again just after the 2nd new output's rename: the 3 outputs are skipped, 2 more are complete.
+    kill_at_nth_output(zygote, args, tmp_path / "paused2", nth=2, when="after")
+    assert outputs(out) == expected[:5]
+    for p in outputs(out):  # whatever is visible after a kill is complete
+        Image.open(p).load()
 
     res = run_cli(*args)  # the real `python -m dsgan_cli` for the rerun
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["failed"] == []
-    assert summary["converted"] + summary["skipped"] == n_inputs
-    assert summary["skipped"] >= partial_count - 1  # at most the file being renamed at the kill is redone
-
-    expected = sorted(out / p.relative_to(inp).with_suffix(".png") for p in list_images(inp))
-    assert outputs(out) == expected  # none missing, none extra, none duplicated
+    assert (summary["skipped"], summary["converted"]) == (5, len(expected) - 5)
+    assert outputs(out) == sorted(expected)  # none missing, none extra, none duplicated
     # Same pixels as one uninterrupted run.
     ref = tmp_path / "ref"
     res = zygote.run(["degrade", inp, ref, "--checkpoint", ckpt, "--no-progress", "--batch-size", "1"])
@@ -108,30 +139,31 @@ def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_p
         b = np.asarray(Image.open(ref / p.relative_to(out)))
         assert a.shape == b.shape and np.array_equal(a, b), p
     leftovers = [p for p in out.rglob("*") if p.is_file() and p not in expected]
-    assert all(p.name == ".dsgan-degrade.json" or p.name.startswith(".") and p.name.endswith(".partial")
-               for p in leftovers), leftovers
+    # The output record is the only file besides the images; no temporary of a killed run is left.
+    leftovers = [p for p in leftovers if p.name != ".dsgan-degrade.json"]
+    assert leftovers == [], f"temporaries of killed runs were not cleaned up: {leftovers}"
     assert tree_digest(inp) == before
 
 
 # ----------------------------------------------------------------------------- train
 
 #: Run in the forked child before the real CLI, with one test-only change: the Nth generator export into a
-#: hidden ``.partial`` checkpoint folder announces itself (marker file) and
-#: then sleeps, so the test's SIGKILL lands while that checkpoint is being written.
-_SLOW_CHECKPOINT = r"""
-import os, time
+#: hidden ``.partial`` checkpoint folder writes a marker file and stops the process (SIGSTOP), so the
+#: test's SIGKILL lands while that checkpoint is being written.
+_PAUSE_IN_CHECKPOINT = r"""
+import os, signal, threading
 from pathlib import Path
 import dsgan_cli.train as train_mod
-marker, nth = Path(os.environ["FAULT_MARKER"]), int(os.environ["FAULT_NTH"])
+marker, nth = Path(os.environ["PAUSE_MARKER"]), int(os.environ["PAUSE_NTH"])
 real_save, calls = train_mod.save_generator, []
-def slow_save(g, path, **kw):
+def pausing_save(g, path, **kw):
     if Path(path).parent.name.endswith(".partial"):
         calls.append(path)
         if len(calls) == nth:
             marker.write_text(str(path))
-            time.sleep(600)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
     return real_save(g, path, **kw)
-train_mod.save_generator = slow_save
+train_mod.save_generator = pausing_save
 """
 
 
@@ -163,11 +195,7 @@ def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygo
 
     run = tmp_path / "run"
     args = train_args(run, train_data, iterations=3)
-    marker = tmp_path / "in_checkpoint"
-    hook_env = {"FAULT_MARKER": str(marker), "FAULT_NTH": "2"}  # the step-2 checkpoint
-    child = zygote.start(args, env=hook_env, prelude=_SLOW_CHECKPOINT)
-    assert wait_until(marker.exists, child, timeout=240), child.wait().stderr if child.done() else "timeout"
-    assert child.kill9().returncode == -9
+    kill_at_pause(zygote, args, tmp_path / "in_checkpoint", _PAUSE_IN_CHECKPOINT, PAUSE_NTH="2")  # the step-2 checkpoint
 
     # The kill landed inside the step-2 checkpoint: it must not look complete.
     names = ckpt_steps(run)
@@ -216,13 +244,9 @@ def test_prepare_kill9_then_rerun_matches_one_uninterrupted_run(zygote, tmp_path
     out, ref = tmp_path / "out", tmp_path / "ref"
     args = ["prepare", raw, "--size", "64", "--workers", "1", "--no-progress"]
 
-    rng = random.Random(5)
-    child = zygote.start([*args, "--out", out])
-    target = rng.randint(1, 4)
-    reached = wait_until(lambda: len(list(out.glob("*.png"))) >= target, child, timeout=120)
-    assert reached and not child.done(), "prepare finished before it could be killed"
-    time.sleep(rng.uniform(0, 0.1))
-    assert child.kill9().returncode == -9
+    # Killed just after the 3rd crop is renamed into place, before the manifest exists.
+    kill_at_nth_output(zygote, [*args, "--out", out], tmp_path / "paused", nth=3, when="after")
+    assert len(list(out.glob("*.png"))) == 3
     assert not (out / "manifest.jsonl").exists()  # written only at the end, atomically
     for p in out.glob("*.png"):
         Image.open(p).load()  # every visible crop is complete

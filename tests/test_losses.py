@@ -1,6 +1,6 @@
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.models import vgg19
 
 from dsgan_cli.errors import DsganError
@@ -69,8 +69,32 @@ def test_random_weights_warn_every_time(capsys):
 def test_missing_pretrained_weights_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("DSGAN_OFFLINE", "1")
-    with pytest.raises(DsganError, match="perceptual.weights"):
+    # Refused before any download is tried, with the way out in the message.
+    with pytest.raises(DsganError, match="DSGAN_OFFLINE=1 forbids downloading.*perceptual.weights"):
         VGGFeatures(LAYERS, weights="torchvision")
+    # Pretrained weights are the default: never a silent fall-back to random ones.
+    for make in (lambda: VGGFeatures(LAYERS), lambda: PerceptualLoss(LAYERS)):
+        with pytest.raises(DsganError, match="forbids downloading"):
+            make()
+
+
+def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    """Where torchvision's download lands is where the offline check and the loader look."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from dsgan_cli.losses import VGG19_FILENAME
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("DSGAN_OFFLINE", "1")
+    torch.manual_seed(8)
+    block = make_layers(cfgs["E"], batch_norm=False)[:4]  # the first two convolutions are enough here
+    cached = tmp_path / "hub" / "checkpoints" / VGG19_FILENAME
+    cached.parent.mkdir(parents=True)
+    full = make_layers(cfgs["E"], batch_norm=False).state_dict()
+    full.update({k: v for k, v in block.state_dict().items()})
+    torch.save({f"features.{k}": v for k, v in full.items()}, cached)
+    feats = VGGFeatures(("relu1_2",), weights="torchvision")
+    assert torch.equal(feats.features[0].weight, block[0].weight), "the cached pretrained weights were not loaded"
 
 
 def test_bad_weights_file_fails_clearly(tmp_path):
@@ -103,3 +127,86 @@ def test_gradients_reach_every_generator_parameter(vgg_file):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # The perceptual network stays frozen.
     assert all(p.grad is None for p in crit.perceptual.parameters())
+
+
+def test_vgg19_layer_names_match_torchvision_layers():
+    from torch import nn
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from dsgan_cli.losses import VGG19_LAYERS
+
+    features = make_layers(cfgs["E"], batch_norm=False)
+    kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}
+    assert len(VGG19_LAYERS) == len(features)
+    for name, index in VGG19_LAYERS.items():
+        assert isinstance(features[index], kinds[name[:4]]), (name, index, features[index])
+    # conv{b}_{c}: the c-th convolution of block b (blocks end at the pools)
+    pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
+    assert [VGG19_LAYERS[f"pool{b}"] for b in range(1, 6)] == pools
+    assert VGG19_LAYERS["conv3_4"] == pools[1] + 7 and VGG19_LAYERS["relu5_1"] == pools[3] + 2
+
+
+def test_vgg_input_is_normalised_with_imagenet_statistics():
+    from torchvision.models import VGG19_Weights
+
+    feats = VGGFeatures(LAYERS, weights="random")
+    ref = VGG19_Weights.IMAGENET1K_V1.transforms()
+    assert torch.allclose(feats.mean.flatten(), torch.tensor(ref.mean))
+    assert torch.allclose(feats.std.flatten(), torch.tensor(ref.std))
+
+
+def test_features_only_file_loads_and_conv_taps_are_pre_activation(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(4)
+    block = make_layers(cfgs["E"], batch_norm=False)
+    path = tmp_path / "features.safetensors"
+    save_file({k: v.contiguous() for k, v in block.state_dict().items()}, str(path))  # keys "0.weight", ...
+    feats = VGGFeatures(("conv1_1", "relu1_1"), weights=str(path))
+    assert torch.equal(feats.features[0].weight, block[0].weight)
+    conv, relu = feats(torch.rand(1, 3, 16, 16))
+    assert conv.min() < 0, "a conv layer's features are already rectified: an in-place ReLU overwrote them"
+    assert torch.equal(relu, conv.clamp_min(0))
+
+
+def test_perceptual_distance_is_the_layer_mean_of_normalised_squared_differences(vgg_file):
+    torch.manual_seed(6)
+    loss = PerceptualLoss(LAYERS, weights=str(vgg_file))
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    fx, fy = loss.vgg(x), loss.vgg(y)
+    per_layer = []
+    for a, b in zip(fx, fy):
+        a = a / a.norm(dim=1, keepdim=True)
+        b = b / b.norm(dim=1, keepdim=True)
+        per_layer.append(((a - b) ** 2).sum(dim=1).mean())
+    assert torch.allclose(loss(x, y), torch.stack(per_layer).mean(), rtol=1e-4)
+
+
+def test_generator_objective_is_the_weighted_sum_of_its_parts(vgg_file):
+    torch.manual_seed(7)
+    crit = GeneratorLoss(w_color=0.7, w_gan=0.02, w_perceptual=0.3, perceptual=PerceptualLoss(LAYERS, weights=str(vgg_file)))
+    xd, xb, logits = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.randn(1, 1, 16, 16)
+    total, parts = crit(xd, xb, logits)
+    assert torch.allclose(total, 0.7 * parts["color"] + 0.02 * parts["gan"] + 0.3 * parts["perceptual"])
+    assert torch.allclose(parts["gan"], torch.nn.functional.softplus(-logits).mean()), "G's GAN term is not -log D(Xd)"
+    real, fake = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 4, 4)
+    want = torch.nn.functional.softplus(-real).mean() + torch.nn.functional.softplus(fake).mean()
+    assert torch.allclose(gan_loss_discriminator(real, fake), want), "D's loss is not -log D(real) - log(1 - D(fake))"
+    assert "perceptual" not in GeneratorLoss(w_perceptual=0.0, perceptual=crit.perceptual)(xd, xb, logits)[1]
+
+
+def test_vgg_features_are_torchvision_layers_on_imagenet_normalised_input(vgg_file):
+    from torchvision.models import VGG19_Weights
+
+    feats = VGGFeatures(("relu1_2", "relu2_2"), weights=str(vgg_file))
+    torch.manual_seed(9)
+    x = torch.rand(2, 3, 16, 16)
+    t = VGG19_Weights.IMAGENET1K_V1.transforms()
+    h = (x - torch.tensor(t.mean).view(1, 3, 1, 1)) / torch.tensor(t.std).view(1, 3, 1, 1)
+    net = vgg19(weights=None).features
+    net.load_state_dict({k.removeprefix("features."): v for k, v in load_file(str(vgg_file)).items() if k.startswith("features.")})
+    with torch.no_grad():
+        want = [net[:4](h), net[:9](h)]  # relu1_2 is layer 3, relu2_2 is layer 8
+        got = feats(x)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5), "VGG features are not taken on ImageNet-normalised input"

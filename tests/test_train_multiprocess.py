@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -12,16 +11,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from conftest import TINY_RECIPE, write_images
-
-
-def weights_hash(tensors: dict) -> str:
-    """Same hash as dsgan_cli.train._dump_rank_hash: sorted names + float32 bytes."""
-    h = hashlib.sha256()
-    for k, v in sorted(tensors.items()):
-        h.update(k.encode())
-        h.update(v.float().contiguous().numpy().tobytes())
-    return h.hexdigest()
+from conftest import REPO, TINY_RECIPE, write_images
+from train_rank_weights import weights_hash
 
 
 def test_two_cpu_processes_train_in_sync(tmp_path):
@@ -31,19 +22,24 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     sets = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "train.iterations=2", "train.grad_accum=2",
             "train.checkpoint_every=2", f"data.hr_dir={tmp_path / 'hr'}", f"data.lr_dir={tmp_path / 'lr'}",
             f"train.output_dir={out}", "loss.w_perceptual=0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1", "DSGAN_TEST_RANK_HASH_DIR": str(hashes)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "dsgan_cli", "train", str(TINY_RECIPE), "--no-progress"]
+           str(REPO / "tests" / "train_rank_weights.py"), str(hashes), "train", str(TINY_RECIPE), "--no-progress"]
     for s in sets:
         cmd += ["--set", s]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
-    # every rank ended with the same G, and it is the exported one
+    # every rank ended with the same G and the same D, and they are the exported / checkpointed ones
     rank_hashes = {p.name: p.read_text() for p in hashes.iterdir()}
-    assert sorted(rank_hashes) == ["rank0.sha256", "rank1.sha256"]
-    assert rank_hashes["rank0.sha256"] == rank_hashes["rank1.sha256"]
-    assert weights_hash(load_file(out / "generator.safetensors")) == rank_hashes["rank0.sha256"]
+    assert sorted(rank_hashes) == [f"rank{r}_{n}.sha256" for r in (0, 1) for n in ("discriminator", "generator")]
+    for net in ("generator", "discriminator"):
+        assert rank_hashes[f"rank0_{net}.sha256"] == rank_hashes[f"rank1_{net}.sha256"], (
+            f"the two ranks ended with different {net} weights: gradients are not synchronised across processes")
+    assert weights_hash(load_file(out / "generator.safetensors")) == rank_hashes["rank0_generator.sha256"]
+    d_saved = load_file(out / "checkpoints" / "step_00000002" / "model_1.safetensors")
+    d_params = {k: v for k, v in d_saved.items() if "running_" not in k and "num_batches" not in k}
+    assert weights_hash(d_params) == rank_hashes["rank0_discriminator.sha256"], "the checkpoint's D is not the trained D"
 
     # exactly one checkpoint, written once, holding both ranks' RNG states
     ckpts = list((out / "checkpoints").iterdir())
