@@ -100,10 +100,12 @@ def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypa
 def test_bad_weights_file_fails_clearly(tmp_path):
     bad = tmp_path / "vgg.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(DsganError, match="vgg.pth"):
+    with pytest.raises(DsganError, match="vgg.pth: cannot read VGG19 weights"):
         VGGFeatures(LAYERS, weights=str(bad))
-    with pytest.raises(DsganError, match="not found"):
+    with pytest.raises(DsganError, match="VGG19 weights file not found"):
         VGGFeatures(LAYERS, weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(DsganError, match="unknown VGG19 layer 'relu9_9'"):
+        VGGFeatures(("relu1_1", "relu9_9"), weights="random")
 
 
 def test_gan_losses_prefer_the_right_labels():
