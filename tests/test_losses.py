@@ -100,10 +100,12 @@ def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypa
 def test_bad_weights_file_fails_clearly(tmp_path):
     bad = tmp_path / "vgg.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(DsganError, match="vgg.pth"):
+    with pytest.raises(DsganError, match="vgg.pth: cannot read VGG19 weights"):
         VGGFeatures(LAYERS, weights=str(bad))
-    with pytest.raises(DsganError, match="not found"):
+    with pytest.raises(DsganError, match="VGG19 weights file not found"):
         VGGFeatures(LAYERS, weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(DsganError, match="unknown VGG19 layer 'relu9_9'"):
+        VGGFeatures(("relu1_1", "relu9_9"), weights="random")
 
 
 def test_gan_losses_prefer_the_right_labels():
@@ -161,7 +163,9 @@ def test_features_only_file_loads_and_conv_taps_are_pre_activation(tmp_path):
     torch.manual_seed(4)
     block = make_layers(cfgs["E"], batch_norm=False)
     path = tmp_path / "features.safetensors"
-    save_file({k: v.contiguous() for k, v in block.state_dict().items()}, str(path))  # keys "0.weight", ...
+    state = {k: v.contiguous() for k, v in block.state_dict().items()}  # keys "0.weight", ...
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # a classifier head next to it is ignored
+    save_file(state, str(path))
     feats = VGGFeatures(("conv1_1", "relu1_1"), weights=str(path))
     assert torch.equal(feats.features[0].weight, block[0].weight)
     conv, relu = feats(torch.rand(1, 3, 16, 16))
@@ -210,3 +214,18 @@ def test_vgg_features_are_torchvision_layers_on_imagenet_normalised_input(vgg_fi
         got = feats(x)
     for a, b in zip(got, want):
         assert torch.allclose(a, b, atol=1e-5), "VGG features are not taken on ImageNet-normalised input"
+
+
+def test_wrong_architecture_file_and_deep_layer_lists(tmp_path):
+    bad = tmp_path / "other.safetensors"
+    save_file({"features.0.weight": torch.zeros(8, 3, 3, 3), "features.0.bias": torch.zeros(8)}, str(bad))
+    with pytest.raises(DsganError, match=r"other.safetensors: not VGG19 weights \(Error\(s\) in loading state_dict"):
+        VGGFeatures(LAYERS, weights=str(bad))
+    feats = VGGFeatures(("relu1_1", "relu2_1", "relu3_1"), weights="random")
+    assert len(feats(torch.rand(1, 3, 16, 16))) == 3, "every requested layer must be tapped"
+
+
+def test_generator_loss_defaults_are_the_reference_ones():
+    crit = GeneratorLoss()
+    assert (crit.w_color, crit.w_gan, crit.w_perceptual) == (1.0, 0.005, 0.01)
+    assert not crit.color.low.gaussian and crit.color.low.kernel_size == 5, "the colour loss low-pass is a 5x5 box by default"
