@@ -30,7 +30,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     out, hashes = tmp_path / "run", tmp_path / "hashes"
     sets = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "train.iterations=2", "train.grad_accum=2",
             "train.checkpoint_every=2", f"data.hr_dir={tmp_path / 'hr'}", f"data.lr_dir={tmp_path / 'lr'}",
-            f"train.output_dir={out}", "loss.w_perceptual=0"]
+            f"train.output_dir={out}", "loss.w_perceptual=0", f"data.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1", "DSGAN_TEST_RANK_HASH_DIR": str(hashes)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "dsgan_cli", "train", str(TINY_RECIPE), "--no-progress"]
@@ -39,10 +39,11 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
-    # every rank ended with the same G, and it is the exported one
+    # every rank ended with the same G and the same D weights (no buffer broadcast), and G is the exported one
     rank_hashes = {p.name: p.read_text() for p in hashes.iterdir()}
-    assert sorted(rank_hashes) == ["rank0.sha256", "rank1.sha256"]
+    assert sorted(rank_hashes) == ["rank0.D.sha256", "rank0.sha256", "rank1.D.sha256", "rank1.sha256"]
     assert rank_hashes["rank0.sha256"] == rank_hashes["rank1.sha256"]
+    assert rank_hashes["rank0.D.sha256"] == rank_hashes["rank1.D.sha256"]
     assert weights_hash(load_file(out / "generator.safetensors")) == rank_hashes["rank0.sha256"]
 
     # exactly one checkpoint, written once, holding both ranks' RNG states
@@ -58,3 +59,8 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert [r["step"] for r in records] == [1, 2]
     assert all(math.isfinite(r[k]) for r in records for k in ("loss_g", "loss_d", "loss_color", "loss_gan"))
     assert res.stdout.count("generator:") == 1
+
+    # one process decoded each set into the one shared cache; the other mapped it
+    assert res.stderr.count("decoded 8 HR images into the cache") == 1
+    assert res.stderr.count("decoded 8 real LR images into the cache") == 1
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 2 and not list((tmp_path / "cache").glob("*.partial"))
