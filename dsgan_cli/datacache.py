@@ -25,6 +25,7 @@ longer than the distributed backend's timeout is fine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -71,21 +72,50 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     return digest, wh
 
 
-def scan_set(folder: str | Path, size: int, *, what: str, resize: bool, workers: int) -> tuple[list[Path], str]:
+def _stat_sig(path: Path) -> list[int]:
+    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def scan_set(folder: str | Path, size: int, *, what: str, resize: bool, workers: int,
+             memo: Path | None = None, save_memo: bool = False) -> tuple[list[Path], str]:
     """List a set, hash every file and check its size from the header; returns (paths, cache key).
 
     A wrong-size image is an error naming the file (unless ``resize``), found before any decode.
+    ``memo`` is a JSON file of earlier results by (size, mtime, inode), as git's index does, so an
+    unchanged file is neither read nor hashed again; ``save_memo`` rewrites it.
     """
     root = Path(folder)
     paths = require_images(root, what)
-    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "what": what, "size": size, "resize": resize}).encode())
+    old: dict = {}
+    if memo is not None:
+        with contextlib.suppress(OSError, ValueError):
+            old = json.loads(memo.read_text(encoding="utf-8"))
+    sigs = [_stat_sig(p) for p in paths]
+    rels = [p.relative_to(root).as_posix() for p in paths]
+    todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if old.get(rel, [None])[0] != sig]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib and file reads release the GIL
-        for path, (digest, wh) in zip(paths, pool.map(_scan_one, paths)):
-            if wh is not None and wh != (size, size) and not resize:
-                raise file_error(path, f"{what} image is {wh[0]}x{wh[1]}, expected {size}x{size} "
-                                       "(set data.resize_mismatched = true to resize such images)")
-            h.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())
+        fresh = dict(zip(todo, pool.map(lambda i: _scan_one(paths[i]), todo)))
+    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "what": what, "size": size, "resize": resize}).encode())
+    new = {}
+    for i, (path, rel, sig) in enumerate(zip(paths, rels, sigs)):
+        digest, wh = fresh[i] if i in fresh else (old[rel][1], old[rel][2])
+        if wh is not None and tuple(wh) != (size, size) and not resize:
+            raise file_error(path, f"{what} image is {wh[0]}x{wh[1]}, expected {size}x{size} "
+                                   "(set data.resize_mismatched = true to resize such images)")
+        h.update(f"{rel}\0{digest}\n".encode())
+        new[rel] = [sig, digest, wh]
+    if memo is not None and save_memo and fresh:
+        with contextlib.suppress(OSError):  # only a speed-up: a read-only cache folder is fine
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(memo, json.dumps(new).encode())
     return paths, h.hexdigest()
+
+
+def scan_memo(cache_dir: Path, folder: str | Path) -> Path:
+    """Where the scan results of ``folder`` are remembered inside ``cache_dir``."""
+    return cache_dir / f".scan-{hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:32]}.json"
 
 
 def _map(data_file: Path, meta: dict, size: int) -> torch.Tensor:

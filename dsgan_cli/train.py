@@ -165,7 +165,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
     from rich.progress import Progress
 
     from .data import check_data_dirs, load_image_set
-    from .datacache import cached_image_set, default_cache_dir, scan_set
+    from .datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
     from .images import require_images
 
     d = recipe.data
@@ -185,7 +185,8 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
                          for what, folder, size in sets)
         cache = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
         # Both sets are checked (hashes, sizes from the headers) before either is decoded.
-        scans = [scan_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers) for what, folder, size in sets]
+        scans = [scan_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
+                          memo=scan_memo(cache, folder), save_memo=writer) for what, folder, size in sets]
         return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
                                       writer=writer, progress=progress(what), scanned=scan)[0]
                      for (what, folder, size), scan in zip(sets, scans))

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_images
+from dsgan_cli import datacache
 from dsgan_cli.datacache import DECODE_COUNTER, cached_image_set
 from dsgan_cli.errors import DsganError
 from dsgan_cli.recipe import load_recipe
@@ -140,3 +141,22 @@ def test_cache_dir_none_decodes_into_ram(tmp_path, tiny_recipe):
     before = DECODE_COUNTER["images"]
     hr, lr = load_data(r, show=False)
     assert DECODE_COUNTER["images"] == before and len(hr.images) == 3 and hr.images.numpy().flags.writeable
+
+
+def test_scan_memo_skips_unchanged_files_and_sees_changed_ones(tmp_path, monkeypatch):
+    from dsgan_cli.datacache import scan_set
+
+    paths = write_images(tmp_path / "hr", 4, 16, seed=0)
+    memo = tmp_path / "memo.json"
+    _, key1 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    read = []
+    real_scan_one = datacache._scan_one
+    monkeypatch.setattr(datacache, "_scan_one", lambda p: read.append(p.name) or real_scan_one(p))
+    _, key2 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert key2 == key1 and read == []  # nothing re-read
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(paths[1])
+    _, key3 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert key3 != key1 and read == ["img_001.png"]
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(paths[2])  # now the wrong size
+    with pytest.raises(DsganError, match="img_002.png.*12x12"):
+        scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo)
