@@ -148,7 +148,7 @@ def _decode_into(paths: list[Path], root: Path, size: int, what: str, resize: bo
             if progress is not None:
                 progress(1)
             if img is None:
-                skipped.append([str(path), reason or "unreadable"])
+                skipped.append([path.relative_to(root).as_posix(), reason or "unreadable"])
                 continue
             arr[len(kept)] = img.transpose(2, 0, 1)
             kept.append(path.relative_to(root).as_posix())
@@ -188,7 +188,7 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     while meta is None:  # the writer of this machine is decoding (or the launcher will stop us if it failed)
         time.sleep(poll_s)
         meta = _read_meta(meta_file, data_file, size)
-    skipped = [(Path(p), r) for p, r in meta["skipped"]]
+    skipped = [(root / p, r) for p, r in meta["skipped"]]
     if writer:
         _warn_skipped(skipped, what)
     return ImageSet(images=_map(data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped,
@@ -213,7 +213,7 @@ def _build(paths: list[Path], root: Path, size: int, what: str, resize: bool, wo
             meta = _decode_into(paths, root, size, what, resize, workers, tmp, progress(len(paths)) if progress else None)
             if not meta["count"]:
                 first = meta["skipped"][0]
-                raise file_error(root, f"none of the {len(paths)} {what} images could be read (first: {first[0]}: {first[1]})")
+                raise file_error(root, f"none of the {len(paths)} {what} images could be read (first: {root / first[0]}: {first[1]})")
             os.replace(tmp, data_file)
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness
         finally:
