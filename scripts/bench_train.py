@@ -281,7 +281,9 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     times = {k: [] for k in runs}
     for i in range(args.warmup + args.steps):
         xb, real = get(i)
-        for name, step in runs.items():  # interleaved: every variant sees the same machine load
+        # Interleaved, so every variant sees the same machine load; the order flips every step so
+        # that none always pays the process's first-step costs or runs right after another.
+        for name, step in (list(runs.items()) if i % 2 == 0 else list(runs.items())[::-1]):
             t0 = time.perf_counter()
             step(xb, real)
             if device.type == "cuda":
