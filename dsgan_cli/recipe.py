@@ -42,6 +42,8 @@ class DataConfig:
     flip: bool = _spec(False, "random horizontal flips")
     resize_mismatched: bool = _spec(False, "resize images of the wrong size instead of stopping")
     num_workers: int = _spec(4, "DataLoader worker processes", min=0)
+    cache_dir: str = _spec("", "decoded-image cache shared by all processes and later runs; "
+                                "'' = ~/.cache/dsgan-cli/data, 'none' = decode into each process's RAM at every start")
 
 
 @dataclass

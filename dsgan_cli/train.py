@@ -39,6 +39,8 @@ STATE_FILE = "trainer_state.json"
 
 #: Test/benchmark override of the memory layout: "channels_last" or "contiguous".
 MEMORY_FORMAT_ENV = "DSGAN_MEMORY_FORMAT"
+#: Longest training time between two all-rank checks of the losses and the time limit (each is a host sync).
+SYNC_SECONDS = 30.0
 
 
 @dataclass
@@ -177,23 +179,39 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
     return digest
 
 
-def load_data(recipe: Recipe, show: bool):
-    """Decode both image sets once (progress bar on the main process)."""
+def load_data(recipe: Recipe, show: bool, writer: bool = True):
+    """Both image sets as uint8 tensors, via the shared memory-mapped cache (see :mod:`dsgan_cli.datacache`).
+
+    Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
+    """
     from rich.progress import Progress
 
     from .data import check_data_dirs, load_image_set
+    from .datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
     from .images import require_images
 
     d = recipe.data
     check_data_dirs(d.hr_dir, d.lr_dir)
-    n_hr, n_lr = len(require_images(d.hr_dir, "HR")), len(require_images(d.lr_dir, "real LR"))
     workers = max(1, d.num_workers or (os.cpu_count() or 1))
+    sets = (("HR", d.hr_dir, d.hr_size), ("real LR", d.lr_dir, d.lr_size))
     with Progress(disable=not show, transient=True) as bar:
-        task = bar.add_task("decoding images", total=n_hr + n_lr)
-        advance = lambda n: bar.advance(task, n)  # noqa: E731
-        hr = load_image_set(d.hr_dir, d.hr_size, what="HR", resize=d.resize_mismatched, workers=workers, progress=advance)
-        lr = load_image_set(d.lr_dir, d.lr_size, what="real LR", resize=d.resize_mismatched, workers=workers, progress=advance)
-    return hr, lr
+        def progress(what: str):
+            def start(total: int):
+                task = bar.add_task(f"decoding {what} images", total=total)
+                return lambda n: bar.advance(task, n)
+            return start
+
+        if d.cache_dir == "none":
+            return tuple(load_image_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
+                                        progress=progress(what)(len(require_images(folder, what))))
+                         for what, folder, size in sets)
+        cache = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
+        # Both sets are checked (hashes, sizes from the headers) before either is decoded.
+        scans = [scan_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
+                          memo=scan_memo(cache, folder), save_memo=writer) for what, folder, size in sets]
+        return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
+                                      writer=writer, progress=progress(what), scanned=scan)[0]
+                     for (what, folder, size), scan in zip(sets, scans))
 
 
 def progress_bar(show: bool):
@@ -218,7 +236,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     ``--resume latest`` continues it where it stopped.
     """
     from accelerate import Accelerator, PartialState
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     from .data import MicroBatches, make_loader
     from .losses import GeneratorLoss, build_perceptual, gan_loss_discriminator
@@ -236,14 +254,18 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
         raise file_error(resume_from, f"already at step {start_step} >= train.iterations ({iters}); raise train.iterations to train on")
     show = progress and is_main and sys.stderr.isatty()
 
-    # --- data: decoded once into RAM (before anything is written); micro-batch m is a function of (seed, m, rank)
-    hr_set, lr_set = load_data(r, show=show)
+    # --- data: decoded once into a memory-mapped cache shared by every process (before anything is written);
+    #     micro-batch m is a function of (seed, m, rank)
+    hr_set, lr_set = load_data(r, show=show, writer=dist_state.is_local_main_process)
     # Samples written into a data folder would be read back as training images.
     check_output_dir(r.data.hr_dir, out)
     check_output_dir(r.data.lr_dir, out)
     digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = Accelerator(
         cpu=cpu_processes(),
+        # D's BatchNorm running statistics are never used (D always runs in train mode), so DDP need not
+        # broadcast them before each forward; G has no buffers.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         mixed_precision=mixed_precision_for(r),
         log_with=trackers_for(out / "logs", keep_until_step=start_step) if is_main else None,
         project_dir=str(out),
@@ -299,6 +321,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     # With accumulation, G(Xb) is recomputed in the G phase so only one micro-batch graph is alive at a time.
     keep_graph = accum == 1
     last_ckpt, losses = resume_from, {}
+    nonfinite, checked, next_check = torch.zeros((), dtype=torch.bool, device=device), start_step, start_step
     t_start = time.perf_counter()
     with progress_bar(show) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, speed="", losses="")
@@ -352,21 +375,30 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             opt_g.step()
             done = step + 1
 
-            # 4. losses averaged over ranks (one small all-reduce); every rank stops together on NaN/inf
-            #    and on the time limit (the "out of time" flag rides on the same all-reduce)
-            names = ["loss_d", "loss_g", *(f"loss_{k}" for k in parts_sum), "d_real", "d_fake"]
-            out_of_time = float(max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes)
-            values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake,
-                                  torch.tensor(out_of_time, device=device)]).float()
-            values = accelerator.reduce(values, reduction="mean").tolist()
-            stop_early = values.pop() > 0 and done < iters
-            losses = dict(zip(names, values))
-            if not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
-                accelerator.end_training()
-                bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-                keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                raise DsganError(f"non-finite loss at step {done} ({bad}); training stopped, {keep}. "
-                                 "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
+            # 4. every rank stops together on NaN/inf and on the time limit. That takes an all-reduce and a host
+            #    sync, so it happens only when logging, before a checkpoint, at the end and at least every
+            #    SYNC_SECONDS; a non-finite loss in between is remembered on the device, so none reaches a checkpoint.
+            nonfinite |= ~torch.isfinite(torch.stack([loss_d, loss_g, *parts_sum.values()])).all()
+            stop_early = False
+            if (done >= next_check or done == iters or step == start_step
+                    or done % r.train.log_every == 0 or done % r.train.checkpoint_every == 0):
+                names = ["loss_d", "loss_g", *(f"loss_{k}" for k in parts_sum), "d_real", "d_fake"]
+                elapsed = time.perf_counter() - t_start
+                out_of_time = float(max_minutes is not None and elapsed > 60 * max_minutes)
+                values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake, nonfinite.float(),
+                                      torch.tensor(out_of_time, device=device), torch.tensor(elapsed, device=device)]).float()
+                values = accelerator.reduce(values, reduction="mean").tolist()
+                mean_elapsed, stop_early, any_bad = values.pop(), values.pop() > 0 and done < iters, values.pop() > 0
+                losses = dict(zip(names, values))
+                if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
+                    accelerator.end_training()
+                    bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+                    keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+                    where = f"at step {done}" if checked == done - 1 else f"between steps {checked + 1} and {done}"
+                    raise DsganError(f"non-finite loss {where} ({bad}); training stopped, {keep}. "
+                                     "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
+                # Same value on every rank (it comes from the all-reduce), so all ranks sync at the same steps.
+                checked, next_check = done, done + max(1, int(SYNC_SECONDS * (done - start_step) / max(mean_elapsed, 1e-9)))
 
             # 5. log, samples, checkpoint
             elapsed = time.perf_counter() - t_start

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_train.py --batch 8 --size 128            # CPU: slow, keep --steps small
     .venv/bin/python scripts/bench_train.py --batch 16 --size 128 --steps 20 --precision bf16   # GPU
+    .venv/bin/python scripts/bench_train.py --vs-original --steps 2    # ours vs the original implementation's step
 
 Runs the training step of ``dsgan_cli.train`` (same models, losses, data
 sampler, D step then G step) on in-memory images, with a timer around each
@@ -15,6 +16,12 @@ plus JSON (``--json PATH`` to write it to a file as well). Phases:
 - perceptual_fwd: VGG19 or LPIPS-AlexNet features of Xb (no grad) and of Xd, distance
 - g_loss_fwd: colour loss and D(Xd) for the GAN loss
 - g_backward_step: backward through D (input gradients), VGG and G, then Adam
+
+``--vs-original`` times our step and a minimal port of the original
+implementation's step (see :func:`original_step`; LPIPS-AlexNet with a random
+backbone, from the ``lpips`` package when installed) alternately in one run,
+and prints the ratio, the FLOPs per step (torch's FlopCounterMode) and the
+fraction of the CPU's nominal fp32 peak.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsgan_cli.data import MicroBatches  # noqa: E402
-from dsgan_cli.losses import ColorLoss, build_perceptual, gan_loss_discriminator, gan_loss_generator  # noqa: E402
+from dsgan_cli.losses import (ColorLoss, GeneratorLoss, PerceptualLoss, build_perceptual,  # noqa: E402
+                              gan_loss_discriminator, gan_loss_generator, perceptual_distance)
 from dsgan_cli.models import Discriminator, Generator, downscale  # noqa: E402
 from dsgan_cli.recipe import load_recipe  # noqa: E402
 
@@ -118,6 +126,196 @@ def run_layout(recipe, layout: str, batch: int, size: int, steps: int, warmup: i
             "phases_s": per_step}
 
 
+# ----------------------------------------------------------------------------- --vs-original
+
+
+class FormatIn(torch.nn.Module):
+    """Runs ``module`` with its input converted to ``fmt`` (to choose the memory format per module)."""
+
+    def __init__(self, module: torch.nn.Module, fmt: torch.memory_format):
+        super().__init__()
+        self.module, self.fmt = module.to(memory_format=fmt), fmt
+
+    def forward(self, x: torch.Tensor):
+        return self.module(x.contiguous(memory_format=self.fmt))
+
+
+def parse_variant(spec: str) -> dict[str, torch.memory_format]:
+    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network) -> formats per module."""
+    fmts = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
+    if spec in fmts:
+        return {m: fmts[spec] for m in "GDP"}
+    out = {m: torch.contiguous_format for m in "GDP"}
+    for part in spec.split(","):
+        m, f = part.split("=")
+        out[m] = fmts[f]
+    return out
+
+
+def batch_maker(recipe, batch: int, size: int, device: torch.device):
+    """Micro-batch ``i`` as (Xb, real LR) float tensors on the device, from the real sampler."""
+    g = torch.Generator().manual_seed(0)
+    s = recipe.data.scale
+    data = MicroBatches(torch.randint(0, 256, (32, 3, size * s, size * s), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g),
+                        batch_size=batch, seed=0, scale=s)
+
+    def get(i: int):
+        hr, real = data[i]
+        return downscale(hr.to(device).float().div_(255), s), real.to(device).float().div_(255)
+    return get
+
+
+def ours_step(recipe, device: torch.device, fmts: dict, perceptual_weights: str):
+    """One training step exactly as dsgan_cli.train does it (accumulation 1), memory format per module."""
+    r = recipe
+    torch.manual_seed(0)
+    G = FormatIn(Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
+                           noise_channels=r.model.noise_channels, output=r.model.output).to(device), fmts["G"])
+    D = FormatIn(Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device), fmts["D"])
+    perceptual = PerceptualLoss(r.perceptual.layers, perceptual_weights) if r.loss.w_perceptual > 0 else None
+    if perceptual is not None:
+        perceptual.vgg = FormatIn(perceptual.vgg, fmts["P"])
+    g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
+                              kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device)
+    betas = (r.optim.beta1, r.optim.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+
+    def step(xb: torch.Tensor, real: torch.Tensor) -> None:
+        opt_d.zero_grad(set_to_none=True)
+        xd = G(xb)
+        loss_d = gan_loss_discriminator(D(real), D(xd.detach()))
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            xb_feats = perceptual.vgg(xb) if perceptual is not None else None
+        loss_g, _ = g_loss_fn(xd, xb, D(xd), xb_feats)
+        loss_g.backward()
+        D.requires_grad_(True)
+        opt_g.step()
+    return step
+
+
+def lpips_alex():
+    """LPIPS-AlexNet with a random backbone (timing only): the ``lpips`` package when installed, else
+    torchvision's AlexNet features with unit channel weights (same convolutions, no learned 1x1 heads)."""
+    try:
+        import lpips
+
+        net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+        return (lambda x, y: net(x, y, normalize=True).mean()), "lpips package, AlexNet, random backbone"
+    except ImportError:
+        from torchvision.models import alexnet
+
+        feats = alexnet(weights=None).features.eval()
+        cuts = [2, 5, 8, 10, 12]  # after each ReLU, as LPIPS taps AlexNet
+
+        def dist(x, y):
+            total, a, b, prev = 0.0, x * 2 - 1, y * 2 - 1, 0
+            for c in cuts:
+                a, b = feats[prev:c](a), feats[prev:c](b)
+                na = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+                nb = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+                total = total + (na - nb).pow(2).sum(1).mean()
+                prev = c
+            return total
+        return dist, "torchvision AlexNet features, random weights (lpips package not installed)"
+
+
+def original_step(recipe, device: torch.device):
+    """The original implementation's step, minimally ported to current PyTorch: G(Xb); D(real), D(fake)
+    (not detached); D loss, backward keeping the graph, D step; then the G loss on D(fake) recomputed
+    (the D step changed D's weights in place) plus colour and LPIPS-AlexNet, backward, G step. NCHW."""
+    r = recipe
+    torch.manual_seed(0)
+    G = Generator(r.model.n_res_blocks, r.model.channels).to(device)
+    D = Discriminator(r.model.filter_kernel).to(device)
+    color = ColorLoss(r.model.filter_kernel).to(device)
+    lpips_fn, lpips_kind = lpips_alex()
+    betas = (r.optim.beta1, r.optim.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    w = r.loss
+
+    def step(xb: torch.Tensor, real: torch.Tensor) -> None:
+        xd = G(xb)
+        real_tex, fake_tex = D(real), D(xd)
+        D.zero_grad()
+        loss_d = gan_loss_discriminator(real_tex, fake_tex)
+        loss_d.backward(retain_graph=True)
+        opt_d.step()
+        G.zero_grad()
+        loss_g = w.w_color * color(xd, xb) + w.w_gan * gan_loss_generator(D(xd)) + w.w_perceptual * lpips_fn(xd, xb)
+        loss_g.backward()
+        opt_g.step()
+    return step, lpips_kind
+
+
+def peak_gflops(threads: int) -> tuple[float, str]:
+    """Nominal fp32 peak of this CPU: threads x clock x 32 FLOP/cycle (two 256-bit FMA pipes)."""
+    mhz = 0.0
+    with contextlib.suppress(OSError, ValueError):
+        mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("cpu MHz"))
+    return threads * mhz / 1000 * 32, f"{threads} threads x {mhz:.0f} MHz x 32 FLOP/cycle (2 x 256-bit FMA)"
+
+
+def count_flops(step, xb, real) -> int:
+    """FLOPs of one call of ``step`` (forward and backward convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step(xb, real)
+    return counter.get_total_flops()
+
+
+def vs_original(args, recipe, device: torch.device) -> dict:
+    """Time our step (one entry per memory-format variant) and the original's, interleaved step by step."""
+    get = batch_maker(recipe, args.batch, args.size, device)
+    orig, lpips_kind = original_step(recipe, device)
+    runs = {"original": orig}
+    for v in args.variants.split(";"):
+        runs[f"ours[{v}]"] = ours_step(recipe, device, parse_variant(v), args.perceptual_weights)
+    times = {k: [] for k in runs}
+    for i in range(args.warmup + args.steps):
+        xb, real = get(i)
+        # Interleaved, so every variant sees the same machine load; the order flips every step so
+        # that none always pays the process's first-step costs or runs right after another.
+        for name, step in (list(runs.items()) if i % 2 == 0 else list(runs.items())[::-1]):
+            t0 = time.perf_counter()
+            step(xb, real)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+            print(f"  {name}: step {i + 1}/{args.warmup + args.steps} {time.perf_counter() - t0:.2f}s", file=sys.stderr, flush=True)
+    xb, real = get(0)
+    # FLOPs are linear in the batch: count one image's step (cheap) and scale.
+    flops = {k: count_flops(s, xb[:1], real[:1]) * len(xb) for k, s in list(runs.items())[:2]}
+    per_step = {k: sum(v) / len(v) for k, v in times.items()}
+    peak, peak_how = peak_gflops(torch.get_num_threads())
+    ours_name = list(runs)[1]
+    return {
+        "lpips": lpips_kind, "seconds_per_step": per_step, "step_times": times,
+        "ratio_original_over_ours": {k: per_step["original"] / v for k, v in per_step.items() if k != "original"},
+        "flops_per_step": {"original": flops["original"], "ours": flops[ours_name]},
+        "achieved_gflops": {k: flops["original" if k == "original" else ours_name] / v / 1e9 for k, v in per_step.items()},
+        "peak_gflops": peak, "peak_assumption": peak_how,
+        "fraction_of_peak": {k: flops["original" if k == "original" else ours_name] / v / 1e9 / peak if peak else None
+                             for k, v in per_step.items()},
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name, or the CPU's architecture and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", type=Path, default=REPO / "recipes" / "idphoto.toml")
@@ -130,15 +328,33 @@ def main() -> None:
     ap.add_argument("--nets", default="vgg19,lpips-alex", help="perceptual networks to time (perceptual.net values)")
     ap.add_argument("--perceptual-weights", default="random", help="'random' keeps the benchmark offline (same cost)")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
+    ap.add_argument("--vs-original", action="store_true",
+                    help="time our step against the original implementation's step (minimal port), interleaved")
+    ap.add_argument("--variants", default="nchw",
+                    help="with --vs-original: our memory formats, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.vs_original:
+        report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32",
+                  "steps": args.steps, "warmup": args.warmup, **vs_original(args, recipe, device)}
+        for k, v in report["ratio_original_over_ours"].items():
+            print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
+                  f"original/ours = {v:.2f}x")
+        for k, v in report["fraction_of_peak"].items():
+            print(f"{k}: {report['achieved_gflops'][k]:.1f} GFLOP/s = {100 * v:.1f}% of the nominal peak ({report['peak_gflops']:.0f} GFLOP/s)")
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return
     results = [run_layout(recipe, layout, args.batch, args.size, args.steps, args.warmup, device, args.precision,
                           args.perceptual_weights, net) for net in args.nets.split(",") for layout in args.layouts.split(",")]
     fastest = min(results, key=lambda r: r["seconds_per_step"])["layout"]
     report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "recipe": str(args.recipe),
         "batch": args.batch, "lr_size": args.size, "hr_size": args.size * recipe.data.scale,
         "precision": args.precision, "steps": args.steps, "warmup": args.warmup,

@@ -75,3 +75,13 @@ def _offline(monkeypatch):
 def tiny_recipe() -> Path:
     """Path of the tiny test recipe."""
     return TINY_RECIPE
+
+
+@pytest.fixture(autouse=True)
+def _test_cache_home(tmp_path_factory, monkeypatch):
+    """Caches written by default (decoded training images, FID statistics) go to a per-session test
+    folder instead of the user's ~/.cache; torch's own folder (pretrained weights) stays where it is."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(Path(torch.hub.get_dir()).parent))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache-home"))

@@ -180,6 +180,51 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_checkpoint(tmp_path, tiny_r
     assert meta["step"] == 2 and all(torch.isfinite(p).all() for p in G.parameters())
 
 
+def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tiny_recipe, data, monkeypatch):
+    import dsgan_cli.losses as losses
+    import dsgan_cli.train as tr
+
+    real = losses.gan_loss_discriminator
+    calls = {"n": 0}
+
+    def nan_once(real_logits, fake_logits):
+        """NaN loss value at step 5 only, with zero gradients: the weights stay finite, so only the
+        remembered flag can tell that step 5 went wrong."""
+        calls["n"] += 1
+        loss = real(real_logits, fake_logits)
+        return loss.detach() * float("nan") + (loss - loss.detach()) * 0 if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(losses, "gan_loss_discriminator", nan_once)
+    monkeypatch.setattr(tr, "SYNC_SECONDS", 1e9)  # checks only at log/checkpoint steps, whatever the machine's speed
+    out = tmp_path / "run"
+    with pytest.raises(DsganError) as info:
+        tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=6", "train.log_every=100", NO_VGG), progress=False)
+    assert info.value.exit_code == EXIT_NONFINITE
+    assert "non-finite loss between steps 5 and 6" in str(info.value) and "step_00000004" in str(info.value)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+
+
+def test_losses_are_synchronised_only_at_log_and_checkpoint_steps(tmp_path, tiny_recipe, data, monkeypatch):
+    import accelerate
+
+    import dsgan_cli.train as tr
+
+    reduced_at = []
+    real_reduce = accelerate.Accelerator.reduce
+
+    def counting_reduce(self, tensor, *args, **kwargs):
+        reduced_at.append(len(reduced_at))
+        return real_reduce(self, tensor, *args, **kwargs)
+
+    monkeypatch.setattr(accelerate.Accelerator, "reduce", counting_reduce)
+    monkeypatch.setattr(tr, "SYNC_SECONDS", 1e9)
+    result = tr.train(small_recipe(tiny_recipe, data, tmp_path / "run", "train.iterations=6", "train.log_every=3",
+                                   "train.checkpoint_every=3", NO_VGG), progress=False)
+    assert result.steps == 6 and len(reduced_at) == 3  # steps 1 (first), 3 and 6, not all 6 steps
+    records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 3, 6] and all(math.isfinite(r["loss_g"]) for r in records)
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "wrong_size", "all_unreadable", "same_folder"])
 def test_bad_data_folders_give_one_line_errors(tmp_path, tiny_recipe, case):
     from dsgan_cli.train import train

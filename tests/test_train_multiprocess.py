@@ -21,7 +21,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     out, hashes = tmp_path / "run", tmp_path / "hashes"
     sets = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "train.iterations=2", "train.grad_accum=2",
             "train.checkpoint_every=2", f"data.hr_dir={tmp_path / 'hr'}", f"data.lr_dir={tmp_path / 'lr'}",
-            f"train.output_dir={out}", "loss.w_perceptual=0"]
+            f"train.output_dir={out}", "loss.w_perceptual=0", f"data.cache_dir={tmp_path / 'cache'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(REPO / "tests" / "train_rank_weights.py"), str(hashes), "train", str(TINY_RECIPE), "--no-progress"]
@@ -54,3 +54,8 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert [r["step"] for r in records] == [1, 2]
     assert all(math.isfinite(r[k]) for r in records for k in ("loss_g", "loss_d", "loss_color", "loss_gan"))
     assert res.stdout.count("generator:") == 1
+
+    # one process decoded each set into the one shared cache; the other mapped it
+    assert res.stderr.count("decoded 8 HR images into the cache") == 1
+    assert res.stderr.count("decoded 8 real LR images into the cache") == 1
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 2 and not list((tmp_path / "cache").glob("*.partial"))

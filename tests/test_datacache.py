@@ -1,0 +1,162 @@
+"""The decoded-image cache: reused without decoding, invalidated by content, fails fast, shared by processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_images
+from dsgan_cli import datacache
+from dsgan_cli.datacache import DECODE_COUNTER, cached_image_set
+from dsgan_cli.errors import DsganError
+from dsgan_cli.recipe import load_recipe
+
+
+def pixels(path: Path) -> np.ndarray:
+    """(3, H, W) uint8 of an image file, read with PIL directly."""
+    return np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1)
+
+
+def mapped_files() -> dict[str, set[str]]:
+    """Files this process has memory-mapped, with the permissions of their mappings (from /proc/self/maps)."""
+    out: dict[str, set[str]] = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6:
+            out.setdefault(parts[5].strip(), set()).add(parts[1])
+    return out
+
+
+def test_second_load_maps_the_cache_without_decoding(tmp_path):
+    paths = write_images(tmp_path / "hr", 5, 16, seed=0)
+    cache = tmp_path / "cache"
+    before = DECODE_COUNTER["images"]
+    first, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    assert decoded and DECODE_COUNTER["images"] - before == 5
+    second, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    assert not decoded and DECODE_COUNTER["images"] - before == 5  # nothing decoded the second time
+    assert second.paths == paths and tuple(second.images.shape) == (5, 3, 16, 16)
+    for i, p in enumerate(paths):
+        assert np.array_equal(second.images[i].numpy(), pixels(p))
+    (data_file,) = cache.glob("*.u8")
+    perms = mapped_files()[str(data_file)]  # the pixels are the mapped file, not a private copy
+    assert perms and all("w" not in p for p in perms)  # mapped read-only
+
+
+def test_changed_image_content_selects_a_new_entry(tmp_path):
+    paths = write_images(tmp_path / "hr", 4, 16, seed=0)
+    cache = tmp_path / "cache"
+    cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    new = np.full((16, 16, 3), 7, dtype=np.uint8)
+    Image.fromarray(new).save(paths[2])  # same name, same size, new content
+    before = DECODE_COUNTER["images"]
+    s, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    assert decoded and DECODE_COUNTER["images"] - before == 4
+    assert np.array_equal(s.images[2].numpy(), new.transpose(2, 0, 1))
+    assert len(list(cache.glob("*.u8"))) == 2  # the old entry is left alone, never served for the new content
+
+
+def test_recipe_size_is_part_of_the_key(tmp_path):
+    write_images(tmp_path / "hr", 3, 16, seed=0)
+    cache = tmp_path / "cache"
+    a, _ = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    b, decoded = cached_image_set(tmp_path / "hr", 8, what="HR", cache_dir=cache, resize=True)
+    assert decoded and tuple(b.images.shape) == (3, 3, 8, 8) and b.resized == 3
+
+
+def test_wrong_size_fails_before_any_decode(tmp_path):
+    write_images(tmp_path / "hr", 6, 16, seed=0)
+    write_images(tmp_path / "odd", 1, 12, seed=3)
+    bad = tmp_path / "hr" / "zz_last.png"
+    (tmp_path / "odd" / "img_000.png").rename(bad)  # sorted last: a decode would reach it at the very end
+    before = DECODE_COUNTER["images"]
+    with pytest.raises(DsganError) as info:
+        cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=tmp_path / "cache")
+    assert str(bad) in str(info.value) and "12x12, expected 16x16" in str(info.value)
+    assert DECODE_COUNTER["images"] == before
+    assert not list((tmp_path / "cache").glob("*.u8"))
+
+
+def test_unreadable_files_are_skipped_and_remembered(tmp_path, capsys):
+    paths = write_images(tmp_path / "hr", 3, 16, seed=0)
+    (tmp_path / "hr" / "broken.png").write_bytes(b"not an image")
+    cache = tmp_path / "cache"
+    a, _ = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    b, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    assert not decoded and b.paths == paths and len(b.images) == 3
+    assert [p.name for p, _ in b.skipped] == ["broken.png"]
+    assert capsys.readouterr().err.count("broken.png") == 2  # warned on the cached load too
+
+
+def test_a_non_writer_waits_for_the_writer(tmp_path):
+    paths = write_images(tmp_path / "hr", 4, 16, seed=0)
+    cache = tmp_path / "cache"
+    got = {}
+    waiter = threading.Thread(target=lambda: got.setdefault("r", cached_image_set(
+        tmp_path / "hr", 16, what="HR", cache_dir=cache, writer=False, poll_s=0.01)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # no writer yet: it cannot have finished
+    _, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    waiter.join(timeout=30)
+    images, waiter_decoded = got["r"]
+    assert decoded and not waiter_decoded
+    assert np.array_equal(images.images[3].numpy(), pixels(paths[3]))
+
+
+def test_train_reuses_the_cache_and_resume_decodes_nothing(tmp_path, tiny_recipe, monkeypatch):
+    from dsgan_cli.train import train
+
+    write_images(tmp_path / "hr", 4, 16, seed=0)
+    write_images(tmp_path / "lr", 4, 8, seed=1, noise=12)
+    cache = tmp_path / "cache"
+
+    def recipe(out: str, iters: int):
+        return load_recipe(tiny_recipe, [
+            "data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "loss.w_perceptual=0",
+            f"train.iterations={iters}", f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}",
+            f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}", f"data.cache_dir={json.dumps(str(cache))}",
+            f"train.output_dir={json.dumps(str(tmp_path / out))}"])
+
+    before = DECODE_COUNTER["images"]
+    train(recipe("a", 2), progress=False)
+    assert DECODE_COUNTER["images"] - before == 8 and len(list(cache.glob("*.u8"))) == 2
+    train(recipe("a", 4), resume="latest", progress=False)
+    train(recipe("b", 2), progress=False)
+    assert DECODE_COUNTER["images"] - before == 8  # the resume and the second run decoded nothing
+
+
+def test_cache_dir_none_decodes_into_ram(tmp_path, tiny_recipe):
+    from dsgan_cli.train import load_data
+
+    write_images(tmp_path / "hr", 3, 16, seed=0)
+    write_images(tmp_path / "lr", 3, 8, seed=1)
+    r = load_recipe(tiny_recipe, ["data.hr_size=16", "data.lr_size=8", "data.cache_dir=none",
+                                  f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}", f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}"])
+    before = DECODE_COUNTER["images"]
+    hr, lr = load_data(r, show=False)
+    assert DECODE_COUNTER["images"] == before and len(hr.images) == 3 and hr.images.numpy().flags.writeable
+
+
+def test_scan_memo_skips_unchanged_files_and_sees_changed_ones(tmp_path, monkeypatch):
+    from dsgan_cli.datacache import scan_set
+
+    paths = write_images(tmp_path / "hr", 4, 16, seed=0)
+    memo = tmp_path / "memo.json"
+    _, key1 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    read = []
+    real_scan_one = datacache._scan_one
+    monkeypatch.setattr(datacache, "_scan_one", lambda p: read.append(p.name) or real_scan_one(p))
+    _, key2 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert key2 == key1 and read == []  # nothing re-read
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(paths[1])
+    _, key3 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert key3 != key1 and read == ["img_001.png"]
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(paths[2])  # now the wrong size
+    with pytest.raises(DsganError, match="img_002.png.*12x12"):
+        scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo)
