@@ -461,7 +461,9 @@ def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe,
         argv = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={inp}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
                 "--set", f"train.output_dir={tmp_path / 'run'}", "--set", "loss.w_perceptual=0"]
         hook = "import dsgan_cli.train as m; name = 'load_data'"
-    code = (f"import os, signal, sys\n{hook}\norig = getattr(m, name)\n"
+    # A shell started in the background ignores SIGINT for its children; a terminal's foreground job does not.
+    code = (f"import os, signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{hook}\n"
+            "orig = getattr(m, name)\n"
             "def hooked(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n    return orig(*a, **k)\n"
             "setattr(m, name, hooked)\nfrom dsgan_cli.cli import main\nmain(sys.argv[1:])\n")
     env = dict(os.environ, DSGAN_OFFLINE="1", OMP_NUM_THREADS="1")
