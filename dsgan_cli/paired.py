@@ -24,7 +24,6 @@ TARGETS = {"grain_ratio_min": 0.5, "sharpness_progress": (0.5, 1.5), "colour_shi
            "border_ratio_max": 1.2, "spectrum_vs_xb_max": 0.7}
 
 
-
 def luma(x: np.ndarray) -> np.ndarray:
     """Rec. 601 luma of an (H, W, 3) float image."""
     return x @ np.array([0.299, 0.587, 0.114])
@@ -110,7 +109,7 @@ def radial_amplitude(r: np.ndarray, bins: int = 16) -> np.ndarray:
 
 
 def paired_report(xbs, xds, targets, min_flat: int = 200) -> dict:
-    """Every paired figure over a held-out set of (Xb, Xd, target) uint8 images."""
+    """Every paired figure over a held-out set of (Xb, Xd, target) uint8 images, all of one size."""
     f = lambda a: a.astype(np.float64)  # noqa: E731
     g_d, g_t, shifts_d, shifts_t, s_b, s_d, s_t = [], [], [], [], [], [], []
     bo_d = bi_d = bo_t = bi_t = 0.0
