@@ -672,6 +672,10 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
     if rank == 0:
         part.failed = failed + part.failed
     parts = gather_object([part.to_dict()]) if world > 1 else [part.to_dict()]
+    if world > 1:
+        # Tear the process group down here: left to interpreter exit, gloo's threads can abort a rank
+        # (measured: "terminate called without an active exception", exit -6, after all files were written).
+        accelerator.end_training()
     summary = _merge(parts)
     if rank == 0 and replacing:
         write_output_record(output_dir, record)
