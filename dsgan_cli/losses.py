@@ -85,6 +85,17 @@ def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
         pretrained_state_dict(enum, name)  # raises the how-to error
 
 
+def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weights: str, name: str) -> None:
+    """Load a torchvision classifier's ``features`` block (whole-model or features-only file) into ``features_net``."""
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    if not features:  # a file holding just the features block
+        features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    try:
+        features_net.load_state_dict(features)
+    except RuntimeError as e:
+        raise DsganError(f"{weights}: not {name} weights ({str(e).splitlines()[0]})") from None
+
+
 def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's pretrained VGG19 weights: from the torch hub cache, else downloaded."""
     from torchvision.models import VGG19_Weights
@@ -119,14 +130,7 @@ class VGGFeatures(nn.Module):
             warn_random_vgg()
         else:
             state = _pretrained_vgg_state_dict() if weights == "torchvision" else load_weights_file(weights, "VGG19 weights")
-            features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-            if not features:  # a file holding just the features block
-                features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            try:
-                features_net.load_state_dict(features)
-            except RuntimeError as e:
-                first = str(e).splitlines()[0]
-                raise DsganError(f"{weights}: not VGG19 weights ({first})") from None
+            load_features(features_net, state, weights, "VGG19")
         self.features = features_net[: self.layer_ids[-1] + 1]
         # In-place ReLUs would overwrite the features we tap.
         for m in self.features:

@@ -48,7 +48,7 @@ def alexnet_features(weights: str) -> nn.Sequential:
     """AlexNet's ``features`` block up to its last ReLU, with the weights ``weights`` names."""
     from torchvision.models import AlexNet_Weights, alexnet
 
-    from .losses import pretrained_state_dict, warn_random_vgg
+    from .losses import load_features, pretrained_state_dict, warn_random_vgg
 
     features = alexnet(weights=None).features[: TAPS[-1] + 1]
     if weights == "random":
@@ -56,13 +56,7 @@ def alexnet_features(weights: str) -> nn.Sequential:
         return features
     state = pretrained_state_dict(AlexNet_Weights.IMAGENET1K_V1, "AlexNet") if weights == "torchvision" \
         else load_weights_file(weights, "AlexNet weights")
-    wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    if not wanted:  # a file holding just the features block
-        wanted = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    try:
-        features.load_state_dict(wanted)
-    except RuntimeError as e:
-        raise DsganError(f"{weights}: not AlexNet weights ({str(e).splitlines()[0]})") from None
+    load_features(features, state, weights, "AlexNet")
     return features
 
 

@@ -11,7 +11,6 @@ lists them BasicSR-style (``NAME (H,W,3)`` with the HR shape).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -143,7 +142,7 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
     check_pairs_dir(input_dir, out_dir)
     jobs, failed = plan_pairs(input_dir, out_dir, suffix)
     settings = {"scale": scale, "cleanup_factor": cleanup_factor, "format": suffix,
-                "generator_sha256": _file_sha256(checkpoint)}
+                "generator_sha256": meta["sha256"]}
     check_settings(out_dir, settings, overwrite)
     check_writable_dir(out_dir)
     write_bytes_atomic(out_dir / SETTINGS_FILE, json.dumps(settings, indent=2).encode())
@@ -184,12 +183,6 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
     summary.pairs, summary.seconds = len(complete), time.perf_counter() - start
     summary.failed.sort()
     return summary
-
-
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of the generator file (folder: its generator.safetensors), to tie pairs to one model."""
-    path = path / "generator.safetensors" if path.is_dir() else path
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def report(summary: PairsSummary, console) -> None:
