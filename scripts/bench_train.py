@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsgan_cli.data import MicroBatches  # noqa: E402
-from dsgan_cli.losses import (ColorLoss, GeneratorLoss, PerceptualLoss, build_perceptual,  # noqa: E402
+from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator, perceptual_distance)
 from dsgan_cli.models import Discriminator, Generator, downscale  # noqa: E402
 from dsgan_cli.recipe import load_recipe  # noqa: E402
@@ -140,16 +141,20 @@ class FormatIn(torch.nn.Module):
         return self.module(x.contiguous(memory_format=self.fmt))
 
 
-def parse_variant(spec: str) -> dict[str, torch.memory_format]:
-    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network) -> formats per module."""
+def parse_variant(spec: str) -> tuple[dict[str, torch.memory_format], bool]:
+    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network), optionally '+compile'
+    -> (formats per module, compile)."""
+    spec, plus, what = spec.partition("+")
+    if plus and what != "compile":
+        raise SystemExit(f"unknown variant option +{what} (only +compile)")
     fmts = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
     if spec in fmts:
-        return {m: fmts[spec] for m in "GDP"}
+        return {m: fmts[spec] for m in "GDP"}, bool(plus)
     out = {m: torch.contiguous_format for m in "GDP"}
     for part in spec.split(","):
         m, f = part.split("=")
         out[m] = fmts[f]
-    return out
+    return out, bool(plus)
 
 
 def batch_maker(recipe, batch: int, size: int, device: torch.device):
@@ -166,36 +171,27 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
     return get
 
 
-def ours_step(recipe, device: torch.device, fmts: dict, perceptual_weights: str):
-    """One training step exactly as dsgan_cli.train does it (accumulation 1), memory format per module."""
-    r = recipe
+def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: str):
+    """One training step through dsgan_cli.train's own D-step and G-step functions (accumulation 1);
+    ``variant`` picks the memory format per module and, with '+compile', torch.compile (see parse_variant)."""
+    from accelerate import Accelerator
+
+    from dsgan_cli.train import build_networks, discriminator_step, generator_step
+
+    fmts, compiled = parse_variant(variant)
+    r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
+                            train=dataclasses.replace(recipe.train, compile=compiled))
+    accelerator = Accelerator(cpu=device.type == "cpu")
     torch.manual_seed(0)
-    G = FormatIn(Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                           noise_channels=r.model.noise_channels, output=r.model.output).to(device), fmts["G"])
-    D = FormatIn(Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device), fmts["D"])
-    perceptual = PerceptualLoss(r.perceptual.layers, perceptual_weights) if r.loss.w_perceptual > 0 else None
-    if perceptual is not None:
-        perceptual.vgg = FormatIn(perceptual.vgg, fmts["P"])
-    g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
-                              kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device)
-    betas = (r.optim.beta1, r.optim.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, torch.contiguous_format)
+    G, D = FormatIn(G, fmts["G"]), FormatIn(D, fmts["D"])
+    if g_loss_fn.perceptual is not None and hasattr(g_loss_fn.perceptual, "vgg"):
+        g_loss_fn.perceptual.vgg = FormatIn(g_loss_fn.perceptual.vgg, fmts["P"])
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
 
     def step(xb: torch.Tensor, real: torch.Tensor) -> None:
-        opt_d.zero_grad(set_to_none=True)
-        xd = G(xb)
-        loss_d = gan_loss_discriminator(D(real), D(xd.detach()))
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        opt_g.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            xb_feats = perceptual.vgg(xb) if perceptual is not None else None
-        loss_g, _ = g_loss_fn(xd, xb, D(xd), xb_feats)
-        loss_g.backward()
-        D.requires_grad_(True)
-        opt_g.step()
+        xds, _ = discriminator_step(accelerator, G, D, opt_d, [xb], [real], keep_graph=True)
+        generator_step(accelerator, G, D, opt_g, g_loss_fn, [xb], xds, keep_graph=True)
     return step
 
 
@@ -278,7 +274,7 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     orig, lpips_kind = original_step(recipe, device)
     runs = {"original": orig}
     for v in args.variants.split(";"):
-        runs[f"ours[{v}]"] = ours_step(recipe, device, parse_variant(v), args.perceptual_weights)
+        runs[f"ours[{v}]"] = ours_step(recipe, device, v, args.perceptual_weights)
     times = {k: [] for k in runs}
     for i in range(args.warmup + args.steps):
         xb, real = get(i)
@@ -331,7 +327,8 @@ def main() -> None:
     ap.add_argument("--vs-original", action="store_true",
                     help="time our step against the original implementation's step (minimal port), interleaved")
     ap.add_argument("--variants", default="nchw",
-                    help="with --vs-original: our memory formats, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw")
+                    help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
+                         "each optionally with +compile (torch.compile)")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
