@@ -90,8 +90,8 @@ class TrainConfig:
     batch_size: int = _spec(16, "images per step per process", min=1)
     grad_accum: int = _spec(1, "gradient accumulation steps", min=1)
     precision: str = _spec("no", "mixed precision", choices=("no", "bf16", "fp16"))
-    memory_format: str = _spec("auto", "tensor layout of G, D and the perceptual network; 'auto' = NCHW on CPU, "
-                                       "channels_last on GPUs", choices=("auto", "contiguous", "channels_last"))
+    memory_format: str = _spec("auto", "tensor layout of G, D and the perceptual network; 'auto' = the fastest measured "
+                                       "per network and device (BENCHMARKS.md)", choices=("auto", "contiguous", "channels_last"))
     compile: bool = _spec(False, "torch.compile G, D and the perceptual network (first steps are slower while compiling)")
     seed: int = _spec(0, "random seed", min=0, max=2**32 - 1)
     output_dir: str = _spec("runs/idphoto", "folder for checkpoints, samples and logs")

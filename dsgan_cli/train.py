@@ -53,11 +53,17 @@ class TrainResult:
 # ----------------------------------------------------------------------------- building blocks
 
 
-def memory_format_for(device: torch.device, choice: str = "auto") -> torch.memory_format:
-    """The recipe's ``train.memory_format``; "auto" is NCHW on CPU and channels_last on GPUs (see BENCHMARKS.md)."""
-    if choice == "auto":
-        choice = "contiguous" if device.type == "cpu" else "channels_last"
-    return torch.contiguous_format if choice == "contiguous" else torch.channels_last
+#: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type:
+#: what scripts/bench_train.py --vs-original measured fastest (BENCHMARKS.md). GPUs: cuDNN's preferred
+#: layout under mixed precision, not measured yet.
+AUTO_LAYOUTS = {"cpu": {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
+                "other": {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
+
+
+def memory_formats_for(device: torch.device, choice: str = "auto") -> dict[str, torch.memory_format]:
+    """The recipe's ``train.memory_format`` as a layout per network: "G", "D" and "P" (the perceptual network)."""
+    names = AUTO_LAYOUTS["cpu" if device.type == "cpu" else "other"] if choice == "auto" else dict.fromkeys("GDP", choice)
+    return {k: torch.contiguous_format if v == "contiguous" else torch.channels_last for k, v in names.items()}
 
 
 def mixed_precision_for(recipe: Recipe) -> str:
@@ -241,17 +247,18 @@ def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool)
     )
 
 
-def build_networks(r: Recipe, device: torch.device, fmt: torch.memory_format):
-    """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers."""
+def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format]):
+    """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
+    network in its layout from ``fmts`` (see :func:`memory_formats_for`)."""
     from . import losses, models
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                         noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmt)
-    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
+                         noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmts["G"])
+    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
-    g_loss_fn = g_loss_fn.to(device, memory_format=fmt)
+    g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
             net.compile()
@@ -283,16 +290,17 @@ def set_lr(optimisers, lr: float) -> None:
             group["lr"] = lr
 
 
-def next_inputs(batches, accum: int, device: torch.device, scale: int, fmt: torch.memory_format):
-    """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device."""
+def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format]):
+    """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
+    in G's and D's layouts."""
     from .models import downscale
 
     xbs, reals = [], []
     for _ in range(accum):
         hr_u8, lr_u8 = next(batches)
         hr = hr_u8.to(device, non_blocking=True).float().div_(255)
-        xbs.append(downscale(hr, scale).contiguous(memory_format=fmt))
-        reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmt))
+        xbs.append(downscale(hr, scale).contiguous(memory_format=fmts["G"]))
+        reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmts["D"]))
     return xbs, reals
 
 
@@ -462,7 +470,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = build_accelerator(r, out, start_step, is_main)
     device = accelerator.device
-    fmt = memory_format_for(device, r.train.memory_format)
+    fmts = memory_formats_for(device, r.train.memory_format)
     set_seed(r.train.seed)  # identical initial weights on every rank
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
@@ -470,7 +478,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     batches = iter(make_loader(dataset, start_step * accum, iters * accum, r.data.num_workers, device.type == "cuda"))
 
     # --- models, losses, optimisers (prepared once)
-    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmt)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     if resume_from is not None:
@@ -493,7 +501,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
-            xbs, reals = next_inputs(batches, accum, device, scale, fmt)
+            xbs, reals = next_inputs(batches, accum, device, scale, fmts)
             xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph)
             g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph)
             done = step + 1

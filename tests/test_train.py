@@ -306,7 +306,7 @@ def test_linear_lr_decay(tiny_recipe):
     assert lr_at(100, r) == 0.0
 
 
-@pytest.mark.parametrize("option", ["train.memory_format=channels_last", "train.compile=true"])
+@pytest.mark.parametrize("option", ["train.memory_format=contiguous", "train.memory_format=channels_last", "train.compile=true"])
 def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recipe, data, option):
     """Memory layout and torch.compile change speed only: same weights after two steps, same checkpoint names,
     and a run with the option resumes from a checkpoint written without it."""
