@@ -141,20 +141,20 @@ class FormatIn(torch.nn.Module):
         return self.module(x.contiguous(memory_format=self.fmt))
 
 
-def parse_variant(spec: str) -> tuple[dict[str, torch.memory_format], bool]:
-    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network), optionally '+compile'
-    -> (formats per module, compile)."""
-    spec, plus, what = spec.partition("+")
-    if plus and what != "compile":
-        raise SystemExit(f"unknown variant option +{what} (only +compile)")
+def parse_variant(spec: str) -> tuple[dict[str, torch.memory_format], set[str]]:
+    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network), optionally followed by
+    '+compile' (torch.compile) and/or '+bf16' (bf16 autocast) -> (formats per module, options)."""
+    spec, *opts = spec.split("+")
+    if set(opts) - {"compile", "bf16"}:
+        raise SystemExit(f"unknown variant option in {spec!r}: only +compile and +bf16")
     fmts = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
     if spec in fmts:
-        return {m: fmts[spec] for m in "GDP"}, bool(plus)
+        return {m: fmts[spec] for m in "GDP"}, set(opts)
     out = {m: torch.contiguous_format for m in "GDP"}
     for part in spec.split(","):
         m, f = part.split("=")
         out[m] = fmts[f]
-    return out, bool(plus)
+    return out, set(opts)
 
 
 def batch_maker(recipe, batch: int, size: int, device: torch.device):
@@ -173,14 +173,16 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
 
 def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: str):
     """One training step through dsgan_cli.train's own D-step and G-step functions (accumulation 1);
-    ``variant`` picks the memory format per module and, with '+compile', torch.compile (see parse_variant)."""
+    ``variant`` picks the memory format per module, torch.compile and bf16 autocast (see parse_variant)."""
     from accelerate import Accelerator
 
     from dsgan_cli.train import build_networks, discriminator_step, generator_step
 
-    fmts, compiled = parse_variant(variant)
+    fmts, opts = parse_variant(variant)
     r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
-                            train=dataclasses.replace(recipe.train, compile=compiled))
+                            train=dataclasses.replace(recipe.train, compile="compile" in opts))
+    # Autocast around the step: one process holds one Accelerator state, so its mixed_precision can't vary per variant.
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if "bf16" in opts else contextlib.nullcontext
     accelerator = Accelerator(cpu=device.type == "cpu")
     torch.manual_seed(0)
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, dict.fromkeys("GDP", torch.contiguous_format))
@@ -190,8 +192,9 @@ def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: st
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
 
     def step(xb: torch.Tensor, real: torch.Tensor) -> None:
-        xds, _ = discriminator_step(accelerator, G, D, opt_d, [xb], [real], keep_graph=True)
-        generator_step(accelerator, G, D, opt_g, g_loss_fn, [xb], xds, keep_graph=True)
+        with autocast():
+            xds, _ = discriminator_step(accelerator, G, D, opt_d, [xb], [real], keep_graph=True)
+            generator_step(accelerator, G, D, opt_g, g_loss_fn, [xb], xds, keep_graph=True)
     return step
 
 
@@ -334,14 +337,14 @@ def main() -> None:
                     help="time our step against the original implementation's step (minimal port), interleaved")
     ap.add_argument("--variants", default="nchw",
                     help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
-                         "each optionally with +compile (torch.compile)")
+                         "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.vs_original:
         report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32",
+                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32 unless a variant says +bf16",
                   "steps": args.steps, "warmup": args.warmup, **vs_original(args, recipe, device)}
         for k, v in report["ratio_original_over_ours"].items():
             print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
