@@ -565,10 +565,9 @@ def run_degrade(hr_dir: Path, xd_dir: Path, generator_path: Path, progress: bool
     from .degrade import degrade_folder
 
     summary = degrade_folder(hr_dir, xd_dir, generator_path, overwrite=True, progress=progress)
-    failed = getattr(summary, "failed", 0)
-    failed = len(failed) if isinstance(failed, (list, tuple, dict)) else int(failed or 0)
-    if failed:
-        raise DsganError(f"degrade: {failed} held-out image(s) failed", 1)
+    if summary.failed:
+        path, reason = summary.failed[0]
+        raise DsganError(f"degrade: {len(summary.failed)} held-out image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
     return summary
 
 
@@ -631,12 +630,12 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
     if not drawn:
         raise DsganError(f"{train_result.output_dir}: training logged no losses (logs/metrics.jsonl)")
 
-    freq = frequency_numbers((evaluation.get("result") or {}).get("frequency") or {"sets": {}}, report_dir / "spectrum.png")
+    result = evaluation["result"]
+    freq = frequency_numbers(result["frequency"], report_dir / "spectrum.png")
     verdict = judge(_load_arrays(xb_list), _load_arrays(xd_list), holdout_targets(xb_list, spec))
-    result = evaluation.get("result") or {}
     summary = {
         "ok": True,
-        "mode": state.get("mode"),
+        "mode": state["mode"],
         "learned": verdict["learned"],
         "verdict": {"checks": verdict["checks"], "targets": verdict["targets"]},
         "paired": verdict["paired"],
@@ -647,17 +646,17 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
         "high_band": freq["high_band"],
         "analysis_image_size": freq["image_size"],
         "definitions": freq["definitions"],
-        "fid": result.get("fid"),
-        "kid": result.get("kid_mean"),
-        "fid_note": evaluation.get("fid_note"),
-        "perceptual_weights": state.get("perceptual_weights"),
-        "perceptual_note": state.get("perceptual_note"),
-        "degradation": state.get("data", {}).get("degradation"),
-        "counts": {"train_hr": state.get("data", {}).get("counts", {}).get("hr"), "real_lr": len(real_paths), "held_out": len(pairs)},
-        "train": {"steps": getattr(train_result, "steps", None), "generator": str(train_result.generator_path),
-                  "last_losses": jsonable(getattr(train_result, "last_losses", None))},
-        "recipe_file": state.get("recipe_file"),
-        "overrides": state.get("overrides"),
+        "fid": result["fid"],
+        "kid": result["kid_mean"],
+        "fid_note": evaluation["fid_note"],
+        "perceptual_weights": state["perceptual_weights"],
+        "perceptual_note": state["perceptual_note"],
+        "degradation": state["data"]["degradation"],
+        "counts": {"train_hr": state["data"]["counts"]["hr"], "real_lr": len(real_paths), "held_out": len(pairs)},
+        "train": {"steps": train_result.steps, "generator": str(train_result.generator_path),
+                  "last_losses": jsonable(train_result.last_losses)},
+        "recipe_file": state["recipe_file"],
+        "overrides": state["overrides"],
         "files": {name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
     }
     return summary

@@ -159,8 +159,8 @@ def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path)
 def test_recipe_option_takes_a_file(tmp_path):
     """``--recipe FILE``: a broken recipe file fails the recipe step, naming the file (exit 2)."""
     broken = tmp_path / "broken.toml"
-    broken.write_text("[train]\niterations = 'many'\n")
+    broken.write_text('[model]\nfilter = "median"\n')
     proc = run_demo("--quick", "--out", str(tmp_path / "demo"), "--no-progress", "--recipe", str(broken), cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {broken}") and "train.iterations" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: {broken}") and "model.filter" in lines[0], lines
