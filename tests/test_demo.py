@@ -164,3 +164,10 @@ def test_recipe_option_takes_a_file(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {broken}") and "model.filter" in lines[0], lines
+
+
+def test_ctrl_c_in_the_demo_says_how_to_go_on():
+    from dsgan_cli.cli import interrupted_message
+
+    assert interrupted_message(["demo", "--quick"]).startswith("interrupted: demo stopped;")
+    assert "run the same command again" in interrupted_message(["--debug", "demo"])
