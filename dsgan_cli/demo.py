@@ -441,7 +441,8 @@ class StepLog:
         try:
             result = fn()
         except BaseException as e:
-            message = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e) or type(e).__name__
+            message = ("interrupted" if isinstance(e, KeyboardInterrupt)
+                       else str(e) if isinstance(e, DsganError) else f"{type(e).__name__}: {e}")
             self.records.append({"step": name, "ok": False, "seconds": round(time.perf_counter() - t, 2), "error": message})
             self.console.print(f"[red]FAILED[/] {name}: {message}")
             raise
