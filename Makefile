@@ -22,7 +22,7 @@ test: venv
 	$(PY) -m pytest -q
 
 demo: venv
-	$(PY) -m dsgan_cli.demo $(DEMO_ARGS)
+	$(VENV)/bin/dsgan demo $(DEMO_ARGS)
 
 # Mutation testing of the method's core ([tool.mutmut] in pyproject.toml; results in docs/mutation.md).
 # MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.models*'.

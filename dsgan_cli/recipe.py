@@ -8,6 +8,7 @@ Relative paths in a recipe are taken relative to the current directory.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import tomllib
 import typing
@@ -258,9 +259,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = importlib.resources.files(__package__).joinpath("recipes")
+    names = sorted(p.name.removesuffix(".toml") for p in builtin.iterdir() if p.name.endswith(".toml"))
+    if str(name_or_path) in names:
+        return Path(str(builtin.joinpath(f"{name_or_path}.toml")))
+    if path.exists():
+        return path  # a folder: load_recipe says so
+    raise DsganError(f"{name_or_path}: recipe file not found, and not a built-in recipe ({', '.join(names)})")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe TOML file, then apply ``--set`` overrides."""
-    path = Path(path)
+    """Read and validate a recipe TOML file (or a built-in recipe by name), then apply ``--set`` overrides."""
+    path = resolve_recipe(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
