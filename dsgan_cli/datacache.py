@@ -44,7 +44,7 @@ from PIL import Image
 
 from .data import ImageSet, _decode_one
 from .errors import file_error
-from .images import require_images, write_bytes_atomic
+from .images import open_regular, require_images, write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -60,7 +60,11 @@ def default_cache_dir() -> Path:
 
 def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     """Content hash of ``path`` and its declared (width, height), or None when the header is unreadable."""
-    data = path.read_bytes()
+    try:
+        with open_regular(path) as fh:  # a FIFO or device is refused, never read (it could block forever)
+            data = fh.read()
+    except OSError as e:  # the decode skips such a file with its reason; the key still names it
+        return f"unreadable: {e.strerror or e}", None
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:  # header only: pixels are not decoded here
@@ -72,9 +76,12 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     return digest, wh
 
 
-def _stat_sig(path: Path) -> list[int]:
-    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused."""
-    st = path.stat()
+def _stat_sig(path: Path) -> list[int] | None:
+    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused; None (never reused) if unstat-able."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
@@ -96,7 +103,7 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
             old = json.loads(memo.read_text(encoding="utf-8"))
     sigs = [_stat_sig(p) for p in paths]
     rels = [p.relative_to(root).as_posix() for p in paths]
-    todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if old.get(rel, [None])[0] != sig]
+    todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if sig is None or old.get(rel, [None])[0] != sig]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib and file reads release the GIL
         fresh = dict(zip(todo, pool.map(lambda i: _scan_one(paths[i]), todo)))
     role = {"variant": variant} if variant else {"what": what}
@@ -260,7 +267,8 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
                                                               progress(len(paths)) if progress else None)}
             if not meta["count"]:
                 first = meta["skipped"][0]
-                raise file_error(root, f"none of the {len(paths)} {what} images could be read (first: {root / first[0]}: {first[1]})")
+                raise file_error(root, f"no readable image: none of the {len(paths)} {what} images could be read "
+                                       f"(first: {root / first[0]}: {first[1]})")
             os.replace(tmp, data_file)
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness
         finally:
