@@ -5,7 +5,9 @@ process multiplies the memory by the number of GPUs. Here a set is decoded
 once into ``<key>.u8`` (raw uint8, shape (N, 3, S, S)) next to a small
 ``<key>.json`` (kept paths, skipped files, counts). Every process of every
 later run or resume maps the same file read-only, so the operating system
-keeps one copy of the pixels in its page cache for all of them.
+keeps one copy of the pixels in its page cache for all of them. ``dsgan eval``
+stores its sets the same way (:func:`cached_decode`: any image sizes, brought to
+one (W, H) by its own decode, which is named in the key).
 
 The key is a SHA-256 over the cache format, the set's role, the image side,
 the resize flag and every file's relative path and content hash: changing,

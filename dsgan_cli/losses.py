@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from .errors import DsganError
 from .models import FilterLow
-from .weights import VGG19, load_pretrained
+from .weights import ALEXNET, VGG19, check_available, load_pretrained, resolve
 
 #: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
 VGG19_LAYERS: dict[str, int] = {}
@@ -49,8 +49,6 @@ class ColorLoss(nn.Module):
 
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
     """Raise the error building the perceptual loss would raise for weights that cannot be had (cheap: no loading)."""
-    from .weights import ALEXNET, VGG19, check_available, resolve
-
     backbone = ALEXNET if net == "lpips-alex" else VGG19
     if weights == "torchvision":
         check_available(backbone)

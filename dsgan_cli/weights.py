@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_weights_file
-from .errors import DsganError
+from .errors import DsganError, file_error
 
 OFFLINE_ENV = "DSGAN_OFFLINE"
 #: Values of ``DSGAN_OFFLINE`` that leave downloads on; any other value turns them off.
@@ -112,8 +112,6 @@ def resolve(net: Pretrained, path: str | Path | None = None) -> Path:
     """The file to load for ``net``: ``path`` when given (it must exist), else :func:`cached_or_download`."""
     if path is None:
         return cached_or_download(net)
-    from .errors import file_error
-
     p = Path(path).expanduser()
     if not p.exists():
         raise file_error(p, f"{net.name} weights file not found")
