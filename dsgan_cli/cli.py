@@ -176,7 +176,8 @@ def eval_cmd(
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", envvar="DSGAN_INCEPTION_WEIGHTS", help="Local torch-fidelity Inception-v3 weights file (for offline machines).")] = None,
     no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID/KID; frequency/noise report only (needs no weights).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per Inception batch.")] = 64,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for the real folder's statistics [default: $XDG_CACHE_HOME/dsgan-cli/fid].")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for each set's statistics [default: $XDG_CACHE_HOME/dsgan-cli/fid].")] = None,
+    data_cache_dir: Annotated[Optional[str], typer.Option("--data-cache-dir", metavar="PATH|none", help="Cache of the decoded images, as train's data.cache_dir; 'none': a temporary one [default: $XDG_CACHE_HOME/dsgan-cli/data].")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Spectrum plot PNG [default: next to --json as NAME_spectrum.png, else ./dsgan_eval_spectrum.png].")] = None,
     size: Annotated[Optional[str], typer.Option("--size", metavar="N|WxH", help="Resize every image to N or WxH first [default: the real images' most common size, only when sizes differ].")] = None,
     random_inception: Annotated[bool, typer.Option("--random-inception", help="Use randomly initialised Inception weights (tests only; numbers are meaningless).")] = False,
@@ -193,7 +194,7 @@ def eval_cmd(
         plot = default_plot_path(json_out, inputs, Reporter(err))
     result = evaluate(
         fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
-        batch_size=batch_size, cache_dir=cache_dir, plot_path=plot, json_path=json_out, progress=err.is_terminal,
+        batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=err.is_terminal,
         allow_random_inception=random_inception, size=size, console=err,
     )
     print_report(result, console)

@@ -5,7 +5,9 @@ process multiplies the memory by the number of GPUs. Here a set is decoded
 once into ``<key>.u8`` (raw uint8, shape (N, 3, S, S)) next to a small
 ``<key>.json`` (kept paths, skipped files, counts). Every process of every
 later run or resume maps the same file read-only, so the operating system
-keeps one copy of the pixels in its page cache for all of them.
+keeps one copy of the pixels in its page cache for all of them. ``dsgan eval``
+stores its sets the same way (:func:`cached_decode`: any image sizes, brought to
+one (W, H) by its own decode, which is named in the key).
 
 The key is a SHA-256 over the cache format, the set's role, the image side,
 the resize flag and every file's relative path and content hash: changing,
@@ -44,7 +46,7 @@ from PIL import Image
 
 from .data import ImageSet, _decode_one
 from .errors import file_error
-from .images import require_images, write_bytes_atomic
+from .images import open_regular, require_images, write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -60,7 +62,11 @@ def default_cache_dir() -> Path:
 
 def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     """Content hash of ``path`` and its declared (width, height), or None when the header is unreadable."""
-    data = path.read_bytes()
+    try:
+        with open_regular(path) as fh:  # a FIFO or device is refused, never read (it could block forever)
+            data = fh.read()
+    except OSError as e:  # the decode skips such a file with its reason; the key still names it
+        return f"unreadable: {e.strerror or e}", None
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as img:  # header only: pixels are not decoded here
@@ -72,19 +78,24 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     return digest, wh
 
 
-def _stat_sig(path: Path) -> list[int]:
-    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused."""
-    st = path.stat()
+def _stat_sig(path: Path) -> list[int] | None:
+    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused; None (never reused) if unstat-able."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def scan_set(folder: str | Path, size: int, *, what: str, resize: bool, workers: int,
-             memo: Path | None = None, save_memo: bool = False) -> tuple[list[Path], str]:
+def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resize: bool, workers: int,
+             memo: Path | None = None, save_memo: bool = False, variant: str | None = None) -> tuple[list[Path], str]:
     """List a set, hash every file and check its size from the header; returns (paths, cache key).
 
-    A wrong-size image is an error naming the file (unless ``resize``), found before any decode.
-    ``memo`` is a JSON file of earlier results by (size, mtime, inode), as git's index does, so an
-    unchanged file is neither read nor hashed again; ``save_memo`` rewrites it.
+    ``size`` is the side S of square images, or (W, H). A wrong-size image is an error naming the
+    file (unless ``resize``), found before any decode. ``memo`` is a JSON file of earlier results by
+    (size, mtime, inode), as git's index does, so an unchanged file is neither read nor hashed again;
+    ``save_memo`` rewrites it. ``variant`` names a decode other than training's; it replaces the
+    set's role in the key, so the same folder decoded the same way shares one entry.
     """
     root = Path(folder)
     paths = require_images(root, what)
@@ -94,15 +105,17 @@ def scan_set(folder: str | Path, size: int, *, what: str, resize: bool, workers:
             old = json.loads(memo.read_text(encoding="utf-8"))
     sigs = [_stat_sig(p) for p in paths]
     rels = [p.relative_to(root).as_posix() for p in paths]
-    todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if old.get(rel, [None])[0] != sig]
+    todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if sig is None or old.get(rel, [None])[0] != sig]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib and file reads release the GIL
         fresh = dict(zip(todo, pool.map(lambda i: _scan_one(paths[i]), todo)))
-    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "what": what, "size": size, "resize": resize}).encode())
+    role = {"variant": variant} if variant else {"what": what}
+    h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **role, "size": size, "resize": resize}).encode())
+    expected = _wh(size)
     new = {}
     for i, (path, rel, sig) in enumerate(zip(paths, rels, sigs)):
         digest, wh = fresh[i] if i in fresh else (old[rel][1], old[rel][2])
-        if wh is not None and tuple(wh) != (size, size) and not resize:
-            raise file_error(path, f"{what} image is {wh[0]}x{wh[1]}, expected {size}x{size} "
+        if wh is not None and tuple(wh) != expected and not resize:
+            raise file_error(path, f"{what} image is {wh[0]}x{wh[1]}, expected {expected[0]}x{expected[1]} "
                                    "(set data.resize_mismatched = true to resize such images)")
         h.update(f"{rel}\0{digest}\n".encode())
         new[rel] = [sig, digest, wh]
@@ -118,32 +131,48 @@ def scan_memo(cache_dir: Path, folder: str | Path) -> Path:
     return cache_dir / f".scan-{hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:32]}.json"
 
 
-def _map(data_file: Path, meta: dict, size: int) -> torch.Tensor:
-    """The cached pixels as a read-only uint8 tensor (N, 3, S, S) backed by the mapped file."""
-    n = meta["count"]
-    arr = np.memmap(data_file, dtype=np.uint8, mode="r", shape=(n, 3, size, size))
+def _wh(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(W, H) of a square side S or of a (W, H) pair."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _nbytes(count: int, size: int | tuple[int, int]) -> int:
+    """Bytes of ``count`` uint8 RGB images of ``size``."""
+    w, h = _wh(size)
+    return count * 3 * w * h
+
+
+def _map(data_file: Path, meta: dict, size: int | tuple[int, int]) -> torch.Tensor:
+    """The cached pixels as a read-only uint8 tensor (N, 3, H, W) backed by the mapped file."""
+    w, h = _wh(size)
+    arr = np.memmap(data_file, dtype=np.uint8, mode="r", shape=(meta["count"], 3, h, w))
     with warnings.catch_warnings():  # torch warns that the array is read-only: that is the point
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(arr)
 
 
-def _read_meta(meta_file: Path, data_file: Path, size: int) -> dict | None:
+def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int]) -> dict | None:
     """Metadata of a complete cache entry, or None when missing or inconsistent with the data file."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        complete = data_file.stat().st_size == meta["count"] * 3 * size * size
+        complete = data_file.stat().st_size == _nbytes(meta["count"], size)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return meta if complete else None
 
 
-def _decode_into(paths: list[Path], root: Path, size: int, what: str, resize: bool, workers: int,
+def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], decode, workers: int,
                  tmp: Path, progress) -> dict:
-    """Decode ``paths`` in parallel into the raw file ``tmp``; returns the entry's metadata."""
-    arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(paths), 3, size, size))
-    kept, skipped, resized = [], [], 0
+    """Decode ``paths`` in parallel with ``decode`` into the raw file ``tmp``; returns the entry's metadata.
+
+    ``decode(path)`` gives (uint8 (H, W, 3) array or None, skip reason, {flag: bool}); the metadata
+    counts each flag over the kept images (e.g. "resized").
+    """
+    w, h = _wh(size)
+    arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(paths), 3, h, w))
+    kept, skipped, counts = [], [], {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
-        for path, (img, reason, was_resized) in zip(paths, pool.map(lambda p: _decode_one(p, size, resize, what), paths)):
+        for path, (img, reason, flags) in zip(paths, pool.map(decode, paths)):
             DECODE_COUNTER["images"] += 1
             if progress is not None:
                 progress(1)
@@ -152,13 +181,13 @@ def _decode_into(paths: list[Path], root: Path, size: int, what: str, resize: bo
                 continue
             arr[len(kept)] = img.transpose(2, 0, 1)
             kept.append(path.relative_to(root).as_posix())
-            resized += was_resized
+            for flag, value in flags.items():
+                counts[flag] = counts.get(flag, 0) + bool(value)
     arr.flush()
     del arr
     if len(kept) < len(paths):
-        os.truncate(tmp, len(kept) * 3 * size * size)
-    return {"format": CACHE_FORMAT, "what": what, "size": size, "count": len(kept), "paths": kept,
-            "skipped": skipped, "resized": resized}
+        os.truncate(tmp, _nbytes(len(kept), size))
+    return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped, **counts}
 
 
 def _check_space(cache_dir: Path, need: int) -> None:
@@ -184,7 +213,13 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     meta, decoded = _read_meta(meta_file, data_file, size), False
     if meta is None and writer:
-        meta, decoded = _build(paths, root, size, what, resize, workers, cache_dir, key, progress)
+        def decode(p: Path):
+            img, reason, was_resized = _decode_one(p, size, resize, what)
+            return img, reason, {"resized": was_resized}
+
+        meta, decoded = _build(paths, root, size, what, decode, workers, cache_dir, key, progress)
+        if decoded:
+            print(f"decoded {meta['count']} {what} images into the cache {data_file}", file=sys.stderr)
     while meta is None:  # the writer of this machine is decoding (or the launcher will stop us if it failed)
         time.sleep(poll_s)
         meta = _read_meta(meta_file, data_file, size)
@@ -192,10 +227,30 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     if writer:
         _warn_skipped(skipped, what)
     return ImageSet(images=_map(data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped,
-                    resized=meta["resized"]), decoded
+                    resized=meta.get("resized", 0)), decoded
 
 
-def _build(paths: list[Path], root: Path, size: int, what: str, resize: bool, workers: int, cache_dir: Path,
+def cached_decode(folder: str | Path, size: tuple[int, int], *, what: str, variant: str, decode, cache_dir: str | Path,
+                  workers: int = 2, progress=None) -> tuple[ImageSet, dict]:
+    """Any-size images of ``folder`` brought to ``size`` = (W, H) by ``decode``, through the cache; returns (set, metadata).
+
+    For readers of whole sets other than training (``dsgan eval``): ``variant`` names the decode
+    (it is part of the key), ``decode(path)`` is as in :func:`_decode_into`. The metadata holds
+    the flag counts and ``decoded`` (True when this call decoded). Skipped files are returned, not printed.
+    """
+    root, cache_dir = Path(folder), Path(cache_dir)
+    paths, key = scan_set(root, size, what=what, resize=True, workers=workers, variant=variant,
+                          memo=scan_memo(cache_dir, root), save_memo=True)
+    data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
+    meta, decoded = _read_meta(meta_file, data_file, size), False
+    if meta is None:
+        meta, decoded = _build(paths, root, size, what, decode, workers, cache_dir, key, progress)
+    image_set = ImageSet(images=_map(data_file, meta, size), paths=[root / p for p in meta["paths"]],
+                         skipped=[(root / p, r) for p, r in meta["skipped"]], resized=meta.get("resized", 0))
+    return image_set, {**meta, "key": key, "decoded": decoded}
+
+
+def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str, decode, workers: int, cache_dir: Path,
            key: str, progress) -> tuple[dict, bool]:
     """Decode the set into the cache under a file lock (unless another writer completed it meanwhile)."""
     try:
@@ -207,18 +262,19 @@ def _build(paths: list[Path], root: Path, size: int, what: str, resize: bool, wo
         meta = _read_meta(meta_file, data_file, size)
         if meta is not None:
             return meta, False
-        _check_space(cache_dir, len(paths) * 3 * size * size)
+        _check_space(cache_dir, _nbytes(len(paths), size))
         tmp = cache_dir / f".{key}.{os.getpid()}.partial"
         try:
-            meta = _decode_into(paths, root, size, what, resize, workers, tmp, progress(len(paths)) if progress else None)
+            meta = {"what": what, "size": size, **_decode_into(paths, root, size, decode, workers, tmp,
+                                                              progress(len(paths)) if progress else None)}
             if not meta["count"]:
                 first = meta["skipped"][0]
-                raise file_error(root, f"none of the {len(paths)} {what} images could be read (first: {root / first[0]}: {first[1]})")
+                raise file_error(root, f"no readable image: none of the {len(paths)} {what} images could be read "
+                                       f"(first: {root / first[0]}: {first[1]})")
             os.replace(tmp, data_file)
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness
         finally:
             tmp.unlink(missing_ok=True)
-    print(f"decoded {meta['count']} {what} images into the cache {data_file}", file=sys.stderr)
     return meta, True
 
 

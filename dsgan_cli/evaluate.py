@@ -1,8 +1,10 @@
 """``dsgan eval``: FID/KID between a fake and a real folder, plus the frequency/noise report.
 
-One pass over each folder decodes every image once and feeds both the
-Inception features (FID/KID) and the frequency statistics. The real folder's
-results are cached (see :mod:`dsgan_cli.fid`), keyed by its content.
+The steps: collect the sets -> decode each set once into the memory-mapped uint8
+cache that ``train`` uses (:mod:`dsgan_cli.datacache`; a later run with unchanged
+files maps it instead of decoding) -> per-set frequency statistics and Inception
+features, cached by the decoded set's content key -> FID/KID -> frequency report
+-> the report dict.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
+from .data import ImageSet
 from .errors import EXIT_ITEMS_FAILED, DsganError, file_error
 from .images import DECODERS, ImageReadError, check_output_file, load_rgb, open_regular, require_images
 
@@ -28,25 +32,6 @@ from .images import DECODERS, ImageReadError, check_output_file, load_rgb, open_
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
 DEFAULT_PLOT_NAME = "dsgan_eval_spectrum.png"
 PLOT_KIND = "eval-spectrum"
-
-
-@dataclass
-class SetResult:
-    """What one pass over a set produced."""
-
-    count: int = 0
-    spectrum_sum: np.ndarray | None = None
-    noises: list[float] = field(default_factory=list)
-    features: list[Any] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-    converted: int = 0
-    resized: int = 0
-
-    def stats(self) -> dict:
-        """Per-set frequency stats in the form :func:`spectrum.summarize` takes."""
-        return {"count": self.count, "spectrum": self.spectrum_sum / max(self.count, 1),
-                "noise": float(np.mean(self.noises)) if self.noises else float("nan"),
-                "noise_std": float(np.std(self.noises)) if self.noises else float("nan")}
 
 
 def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
@@ -129,56 +114,46 @@ def _load_reference(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool
     return arr, converted_from is not None, resized
 
 
-def reference_artefacts(fake_dir: Path, fake_files: list[Path], ref_dir: Path, ref_files: list[Path]) -> dict | None:
+def _decoder(kind: str, size: tuple[int, int]):
+    """The one decode of a set's files for the cache: plain images at ``size``, reference HR images as their Xb."""
+    load = _load_reference if kind == REFERENCE else _load_plain
+
+    def decode(path: Path):
+        try:
+            arr, converted, resized = load(path, size)
+        except ImageReadError as e:
+            return None, e.reason, {}
+        return arr, None, {"resized": resized, "converted": converted}
+
+    return decode
+
+
+def reference_artefacts(fake: ImageSet, fake_dir: Path, ref: ImageSet, ref_dir: Path) -> dict | None:
     """Colour shift and border ratio of each fake image against the bicubic Xb of its own HR image.
 
-    Pairs are matched by relative path without the extension (what ``degrade`` writes); each Xb is
-    made at the fake image's size. These are :mod:`dsgan_cli.paired` figures that need no target:
-    a good generator keeps colours (shift ~0 levels) and treats the border like the interior (ratio ~1).
+    Pairs are matched by relative path without the extension (what ``degrade`` writes) and compared
+    at the analysis size. These are :mod:`dsgan_cli.paired` figures that need no target: a good
+    generator keeps colours (shift ~0 levels) and treats the border like the interior (ratio ~1).
     """
     from .paired import border_energy, colour_shift
 
-    refs = {p.relative_to(ref_dir).with_suffix("").as_posix(): p for p in ref_files}
+    refs = {p.relative_to(ref_dir).with_suffix("").as_posix(): i for i, p in enumerate(ref.paths)}
     shifts, outer, inner, pairs = [], 0.0, 0.0, 0
-    for f in fake_files:
-        ref = refs.get(f.relative_to(fake_dir).with_suffix("").as_posix())
-        if ref is None:
+    for i, f in enumerate(fake.paths):
+        j = refs.get(f.relative_to(fake_dir).with_suffix("").as_posix())
+        if j is None:
             continue
-        try:
-            xd = np.asarray(load_rgb(f)[0])
-            xb, _, _ = _load_reference(ref, (xd.shape[1], xd.shape[0]))
-        except (ImageReadError, OSError):
-            continue  # listed as unreadable by the main pass
-        xd, xb = xd.astype(np.float64), xb.astype(np.float64)
+        xd = fake.images[i].permute(1, 2, 0).numpy().astype(np.float64)
+        xb = ref.images[j].permute(1, 2, 0).numpy().astype(np.float64)
         shifts.append(colour_shift(xd, xb))
-        o, i = border_energy(xd, xb)
-        outer, inner, pairs = outer + o, inner + i, pairs + 1
+        o, i_ = border_energy(xd, xb)
+        outer, inner, pairs = outer + o, inner + i_, pairs + 1
     if not pairs:
         return None
     shift = np.asarray(shifts)
     return {"pairs": pairs, "colour_shift_mean": shift.mean(0).tolist(), "colour_shift_abs": np.abs(shift).mean(0).tolist(),
             "colour_shift_max": float(np.abs(shift).mean(0).max()),
             "border_ratio": float(np.sqrt(outer / inner)) if inner > 0 else None}
-
-
-def _prepare(item: tuple[Path, str, tuple[int, int]]):
-    """Decode one image and compute its spectrum and noise (runs in a worker thread)."""
-    from .spectrum import image_stats
-
-    path, kind, size = item
-    try:
-        arr, converted, resized = (_load_reference if kind == REFERENCE else _load_plain)(path, size)
-    except ImageReadError as e:
-        return path, None, None, None, False, False, e.reason
-    spec, noise = image_stats(arr)
-    return path, arr, spec, noise, converted, resized, None
-
-
-def _batches(files: list[Path], kind: str, size: tuple[int, int], batch_size: int, pool: ThreadPoolExecutor) -> Iterator[list]:
-    """Prepared images in batches of ``batch_size``, decoded in parallel threads, in file order."""
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        yield list(pool.map(_prepare, [(p, kind, size) for p in chunk]))
 
 
 class Reporter:
@@ -268,35 +243,25 @@ def _device():
     return PartialState().device
 
 
-def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, fid=True, batch_size=64,
-             cache_dir=None, plot_path=None, json_path=None, progress=True, allow_random_inception=False,
-             size=None, console=None) -> dict:
-    """Compare ``fake_dir`` with ``real_dir``: FID/KID (unless ``fid=False``) and the frequency report.
+@dataclass
+class Inputs:
+    """The sets of one run: folder and image files per set name (fake, real and, with --reference, reference)."""
 
-    ``plot_path=None`` draws no plot (the CLI picks a default path);
-    ``json_path`` ("-" for stdout) writes the report; ``size`` (N, "WxH" or
-    (W, H)) forces the analysis size. Returns the report dict (keys in the
-    README, section "dsgan eval"). Raises :class:`DsganError` for user errors.
-    """
-    from rich.console import Console
+    dirs: dict[str, Path]
+    files: dict[str, list[Path]]
 
-    from . import fid as fidmod
-    from . import spectrum
 
-    if console is None:
-        console = Console(stderr=True)
-    rep = Reporter(console)
+def collect_sets(fake_dir, real_dir, reference_dir, *, fid: bool, batch_size: int, plot_path, json_path) -> Inputs:
+    """List the sets and check every argument and output path before any work (one-line errors)."""
     if int(batch_size) < 1:
         raise DsganError(f"--batch-size must be at least 1, got {batch_size}")
-    fake_dir, real_dir = Path(fake_dir), Path(real_dir)
-    fake_files = require_images(fake_dir, "fake")
-    real_files = require_images(real_dir, "real")
-    ref_dir = Path(reference_dir) if reference_dir is not None else None
-    ref_files = require_images(ref_dir, "reference") if ref_dir is not None else []
-    input_dirs = [d for d in (fake_dir, real_dir, ref_dir) if d is not None]
+    dirs = {FAKE: Path(fake_dir), REAL: Path(real_dir)}
+    if reference_dir is not None:
+        dirs[REFERENCE] = Path(reference_dir)
+    files = {name: require_images(folder, name) for name, folder in dirs.items()}
     if plot_path is not None:
         plot_path = Path(plot_path)
-        for d in input_dirs:
+        for d in dirs.values():
             if _inside(plot_path, d):
                 raise file_error(plot_path, f"plot would be written inside the input folder {d}, where later runs would count it as an image")
         if plot_path.is_dir():
@@ -307,167 +272,235 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
     for out, what in ((plot_path, "plot"), (None if json_path in (None, "-") else json_path, "JSON report")):
         if out is not None:
             check_output_file(out, what)
-    req = parse_size(size)
-    if fid and min(len(fake_files), len(real_files)) < 2:
-        raise DsganError(f"FID/KID need at least 2 images per set (fake: {len(fake_files)}, real: {len(real_files)}); "
+    if fid and min(len(files[FAKE]), len(files[REAL])) < 2:
+        raise DsganError(f"FID/KID need at least 2 images per set (fake: {len(files[FAKE])}, real: {len(files[REAL])}); "
                          "use --no-fid for the frequency report only")
+    return Inputs(dirs, files)
 
-    weights = fidmod.resolve_weights(inception_weights, allow_random_inception) if fid else None
-    if weights is not None and weights.kind == "random":
-        rep.warn("Inception-v3 with RANDOM weights (--random-inception, meant for tests): FID/KID say nothing about image quality")
 
-    analysis_size, needs_resize, sizes_seen = choose_size(fake_files, real_files, req)
-    if needs_resize:
-        rep.warn(f"images are resized (bicubic) to {analysis_size[0]}x{analysis_size[1]} for the comparison; "
-                 f"sizes found: fake {sizes_seen[FAKE]}, real {sizes_seen[REAL]}")
+@contextmanager
+def data_cache(cache_dir: str | Path | None) -> Iterator[Path]:
+    """The decoded-image cache folder: the one given, train's default, or for "none" a temporary one removed afterwards."""
+    from .datacache import default_cache_dir
 
-    cache_root = Path(cache_dir) if cache_dir is not None else fidmod.default_cache_dir()
-    fingerprint = fidmod.folder_fingerprint(real_dir, real_files)
-    freq_key = fidmod.cache_key("frequency", fingerprint, size=analysis_size)
-    freq_cache = cache_root / f"real-frequency-{freq_key}.safetensors"
-    inc_cache = None
+    if str(cache_dir) != "none":
+        yield Path(cache_dir) if cache_dir not in (None, "") else default_cache_dir()
+        return
+    with tempfile.TemporaryDirectory(prefix="dsgan-eval-") as tmp:
+        yield Path(tmp)
+
+
+def decode_sets(inputs: Inputs, size: tuple[int, int], cache_dir: Path, bar) -> dict[str, tuple[ImageSet, dict]]:
+    """Every set decoded once into the memory-mapped uint8 cache (see :mod:`dsgan_cli.datacache`); a later run maps it."""
+    from .datacache import cached_decode
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    out = {}
+    for name, folder in inputs.dirs.items():
+        def start(total: int, name=name):
+            task = bar.add_task(f"decode {name:>9}", total=total)
+            return lambda n: bar.advance(task, n)
+
+        out[name] = cached_decode(folder, size, what=name, variant="eval-xb" if name == REFERENCE else "eval",
+                                  decode=_decoder(name, size), cache_dir=cache_dir, workers=workers, progress=start)
+    return out
+
+
+def _stats_keys(data_key: str, weights) -> dict[str, str]:
+    """Statistics cache keys of one decoded set (frequency; Inception with ``weights``)."""
+    from . import fid as fidmod
+
+    keys = {"frequency": fidmod.cache_key("frequency", data_key)}
     if weights is not None:
-        inc_key = fidmod.cache_key("inception", fingerprint, size=analysis_size, extractor=fidmod.EXTRACTOR_NAME,
-                                   layer=fidmod.FEATURE_LAYER, weights=weights.identity)
-        inc_cache = cache_root / f"real-inception-{inc_key}.safetensors"
-    cached_freq = fidmod.cache_load(freq_cache, ("count", "spectrum", "noise", "resized", "converted"))
-    cached_inc = fidmod.cache_load(inc_cache, ("features", "mu", "sigma")) if inc_cache is not None else None
-    real_from_cache = cached_freq is not None and (weights is None or cached_inc is not None)
+        keys["inception"] = fidmod.cache_key("inception", data_key, extractor=fidmod.EXTRACTOR_NAME,
+                                             layer=fidmod.FEATURE_LAYER, weights=weights.identity)
+    return keys
 
-    model, device = None, None
-    if weights is not None:
-        device = _device()
-        model = fidmod.build_extractor(weights, device)
 
-    results = {FAKE: SetResult(), REAL: SetResult()}
-    plan = [(FAKE, fake_files, model)]
-    if real_from_cache:
-        r = results[REAL]
-        r.count = int(cached_freq["count"][0])
-        r.spectrum_sum = cached_freq["spectrum"].astype(np.float64) * r.count
-        r.noises = [float(v) for v in cached_freq["noise"]]
-        r.resized = int(cached_freq["resized"][0])
-        r.converted = int(cached_freq["converted"][0])
-        if cached_inc is not None:
-            r.features = [cached_inc["features"]]
-    else:
-        plan.append((REAL, real_files, model))
-    if ref_files:
-        results[REFERENCE] = SetResult()
-        plan.append((REFERENCE, ref_files, None))
-
+def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> dict[str, dict[str, np.ndarray]]:
+    """Frequency statistics and (with ``model``) Inception features, mean and covariance of one decoded set."""
     import torch
 
-    total = sum(len(files) for _, files, _ in plan)
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with _progress(console, progress) as bar, ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task("eval", total=total)
-        for name, files, net in plan:
-            bar.update(task, description=f"{name:>9}")
-            res = results[name]
-            for batch in _batches(files, name, analysis_size, int(batch_size), pool):
-                arrays = []
-                for path, arr, spec, noise, converted, resized, error in batch:
-                    if error is not None:
-                        res.unreadable.append(f"{path}: {error}")
-                        continue
-                    res.count += 1
-                    res.spectrum_sum = spec if res.spectrum_sum is None else res.spectrum_sum + spec
-                    res.noises.append(noise)
-                    res.converted += bool(converted)
-                    res.resized += bool(resized)
-                    arrays.append(arr)
-                if net is not None and arrays:
-                    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-                    res.features.append(fidmod.extract(net, x).numpy())
-                bar.advance(task, len(batch))
+    from . import fid as fidmod
+    from . import spectrum
 
-    for name, res in results.items():
-        for line in res.unreadable:
-            rep.warn(f"skipped unreadable {name} image {line}")
-        if res.count == 0:
-            folder = {FAKE: fake_dir, REAL: real_dir, REFERENCE: ref_dir}[name]
-            raise DsganError(f"{folder}: no readable image in the {name} folder ({len(res.unreadable)} unreadable)")
-        if res.converted:
-            rep.warn(f"{res.converted} {name} image(s) converted to 8-bit RGB (grayscale, palette, alpha, 16-bit or CMYK)")
-    if ref_files and results[REFERENCE].resized:
-        rep.warn(f"{results[REFERENCE].resized} reference Xb image(s) resized to {analysis_size[0]}x{analysis_size[1]} "
-                 "after the bicubic downscale (HR aspect ratio or size not a multiple of the analysis size)")
+    out = {}
+    if "frequency" in kinds:
+        s = spectrum.set_stats(img.permute(1, 2, 0).numpy() for img in images)
+        out["frequency"] = {"count": np.array([s["count"]], np.int64), "spectrum": s["spectrum"],
+                            "noise": np.array([s["noise"]]), "noise_std": np.array([s["noise_std"]])}
+    if "inception" in kinds:
+        feats = []
+        for i in range(0, len(images), batch_size):
+            feats.append(fidmod.extract(model, images[i:i + batch_size]).numpy())
+            advance(len(images[i:i + batch_size]))
+        f = np.concatenate(feats).astype(np.float32)
+        out["inception"] = {"features": f, **fidmod.fid_statistics(torch.from_numpy(f))}
+    return out
 
-    real = results[REAL]
-    if not real_from_cache and not real.unreadable:
-        fidmod.cache_save(freq_cache, {"count": np.array([real.count], np.int64), "spectrum": real.stats()["spectrum"],
-                                       "noise": np.asarray(real.noises, np.float64),
-                                       "resized": np.array([real.resized], np.int64),
-                                       "converted": np.array([real.converted], np.int64)})
-    fid_value = kid_mean = kid_std = subset = None
-    if weights is not None:
-        f_fake = np.concatenate(results[FAKE].features)
-        f_real = np.concatenate(real.features)
-        if len(f_fake) < 2 or len(f_real) < 2:
-            raise DsganError(f"FID/KID need at least 2 readable images per set (fake: {len(f_fake)}, real: {len(f_real)})")
-        s_fake = fidmod.fid_statistics(torch.from_numpy(f_fake))
-        if cached_inc is not None and real_from_cache:
-            s_real = {"mu": cached_inc["mu"], "sigma": cached_inc["sigma"]}
-        else:
-            s_real = fidmod.fid_statistics(torch.from_numpy(f_real))
-            if not real.unreadable:
-                fidmod.cache_save(inc_cache, {"features": f_real.astype(np.float32), "mu": s_real["mu"], "sigma": s_real["sigma"]})
-        fid_value = fidmod.frechet_distance(s_fake, s_real, f_fake, f_real)
-        subset = fidmod.kid_subset_size(len(f_fake), len(f_real))
-        kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(f_fake), torch.from_numpy(f_real), subset)
-        smallest = min(len(f_fake), len(f_real))
-        if smallest < fidmod.FID_MIN_RECOMMENDED:
-            rep.warn(f"small sets (fake: {len(f_fake)}, real: {len(f_real)} images): with fewer than "
-                     f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
-                     f"equal image counts and prefer KID (subset size {subset})")
 
-    stats = {name: res.stats() for name, res in results.items()}
-    frequency = spectrum.summarize(stats, REAL)
-    frequency["image_size"] = list(analysis_size)
-    if ref_files:
+def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar) -> tuple[dict[str, dict], dict[str, bool]]:
+    """Per-set statistics (Inception ones not for the reference) from the cache, else computed once and cached; (stats, cached)."""
+    from . import fid as fidmod
+
+    keys = {name: _stats_keys(meta["key"], None if name == REFERENCE else weights) for name, (_, meta) in decoded.items()}
+    # Looked up before anything is computed, so "cached" means an entry from an earlier run.
+    found = {name: {kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors") for kind, key in ks.items()}
+             for name, ks in keys.items()}
+    model = None
+    if weights is not None and any(v is None for ks in found.values() for v in ks.values()):
+        model = fidmod.build_extractor(weights, _device())
+    stats, cached, done = {}, {}, {}
+    for name, (image_set, _) in decoded.items():
+        cached[name] = all(v is not None for v in found[name].values())
+        todo = {kind for kind, v in found[name].items() if v is None and keys[name][kind] not in done}
+        task = bar.add_task(f"features {name:>7}", total=len(image_set.images)) if "inception" in todo else None
+        fresh = _compute_stats(image_set.images, todo, model, batch_size, lambda n, task=task: bar.advance(task, n))
+        for kind, arrays in fresh.items():
+            done[keys[name][kind]] = arrays
+            fidmod.cache_save(cache_dir / f"{kind}-{keys[name][kind]}.safetensors", arrays)
+        stats[name] = {kind: found[name][kind] if found[name][kind] is not None else done[key] for kind, key in keys[name].items()}
+    return stats, cached
+
+
+def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
+    """FID and KID of the fake against the real set, from their features and statistics."""
+    import torch
+
+    from . import fid as fidmod
+
+    fake, real = stats[FAKE]["inception"], stats[REAL]["inception"]
+    f_fake, f_real = fake["features"], real["features"]
+    if len(f_fake) < 2 or len(f_real) < 2:
+        raise DsganError(f"FID/KID need at least 2 readable images per set (fake: {len(f_fake)}, real: {len(f_real)})")
+    fid_value = fidmod.frechet_distance(fake, real, f_fake, f_real)
+    subset = fidmod.kid_subset_size(len(f_fake), len(f_real))
+    kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(f_fake), torch.from_numpy(f_real), subset)
+    if min(len(f_fake), len(f_real)) < fidmod.FID_MIN_RECOMMENDED:
+        rep.warn(f"small sets (fake: {len(f_fake)}, real: {len(f_real)} images): with fewer than "
+                 f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
+                 f"equal image counts and prefer KID (subset size {subset})")
+    return {"fid": fid_value, "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset}
+
+
+def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
+    """The frequency report (spectra, noise, spectral distances to the real set) from the per-set statistics."""
+    from . import spectrum
+
+    per_set = {}
+    for name, s in stats.items():
+        f = s["frequency"]
+        per_set[name] = {"count": int(f["count"][0]), "spectrum": f["spectrum"], "noise": float(f["noise"][0]),
+                         "noise_std": float(f["noise_std"][0])}
+    frequency = spectrum.summarize(per_set, REAL)
+    frequency["image_size"] = list(size)
+    if REFERENCE in stats:
         frequency["reference_note"] = ("reference = bicubic Xb of the --reference HR images: models.downscale "
                                        "(antialiased bicubic) by scale = HR width / analysis width")
+    return frequency
 
-    plot_written = None
-    if plot_path is not None:
-        from .plots import line_plot
 
-        freqs = frequency["frequencies"]
-        labels = {FAKE: "fake", REAL: "real", REFERENCE: "reference Xb (bicubic)"}
-        series = {f"{labels[n]} (n={s['count']})": (freqs, s["spectrum"]) for n, s in frequency["sets"].items()}
-        line_plot(series, plot_path, title="Radially averaged power spectrum (luminance)", xlabel="spatial frequency (cycles/pixel)",
-                  ylabel="power", logy=True, kind=PLOT_KIND)
-        plot_written = str(plot_path)
+def _warn_about_sets(decoded: dict, size: tuple[int, int], rep: Reporter) -> dict[str, list[str]]:
+    """Warn about unreadable and converted images (and resized reference Xb); returns the unreadable files per set."""
+    unreadable = {}
+    for name, (image_set, meta) in decoded.items():
+        lines = [f"{path}: {reason}" for path, reason in image_set.skipped]
+        for line in lines:
+            rep.warn(f"skipped unreadable {name} image {line}")
+        if lines:
+            unreadable[name] = lines
+        if meta.get("converted"):
+            rep.warn(f"{meta['converted']} {name} image(s) converted to 8-bit RGB (grayscale, palette, alpha, 16-bit or CMYK)")
+    if REFERENCE in decoded and decoded[REFERENCE][1].get("resized"):
+        rep.warn(f"{decoded[REFERENCE][1]['resized']} reference Xb image(s) resized to {size[0]}x{size[1]} "
+                 "after the bicubic downscale (HR aspect ratio or size not a multiple of the analysis size)")
+    return unreadable
 
-    counts = {FAKE: results[FAKE].count, REAL: real.count, REFERENCE: results[REFERENCE].count if ref_files else None}
-    result = {
-        "fid": fid_value,
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "kid_subset_size": subset,
+
+def _draw_plot(frequency: dict, plot_path: Path) -> str:
+    """The spectra of every set as one log-scale line plot; returns its path."""
+    from .plots import line_plot
+
+    freqs = frequency["frequencies"]
+    labels = {FAKE: "fake", REAL: "real", REFERENCE: "reference Xb (bicubic)"}
+    series = {f"{labels[n]} (n={s['count']})": (freqs, s["spectrum"]) for n, s in frequency["sets"].items()}
+    line_plot(series, plot_path, title="Radially averaged power spectrum (luminance)", xlabel="spatial frequency (cycles/pixel)",
+              ylabel="power", logy=True, kind=PLOT_KIND)
+    return str(plot_path)
+
+
+def build_report(inputs: Inputs, decoded: dict, metrics: dict, frequency: dict, run: dict, rep: Reporter) -> dict:
+    """The report dict (keys in the README, section "dsgan eval"), JSON-safe."""
+    from . import fid as fidmod
+
+    size, weights = run["size"], run["weights"]
+    meta = {name: m for name, (_, m) in decoded.items()}
+    counts = {FAKE: len(decoded[FAKE][0].paths), REAL: len(decoded[REAL][0].paths),
+              REFERENCE: len(decoded[REFERENCE][0].paths) if REFERENCE in decoded else None}
+    ref_dir = inputs.dirs.get(REFERENCE)
+    return jsonable({
+        **metrics,
         "counts": counts,
-        "unreadable": {name: res.unreadable for name, res in results.items() if res.unreadable},
-        "image_size": list(analysis_size),
-        "resized": bool(needs_resize or any(r.resized for r in results.values())),
-        "resized_counts": {name: res.resized for name, res in results.items()},
-        "converted_counts": {name: res.converted for name, res in results.items()},
-        "real_stats_cached": real_from_cache,
+        "unreadable": run["unreadable"],
+        "image_size": list(size),
+        "resized": bool(run["needs_resize"] or any(m.get("resized") for m in meta.values())),
+        "resized_counts": {name: m.get("resized", 0) for name, m in meta.items()},
+        "converted_counts": {name: m.get("converted", 0) for name, m in meta.items()},
+        "real_stats_cached": run["cached"][REAL],
         "warnings": rep.messages,
         "settings": {
-            "fake_dir": str(fake_dir), "real_dir": str(real_dir), "reference_dir": str(ref_dir) if ref_dir else None,
+            "fake_dir": str(inputs.dirs[FAKE]), "real_dir": str(inputs.dirs[REAL]), "reference_dir": str(ref_dir) if ref_dir else None,
             "fid": weights is not None, "feature_extractor": fidmod.EXTRACTOR_NAME if weights else None,
             "feature_layer": fidmod.FEATURE_LAYER if weights else None,
             "inception_weights": weights.describe() if weights else None,
             "kid_subsets": fidmod.KID_SUBSETS if weights else None,
-            "batch_size": int(batch_size), "device": str(device) if device is not None else None,
-            "size_requested": list(req) if req else None, "cache_dir": str(cache_root), "dsgan_cli_version": __version__,
+            "batch_size": run["batch_size"], "device": str(_device()) if weights is not None else None,
+            "size_requested": list(run["requested"]) if run["requested"] else None, "cache_dir": str(run["cache_dir"]),
+            "data_cache_dir": run["data_cache_dir"], "dsgan_cli_version": __version__,
         },
         "frequency": frequency,
-        "artefacts": reference_artefacts(fake_dir, fake_files, ref_dir, ref_files) if ref_files else None,
-        "plot": plot_written,
-    }
-    result = jsonable(result)
+        "artefacts": reference_artefacts(decoded[FAKE][0], inputs.dirs[FAKE], decoded[REFERENCE][0], ref_dir) if ref_dir else None,
+        "plot": run["plot"],
+    })
+
+
+def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, fid=True, batch_size=64,
+             cache_dir=None, data_cache_dir=None, plot_path=None, json_path=None, progress=True,
+             allow_random_inception=False, size=None, console=None) -> dict:
+    """Compare ``fake_dir`` with ``real_dir``: FID/KID (unless ``fid=False``) and the frequency report.
+
+    ``plot_path=None`` draws no plot (the CLI picks a default path); ``json_path`` ("-" for stdout)
+    writes the report; ``size`` (N, "WxH" or (W, H)) forces the analysis size; ``cache_dir`` holds
+    the per-set statistics, ``data_cache_dir`` the decoded images (train's default; "none": a
+    temporary folder). Returns the report dict (keys in the README, section "dsgan eval").
+    Raises :class:`DsganError` for user errors.
+    """
+    from rich.console import Console
+
+    from . import fid as fidmod
+
+    rep = Reporter(console if console is not None else Console(stderr=True))
+    inputs = collect_sets(fake_dir, real_dir, reference_dir, fid=fid, batch_size=batch_size, plot_path=plot_path, json_path=json_path)
+    requested = parse_size(size)
+    weights = fidmod.resolve_weights(inception_weights, allow_random_inception) if fid else None
+    if weights is not None and weights.kind == "random":
+        rep.warn("Inception-v3 with RANDOM weights (--random-inception, meant for tests): FID/KID say nothing about image quality")
+    analysis, needs_resize, seen = choose_size(inputs.files[FAKE], inputs.files[REAL], requested)
+    if needs_resize:
+        rep.warn(f"images are resized (bicubic) to {analysis[0]}x{analysis[1]} for the comparison; "
+                 f"sizes found: fake {seen[FAKE]}, real {seen[REAL]}")
+    stats_dir = Path(cache_dir) if cache_dir is not None else fidmod.default_cache_dir()
+    with data_cache(data_cache_dir) as pixels, _progress(rep.console, progress) as bar:
+        decoded = decode_sets(inputs, analysis, pixels, bar)
+        unreadable = _warn_about_sets(decoded, analysis, rep)
+        stats, cached = set_statistics(decoded, weights, stats_dir, int(batch_size), bar)
+        metrics = fid_kid(stats, rep) if weights is not None else dict.fromkeys(("fid", "kid_mean", "kid_std", "kid_subset_size"))
+        frequency = frequency_section(stats, analysis)
+        run = {"size": analysis, "weights": weights, "needs_resize": needs_resize, "unreadable": unreadable, "cached": cached,
+               "batch_size": int(batch_size), "requested": requested, "cache_dir": stats_dir,
+               "data_cache_dir": None if str(data_cache_dir) == "none" else str(pixels),
+               "plot": _draw_plot(frequency, Path(plot_path)) if plot_path is not None else None}
+        result = build_report(inputs, decoded, metrics, frequency, run, rep)
     if json_path is not None:
         write_json(result, json_path)
     return result

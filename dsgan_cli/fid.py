@@ -5,7 +5,7 @@
   299x299 inside the network exactly as torch-fidelity does).
 * Weights: ``--inception-weights PATH`` / ``DSGAN_INCEPTION_WEIGHTS``, else
   torch-fidelity's file in the torch hub cache, else downloaded there (not
-  when ``DSGAN_OFFLINE=1``). Files are read by this module with
+  when ``DSGAN_OFFLINE`` is set), found by :mod:`dsgan_cli.weights`. Files are read with
   ``torch.load(weights_only=True)`` or safetensors and handed to the
   extractor, because torch-fidelity's own loader unpickles user files.
 * FID: torch-fidelity's ``fid_features_to_statistics`` for mean and
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,14 +31,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import weights as pretrained
 from .checkpoint import load_weights_file
 from .errors import DsganError, file_error
 
 #: torch-fidelity's Inception-v3 weights (converted from the TensorFlow FID graph).
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[1]
-#: The file name carries the first hex digits of its SHA-256 (torch hub convention).
-INCEPTION_HASH_PREFIX = "6726825d"
+INCEPTION_URL = pretrained.INCEPTION.url
 EXTRACTOR_NAME = "inception-v3-compat"
 FEATURE_LAYER = "2048"
 FEATURE_DIM = 2048
@@ -50,7 +47,6 @@ KID_MAX_SUBSET = 1000
 KID_SUBSETS = 100
 #: Bump when the cached arrays change meaning.
 CACHE_VERSION = 1
-DOWNLOAD_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -68,21 +64,9 @@ class InceptionWeights:
         return str(self.path)
 
 
-def how_to_provide_weights(reason: str) -> str:
-    """The one-line message that says how to get the Inception weights onto an offline machine."""
-    return (f"Inception-v3 weights for FID/KID are not available ({reason}). Download {INCEPTION_URL} on a machine with "
-            f"internet and pass it with --inception-weights PATH (or set {WEIGHTS_ENV}=PATH), or put it in "
-            f"{hub_cache_file().parent}/; use --no-fid for the frequency report only")
-
-
 def hub_cache_file() -> Path:
     """Where torch-fidelity (torch hub) keeps the downloaded weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILENAME
-
-
-def offline() -> bool:
-    """True when downloads are disabled (``DSGAN_OFFLINE=1``)."""
-    return os.environ.get("DSGAN_OFFLINE", "") not in ("", "0")
+    return pretrained.hub_cache_file(pretrained.INCEPTION)
 
 
 def file_sha256(path: Path) -> str:
@@ -101,21 +85,6 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def _download(dest: Path) -> None:
-    """Fetch the weights into the torch hub cache; any network failure becomes the how-to error."""
-    import urllib.error
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        torch.hub.download_url_to_file(INCEPTION_URL, str(dest), hash_prefix=INCEPTION_HASH_PREFIX, progress=True)
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
-        raise DsganError(how_to_provide_weights(f"download failed: {getattr(e, 'reason', None) or e}")) from None
-    finally:
-        socket.setdefaulttimeout(old)
-
-
 def resolve_weights(path: str | Path | None = None, allow_random: bool = False) -> InceptionWeights:
     """Find the Inception weights: explicit path, ``DSGAN_INCEPTION_WEIGHTS``, hub cache, download, or random if asked.
 
@@ -123,21 +92,10 @@ def resolve_weights(path: str | Path | None = None, allow_random: bool = False) 
     """
     if path is None and os.environ.get(WEIGHTS_ENV):
         path = os.environ[WEIGHTS_ENV]
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise file_error(p, "Inception weights file not found (--inception-weights / DSGAN_INCEPTION_WEIGHTS)")
-        if not p.is_file():
-            raise file_error(p, "Inception weights path is not a file")
-        return InceptionWeights("file", p, "sha256:" + file_sha256(p))
-    if allow_random:
+    if path is None and allow_random:
         return InceptionWeights("random", None, "random-he-init-seed-0")
-    cached = hub_cache_file()
-    if not cached.is_file():
-        if offline():
-            raise DsganError(how_to_provide_weights("not in the torch hub cache and DSGAN_OFFLINE=1 forbids downloading"))
-        _download(cached)
-    return InceptionWeights("hub-cache", cached, "sha256:" + file_sha256(cached))
+    found = pretrained.resolve(pretrained.INCEPTION, path)
+    return InceptionWeights("hub-cache" if path is None else "file", found, "sha256:" + file_sha256(found))
 
 
 def load_state_dict_safely(path: Path) -> dict[str, torch.Tensor]:
@@ -292,29 +250,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "dsgan-cli" / "fid"
 
 
-def folder_fingerprint(root: Path, files: Sequence[Path]) -> list[tuple[str, str]]:
-    """(relative path, SHA-256 of the content) of every file: equal only for folders with equal files.
-
-    Content, not size and mtime: two folders whose files share names, sizes
-    and mtimes but not pixels must never share cached statistics. A file
-    that cannot be read is keyed by its reason (such a folder is never cached).
-    """
-    from .images import open_regular
-
-    out = []
-    for p in sorted(files):
-        try:
-            with open_regular(p) as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-        except OSError as e:
-            digest = f"unreadable: {e.strerror or e}"
-        out.append((p.relative_to(root).as_posix(), digest))
-    return out
-
-
-def cache_key(kind: str, fingerprint: list, **settings) -> str:
-    """Hex key over the folder fingerprint and everything else that changes the cached numbers."""
-    payload = json.dumps({"v": CACHE_VERSION, "kind": kind, "files": fingerprint, **settings}, sort_keys=True, default=str)
+def cache_key(kind: str, data_key: str, **settings) -> str:
+    """Hex key over a decoded set's content key (:mod:`dsgan_cli.datacache`) and everything else that changes the numbers."""
+    payload = json.dumps({"v": CACHE_VERSION, "kind": kind, "data": data_key, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

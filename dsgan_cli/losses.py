@@ -5,18 +5,16 @@ All subcommands that need a loss or the VGG feature extractor use this module.
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import load_weights_file
 from .errors import DsganError
 from .models import FilterLow
+from .weights import ALEXNET, VGG19, check_available, load_pretrained, resolve
 
 #: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
 VGG19_LAYERS: dict[str, int] = {}
@@ -35,10 +33,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: File name torchvision downloads VGG19 (IMAGENET1K_V1) weights to.
-VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
-
-#: Set to 1 to never try a download (offline clusters): missing weights then fail at once.
-OFFLINE_ENV = "DSGAN_OFFLINE"
+VGG19_FILENAME = VGG19.filename
 
 
 class ColorLoss(nn.Module):
@@ -52,37 +47,13 @@ class ColorLoss(nn.Module):
         return F.l1_loss(self.low(x.float()), self.low(y.float()))
 
 
-def pretrained_state_dict(weights, name: str) -> dict[str, torch.Tensor]:
-    """A torchvision weights enum's state dict: from the torch hub cache, else downloaded (not when offline)."""
-    filename = weights.url.rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    how_to = (
-        f"download {weights.url} on a machine with internet and either place it at {cached} "
-        f"or set perceptual.weights = \"/path/to/{filename}\" in the recipe (or --set perceptual.weights=PATH)"
-    )
-    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
-        raise DsganError(f"pretrained {name} weights are not cached and {OFFLINE_ENV}=1 forbids downloading: {how_to}")
-    try:
-        return weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=False)
-    except Exception as e:  # noqa: BLE001 - network errors come in many types
-        raise DsganError(f"cannot obtain pretrained {name} weights ({type(e).__name__}: {e}): {how_to}") from None
-
-
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
     """Raise the error building the perceptual loss would raise for weights that cannot be had (cheap: no loading)."""
-    if weights == "random":
-        return
-    if weights != "torchvision":
-        if not Path(weights).is_file():
-            raise DsganError(f"{weights}: {'AlexNet' if net == 'lpips-alex' else 'VGG19'} weights file not found")
-        return
-    from torchvision.models import AlexNet_Weights, VGG19_Weights
-
-    enum, name = (AlexNet_Weights.IMAGENET1K_V1, "AlexNet") if net == "lpips-alex" else (VGG19_Weights.IMAGENET1K_V1, "VGG19")
-    filename = enum.url.rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not cached.is_file() and os.environ.get(OFFLINE_ENV) == "1":
-        pretrained_state_dict(enum, name)  # raises the how-to error
+    backbone = ALEXNET if net == "lpips-alex" else VGG19
+    if weights == "torchvision":
+        check_available(backbone)
+    elif weights != "random":
+        resolve(backbone, weights)
 
 
 def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weights: str, name: str) -> None:
@@ -94,13 +65,6 @@ def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weigh
         features_net.load_state_dict(features)
     except RuntimeError as e:
         raise DsganError(f"{weights}: not {name} weights ({str(e).splitlines()[0]})") from None
-
-
-def _pretrained_vgg_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's pretrained VGG19 weights: from the torch hub cache, else downloaded."""
-    from torchvision.models import VGG19_Weights
-
-    return pretrained_state_dict(VGG19_Weights.IMAGENET1K_V1, "VGG19")
 
 
 def warn_random_vgg(net: str = "VGG19") -> None:
@@ -129,7 +93,7 @@ class VGGFeatures(nn.Module):
         if weights == "random":
             warn_random_vgg()
         else:
-            state = _pretrained_vgg_state_dict() if weights == "torchvision" else load_weights_file(weights, "VGG19 weights")
+            state = load_pretrained(VGG19, None if weights == "torchvision" else weights)
             load_features(features_net, state, weights, "VGG19")
         self.features = features_net[: self.layer_ids[-1] + 1]
         # In-place ReLUs would overwrite the features we tap.

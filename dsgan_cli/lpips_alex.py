@@ -8,8 +8,8 @@ the five layers are summed. The loss is the mean over the batch.
 
 Weights: the linear layers are the v0.1 ``alex.pth`` shipped inside the
 ``lpips`` wheel (read without unpickling code); the backbone is torchvision's
-ImageNet AlexNet, from the torch hub cache (downloaded there once unless
-``DSGAN_OFFLINE=1``), a local file, or ``random`` (tests only, with a warning).
+ImageNet AlexNet, found by :mod:`dsgan_cli.weights` (a local file, the torch hub cache, or a
+download there unless ``DSGAN_OFFLINE`` is set), or ``random`` (tests only, with a warning).
 """
 
 from __future__ import annotations
@@ -46,16 +46,16 @@ def lpips_linear_weights() -> dict[str, torch.Tensor]:
 
 def alexnet_features(weights: str) -> nn.Sequential:
     """AlexNet's ``features`` block up to its last ReLU, with the weights ``weights`` names."""
-    from torchvision.models import AlexNet_Weights, alexnet
+    from torchvision.models import alexnet
 
-    from .losses import load_features, pretrained_state_dict, warn_random_vgg
+    from .losses import load_features, warn_random_vgg
+    from .weights import ALEXNET, load_pretrained
 
     features = alexnet(weights=None).features[: TAPS[-1] + 1]
     if weights == "random":
         warn_random_vgg("AlexNet")
         return features
-    state = pretrained_state_dict(AlexNet_Weights.IMAGENET1K_V1, "AlexNet") if weights == "torchvision" \
-        else load_weights_file(weights, "AlexNet weights")
+    state = load_pretrained(ALEXNET, None if weights == "torchvision" else weights)
     load_features(features, state, weights, "AlexNet")
     return features
 

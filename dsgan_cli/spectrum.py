@@ -22,7 +22,6 @@ frequency report works fully offline. Definitions (also in the README):
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -127,68 +126,23 @@ def spectral_distance(spec_a: Sequence[float], spec_b: Sequence[float], high_ban
     return float(diff.mean())
 
 
-def load_array(item, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A path, PIL image or array -> uint8/float RGB array, resized (bicubic) to ``size`` = (W, H) if it differs."""
-    if isinstance(item, (str, Path)):
-        from .images import load_rgb
-
-        item = load_rgb(item)[0]
-    if isinstance(item, Image.Image):
-        img = item.convert("RGB")
-        if size is not None and img.size != tuple(size):
-            img = img.resize(tuple(size), Image.Resampling.BICUBIC)
-        return np.asarray(img)
-    arr = np.asarray(item)
-    if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
-        if arr.dtype != np.uint8:
-            arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-        return load_array(Image.fromarray(arr), size)
-    return arr
-
-
 def image_stats(arr) -> tuple[np.ndarray, float]:
     """(radial power spectrum, noise sigma) of one image."""
     gray = to_gray(arr)
     return radial_power_spectrum(gray), estimate_noise(gray)
 
 
-def _common_size(items: Sequence) -> tuple[int, int]:
-    """Most frequent (W, H) among paths/images/arrays (first one wins ties)."""
-    sizes = []
-    for item in items:
-        if isinstance(item, (str, Path)):
-            with Image.open(item) as im:
-                sizes.append(im.size)
-        elif isinstance(item, Image.Image):
-            sizes.append(item.size)
-        else:
-            a = np.asarray(item)
-            sizes.append((a.shape[1], a.shape[0]))
-    return max(dict.fromkeys(sizes), key=sizes.count)
-
-
-def set_stats(items: Iterable, size: tuple[int, int] | None = None) -> dict:
-    """Mean spectrum, mean/std noise and count of a set of images (paths, PIL images or arrays)."""
-    items = list(items)
-    if not items:
-        raise ValueError("empty image set")
-    if size is None:
-        size = _common_size(items)
+def set_stats(images: Iterable) -> dict:
+    """Count, mean spectrum and mean/std noise sigma of a set of same-size images (arrays (H, W[, 3]))."""
     total, noises = None, []
-    for item in items:
-        spec, noise = image_stats(load_array(item, size))
+    for img in images:
+        spec, noise = image_stats(img)
         total = spec if total is None else total + spec
         noises.append(noise)
-    return {"count": len(items), "spectrum": total / len(items), "noise": float(np.mean(noises)),
-            "noise_std": float(np.std(noises)), "size": tuple(size)}
-
-
-def folder_spectrum(items: Iterable, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Mean radial power spectrum of a set (paths, PIL images or arrays), all resized to ``size`` = (W, H).
-
-    Without ``size`` the most frequent image size of the set is used.
-    """
-    return set_stats(items, size)["spectrum"]
+    if not noises:
+        raise ValueError("empty image set")
+    return {"count": len(noises), "spectrum": total / len(noises), "noise": float(np.mean(noises)),
+            "noise_std": float(np.std(noises))}
 
 
 def summarize(stats: dict[str, dict], reference_name: str) -> dict:
@@ -219,24 +173,3 @@ def summarize(stats: dict[str, dict], reference_name: str) -> dict:
             "noise": "mean over images of Immerkaer's noise sigma estimate, luminance in 0-255 units",
         },
     }
-
-
-def frequency_report(sets: dict[str, list], reference_name: str = "real", size: tuple[int, int] | None = None) -> dict:
-    """Per-set noise level, mean spectrum and spectral distance to the ``reference_name`` set.
-
-    ``sets`` maps a name to image paths (or PIL images / arrays). All images are
-    analysed at one size (``size`` = (W, H), else the most frequent size of the
-    reference set, else of the first set) so the spectra share frequency bins.
-    Returns ``{"reference", "frequencies", "high_band", "sets": {name: {"count",
-    "noise", "noise_std", "spectral_distance", "spectral_distance_high",
-    "spectrum"}}, "definitions", "image_size"}``.
-    """
-    if not sets:
-        raise ValueError("no image sets given")
-    if size is None:
-        base = sets.get(reference_name) or next(iter(sets.values()))
-        size = _common_size(list(base))
-    stats = {name: set_stats(items, size) for name, items in sets.items()}
-    report = summarize(stats, reference_name)
-    report["image_size"] = list(size)
-    return report

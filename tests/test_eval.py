@@ -38,7 +38,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sets")
     write_images(root / "A", N, 32, seed=1)
     write_images(root / "noisy", N, 32, seed=1, noise=25)
-    return {"A": root / "A", "noisy": root / "noisy", "root": root, "cache": root / "cache"}
+    return {"A": root / "A", "noisy": root / "noisy", "root": root, "cache": root / "cache", "data": root / "data"}
 
 
 def test_trace_term_matches_torch_fidelity():
@@ -61,7 +61,8 @@ def test_trace_term_matches_torch_fidelity():
 
 def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     a, noisy = folders["A"], folders["noisy"]
-    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], batch_size=2, progress=False)
+    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
+              progress=False)
 
     same = evaluate(a, a, json_path=tmp_path / "same.json", plot_path=tmp_path / "same.png", **kw)
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
@@ -84,20 +85,28 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert far["kid_mean"] > same["kid_mean"]
     assert far["frequency"]["sets"]["fake"]["noise"] > far["frequency"]["sets"]["real"]["noise"] + 5
     assert far["frequency"]["sets"]["real"] == same["frequency"]["sets"]["real"]
-    assert {p.name.split("-")[1] for p in folders["cache"].iterdir()} == {"frequency", "inception"}
+    assert {p.name.split("-")[0] for p in folders["cache"].iterdir()} == {"frequency", "inception"}
 
 
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
+    from dsgan_cli.datacache import scan_set
+
+    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
+              progress=False)
     real = tmp_path / "real"
-    shutil.copytree(folders["A"], real)  # copytree keeps mtimes: the same content key as A, whose stats are cached
-    assert fid.folder_fingerprint(real, sorted(real.iterdir())) == fid.folder_fingerprint(folders["A"], sorted(folders["A"].iterdir()))
+    shutil.copytree(folders["A"], real)  # the same files in another folder: the same content key as A
+    key = lambda folder: scan_set(folder, (32, 32), what="real", resize=True, workers=1, variant="eval")[1]  # noqa: E731
+    assert key(real) == key(folders["A"])
+    evaluate(folders["noisy"], folders["A"], **kw)  # A's statistics are in the cache now (if not already)
+    assert evaluate(folders["noisy"], real, **kw)["real_stats_cached"] is True  # keyed by content, not by folder
     entries = set(folders["cache"].iterdir())
 
     # Rewrite one real image (new content and mtime): the cached stats must not be served.
     victim = sorted(real.iterdir())[0]
     Image.fromarray(synthetic_face_like(32, 999)).save(victim)
     os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
-    after = evaluate(folders["noisy"], real, inception_weights=weights_file, cache_dir=folders["cache"], batch_size=2, progress=False)
+    assert key(real) != key(folders["A"])
+    after = evaluate(folders["noisy"], real, **kw)
     assert after["real_stats_cached"] is False
     assert after["fid"] > 0.1
     assert len(set(folders["cache"].iterdir()) - entries) == 2  # new frequency + inception entries for the new content
@@ -162,3 +171,56 @@ def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):
         fid.resolve_weights(None, allow_random=False)
     w = fid.resolve_weights(None, allow_random=True)
     assert w.kind == "random" and "RANDOM" not in w.describe() and "random" in w.describe()
+
+
+def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folders):
+    """Our FID/KID on two folders equal torch-fidelity's own end-to-end computation with the same weights file."""
+    from torch_fidelity import calculate_metrics
+
+    ours = evaluate(folders["noisy"], folders["A"], inception_weights=weights_file, cache_dir=folders["cache"],
+                    data_cache_dir=folders["data"], batch_size=2, progress=False)
+    theirs = calculate_metrics(input1=str(folders["noisy"]), input2=str(folders["A"]), fid=True, kid=True,
+                               kid_subset_size=N, feature_extractor_weights_path=str(weights_file), cuda=False,
+                               cache=False, verbose=False, batch_size=2)
+    assert ours["fid"] > 0.1
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
+    assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
+
+
+def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_file, tmp_path):
+    """The decoded-image cache: written once, mapped by the next run, replaced for changed content; same numbers without it."""
+    from dsgan_cli.datacache import DECODE_COUNTER
+
+    fake, real, data = tmp_path / "fake", tmp_path / "real", tmp_path / "data"
+    write_images(fake, N, 32, seed=7, noise=20)
+    write_images(real, N, 32, seed=8)
+    kw = dict(inception_weights=weights_file, batch_size=2, progress=False)
+
+    before = DECODE_COUNTER["images"]
+    first = evaluate(fake, real, cache_dir=tmp_path / "s1", data_cache_dir=data, **kw)
+    assert DECODE_COUNTER["images"] - before == 2 * N
+    entries = {p: p.stat().st_mtime_ns for p in data.glob("*.u8")}
+    assert len(entries) == 2 and first["settings"]["data_cache_dir"] == str(data)
+
+    # Fresh statistics cache, so the features are computed again, from the mapped pixels: nothing is decoded.
+    second = evaluate(fake, real, cache_dir=tmp_path / "s2", data_cache_dir=data, **kw)
+    assert DECODE_COUNTER["images"] - before == 2 * N
+    assert {p: p.stat().st_mtime_ns for p in data.glob("*.u8")} == entries
+    assert second["real_stats_cached"] is False and second["fid"] == first["fid"]
+    assert second["frequency"] == first["frequency"]
+
+    uncached = evaluate(fake, real, cache_dir=tmp_path / "s3", data_cache_dir="none", **kw)
+    assert uncached["settings"]["data_cache_dir"] is None and set(data.glob("*.u8")) == set(entries)
+    for k in ("fid", "kid_mean", "kid_std", "frequency", "counts", "resized_counts", "converted_counts"):
+        assert uncached[k] == first[k], k
+
+    # A changed real image: the real set is decoded again into a new entry, the fake set is mapped as before.
+    victim = sorted(real.iterdir())[0]
+    Image.fromarray(synthetic_face_like(32, 4242)).save(victim)
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    mark = DECODE_COUNTER["images"]
+    changed = evaluate(fake, real, cache_dir=tmp_path / "s2", data_cache_dir=data, **kw)
+    assert DECODE_COUNTER["images"] - mark == N and len(set(data.glob("*.u8")) - set(entries)) == 1
+    assert changed["frequency"]["sets"]["real"] != first["frequency"]["sets"]["real"]
+    for k in ("count", "noise", "noise_std", "spectrum"):  # (its distance to the changed real set changes, of course)
+        assert changed["frequency"]["sets"]["fake"][k] == first["frequency"]["sets"]["fake"][k], k

@@ -34,7 +34,8 @@ def test_spectrum_shape_and_white_noise_level():
 def test_noisy_images_have_more_high_frequency_power(tmp_path):
     clean = write_images(tmp_path / "clean", 4, 32, seed=3)
     noisy = write_images(tmp_path / "noisy", 4, 32, seed=3, noise=25)
-    s_clean, s_noisy = spectrum.folder_spectrum(clean), spectrum.folder_spectrum(noisy)
+    s_clean, s_noisy = (spectrum.set_stats(np.asarray(Image.open(p).convert("RGB")) for p in paths)["spectrum"]
+                        for paths in (clean, noisy))
     high = spectrum.radial_frequencies(len(s_clean)) >= spectrum.HIGH_BAND
     assert s_noisy[high].mean() > 2 * s_clean[high].mean()
     # Independent RGB noise of sigma 25 gives luminance noise power (25/255)^2 * sum(LUMA^2), flat over frequency.
@@ -68,10 +69,23 @@ def test_spectral_distance_definition():
         spectrum.spectral_distance(a, a[:8])
 
 
-def test_frequency_report_on_files(tmp_path):
-    real = write_images(tmp_path / "real", 3, 32, seed=5, noise=8)
-    fake = write_images(tmp_path / "fake", 3, 32, seed=6)
-    report = spectrum.frequency_report({"fake": fake, "real": real}, reference_name="real")
+def test_set_stats_counts_averages_and_refuses_an_empty_set():
+    rng = np.random.default_rng(2)
+    quiet = np.full((32, 32, 3), 128, np.uint8)
+    loud = np.clip(128 + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    s = spectrum.set_stats([quiet, loud])
+    assert s["count"] == 2 and s["spectrum"].shape == (16,)
+    # A flat image has no power and no noise: the set's mean is half the noisy image's alone.
+    assert s["noise"] == pytest.approx(spectrum.estimate_noise(loud) / 2) and s["noise_std"] == pytest.approx(s["noise"])
+    assert np.allclose(s["spectrum"], spectrum.radial_power_spectrum(spectrum.to_gray(loud)) / 2)
+    with pytest.raises(ValueError, match="empty"):
+        spectrum.set_stats([])
+
+
+def test_frequency_report_through_evaluate(tmp_path):
+    write_images(tmp_path / "real", 3, 32, seed=5, noise=8)
+    write_images(tmp_path / "fake", 3, 32, seed=6)
+    report = evaluate(tmp_path / "fake", tmp_path / "real", fid=False, cache_dir=tmp_path / "c", progress=False)["frequency"]
     assert report["reference"] == "real" and report["image_size"] == [32, 32]
     assert len(report["frequencies"]) == 16
     r, f = report["sets"]["real"], report["sets"]["fake"]

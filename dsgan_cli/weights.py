@@ -1,0 +1,125 @@
+"""Pretrained weights of VGG19 and AlexNet (perceptual losses) and Inception-v3 (FID): one lookup, one offline rule.
+
+Every network is found the same way: an explicit local file (``perceptual.weights = PATH``,
+``--inception-weights PATH``) when given; else its file in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints/<file>``, where torchvision and torch-fidelity keep it); else a
+download into that cache, unless downloads are off. When none works the error is one line that
+names the URL and how to provide the file. Files are read without unpickling code (safetensors,
+or ``torch.load(weights_only=True)``). Nothing here ever returns random weights.
+
+``DSGAN_OFFLINE``: downloads are off when it is set to anything other than ``""``, ``"0"``,
+``"false"`` or ``"no"`` (case and surrounding spaces ignored), for every network alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_weights_file
+from .errors import DsganError, file_error
+
+OFFLINE_ENV = "DSGAN_OFFLINE"
+#: Values of ``DSGAN_OFFLINE`` that leave downloads on; any other value turns them off.
+ONLINE_VALUES = ("", "0", "false", "no")
+DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """One network's pretrained file: display name, download URL, and how a user provides it locally."""
+
+    name: str
+    url: str
+    local_option: str
+
+    @property
+    def filename(self) -> str:
+        """The file name in the URL, which is also its name in the torch hub cache."""
+        return self.url.rsplit("/", 1)[1]
+
+    @property
+    def hash_prefix(self) -> str:
+        """First hex digits of the file's SHA-256, carried in its name (torch hub convention)."""
+        return self.filename.rsplit("-", 1)[1].split(".")[0]
+
+
+_PERCEPTUAL_OPTION = 'set perceptual.weights = "/path/to/{file}" in the recipe (or --set perceptual.weights=PATH)'
+
+#: torchvision's ImageNet VGG19 (``VGG19_Weights.IMAGENET1K_V1``).
+VGG19 = Pretrained("VGG19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", _PERCEPTUAL_OPTION)
+#: torchvision's ImageNet AlexNet (``AlexNet_Weights.IMAGENET1K_V1``), the LPIPS backbone.
+ALEXNET = Pretrained("AlexNet", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", _PERCEPTUAL_OPTION)
+#: torch-fidelity's Inception-v3 (converted from the TensorFlow FID graph).
+INCEPTION = Pretrained(
+    "Inception-v3",
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+    "pass it with --inception-weights PATH (or set DSGAN_INCEPTION_WEIGHTS=PATH); use --no-fid for the frequency report only",
+)
+
+
+def offline() -> bool:
+    """True when ``DSGAN_OFFLINE`` forbids downloads (any value but "", "0", "false", "no")."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ONLINE_VALUES
+
+
+def hub_cache_file(net: Pretrained) -> Path:
+    """Where the torch hub cache keeps ``net``'s file (and where a download puts it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / net.filename
+
+
+def how_to_provide(net: Pretrained, reason: str) -> str:
+    """The one-line message saying why ``net``'s weights are missing and how to put them on this machine."""
+    cached = hub_cache_file(net)
+    option = net.local_option.format(file=net.filename)
+    return (f"{net.name} weights are not available ({reason}): download {net.url} on a machine with internet, "
+            f"then place it at {cached} or {option}")
+
+
+def check_available(net: Pretrained) -> None:
+    """Raise the how-to error now when ``net``'s file is not cached and downloads are off (cheap: reads nothing)."""
+    if not hub_cache_file(net).is_file() and offline():
+        value = os.environ.get(OFFLINE_ENV, "").strip()
+        raise DsganError(how_to_provide(net, f"not in the torch hub cache and {OFFLINE_ENV}={value} forbids downloading"))
+
+
+def cached_or_download(net: Pretrained) -> Path:
+    """``net``'s file in the torch hub cache, downloaded there first when missing and downloads are on."""
+    import urllib.error
+
+    check_available(net)
+    dest = hub_cache_file(net)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(net.url, str(dest), hash_prefix=net.hash_prefix, progress=sys.stderr.isatty())
+    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
+        raise DsganError(how_to_provide(net, f"download failed: {getattr(e, 'reason', None) or e}")) from None
+    finally:
+        socket.setdefaulttimeout(old)
+    return dest
+
+
+def resolve(net: Pretrained, path: str | Path | None = None) -> Path:
+    """The file to load for ``net``: ``path`` when given (it must exist), else :func:`cached_or_download`."""
+    if path is None:
+        return cached_or_download(net)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise file_error(p, f"{net.name} weights file not found")
+    if not p.is_file():
+        raise file_error(p, f"{net.name} weights path is not a file")
+    return p
+
+
+def load_pretrained(net: Pretrained, path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """``net``'s state dict from :func:`resolve`'s file, read without unpickling code."""
+    return load_weights_file(resolve(net, path), f"{net.name} weights")
