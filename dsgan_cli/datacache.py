@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -40,11 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image
 
 from .data import ImageSet, _decode_one
 from .errors import file_error
-from .images import require_images, write_bytes_atomic
+from .images import ImageReadError, image_size, open_regular, require_images, write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -60,16 +58,13 @@ def default_cache_dir() -> Path:
 
 def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
     """Content hash of ``path`` and its declared (width, height), or None when the header is unreadable."""
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    with open_regular(path) as f:
+        data = f.read()
     try:
-        with Image.open(io.BytesIO(data)) as img:  # header only: pixels are not decoded here
-            wh = img.size
-            if (img.getexif().get(0x0112) or 1) in (5, 6, 7, 8):  # EXIF rotation swaps the sides on load
-                wh = (wh[1], wh[0])
-    except Exception:  # noqa: BLE001 - unreadable files are skipped (with a warning) by the decode
+        wh = image_size(path, data)  # header only: pixels are not decoded here
+    except ImageReadError:  # unreadable files are skipped (with a warning) by the decode
         wh = None
-    return digest, wh
+    return hashlib.sha256(data).hexdigest(), wh
 
 
 def _stat_sig(path: Path) -> list[int]:
