@@ -466,8 +466,8 @@ def generate_fitting(generator: Generator, x: torch.Tensor, device: torch.device
                               for h in halves])
         tile = (tile or max(x.shape[-2:])) // 2
         if tile < MIN_OOM_TILE:
-            raise DsganError(f"out of memory on {device} even for one image in {tile * 2}-pixel tiles; "
-                             "free memory on the device, or run on the CPU (--cpu)", EXIT_USAGE)
+            hint = "free memory and run again" if device.type == "cpu" else "free memory on the device, or run on the CPU (--cpu)"
+            raise DsganError(f"out of memory on {device} even for one image in {tile * 2}-pixel tiles; {hint}", EXIT_USAGE)
 
 
 # --------------------------------------------------------------------------- output side
