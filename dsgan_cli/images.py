@@ -188,30 +188,19 @@ def image_size(path: str | Path, data: bytes | None = None) -> tuple[int, int]:
     """
     path = Path(path)
     fh = io.BytesIO(data) if data is not None else _open_image_file(path)
-    try:
-        with fh, Image.open(fh, formats=DECODERS) as im:
-            w, h = im.size
-            rotated = (im.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
-    except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image file (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageReadError(path, f"cannot read the image header ({e or type(e).__name__})") from None
+    with fh, _reading(path), Image.open(fh, formats=DECODERS) as im:
+        w, h = im.size
+        rotated = (im.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
     return (h, w) if rotated else (w, h)
 
 
-def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
-    """Decode the open image file ``fh`` (named ``path`` in errors); see :func:`load_rgb`."""
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn whatever Pillow raises while reading ``path`` into :class:`ImageReadError` with a short reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh, formats=DECODERS) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
-                im.load()
-                img = ImageOps.exif_transpose(im)
-                if img is im:
-                    img = im.copy()
+            yield
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -223,6 +212,18 @@ def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
         if "truncated" in reason.lower():
             reason = "truncated image file"
         raise ImageReadError(path, f"cannot decode image ({reason})") from None
+
+
+def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
+    """Decode the open image file ``fh`` (named ``path`` in errors); see :func:`load_rgb`."""
+    with _reading(path), Image.open(fh, formats=DECODERS) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
+        im.load()
+        img = ImageOps.exif_transpose(im)
+        if img is im:
+            img = im.copy()
     if img.width < 1 or img.height < 1:
         raise ImageReadError(path, "image has no pixels")
     return _to_8bit_rgb(img)

@@ -99,3 +99,12 @@ def test_progress_bar_draws_only_for_a_terminal_and_when_asked():
     assert "degrading" in shown and "4/4" in shown and "img/s" in shown and "g 0.5" in shown
     assert _bar_output(True, False) == ""
     assert _bar_output(False, True) == ""
+
+
+def test_image_size_refuses_a_decompression_bomb_header(tmp_path):
+    from badfiles import bomb_png
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png())
+    with pytest.raises(ImageReadError, match="too large"):
+        image_size(bomb)
