@@ -445,9 +445,10 @@ def generate_fitting(generator: Generator, x: torch.Tensor, device: torch.device
     """G(x) for a batch (or, with ``tile``, one image in tiles); on out-of-memory, the same in smaller pieces.
 
     A batch is split in halves, one image is tiled, and tiles are halved down
-    to :data:`MIN_OOM_TILE`. Each piece gives the same pixels (noise is per
-    image, tiling is exact), so a fallback changes the memory use, not the
-    output. Returns float32 on ``device`` or the CPU.
+    to :data:`MIN_OOM_TILE`. Noise is per image and tiling sees the same
+    input (see :func:`generate_tiled`), so a fallback changes the memory use,
+    not the output (beyond float summation order). Returns float32 on
+    ``device`` or the CPU.
     """
     while True:
         try:
