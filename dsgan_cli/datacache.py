@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -42,11 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image
 
 from .data import ImageSet, _decode_one
 from .errors import file_error
-from .images import open_regular, require_images, write_bytes_atomic
+from .images import ImageReadError, image_size, open_regular, require_images, write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -67,15 +65,11 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
             data = fh.read()
     except OSError as e:  # the decode skips such a file with its reason; the key still names it
         return f"unreadable: {e.strerror or e}", None
-    digest = hashlib.sha256(data).hexdigest()
     try:
-        with Image.open(io.BytesIO(data)) as img:  # header only: pixels are not decoded here
-            wh = img.size
-            if (img.getexif().get(0x0112) or 1) in (5, 6, 7, 8):  # EXIF rotation swaps the sides on load
-                wh = (wh[1], wh[0])
-    except Exception:  # noqa: BLE001 - unreadable files are skipped (with a warning) by the decode
+        wh = image_size(path, data)  # header only: pixels are not decoded here
+    except ImageReadError:  # unreadable files are skipped (with a warning) by the decode
         wh = None
-    return digest, wh
+    return hashlib.sha256(data).hexdigest(), wh
 
 
 def _stat_sig(path: Path) -> list[int] | None:

@@ -16,7 +16,6 @@ each process takes every N-th file, so each output is written exactly once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -44,10 +43,12 @@ from .images import (
     partial_prefix,
     require_images,
     save_image_atomic,
+    to_uint8,
     unique_output_names,
     write_bytes_atomic,
 )
 from .models import Generator, downscale
+from .progress import progress_bar
 
 #: ``--format`` value -> (PIL format name, file suffix).
 FORMATS: dict[str, tuple[str, str]] = {
@@ -165,6 +166,17 @@ def resolve_scale(meta_scale: int | None, scale: int | None, downscale_inputs: b
     return int(meta_scale)
 
 
+def load_for_folder(checkpoint: Path, input_dir: Path, scale: int | None, downscale_inputs: bool) -> tuple[Generator, dict, int]:
+    """The checkpoint's generator, its metadata and the run's scale; a missing input folder is refused."""
+    from .checkpoint import load_generator
+
+    generator, meta = load_generator(checkpoint)
+    run_scale = resolve_scale(meta.get("scale"), scale, downscale_inputs, checkpoint)
+    if not input_dir.exists():
+        raise file_error(input_dir, "no such folder")
+    return generator, meta, run_scale
+
+
 def remove_stale_partials(jobs: list[Job]) -> int:
     """Delete temp files a killed earlier run left for these outputs (``.NAME.XXXX.partial``); return how many.
 
@@ -255,20 +267,35 @@ def _first(sample):
 
 
 def _in_thread(make_iter, depth: int, name: str = "dsgan-input") -> Iterator[Any]:
-    """Yield the items of ``make_iter()``, produced by a background thread up to ``depth`` ahead."""
+    """Yield the items of ``make_iter()``, produced by a background thread up to ``depth`` ahead.
+
+    Closing the generator (or an error on either side) stops the thread and
+    waits for it, so no input thread outlives the run.
+    """
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        # A timeout, not a plain put: a consumer that stopped never frees a slot.
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.05)
+                return True
+        return False
+
     def produce() -> None:
+        items = None
         try:
-            for item in make_iter():
-                if stop.is_set():
+            items = make_iter()
+            for item in items:
+                if not put(item):
                     return
-                q.put(item)
+            put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
-        q.put(done)
+            put(e)
+        finally:
+            getattr(items, "close", lambda: None)()
 
     thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
@@ -285,17 +312,23 @@ def _in_thread(make_iter, depth: int, name: str = "dsgan-input") -> Iterator[Any
         with contextlib.suppress(queue.Empty):
             while True:
                 q.get_nowait()
+        thread.join()
 
 
 def iter_decoded(dataset: DecodeDataset, workers: int, depth: int) -> Iterator[Any]:
     """Decoded items in order: from DataLoader worker processes, or in the calling thread when ``workers == 0``."""
     if workers <= 0:
-        return (dataset[i] for i in range(len(dataset)))
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
         prefetch_factor=max(2, math.ceil(depth / workers)), persistent_workers=False,
     )
-    return iter(loader)
+    it = iter(loader)
+    try:
+        yield from it
+    finally:
+        getattr(it, "_shutdown_workers", lambda: None)()  # stop the worker processes now, not when collected
 
 
 def iter_batches(items: Iterator[Any], batch_size: int, tile: int | None, channels_last: bool) -> Iterator[tuple]:
@@ -398,9 +431,44 @@ def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: tor
     return out
 
 
-def to_uint8_hwc(y: torch.Tensor) -> torch.Tensor:
-    """Float (N, 3, H, W) in [0, 1] -> uint8 (N, H, W, 3) on the CPU, rounded to nearest."""
-    return y.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+#: Smallest tile tried after out-of-memory errors before the run gives up.
+MIN_OOM_TILE = 32
+
+
+def _is_oom(e: BaseException) -> bool:
+    """True for torch's out-of-memory errors (CUDA raises OutOfMemoryError, other backends a RuntimeError)."""
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+def generate_fitting(generator: Generator, x: torch.Tensor, device: torch.device, settings: Settings,
+                     noise: torch.Tensor | None = None, tile: int | None = None) -> torch.Tensor:
+    """G(x) for a batch (or, with ``tile``, one image in tiles); on out-of-memory, the same in smaller pieces.
+
+    A batch is split in halves, one image is tiled, and tiles are halved down
+    to :data:`MIN_OOM_TILE`. Noise is per image and tiling sees the same
+    input (see :func:`generate_tiled`), so a fallback changes the memory use,
+    not the output (beyond float summation order). Returns float32 on
+    ``device`` or the CPU.
+    """
+    while True:
+        try:
+            if tile:
+                return generate_tiled(generator, x, tile, device, settings.precision, settings.channels_last, noise=noise)
+            return run_generator(generator, x, device, settings.precision, settings.channels_last, noise)
+        except RuntimeError as e:  # left before retrying, so the failed attempt's tensors are freed
+            if not _is_oom(e):
+                raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        n = len(x)
+        if n > 1:
+            halves = (slice(0, n // 2), slice(n // 2, n))
+            return torch.cat([generate_fitting(generator, x[h], device, settings, None if noise is None else noise[h]).cpu()
+                              for h in halves])
+        tile = (tile or max(x.shape[-2:])) // 2
+        if tile < MIN_OOM_TILE:
+            hint = "free memory and run again" if device.type == "cpu" else "free memory on the device, or run on the CPU (--cpu)"
+            raise DsganError(f"out of memory on {device} even for one image in {tile * 2}-pixel tiles; {hint}", EXIT_USAGE)
 
 
 # --------------------------------------------------------------------------- output side
@@ -426,7 +494,7 @@ class Writer:
         t = time.perf_counter()
         try:
             if arr.dtype != torch.uint8:
-                arr = to_uint8_hwc(arr.unsqueeze(0))[0]
+                arr = to_uint8(arr)
             save_image_atomic(Image.fromarray(arr.numpy(), "RGB"), job.dest, format=self.pil_format, **self.params)
             err = None
         except OSError as e:
@@ -454,6 +522,13 @@ class Writer:
         while self.pending:
             self._collect(self.pending.popleft())
         self.pool.shutdown(wait=True)
+
+    def cancel(self) -> None:
+        """Drop the queued writes and wait for the ones under way (each completes or removes its temp file)."""
+        for fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- defaults
@@ -500,97 +575,73 @@ def default_settings(device: torch.device, *, scale: int, fmt: str, batch_size: 
 # --------------------------------------------------------------------------- the run
 
 
-def _make_progress(enabled: bool, total: int, label: str):
-    """A rich progress bar on stderr with images/s, or None."""
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        """Images per second since the start."""
-
-        def render(self, task) -> Text:
-            elapsed = task.elapsed or 0.0
-            rate = task.completed / elapsed if elapsed > 0 else 0.0
-            return Text(f"{rate:.2f} img/s", style="progress.data.speed")
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
-    progress.start()
-    progress.add_task(label, total=total)
-    return progress
-
-
 def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, settings: Settings, *,
                  progress: bool = True, label: str = "degrading", stats: dict[str, float] | None = None,
                  seed: int = 0) -> DegradeSummary:
-    """Degrade ``jobs`` (already filtered for skips) and return this process's summary."""
+    """Degrade ``jobs`` (already filtered for skips) and return this process's summary.
+
+    On any error the input thread is stopped and the encoder threads are
+    joined before it propagates: nothing keeps running or writing.
+    """
     summary = DegradeSummary()
     modes: Counter[str] = Counter()
     lock = threading.Lock()
-    bar = _make_progress(progress, len(jobs), label)
     stats = stats if stats is not None else {}
     stats.update(wait_input=0.0, generator=0.0, to_uint8=0.0)
+    with progress_bar(progress) as bar:
+        task = bar.add_task(label, total=len(jobs))
 
-    def on_done(job: Job, err: str | None) -> None:
-        with lock:
-            if err is None:
-                summary.converted += 1
-            else:
-                summary.failed.append((str(job.src), err))
-        if bar is not None:
-            bar.advance(bar.task_ids[0])
+        def on_done(job: Job, err: str | None) -> None:
+            with lock:
+                if err is None:
+                    summary.converted += 1
+                else:
+                    summary.failed.append((str(job.src), err))
+            bar.advance(task)
 
-    writer = Writer(settings.fmt, settings.encoder_threads, max_pending=2 * settings.batch_size + 4, on_done=on_done)
-    dataset = DecodeDataset([j.src for j in jobs], settings.scale)
+        writer = Writer(settings.fmt, settings.encoder_threads, max_pending=2 * settings.batch_size + 4, on_done=on_done)
 
-    def generate(x: torch.Tensor, indices: list[int], tiled: bool) -> None:
-        t = time.perf_counter()
-        noise = image_noise(generator, x, [jobs[i].rel for i in indices], seed)
-        if tiled:
-            y = generate_tiled(generator, x, settings.tile, device, settings.precision, settings.channels_last, noise=noise)
-        else:
-            y = run_generator(generator, x, device, settings.precision, settings.channels_last, noise)
-        t2 = time.perf_counter()
-        # On a GPU, round there and move a quarter of the bytes. On a CPU, the
-        # encoder thread rounds each image: small ops on the main thread pay
-        # for a full intra-op thread team (tens of ms on a busy machine).
-        out = to_uint8_hwc(y) if y.device.type != "cpu" else y
-        stats["generator"] += t2 - t
-        stats["to_uint8"] += time.perf_counter() - t2
-        for i, arr in zip(indices, out):
-            writer.submit(arr, jobs[i])
+        def generate(x: torch.Tensor, indices: list[int], tiled: bool) -> None:
+            t = time.perf_counter()
+            noise = image_noise(generator, x, [jobs[i].rel for i in indices], seed)
+            y = generate_fitting(generator, x, device, settings, noise, settings.tile if tiled else None)
+            t2 = time.perf_counter()
+            # On a GPU, round there and move a quarter of the bytes. On a CPU, the
+            # encoder thread rounds each image: small ops on the main thread pay
+            # for a full intra-op thread team (tens of ms on a busy machine).
+            out = to_uint8(y).cpu() if y.device.type != "cpu" else y
+            stats["generator"] += t2 - t
+            stats["to_uint8"] += time.perf_counter() - t2
+            for i, arr in zip(indices, out):
+                writer.submit(arr, jobs[i])
 
-    def make_batches() -> Iterator[tuple]:
-        decoded = iter_decoded(dataset, settings.workers, depth=2 * settings.batch_size)
-        return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
+        def make_batches() -> Iterator[tuple]:
+            decoded = iter_decoded(DecodeDataset([j.src for j in jobs], settings.scale), settings.workers,
+                                   depth=2 * settings.batch_size)
+            return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
 
-    start = time.perf_counter()
-    try:
+        start = time.perf_counter()
         # Decoding, downscaling, bucketing and stacking all run on one input
         # thread (fed by worker processes when workers > 0), two batches ahead.
         events = _in_thread(make_batches, depth=2)
-        while True:
-            t = time.perf_counter()
-            event = next(events, None)
-            stats["wait_input"] += time.perf_counter() - t
-            if event is None:
-                break
-            kind = event[0]
-            if kind == "failed":
-                on_done(jobs[event[1]], event[2])
-            elif kind == "mode":
-                modes[event[1]] += 1
-            elif kind == "tiled":
-                generate(event[2], [event[1]], tiled=True)
-            else:
-                generate(event[2], event[1], tiled=False)
-        writer.close()
-    finally:
-        if bar is not None:
-            bar.stop()
+        try:
+            while True:
+                t = time.perf_counter()
+                event = next(events, None)
+                stats["wait_input"] += time.perf_counter() - t
+                if event is None:
+                    break
+                kind = event[0]
+                if kind == "failed":
+                    on_done(jobs[event[1]], event[2])
+                elif kind == "mode":
+                    modes[event[1]] += 1
+                else:
+                    generate(event[2], [event[1]] if kind == "tiled" else event[1], tiled=kind == "tiled")
+            writer.close()
+        finally:
+            events.close()
+            writer.cancel()
     summary.seconds = time.perf_counter() - start
     summary.converted_modes = dict(sorted(modes.items()))
     summary.images_per_second = summary.converted / summary.seconds if summary.seconds > 0 else 0.0
@@ -631,15 +682,10 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from .checkpoint import load_generator
-
     input_dir, output_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
     _, suffix = output_format(fmt)
     check_options(batch_size, workers, tile, precision)
-    generator, meta = load_generator(checkpoint)
-    run_scale = resolve_scale(meta.get("scale"), scale, downscale, checkpoint)
-    if not input_dir.exists():
-        raise file_error(input_dir, "no such folder")
+    generator, meta, run_scale = load_for_folder(checkpoint, input_dir, scale, downscale)
     check_output_dir(input_dir, output_dir)
     jobs, failed = plan_jobs(input_dir, output_dir, suffix)
     record = output_record(meta["sha256"], run_scale, suffix, precision)

@@ -1,8 +1,9 @@
 """Reading, converting and atomically writing images; finding them in folders.
 
-Every subcommand reads user photos through :func:`load_rgb` so that EXIF
-orientation, odd modes (16-bit, palette, CMYK, alpha) and broken files are
-handled the same way everywhere.
+Every subcommand reads user photos through :func:`load_rgb` (and image
+headers through :func:`image_size`) so that EXIF orientation, odd modes
+(16-bit, palette, CMYK, alpha) and broken files are handled the same way
+everywhere, and writes 8-bit pixels through :func:`to_uint8`.
 """
 
 from __future__ import annotations
@@ -151,15 +152,8 @@ def _to_8bit_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
     return img.convert("RGB"), mode
 
 
-def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
-    """Decode ``path`` as 8-bit RGB with EXIF orientation applied.
-
-    Returns ``(image, converted_from)`` where ``converted_from`` is the
-    original PIL mode when a mode conversion happened, else ``None``.
-    Raises :class:`ImageReadError` with a short reason for anything that is
-    not a readable, sanely sized image.
-    """
-    path = Path(path)
+def _open_image_file(path: Path) -> BinaryIO:
+    """Open ``path`` for decoding: a supported suffix, a regular file, not empty; :class:`ImageReadError` otherwise."""
     unsupported = UNSUPPORTED_SUFFIXES.get(path.suffix.lower())
     if unsupported:
         raise ImageReadError(path, f"{unsupported} files are not supported; convert to PNG or JPEG")
@@ -167,25 +161,46 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
         fh = open_regular(path)
     except OSError as e:
         raise ImageReadError(path, e.strerror or str(e)) from None
-    with fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            raise ImageReadError(path, "empty file (0 bytes)")
+    if os.fstat(fh.fileno()).st_size == 0:
+        fh.close()
+        raise ImageReadError(path, "empty file (0 bytes)")
+    return fh
+
+
+def load_rgb(path: str | Path) -> tuple[Image.Image, str | None]:
+    """Decode ``path`` as 8-bit RGB with EXIF orientation applied: the one way every command reads an image.
+
+    Returns ``(image, converted_from)`` where ``converted_from`` is the
+    original PIL mode when a mode conversion happened, else ``None``.
+    Raises :class:`ImageReadError` with a short reason for anything that is
+    not a readable, sanely sized image.
+    """
+    path = Path(path)
+    with _open_image_file(path) as fh:
         return _decode(path, fh)
 
 
-def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
-    """Decode the open image file ``fh`` (named ``path`` in errors); see :func:`load_rgb`."""
+def image_size(path: str | Path, data: bytes | None = None) -> tuple[int, int]:
+    """(W, H) of the image :func:`load_rgb` would return (EXIF rotation applied), from the header only.
+
+    ``data`` is the file's content when the caller read it already (it is
+    then not opened again). Raises :class:`ImageReadError` naming ``path``.
+    """
+    path = Path(path)
+    fh = io.BytesIO(data) if data is not None else _open_image_file(path)
+    with fh, _reading(path), Image.open(fh, formats=DECODERS) as im:
+        w, h = im.size
+        rotated = (im.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
+    return (h, w) if rotated else (w, h)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn whatever Pillow raises while reading ``path`` into :class:`ImageReadError` with a short reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh, formats=DECODERS) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
-                im.load()
-                img = ImageOps.exif_transpose(im)
-                if img is im:
-                    img = im.copy()
+            yield
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -197,6 +212,18 @@ def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
         if "truncated" in reason.lower():
             reason = "truncated image file"
         raise ImageReadError(path, f"cannot decode image ({reason})") from None
+
+
+def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
+    """Decode the open image file ``fh`` (named ``path`` in errors); see :func:`load_rgb`."""
+    with _reading(path), Image.open(fh, formats=DECODERS) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
+        im.load()
+        img = ImageOps.exif_transpose(im)
+        if img is im:
+            img = im.copy()
     if img.width < 1 or img.height < 1:
         raise ImageReadError(path, "image has no pixels")
     return _to_8bit_rgb(img)
@@ -208,10 +235,14 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def to_uint8(t: torch.Tensor) -> torch.Tensor:
+    """Float (..., 3, H, W) in [0, 1] -> uint8 (..., H, W, 3) on the same device: the one 8-bit rounding (to nearest)."""
+    return t.detach().clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8).movedim(-3, -1).contiguous()
+
+
 def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
-    """Float tensor (3, H, W) in [0, 1] -> uint8 array (H, W, 3), rounding to nearest."""
-    t = t.detach().float().clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
-    return t.permute(1, 2, 0).cpu().numpy()
+    """Float tensor (3, H, W) in [0, 1] -> uint8 array (H, W, 3) on the CPU (:func:`to_uint8`)."""
+    return to_uint8(t).cpu().numpy()
 
 
 def tensor_to_image(t: torch.Tensor) -> Image.Image:
@@ -331,14 +362,21 @@ def check_writable_dir(path: str | Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise file_error(path, f"cannot create output folder ({e.strerror or e})") from None
-    # A real probe instead of os.access: root ignores permission bits, but not
-    # read-only mounts, and the probe catches both.
     try:
-        fd, probe = tempfile.mkstemp(prefix=".dsgan-write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _probe_write(path)
     except OSError as e:
         raise file_error(path, f"output folder is not writable ({e.strerror or e})") from None
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and remove a temp file in ``folder``; OSError when that fails.
+
+    A real probe instead of os.access: root ignores permission bits, but not
+    read-only mounts, and the probe catches both.
+    """
+    fd, probe = tempfile.mkstemp(prefix=".dsgan-write-test.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _real(path: str | Path) -> Path:
@@ -376,9 +414,7 @@ def check_output_file(path: str | Path, what: str = "output") -> None:
     if not folder.is_dir():
         raise file_error(path, f"cannot write the {what}: {folder} is not a folder")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".dsgan-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        _probe_write(folder)
     except OSError as e:
         raise file_error(path, f"cannot write the {what} ({folder}: {e.strerror or e})") from None
 

@@ -20,6 +20,7 @@ import torch
 
 from .checkpoint import save_generator
 from .errors import file_error
+from .images import open_regular
 from .models import Generator
 
 #: Key of the generator's state dict in the original checkpoints.
@@ -102,13 +103,10 @@ def build_generator(path: Path, state: dict[str, torch.Tensor], n_res_blocks: in
     return generator.eval()
 
 
-def _sha256(path: Path) -> str:
+def _file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, so the imported model names exactly what it came from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    with open_regular(path) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _int_or_empty(value: Any) -> str:
@@ -130,7 +128,7 @@ def import_original(src: str | Path, dest: str | Path | None = None, *, overwrit
     iteration = _int_or_empty(ckpt.get("iteration"))
     extra = {
         "source": src.name,
-        "source_sha256": _sha256(src),
+        "source_sha256": _file_sha256(src),
         "source_format": "real-world-sr/dsgan",
         "epoch": _int_or_empty(ckpt.get("epoch")),
         "iteration": iteration,

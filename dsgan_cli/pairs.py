@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .checkpoint import load_generator
-from .degrade import LOSSY_QUALITY, Job, _make_progress, generate_tiled, output_format, remove_stale_partials, resolve_scale, run_generator
+from .degrade import LOSSY_QUALITY, Job, generate_tiled, load_for_folder, output_format, remove_stale_partials, run_generator
 from .errors import DsganError, file_error
-from .images import ImageReadError, check_output_dir, check_writable_dir, image_to_tensor, load_rgb, require_images, save_image_atomic, write_bytes_atomic
+from .images import (ImageReadError, check_output_dir, check_writable_dir, image_size, image_to_tensor, load_rgb,
+                     require_images, save_image_atomic, to_uint8, write_bytes_atomic)
 from .models import downscale
+from .progress import progress_bar
 
 META_INFO = "meta_info.txt"
 SETTINGS_FILE = "pairs.json"
@@ -104,7 +105,7 @@ def make_pair(img: torch.Tensor, generator, scale: int, cleanup_factor: int, dev
     x = img.unsqueeze(0)
     if cleanup_factor > 1:
         # Quantise the cleaned HR to 8 bits first: LR must come from the HR file the trainer will read.
-        x = downscale(x, cleanup_factor).mul(255).round_().div_(255)
+        x = image_to_tensor(to_uint8(downscale(x, cleanup_factor)[0]).numpy()).unsqueeze(0)
     h, w = x.shape[-2:]
     if h < scale or w < scale:
         raise ValueError(f"too small: {w}x{h} after clean-up is smaller than the scale {scale}")
@@ -114,16 +115,14 @@ def make_pair(img: torch.Tensor, generator, scale: int, cleanup_factor: int, dev
         y = generate_tiled(generator, xb, TILE, device)
     else:
         y = run_generator(generator, xb, device).cpu()
-    to_u8 = lambda t: t[0].clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0)  # noqa: E731
-    return to_u8(x), to_u8(y)
+    return to_uint8(x[0]), to_uint8(y[0])
 
 
 def write_meta_info(out_dir: Path, names: list[str]) -> None:
     """``meta_info.txt``: one ``NAME (H,W,3)`` line per complete pair (HR shape), sorted."""
     lines = []
     for name in sorted(names):
-        with Image.open(out_dir / "hr" / name) as im:
-            w, h = im.size
+        w, h = image_size(out_dir / "hr" / name)
         lines.append(f"{name} ({h},{w},3)\n")
     write_bytes_atomic(out_dir / META_INFO, "".join(lines).encode())
 
@@ -135,10 +134,7 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
     pil_format, suffix = output_format(fmt)
     if cleanup_factor < 1:
         raise DsganError(f"--cleanup-factor must be 1 (none) or more, got {cleanup_factor}")
-    generator, meta = load_generator(checkpoint)
-    scale = resolve_scale(meta.get("scale"), scale, True, checkpoint)
-    if not input_dir.exists():
-        raise file_error(input_dir, "no such folder")
+    generator, meta, scale = load_for_folder(checkpoint, input_dir, scale, True)
     check_pairs_dir(input_dir, out_dir)
     jobs, failed = plan_pairs(input_dir, out_dir, suffix)
     settings = {"scale": scale, "cleanup_factor": cleanup_factor, "format": suffix,
@@ -157,8 +153,8 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
                            cleanup_factor=cleanup_factor)
     params = {"quality": LOSSY_QUALITY} if pil_format in ("JPEG", "WEBP") else {}
     start = time.perf_counter()
-    bar = _make_progress(progress, len(todo), "pairs")
-    try:
+    with progress_bar(progress) as bar:
+        task = bar.add_task("pairs", total=len(todo))
         for src, name in todo:
             try:
                 hr, lr = make_pair(image_to_tensor(load_rgb(src)[0]), generator, scale, cleanup_factor, device)
@@ -173,11 +169,7 @@ def make_pairs(input_dir, out_dir, checkpoint, *, scale: int | None = None, clea
                 save_image_atomic(Image.fromarray(hr.numpy(), "RGB"), out_dir / "hr" / name, pil_format, **params)
                 save_image_atomic(Image.fromarray(lr.numpy(), "RGB"), out_dir / "lr" / name, pil_format, **params)
                 summary.written += 1
-            if bar is not None:
-                bar.advance(bar.task_ids[0])
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.advance(task)
     complete = [name for _, name in jobs if done(name)]
     write_meta_info(out_dir, complete)
     summary.pairs, summary.seconds = len(complete), time.perf_counter() - start

@@ -30,6 +30,8 @@ from typing import Any, Iterator
 from .errors import DsganError, file_error
 from .images import (ImageReadError, check_destinations, check_output_dir, check_writable_dir, list_images, load_rgb,
                      open_regular, save_image_atomic, unique_output_names, write_bytes_atomic)
+from .jsonl import read_jsonl
+from .progress import progress_bar
 
 STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash")
 #: Statuses of inputs that were not processed (exit code 1).
@@ -134,16 +136,7 @@ def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dic
 
 def _read_records(path: Path) -> dict[str, dict[str, Any]]:
     """Records of an earlier manifest or journal by input path; torn last lines are ignored."""
-    records: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            records[rec["input"]] = rec
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return records
+    return {rec["input"]: rec for rec in read_jsonl(path) if isinstance(rec.get("input"), str)}
 
 
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
@@ -248,13 +241,9 @@ def _clash_record(rel: str, owner: Path, output: Path, settings: dict[str, Any])
 
 def _run(tasks: list, detector: str, workers: int | None, progress: bool, total: int, done: int) -> Iterator[dict[str, Any]]:
     """Process tasks in worker processes (or inline for one worker), with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task_id = bar.add_task("prepare", total=total, completed=done, rate="")
-        started = time.perf_counter()
+    with progress_bar(progress) as bar:
+        task_id = bar.add_task("prepare", total=total, completed=done)
         if workers == 1:
             _worker_init(detector)
             results: Iterator[dict[str, Any]] = map(process_photo, tasks)
@@ -263,9 +252,8 @@ def _run(tasks: list, detector: str, workers: int | None, progress: bool, total:
             pool = ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(detector,))
             results = pool.map(process_photo, tasks, chunksize=1)
         try:
-            for i, rec in enumerate(results, start=1):
-                rate = i / max(time.perf_counter() - started, 1e-9)
-                bar.update(task_id, advance=1, rate=f"{rate:.1f} img/s")
+            for rec in results:
+                bar.advance(task_id)
                 yield rec
         finally:
             if pool is not None:

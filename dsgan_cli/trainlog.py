@@ -10,6 +10,7 @@ import torch
 from accelerate.tracking import GeneralTracker
 
 from .images import save_image_atomic, tensor_to_image, write_bytes_atomic
+from .jsonl import read_jsonl
 from .models import FilterHigh
 
 METRICS_FILE = "metrics.jsonl"
@@ -57,16 +58,10 @@ def _plain(v: Any) -> Any:
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (logged after the checkpoint a run resumes from)."""
+    """Drop records after ``last_step`` (logged after the checkpoint a run resumes from) and any line a kill cut."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, AttributeError):
-            continue  # a line cut by a kill
+    kept = [json.dumps(r) for r in read_jsonl(path) if (r.get("step") or 0) <= last_step]
     write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 

@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.degrade import DecodeDataset, degrade_folder, run_generator, to_uint8_hwc
-from dsgan_cli.images import save_image_atomic
+from dsgan_cli.degrade import DecodeDataset, degrade_folder, run_generator
+from dsgan_cli.images import save_image_atomic, to_uint8
 from dsgan_cli.models import Generator
 
 
@@ -75,7 +75,7 @@ def per_image_costs(paths: list[Path], out: Path, scale: int, k: int = 8) -> dic
     t = time.perf_counter()
     items = [ds[i] for i in range(len(ds))]
     decode = (time.perf_counter() - t) / k
-    arrs = to_uint8_hwc(torch.stack([x for _, x, _, _ in items]))
+    arrs = to_uint8(torch.stack([x for _, x, _, _ in items]))
     t = time.perf_counter()
     for i, a in enumerate(arrs):
         save_image_atomic(Image.fromarray(a.numpy()), out / f"probe_{i}.png", format="PNG")

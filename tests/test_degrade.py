@@ -341,3 +341,110 @@ def test_two_processes_write_each_file_once(tmp_path, ckpt):
     assert outs == sorted(s.relative_to(inp).with_suffix(".png").as_posix() for s in srcs)
     for s in srcs:
         assert np.array_equal(read(out / s.relative_to(inp).with_suffix(".png")), expected_output(ckpt, s))
+
+
+def _io_threads() -> list[str]:
+    """Names of live threads the degrade pipeline starts (input thread, encoder pool)."""
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(("dsgan-input", "dsgan-encode"))]
+
+
+@pytest.mark.parametrize("where", ["generator", "input"])
+def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckpt, monkeypatch, where):
+    from dsgan_cli import degrade
+
+    inp, out = tmp_path / "hr", tmp_path / "out"
+    write_images(inp, 8, 32, noise=4)
+    calls = []
+    if where == "generator":
+        real = degrade.run_generator
+
+        def failing(*a, **kw):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("injected failure")
+            return real(*a, **kw)
+
+        monkeypatch.setattr(degrade, "run_generator", failing)
+    else:
+        real_item = degrade.DecodeDataset.__getitem__
+
+        def failing_item(self, i):
+            if i == 4:
+                raise RuntimeError("injected failure")
+            return real_item(self, i)
+
+        monkeypatch.setattr(degrade.DecodeDataset, "__getitem__", failing_item)
+    assert _io_threads() == []
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(inp, out, ckpt, batch_size=1, workers=0, encoder_threads=2)
+    assert _io_threads() == []
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+    # What was written before the failure is complete, and a rerun finishes the rest.
+    monkeypatch.undo()
+    summary = run(inp, out, ckpt)
+    assert summary.converted + summary.skipped == 8 and summary.converted >= 1 and not summary.failed
+
+
+def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
+    """Make the generator call raise torch's out-of-memory error for inputs ``too_big(shape)`` says are too big."""
+    from dsgan_cli import degrade
+
+    real, shapes = degrade.run_generator, []
+
+    def limited(generator, x, *a, **kw):
+        shapes.append(tuple(x.shape))
+        if too_big(x.shape):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(generator, x, *a, **kw)
+
+    monkeypatch.setattr(degrade, "run_generator", limited)
+    return shapes
+
+
+def test_out_of_memory_splits_the_batch_and_gives_the_same_bytes(tmp_path, ckpt, monkeypatch):
+    inp = tmp_path / "hr"
+    srcs = write_images(inp, 6, 32, noise=8)
+    run(inp, tmp_path / "normal", ckpt, batch_size=4, workers=0)
+    shapes = _oom_above(monkeypatch, lambda s: s[0] > 1)
+    summary = run(inp, tmp_path / "oom", ckpt, batch_size=4, workers=0)
+    assert summary.converted == 6 and not summary.failed
+    assert (4, 3, 16, 16) in shapes and (1, 3, 16, 16) in shapes  # a batch was refused, then split
+    for src in srcs:
+        assert (tmp_path / "oom" / src.name).read_bytes() == (tmp_path / "normal" / src.name).read_bytes()
+
+
+def test_out_of_memory_for_one_image_falls_back_to_tiles(tmp_path, ckpt, monkeypatch):
+    inp = tmp_path / "hr"
+    srcs = write_images(inp, 2, 256, noise=8)
+    run(inp, tmp_path / "normal", ckpt, batch_size=2, workers=0)
+    # LR images are 128x128 and G's receptive radius is 6: a side over 80 runs out of memory, so batches and whole
+    # images fail and 64-pixel tiles (windows of at most 64 + 6 at the border) fit.
+    shapes = _oom_above(monkeypatch, lambda s: s[0] > 1 or max(s[-2:]) > 80)
+    summary = run(inp, tmp_path / "oom", ckpt, batch_size=2, workers=0)
+    assert summary.converted == 2 and not summary.failed
+    assert (1, 3, 128, 128) in shapes and max(max(s[-2:]) for s in shapes[-4:]) <= 80  # refused whole, then tiled
+    for src in srcs:
+        a, b = read(tmp_path / "normal" / src.name).astype(int), read(tmp_path / "oom" / src.name).astype(int)
+        # As test_tiled_folder_run_matches_untiled: equal up to float summation order.
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.001
+
+
+def test_out_of_memory_even_for_small_tiles_is_a_one_line_error(tmp_path, ckpt, monkeypatch):
+    inp = tmp_path / "hr"
+    write_images(inp, 1, 80)
+    _oom_above(monkeypatch, lambda s: True)
+    with pytest.raises(DsganError, match="out of memory"):
+        run(inp, tmp_path / "out", ckpt, workers=0)
+    assert _io_threads() == []
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(ckpt):
+    from dsgan_cli.degrade import _is_oom
+
+    assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+    assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "
+                                "to allocate 1 bytes; out of memory"))
+    assert not _is_oom(RuntimeError("Expected all tensors to be on the same device"))
+    assert not _is_oom(ValueError("out of memory"))

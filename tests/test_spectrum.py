@@ -107,7 +107,6 @@ def test_line_plot_writes_marked_png_atomically(tmp_path):
     # Both series colours are on the canvas.
     for colour in plots.PALETTE[:2]:
         assert (np.abs(arr.astype(int) - colour).sum(axis=2) < 10).sum() > 20
-    assert plots.nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
 def test_default_plot_path_never_replaces_a_user_file(tmp_path, monkeypatch):
