@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EXIT_ITEMS_FAILED, DsganError
+from .jsonl import read_jsonl
 
 #: The built-in recipe the demo trains with (``--recipe`` takes another name or a file).
 DEFAULT_RECIPE = "learn"
@@ -267,17 +268,7 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pat
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Records of a training ``metrics.jsonl`` (unreadable lines are skipped)."""
-    records = []
-    if not path.is_file():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "step" in rec:
-            records.append(rec)
-    return records
+    return [rec for rec in read_jsonl(path) if "step" in rec]
 
 
 def smooth(values: list[float], window: int) -> list[float]:

@@ -26,7 +26,8 @@ from PIL import Image
 from . import __version__
 from .data import ImageSet
 from .errors import EXIT_ITEMS_FAILED, DsganError, file_error
-from .images import DECODERS, ImageReadError, check_output_file, load_rgb, open_regular, require_images
+from .images import ImageReadError, check_output_file, image_size, load_rgb, require_images
+from .progress import progress_bar
 
 #: Names of the sets in the report.
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
@@ -62,11 +63,8 @@ def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
 def _header_size(path: Path) -> tuple[int, int] | None:
     """(W, H) from the file header with EXIF orientation applied; None when unreadable (reported later)."""
     try:
-        with open_regular(path) as fh, Image.open(fh, formats=DECODERS) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-            return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    except Exception:  # noqa: BLE001 - the real decode reports the reason
+        return image_size(path)
+    except (ImageReadError, OSError):  # the real decode reports the reason
         return None
 
 
@@ -167,14 +165,6 @@ class Reporter:
         self.messages.append(message)
         if self.console is not None:
             self.console.print(f"warning: {message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-
-
-def _progress(console, enabled: bool):
-    """A rich progress bar (images, images/s, ETA) on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -490,7 +480,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
         rep.warn(f"images are resized (bicubic) to {analysis[0]}x{analysis[1]} for the comparison; "
                  f"sizes found: fake {seen[FAKE]}, real {seen[REAL]}")
     stats_dir = Path(cache_dir) if cache_dir is not None else fidmod.default_cache_dir()
-    with data_cache(data_cache_dir) as pixels, _progress(rep.console, progress) as bar:
+    with data_cache(data_cache_dir) as pixels, progress_bar(progress, console=rep.console) as bar:
         decoded = decode_sets(inputs, analysis, pixels, bar)
         unreadable = _warn_about_sets(decoded, analysis, rep)
         stats, cached = set_statistics(decoded, weights, stats_dir, int(batch_size), bar)

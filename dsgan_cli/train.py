@@ -31,6 +31,7 @@ from . import __version__
 from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
 from .images import check_output_dir, check_writable_dir, write_bytes_atomic
+from .progress import progress_bar
 from .recipe import Recipe
 from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
 
@@ -187,8 +188,6 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
 
     Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
     """
-    from rich.progress import Progress
-
     from .data import check_data_dirs, load_image_set
     from .datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
     from .images import require_images
@@ -197,7 +196,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
     check_data_dirs(d.hr_dir, d.lr_dir)
     workers = max(1, d.num_workers or (os.cpu_count() or 1))
     sets = (("HR", d.hr_dir, d.hr_size), ("real LR", d.lr_dir, d.lr_size))
-    with Progress(disable=not show, transient=True) as bar:
+    with progress_bar(show, transient=True) as bar:
         def progress(what: str):
             def start(total: int):
                 task = bar.add_task(f"decoding {what} images", total=total)
@@ -215,18 +214,6 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
         return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
                                       writer=writer, progress=progress(what), scanned=scan)[0]
                      for (what, folder, size), scan in zip(sets, scans))
-
-
-def progress_bar(show: bool):
-    """Rich progress: step, it/s, ETA and the current losses."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
-        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-        console=Console(stderr=True), disable=not show,
-    )
 
 
 def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
@@ -496,8 +483,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     keep_graph = accum == 1  # with accumulation, G(Xb) is recomputed in the G step (one graph alive at a time)
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
-    with progress_bar(show) as bar:
-        task = bar.add_task("train", total=iters, completed=start_step, speed="", losses="")
+    with progress_bar(show, unit="it", fields=("losses",)) as bar:
+        task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
@@ -525,8 +512,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
                          "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
                 last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
-            bar.update(task, completed=done, speed=f"{(done - start_step) / max(elapsed, 1e-9):.2f} it/s",
-                       losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
+            bar.update(task, completed=done, losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
             if stop_early:
                 break
 
