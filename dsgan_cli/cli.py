@@ -44,6 +44,16 @@ def _root(
         _state["debug"] = True
 
 
+# Arguments and options shared by the folder commands (prepare, degrade, pairs).
+CpuOption = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")]
+JsonSummaryOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+HRFolderArgument = Annotated[Path, typer.Argument(help="Folder of clean HR images (searched recursively).")]
+CheckpointOption = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, "
+                               "else the only runs/*/generator.safetensors].")]
+
+
 @app.command("prepare", help="Detect, align and crop faces from raw photos into fixed-size HR/LR sets.")
 def prepare_cmd(
     input_dir: Annotated[Path, typer.Argument(help="Folder of raw photos (searched recursively).")],
@@ -54,7 +64,7 @@ def prepare_cmd(
     min_face: Annotated[Optional[int], typer.Option(help="Skip faces narrower than this many pixels (default: size/4).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: all CPU cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute and replace existing outputs.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    json_out: JsonSummaryOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> int:
     from .prepare import prepare_folder, report
@@ -81,9 +91,9 @@ def train_cmd(
 
 @app.command("degrade", help="Degrade a folder of HR images with a trained generator (bicubic downscale, then G).")
 def degrade_cmd(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of HR images (searched recursively).")],
+    input_dir: HRFolderArgument,
     output_dir: Annotated[Path, typer.Argument(help="Output folder (created; mirrors the input tree).")],
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, else the only runs/*/generator.safetensors].")] = None,
+    checkpoint: CheckpointOption = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="Downscale factor for Xb (default: the checkpoint's).")] = None,
     downscale: Annotated[bool, typer.Option("--downscale/--no-downscale", help="--no-downscale: inputs are already at LR size.")] = True,
     fmt: Annotated[str, typer.Option("--format", help="Output format: png, jpg, webp, bmp, tif.")] = "png",
@@ -92,29 +102,42 @@ def degrade_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per G call (default 8 on CPU, 16 on GPU).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")] = "fp32",
-    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")] = False,
+    cpu: CpuOption = False,
     seed: Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise input of generators trained with model.noise_channels > 0 (per image; reruns reproduce).")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    json_out: JsonSummaryOption = False,
+    progress: ProgressOption = True,
 ) -> int:
-    import json
-
-    from rich.console import Console
-
-    from .checkpoint import default_generator
     from .degrade import degrade_folder, report
-    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
 
     main_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
-    if checkpoint is None:
-        checkpoint = default_generator()
-        if main_process:
-            print(f"using checkpoint {checkpoint}", file=sys.stderr)
+    checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
     summary = degrade_folder(
         input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
         batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
     )
-    if main_process:
+    return _summarise(summary, report, json_out, show=main_process)
+
+
+def _checkpoint_or_default(checkpoint: Optional[Path], announce: bool = True) -> Path:
+    """The given generator, or the default one (named on stderr) when none is given."""
+    from .checkpoint import default_generator
+
+    if checkpoint is None:
+        checkpoint = default_generator()
+        if announce:
+            print(f"using checkpoint {checkpoint}", file=sys.stderr)
+    return checkpoint
+
+
+def _summarise(summary, report, json_out: bool, show: bool = True) -> int:
+    """Print a folder job's report (and its JSON when asked); the exit code says whether some items failed."""
+    import json
+
+    from rich.console import Console
+
+    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+
+    if show:
         report(summary, Console(stderr=True))
         if json_out:
             print(json.dumps(summary.to_dict(), indent=2))
@@ -123,34 +146,23 @@ def degrade_cmd(
 
 @app.command("pairs", help="Write (HR, LR) super-resolution training pairs: DIR/hr, DIR/lr and a BasicSR meta_info.txt.")
 def pairs_cmd(
-    input_dir: Annotated[Path, typer.Argument(help="Folder of clean HR images (searched recursively).")],
+    input_dir: HRFolderArgument,
     output_dir: Annotated[Path, typer.Argument(help="Pairs folder: gets hr/, lr/, meta_info.txt and pairs.json.")],
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: as for degrade].")] = None,
+    checkpoint: CheckpointOption = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="SR scale: LR = HR / scale (default: the checkpoint's).")] = None,
     cleanup_factor: Annotated[int, typer.Option("--cleanup-factor", help="Downscale HR by N first to clean it (the paper's TDSR); 1 = none (SDSR).")] = 1,
     fmt: Annotated[str, typer.Option("--format", help="Image format of both folders: png, jpg, webp, bmp, tif.")] = "png",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Remake pairs that already exist (default: skip them).")] = False,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    cpu: CpuOption = False,
+    json_out: JsonSummaryOption = False,
+    progress: ProgressOption = True,
 ) -> int:
-    import json
-
-    from rich.console import Console
-
-    from .checkpoint import default_generator
-    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
     from .pairs import make_pairs, report
 
-    if checkpoint is None:
-        checkpoint = default_generator()
-        print(f"using checkpoint {checkpoint}", file=sys.stderr)
+    checkpoint = _checkpoint_or_default(checkpoint)
     summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
                          overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty())
-    report(summary, Console(stderr=True))
-    if json_out:
-        print(json.dumps(summary.to_dict(), indent=2))
-    return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
+    return _summarise(summary, report, json_out)
 
 
 @app.command("import", help="Convert a generator of the original DSGAN code (.tar, model_g_state_dict) to generator.safetensors.")
