@@ -12,8 +12,7 @@
   covariance; the trace term ``tr((S1 S2)^1/2)`` is computed exactly with
   symmetric decompositions (see :func:`trace_sqrt_product`), which gives the
   same number as torch-fidelity's ``fid_statistics_to_metric`` (non-symmetric
-  ``eigvals``) about 4x faster for 2048-d features, and >10x faster for sets
-  smaller than 2048 images (measured on a busy 2-core CPU: 18 s vs 73 s).
+  ``eigvals``) in a fraction of its time (BENCHMARKS.md, "FID").
 * KID: torch-fidelity's ``kid_features_to_metric`` (polynomial kernel, 100
   subsets) with the subset size adapted to the smaller set.
 """
@@ -143,7 +142,7 @@ def build_extractor(weights: InceptionWeights, device: torch.device | str = "cpu
         _random_init_(model)
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
-        # Measured on a 2-core CPU: channels_last ran the extractor about 2x faster than NCHW, same features (1e-6).
+        # channels_last ran the extractor faster than NCHW on CPU, with the same features (BENCHMARKS.md, "FID").
         model = model.to(memory_format=torch.channels_last)
     return model
 
