@@ -375,12 +375,10 @@ class DemoOptions:
 
 
 def vgg_cache_path() -> Path:
-    """Where torchvision keeps its pretrained VGG19 file."""
-    import torch
+    """Where the pretrained VGG19 file is kept (the torch hub cache)."""
+    from .weights import VGG19, hub_cache_file
 
-    from .losses import VGG19_FILENAME
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME
+    return hub_cache_file(VGG19)
 
 
 def choose_perceptual_weights(choice: str) -> tuple[str, str]:
@@ -567,9 +565,9 @@ def find_inception_weights(explicit: str | None) -> str | None:
     """A local Inception-v3 weights file for FID: given, or already in torch-fidelity's cache; else None (no download)."""
     if explicit:
         return explicit
-    from .fid import hub_cache_file
+    from .weights import INCEPTION, hub_cache_file
 
-    cached = hub_cache_file()
+    cached = hub_cache_file(INCEPTION)
     return str(cached) if cached.is_file() else None
 
 

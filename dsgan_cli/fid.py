@@ -63,11 +63,6 @@ class InceptionWeights:
         return str(self.path)
 
 
-def hub_cache_file() -> Path:
-    """Where torch-fidelity (torch hub) keeps the downloaded weights."""
-    return pretrained.hub_cache_file(pretrained.INCEPTION)
-
-
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, read in chunks (remembered per path, size and mtime within a process)."""
     st = Path(path).stat()

@@ -32,10 +32,6 @@ del _b, _n, _c, _i, _block_convs
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: File name torchvision downloads VGG19 (IMAGENET1K_V1) weights to.
-VGG19_FILENAME = VGG19.filename
-
-
 class ColorLoss(nn.Module):
     """L1 distance between low-passes of two images (box filter, 'valid' borders)."""
 

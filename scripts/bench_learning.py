@@ -172,12 +172,10 @@ def train_case(data: Path, out: Path, recipe: str, sets: list[str], budget_min: 
 
 
 def vgg19_cached() -> bool:
-    """Whether torchvision's pretrained VGG19 file is in the torch hub cache."""
-    import torch
+    """Whether the pretrained VGG19 file is in the torch hub cache."""
+    from dsgan_cli.weights import VGG19, hub_cache_file
 
-    from dsgan_cli.losses import VGG19_FILENAME
-
-    return (Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILENAME).is_file()
+    return hub_cache_file(VGG19).is_file()
 
 
 def run_generator(gen_path: Path, xbs: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:

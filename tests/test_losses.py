@@ -82,13 +82,13 @@ def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypa
     """Where torchvision's download lands is where the offline check and the loader look."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    from dsgan_cli.losses import VGG19_FILENAME
+    from dsgan_cli.weights import VGG19
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("DSGAN_OFFLINE", "1")
     torch.manual_seed(8)
     block = make_layers(cfgs["E"], batch_norm=False)[:4]  # the first two convolutions are enough here
-    cached = tmp_path / "hub" / "checkpoints" / VGG19_FILENAME
+    cached = tmp_path / "hub" / "checkpoints" / VGG19.filename
     cached.parent.mkdir(parents=True)
     full = make_layers(cfgs["E"], batch_norm=False).state_dict()
     full.update({k: v for k, v in block.state_dict().items()})
