@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import images
 from . import weights as pretrained
 from .checkpoint import load_weights_file
 from .errors import DsganError, file_error
@@ -72,11 +73,7 @@ def file_sha256(path: Path) -> str:
 @lru_cache(maxsize=8)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     """SHA-256 of ``path``; size and mtime are part of the cache key only."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return images.file_sha256(path)
 
 
 def resolve_weights(path: str | Path | None = None, allow_random: bool = False) -> InceptionWeights:

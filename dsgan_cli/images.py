@@ -9,6 +9,7 @@ everywhere, and writes 8-bit pixels through :func:`to_uint8`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import stat
@@ -86,6 +87,12 @@ def open_regular(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a regular file's content (a weights file, a checkpoint to import)."""
+    with open_regular(path) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def is_image_path(path: Path) -> bool:

@@ -10,7 +10,6 @@ numbers, strings and containers, never code.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from .checkpoint import save_generator
 from .errors import file_error
-from .images import open_regular
+from .images import file_sha256
 from .models import Generator
 
 #: Key of the generator's state dict in the original checkpoints.
@@ -103,12 +102,6 @@ def build_generator(path: Path, state: dict[str, torch.Tensor], n_res_blocks: in
     return generator.eval()
 
 
-def _file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, so the imported model names exactly what it came from."""
-    with open_regular(path) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _int_or_empty(value: Any) -> str:
     """A counter from the checkpoint as text ('' when absent or not an integer)."""
     return str(int(value)) if isinstance(value, int) and not isinstance(value, bool) else ""
@@ -128,7 +121,7 @@ def import_original(src: str | Path, dest: str | Path | None = None, *, overwrit
     iteration = _int_or_empty(ckpt.get("iteration"))
     extra = {
         "source": src.name,
-        "source_sha256": _file_sha256(src),
+        "source_sha256": file_sha256(src),  # the imported model names exactly what it came from
         "source_format": "real-world-sr/dsgan",
         "epoch": _int_or_empty(ckpt.get("epoch")),
         "iteration": iteration,

@@ -34,6 +34,7 @@ from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dsgan_cli.jsonl import read_jsonl  # noqa: E402
 from dsgan_cli.paired import TARGETS, paired_report, verdict  # noqa: E402
 
 # Three disjoint groups of scikit-image's bundled photographs (nothing is downloaded).
@@ -167,7 +168,7 @@ def train_case(data: Path, out: Path, recipe: str, sets: list[str], budget_min: 
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"training failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_jsonl(out / "logs" / "metrics.jsonl")
     return {"steps": records[-1]["step"], "seconds": round(seconds, 1), "sets": sets}
 
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from dsgan_cli.data import MicroBatches  # noqa: E402
 from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
-                              gan_loss_discriminator, gan_loss_generator, perceptual_distance)
+                              gan_loss_discriminator, gan_loss_generator)
 from dsgan_cli.models import Discriminator, Generator, downscale  # noqa: E402
 from dsgan_cli.recipe import load_recipe  # noqa: E402
 
