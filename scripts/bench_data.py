@@ -32,6 +32,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
 
 def write_set(folder: Path, n: int, size: int, seed: int) -> None:
     """``n`` random RGB PNGs of ``size`` x ``size`` (fast zlib level: only the decoded pixels matter here)."""
@@ -171,10 +173,7 @@ def main() -> None:
         per = "  ".join(f"{m.get('VmRSS', 0):.0f}/{m.get('RssAnon', 0):.0f}/{m.get('RssFile', 0):.0f}/{m.get('Pss', 0):.0f}"
                         for m in r["peak_per_rank_MiB"])
         print(f"{r['procs']:>5} {'cache' if r['cache'] != 'none' else 'RAM':>7} {r['wall_s']:>7}  {per}")
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(report, args.json)
 
 
 if __name__ == "__main__":

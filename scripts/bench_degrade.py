@@ -17,7 +17,6 @@ the layout/precision/worker choices behind the defaults.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -35,6 +34,8 @@ from dsgan_cli.checkpoint import load_generator, save_generator
 from dsgan_cli.degrade import DecodeDataset, degrade_folder, run_generator
 from dsgan_cli.images import save_image_atomic, to_uint8
 from dsgan_cli.models import Generator
+
+from benchio import emit_json  # scripts/ is on sys.path when a script runs
 
 
 def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
@@ -186,10 +187,7 @@ def main() -> int:
           f"PNG encode+atomic write {costs['encode_write_ms']:.2f} ms per image")
     for k, s in compare.items():
         print(f"  {k:<36}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(result, args.json)
     return 0
 
 

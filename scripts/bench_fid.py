@@ -13,7 +13,6 @@ Prints a table and the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from dsgan_cli import fid  # noqa: E402
 
@@ -85,10 +86,7 @@ def main() -> None:
     e = report["extractor"]
     print(f"extractor: {e['contiguous_s_per_image']:.3f} s/image NCHW, {e['channels_last_s_per_image']:.3f} s/image "
           f"channels_last ({e['speedup_channels_last']:.2f}x), max feature difference {e['max_feature_difference']:.2g}")
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(report, args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -40,6 +39,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from dsgan_cli.data import MicroBatches  # noqa: E402
 from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
@@ -351,10 +352,7 @@ def main() -> None:
                   f"original/ours = {v:.2f}x")
         for k, v in report["fraction_of_peak"].items():
             print(f"{k}: {report['achieved_gflops'][k]:.1f} GFLOP/s = {100 * v:.1f}% of the nominal peak ({report['peak_gflops']:.0f} GFLOP/s)")
-        text = json.dumps(report, indent=2)
-        print(text)
-        if args.json:
-            args.json.write_text(text + "\n")
+        emit_json(report, args.json)
         return
     results = [run_layout(recipe, layout, args.batch, args.size, args.steps, args.warmup, device, args.precision,
                           args.perceptual_weights, net) for net in args.nets.split(",") for layout in args.layouts.split(",")]
@@ -373,10 +371,7 @@ def main() -> None:
         print(f"{r['net']:<12}{r['layout']:<14}{r['seconds_per_step']:>9.3f}{r['steps_per_s']:>9.4f}{r['images_per_s']:>8.3f}"
               + "".join(f"{r['phases_s'][p]:>17.3f}" for p in PHASES))
     print(f"fastest layout: {fastest}")
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit_json(report, args.json)
 
 
 if __name__ == "__main__":
