@@ -432,3 +432,153 @@ def test_hr_crops_are_aligned_to_the_scale():
                 f"HR crop at ({top}, {left}) is not on the {scale}-pixel grid: its Xb is not a crop of the full image's Xb")
             tops.add(top), lefts.add(left)
     assert len(tops) > 1 and len(lefts) > 1, "crops never move: random cropping is off"
+
+
+# ----------------------------------------------------------------------------- degrade's core, piece by piece
+
+
+def _noisy_generator() -> Generator:
+    """A small G with two noise channels and weights far from flat."""
+    torch.manual_seed(8)
+    g = Generator(n_res_blocks=2, channels=8, noise_channels=2).eval()
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return g
+
+
+def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
+    from dsgan_cli.degrade import image_noise
+
+    g = _noisy_generator()
+    x = torch.rand(3, 3, 10, 12)
+    z = image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4)
+    assert z.shape == (3, 2, 10, 12), f"noise shape {tuple(z.shape)}: one map per image with G's noise channels"
+    assert abs(z.mean()) < 0.1 and 0.85 < z.std() < 1.15, "G's noise input is not N(0, 1)"
+    alone = image_noise(g, x[1:2], ["sub/b.png"], seed=4)
+    assert torch.equal(alone[0], z[1]), "an image's noise depends on its batch: outputs would change with the batch size"
+    assert torch.equal(image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4), z), "a rerun draws other noise"
+    assert not torch.equal(z[0], z[2]), "two images got the same noise map"
+    assert not torch.equal(image_noise(g, x[:1], ["a.png"], seed=5)[0], z[0]), "the seed does not change the noise"
+    assert image_noise(Generator(n_res_blocks=1, channels=4), x, ["a", "b", "c"], seed=4) is None
+
+
+def test_tiled_generation_cuts_the_noise_map_with_the_image():
+    from dsgan_cli.degrade import generate_tiled
+
+    g = _noisy_generator()
+    torch.manual_seed(9)
+    x = torch.rand(1, 3, 23, 17)
+    z = torch.randn(1, 2, 23, 17)
+    with torch.no_grad():
+        whole = g(x, z)
+    for tile in (6, 9, 30):
+        tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=z)
+        assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
+            f"tile {tile}: tiled G(x, z) differs from the whole-image pass by {(tiled - whole).abs().max():.3g}: "
+            "the noise map is not cut with the image tile")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(channels_last):
+    from dsgan_cli.degrade import run_generator
+
+    g = _noisy_generator()
+    x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 2, 9, 7)
+    with torch.no_grad():
+        want = g(x, z)
+    got = run_generator(g, x, torch.device("cpu"), "fp32", channels_last, z)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6), "run_generator is not G(x, noise) in fp32"
+    low = run_generator(g, x, torch.device("cpu"), "bf16", channels_last, z)
+    assert low.dtype == torch.float32, "reduced precision output must be returned as float32"
+    err = (low - want).abs().max()
+    assert 0 < err < 0.05, f"bf16 output differs from fp32 by {err:.3g}: bf16 autocast is off or wrong"
+
+
+def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
+    from dsgan_cli.degrade import to_uint8_hwc
+
+    y = torch.tensor([-0.3, 0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.4 / 255, 1.0, 1.7]).view(1, 1, 3, 3)
+    y = torch.cat([y, y * 0 + 0.2, y * 0 + 0.8], dim=1)  # (1, 3, 3, 3): channel 1 = 51, channel 2 = 204
+    out = to_uint8_hwc(y)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 3, 3)
+    assert out[0, :, :, 0].flatten().tolist() == [0, 0, 0, 1, 2, 128, 254, 255, 255], (
+        f"got {out[0, :, :, 0].flatten().tolist()}: values are not clamped to [0, 1] and rounded to the nearest level")
+    assert (out[0, :, :, 1] == 51).all() and (out[0, :, :, 2] == 204).all(), "channels are not moved last (HWC)"
+
+
+def _items(sizes, failed=(), modes=None):
+    """Decoded items as DecodeDataset yields them: (i, Xb, mode, error)."""
+    modes = modes or {}
+    for i, hw in enumerate(sizes):
+        if i in failed:
+            yield i, None, None, "broken"
+        else:
+            yield i, torch.full((3, *hw), float(i)), modes.get(i), None
+
+
+def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
+    from dsgan_cli.degrade import iter_batches
+
+    sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (4, 6), (8, 8), (4, 4), (2, 2)]
+    events = list(iter_batches(_items(sizes, failed={8}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
+    seen = []
+    for ev in events:
+        if ev[0] == "batch":
+            _, idx, x = ev
+            assert len(idx) <= 2, f"batch of {len(idx)} > batch_size 2"
+            assert len({sizes[i] for i in idx}) == 1, f"batch {idx} mixes sizes"
+            assert x.shape == (len(idx), 3, *sizes[idx[0]]) and [int(v) for v in x[:, 0, 0, 0]] == idx, "batch tensor is not the stacked images"
+            seen += idx
+        elif ev[0] == "tiled":
+            _, i, x = ev
+            assert sizes[i] == (9, 4) and x.shape == (1, 3, 9, 4), f"image {i} {sizes[i]} tiled: only images larger than the tile are"
+            seen.append(i)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 5, 6, 7], "every decoded image must be generated exactly once"
+    assert ("failed", 8, "broken") in events and ("mode", "L") in events
+    full = [ev[1] for ev in events if ev[0] == "batch" and len(ev[1]) == 2]
+    assert [0, 2] in full and [4, 7] in full and [1, 5] in full, f"same-size images are not batched together: {full}"
+    # an image of exactly the tile size is not tiled; without a tile nothing is
+    no_tile = list(iter_batches(_items([(9, 4), (8, 8)]), batch_size=4, tile=None, channels_last=True))
+    assert [ev[0] for ev in no_tile] == ["batch", "batch"]
+    assert no_tile[0][2].is_contiguous(memory_format=torch.channels_last), "channels_last batches were asked for"
+
+
+def test_iter_batches_does_not_hoard_many_distinct_sizes():
+    from dsgan_cli.degrade import iter_batches
+
+    sizes = [(4, 4 + i) for i in range(12)]  # all different: no bucket ever fills
+    consumed = []
+
+    def counted():
+        for item in _items(sizes):
+            consumed.append(item[0])
+            yield item
+
+    events = iter_batches(counted(), batch_size=2, tile=None, channels_last=False)
+    first = next(events)
+    assert first[0] == "batch" and len(consumed) == 9, (
+        f"the first batch came out after {len(consumed)} of 12 images: with many distinct sizes, a partial batch "
+        "must run once more than 4 * batch_size images wait")
+    rest = [ev for ev in events if ev[0] == "batch"]
+    assert sorted(i for ev in [first, *rest] for i in ev[1]) == list(range(12)), "some images were lost or repeated"
+
+
+def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
+    from dsgan_cli.degrade import DecodeDataset
+
+    rng = np.random.default_rng(3)
+    arr = _random_unclipped((22, 18), 3)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(tmp_path / "gray.png")
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    ds = DecodeDataset([tmp_path / "a.png", tmp_path / "gray.png", tmp_path / "bad.png", tmp_path / "gone.png"], 2)
+    assert len(ds) == 4
+    i, xb, mode, err = ds[0]
+    assert i == 0 and mode is None and err is None and xb.shape == (3, 11, 9)
+    diff = np.abs(xb.permute(1, 2, 0).numpy() * 255 - _pil_bicubic(arr, 2))
+    assert diff.max() <= 1.25, f"degrade's Xb differs from an antialiased bicubic downscale by {diff.max():.2f} levels"
+    assert ds[1][2] == "L" and ds[1][1].shape == (3, 5, 5), "a converted mode must be reported"
+    for j in (2, 3):
+        k, xb, _, err = ds[j]
+        assert k == j and xb is None and err, f"item {j}: a bad or missing file must give an error reason, not raise"
