@@ -489,10 +489,14 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
         want = g(x, z)
     got = run_generator(g, x, torch.device("cpu"), "fp32", channels_last, z)
     assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6), "run_generator is not G(x, noise) in fp32"
-    low = run_generator(g, x, torch.device("cpu"), "bf16", channels_last, z)
-    assert low.dtype == torch.float32, "reduced precision output must be returned as float32"
-    err = (low - want).abs().max()
-    assert 0 < err < 0.05, f"bf16 output differs from fp32 by {err:.3g}: bf16 autocast is off or wrong"
+    errors = {}
+    for precision in ("bf16", "fp16"):
+        low = run_generator(g, x, torch.device("cpu"), precision, channels_last, z)
+        assert low.dtype == torch.float32, f"{precision} output must be returned as float32"
+        errors[precision] = (low - want).abs().max().item()
+    assert 0 < errors["fp16"] < errors["bf16"] < 0.05, (
+        f"max error against fp32: bf16 {errors['bf16']:.3g}, fp16 {errors['fp16']:.3g}: each reduced precision must run "
+        "in its own dtype (fp16 keeps 3 more mantissa bits than bf16)")
 
 
 def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
@@ -539,6 +543,10 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
     full = [ev[1] for ev in events if ev[0] == "batch" and len(ev[1]) == 2]
     assert [0, 2] in full and [4, 7] in full and [1, 5] in full, f"same-size images are not batched together: {full}"
     # an image of exactly the tile size is not tiled; without a tile nothing is
+    # large images: at most BATCH_PIXEL_BUDGET (2**20) pixels per batch, and never less than one image
+    big = list(iter_batches(_items([(800, 700)] * 3 + [(600, 600)] * 5), batch_size=4, tile=None, channels_last=False))
+    assert [ev[1] for ev in big] == [[0], [1], [2], [3, 4], [5, 6], [7]], (
+        f"large-image batches {[ev[1] for ev in big]}: batches must hold at most 2**20 pixels and at least one image")
     no_tile = list(iter_batches(_items([(9, 4), (8, 8)]), batch_size=4, tile=None, channels_last=True))
     assert [ev[0] for ev in no_tile] == ["batch", "batch"]
     assert no_tile[0][2].is_contiguous(memory_format=torch.channels_last), "channels_last batches were asked for"
