@@ -2,15 +2,17 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The stamp name follows pyproject.toml's content, so a changed dependency list
+# constraints.txt pins torch/torchvision to the builds this machine has on disk (pyproject.toml
+# allows ranges). The stamp name follows both files' content, so a changed dependency list
 # reinstalls and an unchanged one installs nothing.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CONSTRAINTS := constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
 .PHONY: venv test demo mutation clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,demo]'
+	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -20,12 +22,12 @@ test: venv
 	$(PY) -m pytest -q
 
 demo: venv
-	$(PY) -m dsgan_cli.demo $(DEMO_ARGS)
+	$(VENV)/bin/dsgan demo $(DEMO_ARGS)
 
 # Mutation testing of the method's core ([tool.mutmut] in pyproject.toml; results in docs/mutation.md).
 # MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.models*'.
 mutation: venv
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,demo,mutation]'
+	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,mutation]'
 	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
 

@@ -23,7 +23,7 @@ from .models import Generator
 
 GENERATOR_FORMAT = "dsgan-generator/1"
 
-#: Where ``train recipes/idphoto.toml`` exports its generator; ``degrade`` looks here first.
+#: Where ``train idphoto`` exports its generator; ``degrade`` looks here first.
 DEFAULT_GENERATOR = Path("runs") / "idphoto" / "generator.safetensors"
 
 
@@ -174,7 +174,7 @@ def default_generator(root: str | Path = ".") -> Path:
     where = root.resolve()
     if not found:
         raise DsganError(f"no --checkpoint given and neither {DEFAULT_GENERATOR} nor runs/*/generator.safetensors "
-                         f"exists under {where}; train first (dsgan train recipes/idphoto.toml) or pass --checkpoint PATH")
+                         f"exists under {where}; train first (dsgan train idphoto) or pass --checkpoint PATH")
     # Several runs: picking one silently could degrade a whole data set with the wrong model.
     names = ", ".join(str(p) for p in found)
     raise DsganError(f"no --checkpoint given and {len(found)} trained generators found (newest first: {names}); "

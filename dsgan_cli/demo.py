@@ -7,17 +7,14 @@ It then runs the same code a user runs -- ``train``, ``degrade`` on held-out
 photos, ``eval`` -- and writes a report showing whether the generator's
 output Xd moved from the clean bicubic Xb toward the real LR images.
 
-Run with ``python -m dsgan_cli.demo [--out demo_output] [--quick]``.
+Run with ``dsgan demo [--out demo_output] [--quick]`` (``make demo``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +23,10 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from .errors import DsganError
+from .errors import EXIT_ITEMS_FAILED, DsganError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RECIPE = REPO_ROOT / "recipes" / "learn.toml"
+#: The built-in recipe the demo trains with (``--recipe`` takes another name or a file).
+DEFAULT_RECIPE = "learn"
 #: Marks a folder as made by the demo, so the demo may replace its own results there.
 MARKER = ".dsgan-demo"
 DATA_VERSION = 2
@@ -313,6 +310,33 @@ def loss_plot(records: list[dict[str, Any]], path: Path) -> list[str]:
     return list(series)
 
 
+#: Names of the ``eval`` report's sets in the demo's words.
+EVAL_SET_NAMES = {"reference": "Xb", "fake": "Xd", "real": "real LR"}
+
+
+def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, Any]:
+    """Noise level and spectral distance to the real LR per set, from ``eval``'s frequency report; draws the spectra."""
+    from .plots import line_plot
+
+    per_set = {EVAL_SET_NAMES[k]: v for k, v in frequency["sets"].items() if k in EVAL_SET_NAMES}
+    missing = sorted(set(EVAL_SET_NAMES.values()) - set(per_set))
+    if missing:
+        raise DsganError(f"eval report lacks the set(s) {', '.join(missing)}")
+    order = ["Xb", "Xd", "real LR"]
+    freqs = list(frequency["frequencies"])
+    series = {f"{name} (n={per_set[name]['count']})": (freqs, list(per_set[name]["spectrum"])) for name in order}
+    line_plot(series, plot_path, title="Radially averaged power spectrum: held-out Xb and Xd vs real LR",
+              xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True, kind="demo-spectrum")
+    return {
+        "noise": {name: float(per_set[name]["noise"]) for name in order},
+        "spectral_distance": {name: float(per_set[name]["spectral_distance"]) for name in order},
+        "spectral_distance_high": {name: float(per_set[name]["spectral_distance_high"]) for name in order},
+        "high_band": frequency.get("high_band"),
+        "image_size": frequency.get("image_size"),
+        "definitions": frequency.get("definitions"),
+    }
+
+
 # --------------------------------------------------------------------------- verdict
 
 
@@ -351,7 +375,7 @@ class DemoOptions:
 
     out: Path = Path("demo_output")
     quick: bool = False
-    recipe: Path = DEFAULT_RECIPE
+    recipe: str | Path = DEFAULT_RECIPE
     overrides: list[str] = field(default_factory=list)
     perceptual_weights: str = "auto"
     inception_weights: str | None = None
@@ -392,7 +416,7 @@ def prepare_out_dir(out: Path) -> None:
         if foreign:
             raise DsganError(f"{out}: folder is not empty and was not made by the demo; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by python -m dsgan_cli.demo; its results here are replaced on every run\n")
+    (out / MARKER).write_text("made by dsgan demo; its results here are replaced on every run\n")
 
 
 def fresh_dir(path: Path) -> Path:
@@ -403,101 +427,81 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-class Steps:
-    """Runs the demo's steps in order, timing each, and remembers which failed."""
+class StepLog:
+    """Times the demo's steps for the summary and records a failed one for ``failed.json``."""
 
     def __init__(self, console):
         self.console = console
         self.records: list[dict[str, Any]] = []
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run one step; a failure is printed on one line and re-raised as :class:`StepFailed`."""
+        """Run one step and time it; an error is recorded and shown, then propagates unchanged."""
         self.console.rule(f"[bold]{name}")
         t = time.perf_counter()
         try:
             result = fn()
-        except KeyboardInterrupt:
-            self.records.append({"step": name, "ok": False, "seconds": time.perf_counter() - t, "error": "interrupted"})
+        except BaseException as e:
+            message = ("interrupted" if isinstance(e, KeyboardInterrupt)
+                       else str(e) if isinstance(e, DsganError) else f"{type(e).__name__}: {e}")
+            self.records.append({"step": name, "ok": False, "seconds": round(time.perf_counter() - t, 2), "error": message})
+            self.console.print(f"[red]FAILED[/] {name}: {message}")
             raise
-        except DsganError as e:
-            self._fail(name, t, str(e))
-            raise StepFailed(name, str(e), e.exit_code) from e
-        except Exception as e:  # noqa: BLE001 - the demo reports every failure as a failed step
-            if os.environ.get("DSGAN_DEBUG") == "1":
-                raise
-            self._fail(name, t, f"{type(e).__name__}: {e}")
-            raise StepFailed(name, f"{type(e).__name__}: {e}", 1) from e
         seconds = time.perf_counter() - t
         self.records.append({"step": name, "ok": True, "seconds": round(seconds, 2)})
         self.console.print(f"[green]done[/] {name} in {seconds:.1f} s")
         return result
 
-    def _fail(self, name: str, t: float, message: str) -> None:
-        self.records.append({"step": name, "ok": False, "seconds": round(time.perf_counter() - t, 2), "error": message})
-        self.console.print(f"[red]FAILED[/] {name}: {message}")
 
-
-class StepFailed(Exception):
-    """A demo step failed; carries the exit code."""
-
-    def __init__(self, step: str, message: str, exit_code: int = 1):
-        super().__init__(f"{step}: {message}")
-        self.exit_code = exit_code or 1
-
-
-def run_demo(opts: DemoOptions) -> int:
-    """Run the whole demo; returns the exit code (0 only when every step succeeded)."""
+def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    """Run the whole demo and return its summary; a failed step raises, leaving ``failed.json``."""
     from rich.console import Console
 
+    from .images import write_bytes_atomic
+
     console = Console(stderr=False, highlight=False)
-    steps = Steps(console)
+    steps = StepLog(console)
     t_start = time.perf_counter()
     out = opts.out
     state: dict[str, Any] = {"mode": "quick" if opts.quick else "full"}
+    prepare_out_dir(out)
+    # Results of an earlier run must not pass for this run's if a step fails.
+    xd_dir, report_dir = fresh_dir(out / "holdout_xd"), fresh_dir(out / "report")
+    (out / "failed.json").unlink(missing_ok=True)
     try:
-        prepare_out_dir(out)
-        # Results of an earlier run must not pass for this run's if a step fails.
-        xd_dir, report_dir = fresh_dir(out / "holdout_xd"), fresh_dir(out / "report")
-        (out / "failed.json").unlink(missing_ok=True)
-        recipe = steps.run("recipe", lambda: load_demo_recipe(opts, out, state, console))
-        spec = data_spec(recipe, opts.quick)
-        data_dir = out / "data"
-        manifest = steps.run("data", lambda: build_data(data_dir, spec, console.print))
-        state["data"] = manifest
-        console.print(f"degradation of the real LR set: {manifest['degradation']}")
-        xb_paths = steps.run("bicubic Xb of held-out photos", lambda: write_bicubic_set(data_dir / "holdout_hr", data_dir / "holdout_xb", spec.scale))
-        result = steps.run("train", lambda: run_train(recipe, opts.progress))
-        steps.run("degrade held-out photos", lambda: run_degrade(data_dir / "holdout_hr", xd_dir, result.generator_path, opts.progress))
-        evaluation = steps.run("eval", lambda: run_eval(xd_dir, data_dir / "lr_real", data_dir / "holdout_hr", report_dir,
-                                                        out / "eval_cache", opts, console))
-        summary = steps.run(
-            "report",
-            lambda: write_report(report_dir, data_dir, xb_paths, xd_dir, result, evaluation, state, spec),
-        )
-    except StepFailed as e:
+        summary = run_steps(opts, steps, state, xd_dir, report_dir, console)
+    except Exception:
         write_failure(out, steps, state)
-        print(f"error: demo failed at step {e}", file=sys.stderr)
-        return e.exit_code
-    except DsganError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        raise
     total = time.perf_counter() - t_start
     summary["steps"] = steps.records
     summary["total_seconds"] = round(total, 1)
-    from .images import write_bytes_atomic
-
     write_bytes_atomic(report_dir / "summary.json", json.dumps(summary, indent=2).encode())
     print_summary(summary, report_dir, console)
     console.print(f"demo finished in {total / 60:.1f} min; report in {report_dir}")
     if opts.require_learning and not summary["learned"]:
-        return 1
-    return 0
+        raise DsganError(f"{report_dir / 'summary.json'}: the degradation was not learned (--require-learning)", EXIT_ITEMS_FAILED)
+    return summary
 
 
-def write_failure(out: Path, steps: Steps, state: dict[str, Any]) -> None:
+def run_steps(opts: DemoOptions, steps: StepLog, state: dict[str, Any], xd_dir: Path, report_dir: Path, console) -> dict[str, Any]:
+    """Recipe, data, Xb, train, degrade, eval, report: the same code paths a user runs."""
+    out = opts.out
+    recipe = steps.run("recipe", lambda: load_demo_recipe(opts, out, state, console))
+    spec = data_spec(recipe, opts.quick)
+    data_dir = out / "data"
+    manifest = steps.run("data", lambda: build_data(data_dir, spec, console.print))
+    state["data"] = manifest
+    console.print(f"degradation of the real LR set: {manifest['degradation']}")
+    xb_paths = steps.run("bicubic Xb of held-out photos",
+                         lambda: write_bicubic_set(data_dir / "holdout_hr", data_dir / "holdout_xb", spec.scale))
+    result = steps.run("train", lambda: run_train(recipe, opts.progress))
+    steps.run("degrade held-out photos", lambda: run_degrade(data_dir / "holdout_hr", xd_dir, result.generator_path, opts.progress))
+    evaluation = steps.run("eval", lambda: run_eval(xd_dir, data_dir / "lr_real", data_dir / "holdout_hr", report_dir,
+                                                    out / "eval_cache", opts, console))
+    return steps.run("report", lambda: write_report(report_dir, data_dir, xb_paths, xd_dir, result, evaluation, state, spec))
+
+
+def write_failure(out: Path, steps: StepLog, state: dict[str, Any]) -> None:
     """Leave a record of a failed run where the summary would have been."""
     from .images import write_bytes_atomic
 
@@ -512,10 +516,8 @@ def _toml_string(value: str | Path) -> str:
 
 def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], console) -> Any:
     """The demo recipe with the demo's folders, the quick-mode sizes and the perceptual weights filled in."""
-    from .recipe import load_recipe
+    from .recipe import load_recipe, resolve_recipe
 
-    if not opts.recipe.is_file():
-        raise DsganError(f"{opts.recipe}: demo recipe not found (run the demo from a checkout of dsgan-cli, or pass --recipe)")
     weights, sentence = choose_perceptual_weights(opts.perceptual_weights)
     overrides = [
         f"data.hr_dir={_toml_string(out / 'data' / 'hr')}",
@@ -530,7 +532,7 @@ def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], consol
     console.print(sentence, style=style)
     if weights == "random":
         console.print("recipe override: --set perceptual.weights=\"random\"", style=style)
-    state["recipe_file"] = str(opts.recipe)
+    state["recipe_file"] = str(resolve_recipe(opts.recipe))
     state["overrides"] = overrides
     state["perceptual_weights"] = weights
     state["perceptual_note"] = sentence
@@ -564,10 +566,9 @@ def run_degrade(hr_dir: Path, xd_dir: Path, generator_path: Path, progress: bool
     from .degrade import degrade_folder
 
     summary = degrade_folder(hr_dir, xd_dir, generator_path, overwrite=True, progress=progress)
-    failed = getattr(summary, "failed", 0)
-    failed = len(failed) if isinstance(failed, (list, tuple, dict)) else int(failed or 0)
-    if failed:
-        raise DsganError(f"degrade: {failed} held-out image(s) failed", 1)
+    if summary.failed:
+        path, reason = summary.failed[0]
+        raise DsganError(f"degrade: {len(summary.failed)} held-out image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
     return summary
 
 
@@ -630,12 +631,12 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
     if not drawn:
         raise DsganError(f"{train_result.output_dir}: training logged no losses (logs/metrics.jsonl)")
 
-    freq = frequency_numbers((evaluation.get("result") or {}).get("frequency") or {"sets": {}}, report_dir / "spectrum.png")
+    result = evaluation["result"]
+    freq = frequency_numbers(result["frequency"], report_dir / "spectrum.png")
     verdict = judge(_load_arrays(xb_list), _load_arrays(xd_list), holdout_targets(xb_list, spec))
-    result = evaluation.get("result") or {}
     summary = {
         "ok": True,
-        "mode": state.get("mode"),
+        "mode": state["mode"],
         "learned": verdict["learned"],
         "verdict": {"checks": verdict["checks"], "targets": verdict["targets"]},
         "paired": verdict["paired"],
@@ -646,28 +647,20 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
         "high_band": freq["high_band"],
         "analysis_image_size": freq["image_size"],
         "definitions": freq["definitions"],
-        "fid": _pick(result, "fid"),
-        "kid": _pick(result, "kid_mean"),
-        "fid_note": evaluation.get("fid_note"),
-        "perceptual_weights": state.get("perceptual_weights"),
-        "perceptual_note": state.get("perceptual_note"),
-        "degradation": state.get("data", {}).get("degradation"),
-        "counts": {"train_hr": state.get("data", {}).get("counts", {}).get("hr"), "real_lr": len(real_paths), "held_out": len(pairs)},
-        "train": {"steps": getattr(train_result, "steps", None), "generator": str(train_result.generator_path),
-                  "last_losses": jsonable(getattr(train_result, "last_losses", None))},
-        "recipe_file": state.get("recipe_file"),
-        "overrides": state.get("overrides"),
+        "fid": result["fid"],
+        "kid": result["kid_mean"],
+        "fid_note": evaluation["fid_note"],
+        "perceptual_weights": state["perceptual_weights"],
+        "perceptual_note": state["perceptual_note"],
+        "degradation": state["data"]["degradation"],
+        "counts": {"train_hr": state["data"]["counts"]["hr"], "real_lr": len(real_paths), "held_out": len(pairs)},
+        "train": {"steps": train_result.steps, "generator": str(train_result.generator_path),
+                  "last_losses": jsonable(train_result.last_losses)},
+        "recipe_file": state["recipe_file"],
+        "overrides": state["overrides"],
         "files": {name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
     }
     return summary
-
-
-def _pick(result: dict[str, Any], key: str) -> Any:
-    """A top-level or nested (``{"fid": {"value": ..}}``-style) number from the eval result, or None."""
-    value = result.get(key) if isinstance(result, dict) else None
-    if isinstance(value, dict):
-        value = value.get("value", value.get("mean"))
-    return value if isinstance(value, (int, float)) else None
 
 
 def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:
@@ -713,65 +706,3 @@ def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:
             "Train longer (--set train.iterations=...) or look at the loss curves and samples."
         )
     console.print(f"report: {report_dir}/  samples.png  losses.png  spectrum.png  summary.json")
-
-
-def parse_args(argv: list[str] | None = None) -> DemoOptions:
-    """Command-line options of ``python -m dsgan_cli.demo``."""
-    p = argparse.ArgumentParser(
-        prog="python -m dsgan_cli.demo",
-        description="Build a demo data set from scikit-image photographs, train DSGAN on it, degrade held-out photos, "
-                    "evaluate, and write a report showing whether the degradation was learned.",
-    )
-    p.add_argument("--out", type=Path, default=None, help="demo folder (default demo_output, or demo_output/quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes and a few steps: checks the pipeline in seconds (CI)")
-    p.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE.relative_to(REPO_ROOT)})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe key, e.g. --set train.iterations=1000 (repeatable)")
-    p.add_argument("--perceptual-weights", default="auto",
-                   help="'auto' (pretrained VGG19 when cached, else random, said on screen), 'torchvision', 'random' or a file")
-    p.add_argument("--inception-weights", default=os.environ.get("DSGAN_INCEPTION_WEIGHTS"),
-                   help="local Inception-v3 weights for FID (default: torch-fidelity's cache if present, else FID is skipped)")
-    p.add_argument("--require-learning", action="store_true", help="exit with 1 unless the paired targets hold (see the report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    a = p.parse_args(argv)
-    out = a.out or Path("demo_output/quick" if a.quick else "demo_output")
-    return DemoOptions(out=out, quick=a.quick, recipe=a.recipe, overrides=a.overrides, perceptual_weights=a.perceptual_weights,
-                       inception_weights=a.inception_weights, require_learning=a.require_learning,
-                       progress=not a.no_progress and sys.stderr.isatty())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m dsgan_cli.demo``."""
-    return run_demo(parse_args(argv))
-
-
-
-#: Names of the ``eval`` report's sets in the demo's words.
-EVAL_SET_NAMES = {"reference": "Xb", "fake": "Xd", "real": "real LR"}
-
-
-def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, Any]:
-    """Noise level and spectral distance to the real LR per set, from ``eval``'s frequency report; draws the spectra."""
-    from .plots import line_plot
-
-    per_set = {EVAL_SET_NAMES[k]: v for k, v in frequency["sets"].items() if k in EVAL_SET_NAMES}
-    missing = sorted(set(EVAL_SET_NAMES.values()) - set(per_set))
-    if missing:
-        raise DsganError(f"eval report lacks the set(s) {', '.join(missing)}")
-    order = ["Xb", "Xd", "real LR"]
-    freqs = list(frequency["frequencies"])
-    series = {f"{name} (n={per_set[name]['count']})": (freqs, list(per_set[name]["spectrum"])) for name in order}
-    line_plot(series, plot_path, title="Radially averaged power spectrum: held-out Xb and Xd vs real LR",
-              xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True, kind="demo-spectrum")
-    return {
-        "noise": {name: float(per_set[name]["noise"]) for name in order},
-        "spectral_distance": {name: float(per_set[name]["spectral_distance"]) for name in order},
-        "spectral_distance_high": {name: float(per_set[name]["spectral_distance_high"]) for name in order},
-        "high_band": frequency.get("high_band"),
-        "image_size": frequency.get("image_size"),
-        "definitions": frequency.get("definitions"),
-    }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

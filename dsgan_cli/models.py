@@ -128,7 +128,7 @@ class Generator(nn.Module):
       initialised to zero, so G starts as the identity and never has to
       re-learn the colours through a sigmoid. Xd is not clamped here: a
       clamp has no gradient outside [0, 1], and a G pushed there once by a
-      GAN step could never come back (measured: the colour loss froze at 0.5).
+      GAN step could never come back (the colour loss froze; see BENCHMARKS.md).
       Every writer clamps when it rounds to 8 bits.
     """
 

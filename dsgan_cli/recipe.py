@@ -8,6 +8,7 @@ Relative paths in a recipe are taken relative to the current directory.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import tomllib
 import typing
@@ -90,6 +91,9 @@ class TrainConfig:
     batch_size: int = _spec(16, "images per step per process", min=1)
     grad_accum: int = _spec(1, "gradient accumulation steps", min=1)
     precision: str = _spec("no", "mixed precision", choices=("no", "bf16", "fp16"))
+    memory_format: str = _spec("auto", "tensor layout of G, D and the perceptual network; 'auto' = the fastest measured "
+                                       "per network and device (BENCHMARKS.md)", choices=("auto", "contiguous", "channels_last"))
+    compile: bool = _spec(False, "torch.compile G, D and the perceptual network (first steps are slower while compiling)")
     seed: int = _spec(0, "random seed", min=0, max=2**32 - 1)
     output_dir: str = _spec("runs/idphoto", "folder for checkpoints, samples and logs")
     checkpoint_every: int = _spec(5000, "steps between checkpoints", min=1)
@@ -255,9 +259,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = importlib.resources.files(__package__).joinpath("recipes")
+    names = sorted(p.name.removesuffix(".toml") for p in builtin.iterdir() if p.name.endswith(".toml"))
+    if str(name_or_path) in names:
+        return Path(str(builtin.joinpath(f"{name_or_path}.toml")))
+    if path.exists():
+        return path  # a folder: load_recipe says so
+    raise DsganError(f"{name_or_path}: recipe file not found, and not a built-in recipe ({', '.join(names)})")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe TOML file, then apply ``--set`` overrides."""
-    path = Path(path)
+    """Read and validate a recipe TOML file (or a built-in recipe by name), then apply ``--set`` overrides."""
+    path = resolve_recipe(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

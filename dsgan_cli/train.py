@@ -37,8 +37,6 @@ from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer,
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
 
-#: Test/benchmark override of the memory layout: "channels_last" or "contiguous".
-MEMORY_FORMAT_ENV = "DSGAN_MEMORY_FORMAT"
 #: Longest training time between two all-rank checks of the losses and the time limit (each is a host sync).
 SYNC_SECONDS = 30.0
 
@@ -55,12 +53,17 @@ class TrainResult:
 # ----------------------------------------------------------------------------- building blocks
 
 
-def memory_format_for(device: torch.device) -> torch.memory_format:
-    """Layout per device: NCHW on CPU (a training step took 48 s vs 55 s in channels_last in
-    scripts/bench_train.py, batch 8, 128 px, 2 cores), channels_last on GPUs (cuDNN's preferred layout for
-    convolutions under mixed precision). ``DSGAN_MEMORY_FORMAT`` overrides it."""
-    choice = os.environ.get(MEMORY_FORMAT_ENV) or ("contiguous" if device.type == "cpu" else "channels_last")
-    return torch.contiguous_format if choice == "contiguous" else torch.channels_last
+#: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type:
+#: what scripts/bench_train.py --vs-original measured fastest (BENCHMARKS.md). GPUs: cuDNN's preferred
+#: layout under mixed precision, not measured yet.
+AUTO_LAYOUTS = {"cpu": {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
+                "other": {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
+
+
+def memory_formats_for(device: torch.device, choice: str = "auto") -> dict[str, torch.memory_format]:
+    """The recipe's ``train.memory_format`` as a layout per network: "G", "D" and "P" (the perceptual network)."""
+    names = AUTO_LAYOUTS["cpu" if device.type == "cpu" else "other"] if choice == "auto" else dict.fromkeys("GDP", choice)
+    return {k: torch.contiguous_format if v == "contiguous" else torch.channels_last for k, v in names.items()}
 
 
 def mixed_precision_for(recipe: Recipe) -> str:
@@ -226,6 +229,213 @@ def progress_bar(show: bool):
     )
 
 
+def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
+    """The one Accelerator: gloo on CPU processes, the launch's or the recipe's precision, trackers on the main process."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from .trainlog import trackers_for
+
+    return Accelerator(
+        cpu=cpu_processes(),
+        # D's BatchNorm running statistics are never used (D always runs in train mode), so DDP need not
+        # broadcast them before each forward; G has no buffers.
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        mixed_precision=mixed_precision_for(recipe),
+        log_with=trackers_for(out / "logs", keep_until_step=start_step) if is_main else None,
+        project_dir=str(out),
+    )
+
+
+def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format]):
+    """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
+    network in its layout from ``fmts`` (see :func:`memory_formats_for`)."""
+    from . import losses, models
+
+    G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
+                         noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmts["G"])
+    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmts["D"])
+    perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
+    g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
+                                     kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
+    g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
+    if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
+        for net in (G, D, *([perceptual] if perceptual is not None else [])):
+            net.compile()
+    betas = (r.optim.beta1, r.optim.beta2)
+    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    return G, D, g_loss_fn, opt_g, opt_d
+
+
+def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int) -> None:
+    """Restore the full training state (weights, Adam moments, RNGs); warn when the data order will differ."""
+    try:
+        accelerator.load_state(str(resume_from))
+    except Exception as e:  # noqa: BLE001 - wrong architecture, truncated files...
+        raise file_error(resume_from, f"cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    accelerator.print(f"resumed from {resume_from} at step {start_step}")
+    before = read_state(resume_from)
+    now = {"world_size": accelerator.num_processes, "batch_size": r.train.batch_size, "grad_accum": r.train.grad_accum}
+    changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
+    if changed and accelerator.is_main_process:
+        print(f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order "
+              "differs from an uninterrupted run", file=sys.stderr)
+
+
+def set_lr(optimisers, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for opt in optimisers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format]):
+    """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
+    in G's and D's layouts."""
+    from .models import downscale
+
+    xbs, reals = [], []
+    for _ in range(accum):
+        hr_u8, lr_u8 = next(batches)
+        hr = hr_u8.to(device, non_blocking=True).float().div_(255)
+        xbs.append(downscale(hr, scale).contiguous(memory_format=fmts["G"]))
+        reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmts["D"]))
+    return xbs, reals
+
+
+def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool):
+    """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns (Xd per micro-batch, D stats on the device).
+
+    With accumulation (``keep_graph`` False) G runs without a graph here and again in the G step, so that
+    only one micro-batch graph is alive at a time.
+    """
+    from . import losses
+
+    accum = len(xbs)
+    opt_d.zero_grad(set_to_none=True)
+    xds, loss_d, d_real, d_fake = [], 0.0, 0.0, 0.0
+    for m in range(accum):
+        sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
+        with sync, accelerator.autocast():
+            with torch.set_grad_enabled(keep_graph):
+                xd = G(xbs[m])
+            real_logits, fake_logits = D(reals[m]), D(xd.detach())
+            loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
+        accelerator.backward(loss_d_m)
+        xds.append(xd)
+        loss_d = loss_d + loss_d_m.detach()
+        d_real = d_real + torch.sigmoid(real_logits.detach().float()).mean() / accum
+        d_fake = d_fake + torch.sigmoid(fake_logits.detach().float()).mean() / accum
+    opt_d.step()
+    return xds, {"loss_d": loss_d, "d_real": d_real, "d_fake": d_fake}
+
+
+def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool) -> dict:
+    """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)."""
+    accum, perceptual = len(xbs), g_loss_fn.perceptual
+    D_plain.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g, parts_sum = 0.0, {}
+    for m in range(accum):
+        sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
+        with sync, accelerator.autocast():
+            xd = xds[m] if keep_graph else G(xbs[m])
+            with torch.no_grad():
+                xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
+            loss_g_m = loss_g_m / accum
+        accelerator.backward(loss_g_m)
+        loss_g = loss_g + loss_g_m.detach()
+        for k, v in parts.items():
+            parts_sum[f"loss_{k}"] = parts_sum.get(f"loss_{k}", 0.0) + v.detach() / accum
+    D_plain.requires_grad_(True)
+    opt_g.step()
+    return {"loss_g": loss_g, **parts_sum}
+
+
+class RankCheck:
+    """Every rank stops together on a non-finite loss and on the time limit.
+
+    That takes an all-reduce and a host sync, so :meth:`due` asks for it only when logging, before a
+    checkpoint, at the end and at least every ``SYNC_SECONDS``; a non-finite loss in between is
+    remembered on the device (:meth:`record`), so none reaches a checkpoint.
+    """
+
+    def __init__(self, accelerator, start_step: int, iters: int, max_minutes: float | None):
+        self.accelerator, self.start_step, self.iters, self.max_minutes = accelerator, start_step, iters, max_minutes
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+        self.checked = self.next_check = start_step
+        self.t_start = time.perf_counter()
+
+    def record(self, stats: dict) -> None:
+        """Remember, on the device, whether any loss of this step is not finite."""
+        self.nonfinite |= ~torch.isfinite(torch.stack([v for k, v in stats.items() if k.startswith("loss")])).all()
+
+    def due(self, done: int, every: tuple[int, ...]) -> bool:
+        """True at the steps where all ranks must agree."""
+        return (done >= self.next_check or done == self.iters or done == self.start_step + 1
+                or any(done % n == 0 for n in every))
+
+    def check(self, done: int, stats: dict, last_ckpt: Path | None) -> tuple[dict[str, float], bool]:
+        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early)."""
+        device = self.accelerator.device
+        elapsed = time.perf_counter() - self.t_start
+        out_of_time = float(self.max_minutes is not None and elapsed > 60 * self.max_minutes)
+        values = torch.stack([*stats.values(), self.nonfinite.float(), torch.tensor(out_of_time, device=device),
+                              torch.tensor(elapsed, device=device)]).float()
+        values = self.accelerator.reduce(values, reduction="mean").tolist()
+        mean_elapsed, stop_early, any_bad = values.pop(), values.pop() > 0 and done < self.iters, values.pop() > 0
+        losses = dict(zip(stats, values))
+        if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
+            self.accelerator.end_training()
+            bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+            keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            where = f"at step {done}" if self.checked == done - 1 else f"between steps {self.checked + 1} and {done}"
+            raise DsganError(f"non-finite loss {where} ({bad}); training stopped, {keep}. "
+                             "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
+        # Same value on every rank (it comes from the all-reduce), so all ranks sync at the same steps.
+        self.checked = done
+        self.next_check = done + max(1, int(SYNC_SECONDS * (done - self.start_step) / max(mean_elapsed, 1e-9)))
+        return losses, stop_early
+
+
+def sample_batch(hr_set, lr_set, scale: int, device: torch.device):
+    """A fixed batch of (Xb, real LR) for the sample grids."""
+    from .models import downscale
+
+    n = min(4, len(hr_set.images), len(lr_set.images))
+    return downscale(hr_set.images[:n].float().div(255), scale).to(device), lr_set.images[:n].float().div(255).to(device)
+
+
+def save_samples(accelerator, G, path: Path, sample_xb, sample_real, r: Recipe) -> None:
+    """Sample grid: Xb, G(Xb) and real LR side by side."""
+    from .trainlog import save_sample_grid
+
+    with torch.no_grad(), accelerator.autocast():
+        sample_xd = accelerator.unwrap_model(G)(sample_xb)
+    save_sample_grid(path, sample_xb, sample_xd, sample_real, r.model.filter_kernel)
+
+
+def data_counts(hr_set, lr_set) -> dict:
+    """Image counts for the checkpoint state; warns about skipped images."""
+    if hr_set.skipped or lr_set.skipped:
+        print(f"warning: skipped {len(hr_set.skipped)} HR and {len(lr_set.skipped)} real LR unreadable images", file=sys.stderr)
+    return {"hr": len(hr_set.paths), "lr": len(lr_set.paths), "hr_skipped": len(hr_set.skipped),
+            "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
+
+
+def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt) -> None:
+    """Where the run's outputs are."""
+    print(f"trained {done - start_step} steps (now at step {done} of {iters})")
+    if done < iters:
+        print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")
+    print(f"generator:  {out / 'generator.safetensors'}")
+    print(f"checkpoint: {last_ckpt}")
+    print(f"samples:    {out / 'samples'}")
+    print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
+
+
 # ----------------------------------------------------------------------------- the training loop
 
 
@@ -235,13 +445,10 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     ``max_minutes`` ends the run early (with a checkpoint) once that much training time has passed;
     ``--resume latest`` continues it where it stopped.
     """
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
 
     from .data import MicroBatches, make_loader
-    from .losses import GeneratorLoss, build_perceptual, gan_loss_discriminator
-    from .models import Discriminator, Generator, downscale
-    from .trainlog import save_sample_grid, trackers_for
 
     r = recipe
     out = Path(r.train.output_dir)
@@ -261,17 +468,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     check_output_dir(r.data.hr_dir, out)
     check_output_dir(r.data.lr_dir, out)
     digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
-    accelerator = Accelerator(
-        cpu=cpu_processes(),
-        # D's BatchNorm running statistics are never used (D always runs in train mode), so DDP need not
-        # broadcast them before each forward; G has no buffers.
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-        mixed_precision=mixed_precision_for(r),
-        log_with=trackers_for(out / "logs", keep_until_step=start_step) if is_main else None,
-        project_dir=str(out),
-    )
+    accelerator = build_accelerator(r, out, start_step, is_main)
     device = accelerator.device
-    fmt = memory_format_for(device)
+    fmts = memory_formats_for(device, r.train.memory_format)
     set_seed(r.train.seed)  # identical initial weights on every rank
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
@@ -279,30 +478,11 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     batches = iter(make_loader(dataset, start_step * accum, iters * accum, r.data.num_workers, device.type == "cuda"))
 
     # --- models, losses, optimisers (prepared once)
-    G = Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                  noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmt)
-    D = Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmt)
-    perceptual = build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
-    g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
-                              kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
-    g_loss_fn = g_loss_fn.to(device, memory_format=fmt)
-    betas = (r.optim.beta1, r.optim.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     if resume_from is not None:
-        try:
-            accelerator.load_state(str(resume_from))
-        except Exception as e:  # noqa: BLE001 - wrong architecture, truncated files...
-            raise file_error(resume_from, f"cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-        accelerator.print(f"resumed from {resume_from} at step {start_step}")
-        before = read_state(resume_from)
-        now = {"world_size": accelerator.num_processes, "batch_size": r.train.batch_size, "grad_accum": accum}
-        changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
-        if changed and is_main:
-            print(f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order "
-                  "differs from an uninterrupted run", file=sys.stderr)
+        load_resume(accelerator, resume_from, r, start_step)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes
 
@@ -310,112 +490,42 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     if is_main and (resume_from is None or not (out / "recipe.json").is_file()):  # a resume keeps the first recipe
         write_bytes_atomic(out / "recipe.json", json.dumps(r.to_dict(), indent=2).encode())
     accelerator.init_trackers("dsgan")
-    n_show = min(4, len(hr_set.images), len(lr_set.images))
-    sample_xb = downscale(hr_set.images[:n_show].float().div(255), scale).to(device)
-    sample_real = lr_set.images[:n_show].float().div(255).to(device)
-    counts = {"hr": len(hr_set.paths), "lr": len(lr_set.paths), "hr_skipped": len(hr_set.skipped),
-              "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
-    if is_main and (hr_set.skipped or lr_set.skipped):
-        print(f"warning: skipped {len(hr_set.skipped)} HR and {len(lr_set.skipped)} real LR unreadable images", file=sys.stderr)
+    sample_xb, sample_real = sample_batch(hr_set, lr_set, scale, device)
+    counts = data_counts(hr_set, lr_set) if is_main else {}
 
-    # With accumulation, G(Xb) is recomputed in the G phase so only one micro-batch graph is alive at a time.
-    keep_graph = accum == 1
+    keep_graph = accum == 1  # with accumulation, G(Xb) is recomputed in the G step (one graph alive at a time)
     last_ckpt, losses = resume_from, {}
-    nonfinite, checked, next_check = torch.zeros((), dtype=torch.bool, device=device), start_step, start_step
-    t_start = time.perf_counter()
+    checks = RankCheck(accelerator, start_step, iters, max_minutes)
     with progress_bar(show) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, speed="", losses="")
         for step in range(start_step, iters):
-            for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, r)
-
-            # 1. inputs: uint8 HR / real LR from the workers -> Xb = bicubic downscale, on the device
-            xbs, reals = [], []
-            for _ in range(accum):
-                hr_u8, lr_u8 = next(batches)
-                hr = hr_u8.to(device, non_blocking=True).float().div_(255)
-                xbs.append(downscale(hr, scale).contiguous(memory_format=fmt))
-                reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmt))
-
-            # 2. discriminator step: real LR -> 1, detached Xd = G(Xb) -> 0
-            opt_d.zero_grad(set_to_none=True)
-            xds, loss_d, d_real, d_fake = [], 0.0, 0.0, 0.0
-            for m in range(accum):
-                sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
-                with sync, accelerator.autocast():
-                    with torch.set_grad_enabled(keep_graph):
-                        xd = G(xbs[m])
-                    real_logits, fake_logits = D(reals[m]), D(xd.detach())
-                    loss_d_m = gan_loss_discriminator(real_logits, fake_logits) / accum
-                accelerator.backward(loss_d_m)
-                xds.append(xd)
-                loss_d = loss_d + loss_d_m.detach()
-                d_real = d_real + torch.sigmoid(real_logits.detach().float()).mean() / accum
-                d_fake = d_fake + torch.sigmoid(fake_logits.detach().float()).mean() / accum
-            opt_d.step()
-
-            # 3. generator step against the updated D (frozen): colour + GAN + perceptual (VGG(Xb) without grad)
-            D_plain.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g, parts_sum = 0.0, {}
-            for m in range(accum):
-                sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
-                with sync, accelerator.autocast():
-                    xd = xds[m] if keep_graph else G(xbs[m])
-                    with torch.no_grad():
-                        xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-                    loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
-                    loss_g_m = loss_g_m / accum
-                accelerator.backward(loss_g_m)
-                loss_g = loss_g + loss_g_m.detach()
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v.detach() / accum
-            D_plain.requires_grad_(True)
-            opt_g.step()
+            set_lr((opt_g, opt_d), lr_at(step, r))
+            # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
+            xbs, reals = next_inputs(batches, accum, device, scale, fmts)
+            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph)
+            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph)
             done = step + 1
 
-            # 4. every rank stops together on NaN/inf and on the time limit. That takes an all-reduce and a host
-            #    sync, so it happens only when logging, before a checkpoint, at the end and at least every
-            #    SYNC_SECONDS; a non-finite loss in between is remembered on the device, so none reaches a checkpoint.
-            nonfinite |= ~torch.isfinite(torch.stack([loss_d, loss_g, *parts_sum.values()])).all()
+            # 4. all ranks agree on finite losses and the time limit (a host sync: only at these steps)
+            stats = {"loss_d": d_stats["loss_d"], **g_stats, "d_real": d_stats["d_real"], "d_fake": d_stats["d_fake"]}
+            checks.record(stats)
             stop_early = False
-            if (done >= next_check or done == iters or step == start_step
-                    or done % r.train.log_every == 0 or done % r.train.checkpoint_every == 0):
-                names = ["loss_d", "loss_g", *(f"loss_{k}" for k in parts_sum), "d_real", "d_fake"]
-                elapsed = time.perf_counter() - t_start
-                out_of_time = float(max_minutes is not None and elapsed > 60 * max_minutes)
-                values = torch.stack([loss_d, loss_g, *parts_sum.values(), d_real, d_fake, nonfinite.float(),
-                                      torch.tensor(out_of_time, device=device), torch.tensor(elapsed, device=device)]).float()
-                values = accelerator.reduce(values, reduction="mean").tolist()
-                mean_elapsed, stop_early, any_bad = values.pop(), values.pop() > 0 and done < iters, values.pop() > 0
-                losses = dict(zip(names, values))
-                if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
-                    accelerator.end_training()
-                    bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-                    keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                    where = f"at step {done}" if checked == done - 1 else f"between steps {checked + 1} and {done}"
-                    raise DsganError(f"non-finite loss {where} ({bad}); training stopped, {keep}. "
-                                     "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
-                # Same value on every rank (it comes from the all-reduce), so all ranks sync at the same steps.
-                checked, next_check = done, done + max(1, int(SYNC_SECONDS * (done - start_step) / max(mean_elapsed, 1e-9)))
+            if checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
+                losses, stop_early = checks.check(done, stats, last_ckpt)
 
             # 5. log, samples, checkpoint
-            elapsed = time.perf_counter() - t_start
+            elapsed = time.perf_counter() - checks.t_start
             last = done == iters or stop_early
             if done % r.train.log_every == 0 or last or step == start_step:
                 accelerator.log({**losses, "lr": lr_at(step, r), "time_s": round(elapsed, 3)}, step=done)
             if is_main and (done % r.train.sample_every == 0 or last):
-                with torch.no_grad(), accelerator.autocast():
-                    sample_xd = accelerator.unwrap_model(G)(sample_xb)
-                save_sample_grid(out / "samples" / f"step_{done:08d}.png", sample_xb, sample_xd, sample_real, r.model.filter_kernel)
+                save_samples(accelerator, G, out / "samples" / f"step_{done:08d}.png", sample_xb, sample_real, r)
             if done % r.train.checkpoint_every == 0 or last:
                 state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
                          "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
                 last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
-            rate = (done - start_step) / max(elapsed, 1e-9)
-            bar.update(task, completed=done, speed=f"{rate:.2f} it/s",
+            bar.update(task, completed=done, speed=f"{(done - start_step) / max(elapsed, 1e-9):.2f} it/s",
                        losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
             if stop_early:
                 break
@@ -423,13 +533,6 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     accelerator.end_training()
     if is_main:
         unlock_run_folder(out)
-        print(f"trained {done - start_step} steps (now at step {done} of {iters})")
-        if done < iters:
-            print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")
-        print(f"generator:  {out / 'generator.safetensors'}")
-        print(f"checkpoint: {last_ckpt}")
-        print(f"samples:    {out / 'samples'}")
-        print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
+        print_summary(out, start_step, done, iters, max_minutes, last_ckpt)
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
                        steps=done, last_losses=losses)
-

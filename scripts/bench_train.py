@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsgan_cli.data import MicroBatches  # noqa: E402
-from dsgan_cli.losses import (ColorLoss, GeneratorLoss, PerceptualLoss, build_perceptual,  # noqa: E402
+from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator, perceptual_distance)
 from dsgan_cli.models import Discriminator, Generator, downscale  # noqa: E402
 from dsgan_cli.recipe import load_recipe  # noqa: E402
@@ -140,16 +141,20 @@ class FormatIn(torch.nn.Module):
         return self.module(x.contiguous(memory_format=self.fmt))
 
 
-def parse_variant(spec: str) -> dict[str, torch.memory_format]:
-    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network) -> formats per module."""
+def parse_variant(spec: str) -> tuple[dict[str, torch.memory_format], set[str]]:
+    """'nchw', 'cl' or per module 'G=cl,D=nchw,P=nchw' (P = perceptual network), optionally followed by
+    '+compile' (torch.compile) and/or '+bf16' (bf16 autocast) -> (formats per module, options)."""
+    spec, *opts = spec.split("+")
+    if set(opts) - {"compile", "bf16"}:
+        raise SystemExit(f"unknown variant option in {spec!r}: only +compile and +bf16")
     fmts = {"nchw": torch.contiguous_format, "cl": torch.channels_last}
     if spec in fmts:
-        return {m: fmts[spec] for m in "GDP"}
+        return {m: fmts[spec] for m in "GDP"}, set(opts)
     out = {m: torch.contiguous_format for m in "GDP"}
     for part in spec.split(","):
         m, f = part.split("=")
         out[m] = fmts[f]
-    return out
+    return out, set(opts)
 
 
 def batch_maker(recipe, batch: int, size: int, device: torch.device):
@@ -166,36 +171,30 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
     return get
 
 
-def ours_step(recipe, device: torch.device, fmts: dict, perceptual_weights: str):
-    """One training step exactly as dsgan_cli.train does it (accumulation 1), memory format per module."""
-    r = recipe
+def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: str):
+    """One training step through dsgan_cli.train's own D-step and G-step functions (accumulation 1);
+    ``variant`` picks the memory format per module, torch.compile and bf16 autocast (see parse_variant)."""
+    from accelerate import Accelerator
+
+    from dsgan_cli.train import build_networks, discriminator_step, generator_step
+
+    fmts, opts = parse_variant(variant)
+    r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
+                            train=dataclasses.replace(recipe.train, compile="compile" in opts))
+    # Autocast around the step: one process holds one Accelerator state, so its mixed_precision can't vary per variant.
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if "bf16" in opts else contextlib.nullcontext
+    accelerator = Accelerator(cpu=device.type == "cpu")
     torch.manual_seed(0)
-    G = FormatIn(Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                           noise_channels=r.model.noise_channels, output=r.model.output).to(device), fmts["G"])
-    D = FormatIn(Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device), fmts["D"])
-    perceptual = PerceptualLoss(r.perceptual.layers, perceptual_weights) if r.loss.w_perceptual > 0 else None
-    if perceptual is not None:
-        perceptual.vgg = FormatIn(perceptual.vgg, fmts["P"])
-    g_loss_fn = GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
-                              kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(device)
-    betas = (r.optim.beta1, r.optim.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, dict.fromkeys("GDP", torch.contiguous_format))
+    G, D = FormatIn(G, fmts["G"]), FormatIn(D, fmts["D"])
+    if g_loss_fn.perceptual is not None and hasattr(g_loss_fn.perceptual, "vgg"):
+        g_loss_fn.perceptual.vgg = FormatIn(g_loss_fn.perceptual.vgg, fmts["P"])
+    G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
 
     def step(xb: torch.Tensor, real: torch.Tensor) -> None:
-        opt_d.zero_grad(set_to_none=True)
-        xd = G(xb)
-        loss_d = gan_loss_discriminator(D(real), D(xd.detach()))
-        loss_d.backward()
-        opt_d.step()
-        D.requires_grad_(False)
-        opt_g.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            xb_feats = perceptual.vgg(xb) if perceptual is not None else None
-        loss_g, _ = g_loss_fn(xd, xb, D(xd), xb_feats)
-        loss_g.backward()
-        D.requires_grad_(True)
-        opt_g.step()
+        with autocast():
+            xds, _ = discriminator_step(accelerator, G, D, opt_d, [xb], [real], keep_graph=True)
+            generator_step(accelerator, G, D, opt_g, g_loss_fn, [xb], xds, keep_graph=True)
     return step
 
 
@@ -254,13 +253,18 @@ def original_step(recipe, device: torch.device):
     return step, lpips_kind
 
 
-def peak_gflops(threads: int) -> tuple[float, str]:
-    """Nominal fp32 peak of this CPU: threads x clock x 32 FLOP/cycle (two 256-bit FMA pipes)."""
-    mhz = 0.0
-    with contextlib.suppress(OSError, ValueError):
-        mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("cpu MHz"))
-    return threads * mhz / 1000 * 32, f"{threads} threads x {mhz:.0f} MHz x 32 FLOP/cycle (2 x 256-bit FMA)"
+def peak_gflops(threads: int, clock_ghz: float | None = None) -> tuple[float, str]:
+    """Nominal fp32 peak of this CPU: threads x clock x 32 FLOP/cycle (two 256-bit FMA pipes).
+
+    The clock is /proc/cpuinfo's unless ``clock_ghz`` is given; in a VM that is often the base clock,
+    and cores that boost above it can exceed this "peak"."""
+    mhz = 1000 * clock_ghz if clock_ghz else 0.0
+    if not mhz:
+        with contextlib.suppress(OSError, ValueError):
+            mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("cpu MHz"))
+    source = "given" if clock_ghz else "/proc/cpuinfo"
+    return threads * mhz / 1000 * 32, f"{threads} threads x {mhz:.0f} MHz ({source}) x 32 FLOP/cycle (2 x 256-bit FMA)"
 
 
 def count_flops(step, xb, real) -> int:
@@ -278,7 +282,7 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     orig, lpips_kind = original_step(recipe, device)
     runs = {"original": orig}
     for v in args.variants.split(";"):
-        runs[f"ours[{v}]"] = ours_step(recipe, device, parse_variant(v), args.perceptual_weights)
+        runs[f"ours[{v}]"] = ours_step(recipe, device, v, args.perceptual_weights)
     times = {k: [] for k in runs}
     for i in range(args.warmup + args.steps):
         xb, real = get(i)
@@ -296,7 +300,7 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     # FLOPs are linear in the batch: count one image's step (cheap) and scale.
     flops = {k: count_flops(s, xb[:1], real[:1]) * len(xb) for k, s in list(runs.items())[:2]}
     per_step = {k: sum(v) / len(v) for k, v in times.items()}
-    peak, peak_how = peak_gflops(torch.get_num_threads())
+    peak, peak_how = peak_gflops(torch.get_num_threads(), args.clock_ghz)
     ours_name = list(runs)[1]
     return {
         "lpips": lpips_kind, "seconds_per_step": per_step, "step_times": times,
@@ -318,7 +322,7 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", type=Path, default=REPO / "recipes" / "idphoto.toml")
+    ap.add_argument("--recipe", default="idphoto", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="LR side (Xb, Xd, real LR); HR is size x data.scale")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per layout")
@@ -328,17 +332,19 @@ def main() -> None:
     ap.add_argument("--nets", default="vgg19,lpips-alex", help="perceptual networks to time (perceptual.net values)")
     ap.add_argument("--perceptual-weights", default="random", help="'random' keeps the benchmark offline (same cost)")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
+    ap.add_argument("--clock-ghz", type=float, help="CPU clock for the nominal peak (default: /proc/cpuinfo's)")
     ap.add_argument("--vs-original", action="store_true",
                     help="time our step against the original implementation's step (minimal port), interleaved")
     ap.add_argument("--variants", default="nchw",
-                    help="with --vs-original: our memory formats, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw")
+                    help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
+                         "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.vs_original:
         report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32",
+                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32 unless a variant says +bf16",
                   "steps": args.steps, "warmup": args.warmup, **vs_original(args, recipe, device)}
         for k, v in report["ratio_original_over_ours"].items():
             print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "

@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m dsgan_cli.demo ARGS`` in a subprocess, offline."""
+    """``dsgan demo ARGS`` (as ``python -m dsgan_cli demo ARGS``) in a subprocess, offline."""
     # One thread: tiny tensors gain nothing from two, and on a busy machine idle OpenMP threads spin.
     env = dict(os.environ, OMP_NUM_THREADS="1", DSGAN_OFFLINE="1")
     env.pop("DSGAN_INCEPTION_WEIGHTS", None)
-    return subprocess.run([sys.executable, "-m", "dsgan_cli.demo", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "dsgan_cli", "demo", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -75,6 +75,8 @@ def test_quick_demo_writes_report_and_numbers(tmp_path):
     assert set(checks) == {"grain", "colour", "border", "spectrum"}
     assert summary["learned"] == all(checks.values())
     assert summary["paired"]["images"] == demo.QUICK_SPEC.n_holdout
+    # The default recipe is the built-in one, read from the package.
+    assert Path(summary["recipe_file"]) == Path(demo.__file__).parent / "recipes" / "learn.toml"
 
 
 def test_data_is_reused_and_sets_are_disjoint(tmp_path):
@@ -140,3 +142,32 @@ def test_demo_folder_may_hold_the_quick_demo_folder(tmp_path):
     (tmp_path / "demo_output" / demo.MARKER).unlink()
     with pytest.raises(demo.DsganError, match="not made by the demo"):
         demo.prepare_out_dir(tmp_path / "demo_output")
+
+
+def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_demo("--quick", "--out", str(out), "--no-progress", "--recipe", "no_such_recipe", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, learn)"]
+    failed = json.loads((out / "failed.json").read_text())
+    assert failed["ok"] is False and [s["step"] for s in failed["steps"]] == ["recipe"]
+    assert failed["steps"][0]["ok"] is False and "no_such_recipe" in failed["steps"][0]["error"]
+    assert not (out / "data").exists() and not (out / "report" / "summary.json").exists()
+
+
+def test_recipe_option_takes_a_file(tmp_path):
+    """``--recipe FILE``: a broken recipe file fails the recipe step, naming the file (exit 2)."""
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[model]\nfilter = "median"\n')
+    proc = run_demo("--quick", "--out", str(tmp_path / "demo"), "--no-progress", "--recipe", str(broken), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {broken}") and "model.filter" in lines[0], lines
+
+
+def test_ctrl_c_in_the_demo_says_how_to_go_on():
+    from dsgan_cli.cli import interrupted_message
+
+    assert interrupted_message(["demo", "--quick"]).startswith("interrupted: demo stopped;")
+    assert "run the same command again" in interrupted_message(["--debug", "demo"])

@@ -247,11 +247,11 @@ def test_eval_reference_reports_colour_shift_and_border_ratio(tmp_path):
 
 @pytest.mark.slow
 def test_demo_learns_its_known_degradation(tmp_path):
-    """About 4 minutes on 2 idle cores: the full demo (recipes/learn.toml, 500 steps); its verdict is the paired one."""
+    """About 4 minutes on 2 idle cores: the full demo (the built-in learn recipe, 500 steps); its verdict is the paired one."""
     out = tmp_path / "demo"
     env = dict(os.environ, OMP_NUM_THREADS="2", DSGAN_OFFLINE="1")
     env.pop("DSGAN_INCEPTION_WEIGHTS", None)
-    proc = subprocess.run([sys.executable, "-m", "dsgan_cli.demo", "--out", str(out), "--no-progress", "--require-learning"],
+    proc = subprocess.run([sys.executable, "-m", "dsgan_cli", "demo", "--out", str(out), "--no-progress", "--require-learning"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     summary = json.loads((out / "report" / "summary.json").read_text()) if (out / "report" / "summary.json").is_file() else {}
     assert proc.returncode == 0, f"demo did not learn: {summary.get('paired')}\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"

@@ -304,3 +304,25 @@ def test_linear_lr_decay(tiny_recipe):
     assert lr_at(0, r) == lr_at(49, r) == 1e-3
     assert lr_at(75, r) == pytest.approx(5e-4)
     assert lr_at(100, r) == 0.0
+
+
+@pytest.mark.parametrize("option", ["train.memory_format=contiguous", "train.memory_format=channels_last", "train.compile=true"])
+def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recipe, data, option):
+    """Memory layout and torch.compile change speed only: same weights after two steps, same checkpoint names,
+    and a run with the option resumes from a checkpoint written without it."""
+    from dsgan_cli.train import train
+
+    opts = ("train.checkpoint_every=1", "train.sample_every=100", "data.crop_size=6", NO_VGG)
+    plain = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=2", *opts), progress=False)
+    train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=1", *opts), progress=False)
+    other = train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=2", *opts, option),
+                  resume="latest", progress=False)
+    a, b = load_file(plain.generator_path), load_file(other.generator_path)
+    assert a.keys() == b.keys(), f"{option} changes the generator's parameter names"
+    start = load_file(tmp_path / "b" / "checkpoints" / "step_00000001" / "generator.safetensors")
+    for k in a:
+        moved = (a[k] - start[k]).abs().max().item()
+        diff = (a[k] - b[k]).abs().max().item()
+        assert diff <= 1e-5 + 1e-3 * moved, f"{option}: {k} differs by {diff:.3g} (the step moved it by {moved:.3g})"
+    da, db = (load_file(r.checkpoint_dir / "model_1.safetensors") for r in (plain, other))
+    assert da.keys() == db.keys(), f"{option} changes the discriminator's parameter names"

@@ -1,0 +1,120 @@
+"""Built-in recipes are package data: names resolve, the wheel holds them, a plain install runs the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import dsgan_cli
+from dsgan_cli.errors import EXIT_USAGE, DsganError
+from dsgan_cli.recipe import load_recipe, resolve_recipe
+
+from conftest import REPO, TINY_RECIPE, run_cli
+
+PACKAGE_RECIPES = Path(dsgan_cli.__file__).parent / "recipes"
+BUILTIN = ("idphoto", "learn")
+
+
+# ----------------------------------------------------------------------------- resolving a recipe argument
+
+
+def test_builtin_names_resolve_to_the_package_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # names do not depend on the current folder
+    assert sorted(p.stem for p in PACKAGE_RECIPES.glob("*.toml")) == list(BUILTIN)
+    for name in BUILTIN:
+        assert resolve_recipe(name) == PACKAGE_RECIPES / f"{name}.toml"
+        assert load_recipe(name).train.output_dir == f"runs/{name}"
+    # A folder of that name (e.g. runs/ or data/ layouts) does not hide a built-in recipe.
+    (tmp_path / "learn").mkdir()
+    assert resolve_recipe("learn") == PACKAGE_RECIPES / "learn.toml"
+
+
+def test_a_path_is_read_as_a_file_and_a_file_wins_over_a_builtin_name(tmp_path, monkeypatch):
+    own = tmp_path / "own recipe.toml"
+    shutil.copy(TINY_RECIPE, own)
+    assert resolve_recipe(own) == own and resolve_recipe(str(own)) == own
+    assert load_recipe(own).train.iterations == load_recipe(TINY_RECIPE).train.iterations
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(TINY_RECIPE, tmp_path / "idphoto")
+    assert resolve_recipe("idphoto") == Path("idphoto")
+    assert load_recipe("idphoto").train.iterations != load_recipe(PACKAGE_RECIPES / "idphoto.toml").train.iterations
+
+
+def test_unknown_name_lists_the_builtin_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for arg in ("idphoto.toml", "recipes/learn.toml", "nope"):
+        with pytest.raises(DsganError) as e:
+            resolve_recipe(arg)
+        assert str(e.value) == f"{arg}: recipe file not found, and not a built-in recipe (idphoto, learn)"
+        assert e.value.exit_code == EXIT_USAGE
+
+
+def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
+    proc = run_cli("train", "nope", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.strip().splitlines() == ["error: nope: recipe file not found, and not a built-in recipe (idphoto, learn)"]
+    # The built-in recipe is read: training then stops at its (missing) data folder, named from the recipe.
+    proc = run_cli("train", "idphoto", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.strip().splitlines() == ["error: data/idphoto/hr: no such folder"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the sources (the build leaves nothing in the repository)."""
+    src = tmp_path_factory.mktemp("src")
+    shutil.copytree(REPO / "dsgan_cli", src / "dsgan_cli", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    wheels = list(out.glob("dsgan_cli-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_wheel_contains_the_builtin_recipes(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        recipes = {n for n in zf.namelist() if n.startswith("dsgan_cli/recipes/")}
+        assert recipes == {f"dsgan_cli/recipes/{name}.toml" for name in BUILTIN}
+        for name in BUILTIN:
+            assert zf.read(f"dsgan_cli/recipes/{name}.toml") == (REPO / "dsgan_cli" / "recipes" / f"{name}.toml").read_bytes()
+        assert "dsgan_cli/demo.py" in zf.namelist() and "dsgan_cli/cli.py" in zf.namelist()
+
+
+@pytest.mark.slow
+def test_non_editable_install_runs_the_quick_demo(wheel, tmp_path):
+    """``pip install`` of the wheel (not editable), run from outside the repository: ``dsgan demo --quick``."""
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1", DSGAN_OFFLINE="1")
+    env.pop("DSGAN_INCEPTION_WEIGHTS", None)
+    where = subprocess.run([sys.executable, "-c", "import dsgan_cli; print(dsgan_cli.__file__)"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()) == site / "dsgan_cli" / "__init__.py", where.stdout + where.stderr
+
+    out = work / "demo"
+    proc = subprocess.run([str(site / "bin" / "dsgan"), "demo", "--quick", "--no-progress", "--out", str(out)],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    # The installed package ran and read its own recipe (not the repository's).
+    assert Path(summary["recipe_file"]) == site / "dsgan_cli" / "recipes" / "learn.toml"
+    assert summary["ok"] is True and Path(summary["train"]["generator"]).is_file()
