@@ -590,3 +590,152 @@ def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_p
     for j in (2, 3):
         k, xb, _, err = ds[j]
         assert k == j and xb is None and err, f"item {j}: a bad or missing file must give an error reason, not raise"
+
+
+# ----------------------------------------------------------------------------- the training step's helpers, one by one
+
+
+def _toy_nets():
+    """A small G and D and two micro-batches of (Xb, real LR), seeded."""
+    torch.manual_seed(12)
+    g = Generator(n_res_blocks=1, channels=4)
+    d = Discriminator()
+    xbs = [torch.rand(2, 3, 10, 10) for _ in range(2)]
+    reals = [torch.rand(2, 3, 10, 10) * 0.5 + 0.25 for _ in range(2)]
+    return g, d, xbs, reals
+
+
+def _accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+def _params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("keep_graph", [True, False])
+def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_graph):
+    """Real -> 1, detached G(Xb) -> 0, averaged over the micro-batches; reference loss written out here with softplus."""
+    import copy
+
+    from dsgan_cli.train import discriminator_step
+
+    g, d, xbs, reals = _toy_nets()
+    ref = copy.deepcopy(d)
+    with torch.no_grad():
+        fakes = [g(xb) for xb in xbs]
+    # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
+    real_logits = [ref(r) for r in reals]
+    fake_logits = [ref(f) for f in fakes]
+    want_loss = sum(F.softplus(-rl).mean() + F.softplus(fl).mean() for rl, fl in zip(real_logits, fake_logits)) / 2
+    want_loss.backward()
+    lr = 0.5
+    want = [p.detach() - lr * p.grad for p in ref.parameters()]
+    g_before = _params(g)
+
+    xds, stats = discriminator_step(_accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), xbs, reals, keep_graph)
+
+    for i, (p, w) in enumerate(zip(d.parameters(), want)):
+        assert torch.allclose(p, w, atol=1e-5), (
+            f"D parameter {i} after the D step is not one step down the mean over micro-batches of "
+            "-log D(real) - log(1 - D(G(Xb))): wrong labels, wrong scaling or a micro-batch left out")
+    assert all(torch.equal(a, b) for a, b in zip(g_before, _params(g))), "the D step changed G"
+    assert all(p.grad is None for p in g.parameters()), "the D step sent gradients into G: Xd is not detached"
+    assert abs(stats["loss_d"].item() - want_loss.item()) < 1e-5, "the reported D loss is not the mean micro-batch loss"
+    want_real = sum(torch.sigmoid(rl).mean() for rl in real_logits).item() / 2
+    want_fake = sum(torch.sigmoid(fl).mean() for fl in fake_logits).item() / 2
+    assert abs(stats["d_real"].item() - want_real) < 1e-5 and abs(stats["d_fake"].item() - want_fake) < 1e-5, (
+        "d_real / d_fake are not D's mean probabilities on the real and generated micro-batches")
+    assert len(xds) == 2 and all(torch.allclose(x, f, atol=1e-6) for x, f in zip(xds, fakes)), "returned Xd is not G(Xb)"
+    assert all(x.requires_grad == keep_graph for x in xds), (
+        f"keep_graph={keep_graph}: Xd {'lost' if keep_graph else 'kept'} its graph")
+
+
+class _FeaturePerceptual(torch.nn.Module):
+    """A perceptual term: squared distance of channel means; records the precomputed features it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.given = []
+
+    def features(self, x):
+        return [x.mean(dim=(2, 3))]
+
+    def forward(self, x, y=None, y_feats=None):
+        self.given.append(y_feats)
+        return (x.mean(dim=(2, 3)) - y_feats[0]).pow(2).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("keep_graph", [True, False])
+def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_frozen_d(keep_graph):
+    """Colour (valid 5x5 box low-pass L1), GAN (-log D(Xd)) and perceptual terms written out here."""
+    import copy
+
+    from dsgan_cli.losses import GeneratorLoss
+    from dsgan_cli.train import generator_step
+
+    g, d, xbs, _ = _toy_nets()
+    perceptual = _FeaturePerceptual()
+    crit = GeneratorLoss(w_color=0.5, w_gan=2.0, w_perceptual=0.25, perceptual=perceptual)
+    ref = copy.deepcopy(g)
+    d_ref = copy.deepcopy(d)
+    parts = {"loss_color": 0.0, "loss_gan": 0.0, "loss_perceptual": 0.0}
+    for xb in xbs:
+        xd = ref(xb)
+        color = (F.avg_pool2d(xd, 5, stride=1) - F.avg_pool2d(xb, 5, stride=1)).abs().mean()
+        gan = F.softplus(-d_ref(xd)).mean()
+        perc = (xd.mean(dim=(2, 3)) - xb.mean(dim=(2, 3))).pow(2).sum(dim=1).mean()
+        ((0.5 * color + 2.0 * gan + 0.25 * perc) / 2).backward()
+        for k, v in (("loss_color", color), ("loss_gan", gan), ("loss_perceptual", perc)):
+            parts[k] += v.item() / 2
+    lr = 0.5
+    want = [p.detach() - lr * p.grad for p in ref.parameters()]
+    d_before = _params(d)
+    xds = [g(xb) for xb in xbs] if keep_graph else [g(xb).detach() for xb in xbs]
+
+    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, xbs, xds, keep_graph)
+
+    for i, (p, w) in enumerate(zip(g.parameters(), want)):
+        assert torch.allclose(p, w, atol=1e-5), (
+            f"G parameter {i} after the G step is not one step down the mean over micro-batches of "
+            "w_color * colour + w_gan * (-log D(Xd)) + w_perceptual * perceptual")
+    assert all(torch.equal(a, b) for a, b in zip(d_before, _params(d))), "the G step changed D"
+    assert all(p.grad is None for p in d.parameters()), "the G step left gradients in D (D must be frozen there)"
+    assert all(p.requires_grad for p in d.parameters()), "D stays frozen after the G step: the next D step cannot train it"
+    assert set(stats) == {"loss_g", "loss_color", "loss_gan", "loss_perceptual"}, f"reported {sorted(stats)}"
+    for k, v in parts.items():
+        assert abs(stats[k].item() - v) < 1e-5, f"{k} reported {stats[k].item():.6f}, the micro-batch mean is {v:.6f}"
+    want_total = 0.5 * parts["loss_color"] + 2.0 * parts["loss_gan"] + 0.25 * parts["loss_perceptual"]
+    assert abs(stats["loss_g"].item() - want_total) < 1e-5, "the reported G loss is not the mean weighted total"
+    assert len(perceptual.given) == 2 and all(
+        torch.allclose(f[0], xb.mean(dim=(2, 3))) for f, xb in zip(perceptual.given, xbs)), (
+        "the perceptual term was not given the features of its own micro-batch's Xb")
+
+
+def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
+    from dsgan_cli.train import next_inputs
+
+    hr = [torch.from_numpy(_random_unclipped((16, 12), s)).permute(2, 0, 1)[None] for s in (1, 2, 3)]
+    lr = [torch.randint(0, 256, (1, 3, 8, 6), generator=torch.Generator().manual_seed(s), dtype=torch.uint8) for s in (1, 2, 3)]
+    batches = iter(list(zip(hr, lr)))
+    xbs, reals = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
+    assert len(xbs) == len(reals) == 2, "next_inputs must draw grad_accum micro-batches"
+    for m in range(2):
+        ref = _pil_bicubic(hr[m][0].permute(1, 2, 0).numpy(), 2)
+        diff = np.abs(xbs[m][0].permute(1, 2, 0).numpy() * 255 - ref)
+        assert diff.max() <= 1.25, f"micro-batch {m}: Xb differs from the bicubic downscale of HR by {diff.max():.2f} levels"
+        assert torch.equal(reals[m], lr[m].float() / 255), f"micro-batch {m}: real LR is not the uint8 batch / 255"
+        assert xbs[m].is_contiguous(memory_format=torch.channels_last), "Xb is not in G's memory format"
+        assert reals[m].is_contiguous(), "real LR is not in D's memory format"
+    assert torch.equal(next(batches)[0], hr[2]), "next_inputs drew more micro-batches than asked"
+
+
+def test_set_lr_sets_every_group_of_every_optimiser():
+    from dsgan_cli.train import set_lr
+
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    opts = (torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.3}], lr=0.1), torch.optim.SGD([c], lr=0.2))
+    set_lr(opts, 0.0125)
+    assert [g["lr"] for o in opts for g in o.param_groups] == [0.0125] * 3
