@@ -101,6 +101,9 @@ def test_architectures_follow_the_reference():
     assert [m.negative_slope for m in layers if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2, 0.2]
     assert [m.num_features for m in layers if isinstance(m, nn.BatchNorm2d)] == [128, 256]
     assert isinstance(layers[-1], nn.Conv2d), "D must end in raw logits (the loss applies the sigmoid)"
+    from dsgan_cli.models import DiscriminatorBasic
+
+    assert DiscriminatorBasic().net[0].in_channels == 3, "the plain discriminator must take RGB images by default"
 
 
 def test_generator_receptive_radius_is_one_pixel_per_conv():
