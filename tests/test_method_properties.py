@@ -524,9 +524,9 @@ def _items(sizes, failed=(), modes=None):
 def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
     from dsgan_cli.degrade import iter_batches
 
-    sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (4, 6), (8, 8), (4, 4), (2, 2)]
-    events = list(iter_batches(_items(sizes, failed={8}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
-    seen = []
+    sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (3, 3), (4, 6), (8, 8), (4, 4), (4, 9), (2, 2)]
+    events = list(iter_batches(_items(sizes, failed={5}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
+    seen, tiled = [], []
     for ev in events:
         if ev[0] == "batch":
             _, idx, x = ev
@@ -536,13 +536,16 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
             seen += idx
         elif ev[0] == "tiled":
             _, i, x = ev
-            assert sizes[i] == (9, 4) and x.shape == (1, 3, 9, 4), f"image {i} {sizes[i]} tiled: only images larger than the tile are"
+            assert x.shape == (1, 3, *sizes[i]), f"tiled image {i} has shape {tuple(x.shape)}"
             seen.append(i)
-    assert sorted(seen) == [0, 1, 2, 3, 4, 5, 6, 7], "every decoded image must be generated exactly once"
-    assert ("failed", 8, "broken") in events and ("mode", "L") in events
+            tiled.append(i)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], (
+        f"generated {sorted(seen)}: every decoded image must be generated exactly once, also after a failed one")
+    assert sorted(tiled) == [3, 9], (
+        f"tiled images {sorted(tiled)}: exactly those taller or wider than the tile (9x4 and 4x9) must be tiled")
+    assert ("failed", 5, "broken") in events and ("mode", "L") in events
     full = [ev[1] for ev in events if ev[0] == "batch" and len(ev[1]) == 2]
-    assert [0, 2] in full and [4, 7] in full and [1, 5] in full, f"same-size images are not batched together: {full}"
-    # an image of exactly the tile size is not tiled; without a tile nothing is
+    assert [0, 2] in full and [4, 8] in full and [1, 6] in full, f"same-size images are not batched together: {full}"
     # large images: at most BATCH_PIXEL_BUDGET (2**20) pixels per batch, and never less than one image
     big = list(iter_batches(_items([(800, 700)] * 3 + [(600, 600)] * 5), batch_size=4, tile=None, channels_last=False))
     assert [ev[1] for ev in big] == [[0], [1], [2], [3, 4], [5, 6], [7]], (
