@@ -573,6 +573,10 @@ def test_iter_batches_does_not_hoard_many_distinct_sizes():
         "must run once more than 4 * batch_size images wait")
     rest = [ev for ev in events if ev[0] == "batch"]
     assert sorted(i for ev in [first, *rest] for i in ev[1]) == list(range(12)), "some images were lost or repeated"
+    # the partial batch that runs is the fullest one
+    sizes = [(4, 4), (4, 4)] + [(5, 5 + i) for i in range(11)]
+    first = next(iter_batches(_items(sizes), batch_size=3, tile=None, channels_last=False))
+    assert first[1] == [0, 1], f"the first partial batch is {first[1]}, not the fullest bucket [0, 1]"
 
 
 def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
