@@ -126,10 +126,11 @@ def test_flips_mirror_whole_images_independently_for_hr_and_lr():
     assert hr_flips != lr_flips, "HR and real LR images are flipped together: the flips are paired"
 
 
-def test_loader_yields_the_requested_microbatches_in_order():
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_yields_the_requested_microbatches_in_order(workers):
     hr, lr = _labelled(5, 4), _labelled(5, 2)
     ds = MicroBatches(hr, lr, batch_size=2, seed=3)
-    got = list(make_loader(ds, 4, 9, num_workers=0, pin_memory=False))
+    got = list(make_loader(ds, 4, 9, num_workers=workers, pin_memory=False))
     assert len(got) == 5, f"the loader yielded {len(got)} micro-batches for the range 4..8"
     for m, (h, low) in zip(range(4, 9), got):
         assert torch.equal(h, ds[m][0]) and torch.equal(low, ds[m][1]), f"the loader's item for micro-batch {m} is not ds[{m}]"
