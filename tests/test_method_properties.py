@@ -468,15 +468,29 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
 
     g = _noisy_generator()
     torch.manual_seed(9)
-    x = torch.rand(1, 3, 23, 17)
-    z = torch.randn(1, 2, 23, 17)
+    # 31 x 41 with tiles of 6: interior tiles have a margin on all four sides
+    x = torch.rand(1, 3, 31, 41)
+    z = torch.randn(1, 2, 31, 41)
     with torch.no_grad():
         whole = g(x, z)
-    for tile in (6, 9, 30):
+    for tile in (6, 9, 50):
         tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=z)
+        assert tiled.shape == whole.shape, f"tile {tile}: stitched output has shape {tuple(tiled.shape)}, the image {tuple(whole.shape)}"
         assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
             f"tile {tile}: tiled G(x, z) differs from the whole-image pass by {(tiled - whole).abs().max():.3g}: "
-            "the noise map is not cut with the image tile")
+            "the tiles or the noise map are not cut and stitched consistently")
+    calls = []
+    handle = g.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape[-2:])))
+    try:
+        generate_tiled(g, x, 9, torch.device("cpu"), noise=z)
+    finally:
+        handle.remove()
+    assert len(calls) == 4 * 5, f"{len(calls)} generator passes for 4 x 5 tiles of 9 px: each tile must be computed once"
+    plain = Generator(n_res_blocks=2, channels=8).eval()
+    with torch.no_grad():
+        want = plain(x)
+    assert torch.allclose(generate_tiled(plain, x, 9, torch.device("cpu")), want, atol=1e-5, rtol=0), (
+        "tiled generation without a noise input differs from the whole-image pass")
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
