@@ -503,6 +503,12 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
         want = g(x, z)
     got = run_generator(g, x, torch.device("cpu"), "fp32", channels_last, z)
     assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6), "run_generator is not G(x, noise) in fp32"
+    default = run_generator(g, x, torch.device("cpu"), noise=z)
+    assert torch.allclose(default, want, atol=1e-6), "run_generator's default precision is not fp32"
+    plain = Generator(n_res_blocks=1, channels=4).eval()
+    with torch.no_grad():
+        assert torch.allclose(run_generator(plain, x, torch.device("cpu"), "fp32", channels_last), plain(x), atol=1e-6), (
+            "run_generator without a noise input is not G(x)")
     errors = {}
     for precision in ("bf16", "fp16"):
         low = run_generator(g, x, torch.device("cpu"), precision, channels_last, z)
