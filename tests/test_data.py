@@ -193,3 +193,25 @@ def test_same_hr_and_lr_folder_is_refused(tmp_path):
     check_data_dirs(tmp_path / "a", tmp_path / "b")
     with pytest.raises(DsganError, match="data.hr_dir and data.lr_dir are the same folder"):
         check_data_dirs(tmp_path / "a", tmp_path / "b" / ".." / "a")
+
+
+def test_augmentations_depend_on_seed_step_and_rank():
+    hr, lr = _labelled(1, 16), _labelled(1, 8)  # one image per set: only the crops and flips vary
+
+    def draws(seed, rank):
+        ds = MicroBatches(hr, lr, batch_size=3, seed=seed, rank=rank, world_size=2, scale=2, crop_size=3, flip=True)
+        return [ds[m] for m in range(4)]
+
+    def same(a, b):
+        return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
+    base = draws(5, 0)
+    assert same(base, draws(5, 0)), "the same (seed, step, rank) drew different augmentations"
+    assert not same(base, draws(6, 0)), "the seed does not change the crops and flips"
+    assert not same(base, draws(5, 1)), "two ranks draw the same crops and flips at every step: their batches are correlated"
+    assert any(not torch.equal(base[0][0], b[0]) for b in base[1:]), "every step draws the same crops"
+
+
+def test_different_seeds_give_different_streams():
+    streams = {tuple(stream_indices(10, 0, 30, seed=s, stream=1).tolist()) for s in range(200)}
+    assert len(streams) == 200, f"200 seeds gave only {len(streams)} distinct data streams: the seed hash collides"
