@@ -721,8 +721,15 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     want = [p.detach() - lr * p.grad for p in ref.parameters()]
     d_before = _params(d)
     xds = [g(xb) for xb in xbs] if keep_graph else [g(xb).detach() for xb in xbs]
-
-    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, xbs, xds, keep_graph)
+    g_passes = []
+    handle = g.register_forward_pre_hook(lambda m, args: g_passes.append(1))
+    try:
+        stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, xbs, xds, keep_graph)
+    finally:
+        handle.remove()
+    assert len(g_passes) == (0 if keep_graph else 2), (
+        f"keep_graph={keep_graph}: the G step ran G {len(g_passes)} times; it must reuse the D step's Xd when the graph "
+        "is kept and recompute it (once per micro-batch) only under accumulation")
 
     for i, (p, w) in enumerate(zip(g.parameters(), want)):
         assert torch.allclose(p, w, atol=1e-5), (
@@ -739,6 +746,17 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     assert len(perceptual.given) == 2 and all(
         torch.allclose(f[0], xb.mean(dim=(2, 3))) for f, xb in zip(perceptual.given, xbs)), (
         "the perceptual term was not given the features of its own micro-batch's Xb")
+
+
+def test_generator_step_without_a_perceptual_term():
+    from dsgan_cli.losses import GeneratorLoss
+    from dsgan_cli.train import generator_step
+
+    g, d, xbs, _ = _toy_nets()
+    crit = GeneratorLoss(w_color=1.0, w_gan=1.0, w_perceptual=0.0)
+    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, xbs,
+                           [g(xb) for xb in xbs], True)
+    assert set(stats) == {"loss_g", "loss_color", "loss_gan"}, f"reported {sorted(stats)} without a perceptual network"
 
 
 def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
