@@ -241,6 +241,10 @@ def test_filter_kernel_is_not_a_weight_and_filters_keep_the_input_dtype():
     assert Discriminator(gaussian=True).state_dict().keys() == Discriminator().state_dict().keys(), (
         "the fixed Gaussian kernel is saved as a weight: checkpoints would differ between filter choices")
     assert Discriminator().filter.low.gaussian is False and Discriminator(gaussian=True).filter.low.gaussian is True
+    # D's high-pass uses the kernel size it is given: x - 7x7 box mean (inside the image)
+    xi = torch.rand(1, 3, 12, 12)
+    want = xi - torch.nn.functional.avg_pool2d(xi, 7, stride=1, padding=3, count_include_pad=False)
+    assert torch.allclose(Discriminator(7).filter(xi), want, atol=1e-6), "Discriminator(kernel_size=7) does not filter with a 7x7 kernel"
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     for f in (FilterLow(3), FilterLow(3, gaussian=True), FilterLow(5, padding="valid", gaussian=True)):
         assert f(x).dtype == torch.float64, f"{f} changed the dtype"
