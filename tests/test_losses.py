@@ -229,3 +229,64 @@ def test_generator_loss_defaults_are_the_reference_ones():
     crit = GeneratorLoss()
     assert (crit.w_color, crit.w_gan, crit.w_perceptual) == (1.0, 0.005, 0.01)
     assert not crit.color.low.gaussian and crit.color.low.kernel_size == 5, "the colour loss low-pass is a 5x5 box by default"
+
+
+def _valid_blur(x: torch.Tensor, k: int, gaussian: bool) -> torch.Tensor:
+    """Box or Gaussian (sigma k/6) blur without padding ('valid' borders), computed here in float64."""
+    import numpy as np
+
+    c = (k - 1) / 2
+    yy, xx = np.mgrid[0:k, 0:k]
+    w = np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * (k / 6) ** 2)) if gaussian else np.ones((k, k))
+    w /= w.sum()
+    a = x.double().numpy()
+    h, wd = a.shape[2] - k + 1, a.shape[3] - k + 1
+    out = sum(w[i, j] * a[:, :, i:i + h, j:j + wd] for i in range(k) for j in range(k))
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("k,gaussian", [(5, False), (3, True), (7, True)])
+def test_color_loss_is_l1_between_valid_low_passes(k, gaussian):
+    torch.manual_seed(11)
+    x, y = torch.rand(2, 3, 14, 13), torch.rand(2, 3, 14, 13)
+    want = (_valid_blur(x, k, gaussian) - _valid_blur(y, k, gaussian)).abs().mean().item()
+    got = ColorLoss(k, gaussian=gaussian)(x, y).item()
+    assert abs(got - want) < 1e-6, f"colour loss {got:.6f}, L1 of the {'Gaussian' if gaussian else 'box'} {k}x{k} low-passes {want:.6f}"
+    crit = GeneratorLoss(w_color=1.0, w_gan=0.0, w_perceptual=0.0, kernel_size=k, gaussian=gaussian)
+    total, parts = crit(x, y, torch.zeros(2, 1, 14, 13))
+    assert abs(parts["color"].item() - want) < 1e-6, "GeneratorLoss does not pass its filter settings to the colour loss"
+    assert abs(total.item() - want) < 1e-6, "with w_gan = 0 the total is not the colour term"
+
+
+def test_generator_gan_term_is_minus_log_d_and_half_precision_is_computed_in_float32():
+    logits = torch.tensor([[-3.0, 0.0], [2.0, 9.0]]).view(1, 1, 2, 2)
+    want = float(torch.log1p(torch.exp(-logits.double())).mean())
+    assert abs(gan_loss_generator(logits).item() - want) < 1e-6, "G's GAN term is not mean(-log sigmoid(logit))"
+    half = gan_loss_generator(logits.half())
+    assert half.dtype == torch.float32, "the GAN loss must be computed in float32 under mixed precision"
+    crit = GeneratorLoss(w_color=0.0, w_gan=2.5, w_perceptual=0.0)
+    x = torch.rand(1, 3, 8, 8)
+    total, parts = crit(x, x, logits)
+    assert set(parts) == {"color", "gan"} and abs(total.item() - 2.5 * want) < 1e-5, "total is not w_gan * GAN term"
+
+
+class _RecordingPerceptual(torch.nn.Module):
+    """A perceptual term that records what it was given (to check the precomputed features are used)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, y=None, y_feats=None):
+        self.calls.append(y_feats)
+        return (x - y).abs().mean() * 0 + 1.0
+
+
+def test_generator_loss_hands_precomputed_features_to_the_perceptual_term():
+    rec = _RecordingPerceptual()
+    crit = GeneratorLoss(w_color=0.0, w_gan=0.0, w_perceptual=0.5, perceptual=rec)
+    feats = [torch.ones(1, 2, 3, 3)]
+    x = torch.rand(1, 3, 8, 8)
+    total, parts = crit(x, x, torch.zeros(1, 1, 8, 8), feats)
+    assert len(rec.calls) == 1 and rec.calls[0] is feats, "the precomputed VGG(Xb) features were not passed on"
+    assert abs(total.item() - 0.5) < 1e-6 and parts["perceptual"].item() == 1.0

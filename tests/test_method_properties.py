@@ -432,3 +432,355 @@ def test_hr_crops_are_aligned_to_the_scale():
                 f"HR crop at ({top}, {left}) is not on the {scale}-pixel grid: its Xb is not a crop of the full image's Xb")
             tops.add(top), lefts.add(left)
     assert len(tops) > 1 and len(lefts) > 1, "crops never move: random cropping is off"
+
+
+# ----------------------------------------------------------------------------- degrade's core, piece by piece
+
+
+def _noisy_generator() -> Generator:
+    """A small G with two noise channels and weights far from flat."""
+    torch.manual_seed(8)
+    g = Generator(n_res_blocks=2, channels=8, noise_channels=2).eval()
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return g
+
+
+def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
+    from dsgan_cli.degrade import image_noise
+
+    g = _noisy_generator()
+    x = torch.rand(3, 3, 10, 12)
+    z = image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4)
+    assert z.shape == (3, 2, 10, 12), f"noise shape {tuple(z.shape)}: one map per image with G's noise channels"
+    assert abs(z.mean()) < 0.1 and 0.85 < z.std() < 1.15, "G's noise input is not N(0, 1)"
+    alone = image_noise(g, x[1:2], ["sub/b.png"], seed=4)
+    assert torch.equal(alone[0], z[1]), "an image's noise depends on its batch: outputs would change with the batch size"
+    assert torch.equal(image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4), z), "a rerun draws other noise"
+    assert not torch.equal(z[0], z[2]), "two images got the same noise map"
+    assert not torch.equal(image_noise(g, x[:1], ["a.png"], seed=5)[0], z[0]), "the seed does not change the noise"
+    assert image_noise(Generator(n_res_blocks=1, channels=4), x, ["a", "b", "c"], seed=4) is None
+
+
+def test_tiled_generation_cuts_the_noise_map_with_the_image():
+    from dsgan_cli.degrade import generate_tiled
+
+    g = _noisy_generator()
+    torch.manual_seed(9)
+    # 31 x 41 with tiles of 6: interior tiles have a margin on all four sides
+    x = torch.rand(1, 3, 31, 41)
+    z = torch.randn(1, 2, 31, 41)
+    with torch.no_grad():
+        whole = g(x, z)
+    for tile in (6, 9, 50):
+        tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=z)
+        assert tiled.shape == whole.shape, f"tile {tile}: stitched output has shape {tuple(tiled.shape)}, the image {tuple(whole.shape)}"
+        assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
+            f"tile {tile}: tiled G(x, z) differs from the whole-image pass by {(tiled - whole).abs().max():.3g}: "
+            "the tiles or the noise map are not cut and stitched consistently")
+    calls = []
+    handle = g.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape[-2:])))
+    try:
+        generate_tiled(g, x, 9, torch.device("cpu"), noise=z)
+    finally:
+        handle.remove()
+    assert len(calls) == 4 * 5, f"{len(calls)} generator passes for 4 x 5 tiles of 9 px: each tile must be computed once"
+    plain = Generator(n_res_blocks=2, channels=8).eval()
+    with torch.no_grad():
+        want = plain(x)
+    assert torch.allclose(generate_tiled(plain, x, 9, torch.device("cpu")), want, atol=1e-5, rtol=0), (
+        "tiled generation without a noise input differs from the whole-image pass")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(channels_last):
+    from dsgan_cli.degrade import run_generator
+
+    g = _noisy_generator()
+    x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 2, 9, 7)
+    with torch.no_grad():
+        want = g(x, z)
+    got = run_generator(g, x, torch.device("cpu"), "fp32", channels_last, z)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6), "run_generator is not G(x, noise) in fp32"
+    default = run_generator(g, x, torch.device("cpu"), noise=z)
+    assert torch.allclose(default, want, atol=1e-6), "run_generator's default precision is not fp32"
+    plain = Generator(n_res_blocks=1, channels=4).eval()
+    with torch.no_grad():
+        assert torch.allclose(run_generator(plain, x, torch.device("cpu"), "fp32", channels_last), plain(x), atol=1e-6), (
+            "run_generator without a noise input is not G(x)")
+    errors = {}
+    for precision in ("bf16", "fp16"):
+        low = run_generator(g, x, torch.device("cpu"), precision, channels_last, z)
+        assert low.dtype == torch.float32, f"{precision} output must be returned as float32"
+        errors[precision] = (low - want).abs().max().item()
+    assert 0 < errors["fp16"] < errors["bf16"] < 0.05, (
+        f"max error against fp32: bf16 {errors['bf16']:.3g}, fp16 {errors['fp16']:.3g}: each reduced precision must run "
+        "in its own dtype (fp16 keeps 3 more mantissa bits than bf16)")
+
+
+def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
+    from dsgan_cli.degrade import to_uint8_hwc
+
+    y = torch.tensor([-0.3, 0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.4 / 255, 1.0, 1.7]).view(1, 1, 3, 3)
+    y = torch.cat([y, y * 0 + 0.2, y * 0 + 0.8], dim=1)  # (1, 3, 3, 3): channel 1 = 51, channel 2 = 204
+    out = to_uint8_hwc(y)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 3, 3)
+    assert out[0, :, :, 0].flatten().tolist() == [0, 0, 0, 1, 2, 128, 254, 255, 255], (
+        f"got {out[0, :, :, 0].flatten().tolist()}: values are not clamped to [0, 1] and rounded to the nearest level")
+    assert (out[0, :, :, 1] == 51).all() and (out[0, :, :, 2] == 204).all(), "channels are not moved last (HWC)"
+
+
+def _items(sizes, failed=(), modes=None):
+    """Decoded items as DecodeDataset yields them: (i, Xb, mode, error)."""
+    modes = modes or {}
+    for i, hw in enumerate(sizes):
+        if i in failed:
+            yield i, None, None, "broken"
+        else:
+            yield i, torch.full((3, *hw), float(i)), modes.get(i), None
+
+
+def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
+    from dsgan_cli.degrade import iter_batches
+
+    sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (3, 3), (4, 6), (8, 8), (4, 4), (4, 9), (2, 2)]
+    events = list(iter_batches(_items(sizes, failed={5}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
+    seen, tiled = [], []
+    for ev in events:
+        if ev[0] == "batch":
+            _, idx, x = ev
+            assert len(idx) <= 2, f"batch of {len(idx)} > batch_size 2"
+            assert len({sizes[i] for i in idx}) == 1, f"batch {idx} mixes sizes"
+            assert x.shape == (len(idx), 3, *sizes[idx[0]]) and [int(v) for v in x[:, 0, 0, 0]] == idx, "batch tensor is not the stacked images"
+            seen += idx
+        elif ev[0] == "tiled":
+            _, i, x = ev
+            assert x.shape == (1, 3, *sizes[i]), f"tiled image {i} has shape {tuple(x.shape)}"
+            seen.append(i)
+            tiled.append(i)
+    assert sorted(seen) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], (
+        f"generated {sorted(seen)}: every decoded image must be generated exactly once, also after a failed one")
+    assert sorted(tiled) == [3, 9], (
+        f"tiled images {sorted(tiled)}: exactly those taller or wider than the tile (9x4 and 4x9) must be tiled")
+    assert ("failed", 5, "broken") in events and ("mode", "L") in events
+    full = [ev[1] for ev in events if ev[0] == "batch" and len(ev[1]) == 2]
+    assert [0, 2] in full and [4, 8] in full and [1, 6] in full, f"same-size images are not batched together: {full}"
+    # large images: at most BATCH_PIXEL_BUDGET (2**20) pixels per batch, and never less than one image
+    big = list(iter_batches(_items([(800, 700)] * 3 + [(600, 600)] * 5), batch_size=4, tile=None, channels_last=False))
+    assert [ev[1] for ev in big] == [[0], [1], [2], [3, 4], [5, 6], [7]], (
+        f"large-image batches {[ev[1] for ev in big]}: batches must hold at most 2**20 pixels and at least one image")
+    no_tile = list(iter_batches(_items([(9, 4), (8, 8)]), batch_size=4, tile=None, channels_last=True))
+    assert [ev[0] for ev in no_tile] == ["batch", "batch"]
+    assert no_tile[0][2].is_contiguous(memory_format=torch.channels_last), "channels_last batches were asked for"
+
+
+def test_iter_batches_does_not_hoard_many_distinct_sizes():
+    from dsgan_cli.degrade import iter_batches
+
+    sizes = [(4, 4 + i) for i in range(12)]  # all different: no bucket ever fills
+    consumed = []
+
+    def counted():
+        for item in _items(sizes):
+            consumed.append(item[0])
+            yield item
+
+    events = iter_batches(counted(), batch_size=2, tile=None, channels_last=False)
+    first = next(events)
+    assert first[0] == "batch" and len(consumed) == 9, (
+        f"the first batch came out after {len(consumed)} of 12 images: with many distinct sizes, a partial batch "
+        "must run once more than 4 * batch_size images wait")
+    rest = [ev for ev in events if ev[0] == "batch"]
+    assert sorted(i for ev in [first, *rest] for i in ev[1]) == list(range(12)), "some images were lost or repeated"
+    # the partial batch that runs is the fullest one
+    sizes = [(4, 4), (4, 4)] + [(5, 5 + i) for i in range(11)]
+    first = next(iter_batches(_items(sizes), batch_size=3, tile=None, channels_last=False))
+    assert first[1] == [0, 1], f"the first partial batch is {first[1]}, not the fullest bucket [0, 1]"
+
+
+def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
+    from dsgan_cli.degrade import DecodeDataset
+
+    rng = np.random.default_rng(3)
+    arr = _random_unclipped((22, 18), 3)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(tmp_path / "gray.png")
+    (tmp_path / "bad.png").write_bytes(b"junk")
+    ds = DecodeDataset([tmp_path / "a.png", tmp_path / "gray.png", tmp_path / "bad.png", tmp_path / "gone.png"], 2)
+    assert len(ds) == 4
+    i, xb, mode, err = ds[0]
+    assert i == 0 and mode is None and err is None and xb.shape == (3, 11, 9)
+    diff = np.abs(xb.permute(1, 2, 0).numpy() * 255 - _pil_bicubic(arr, 2))
+    assert diff.max() <= 1.25, f"degrade's Xb differs from an antialiased bicubic downscale by {diff.max():.2f} levels"
+    assert ds[1][2] == "L" and ds[1][1].shape == (3, 5, 5), "a converted mode must be reported"
+    for j in (2, 3):
+        k, xb, _, err = ds[j]
+        assert k == j and xb is None and err, f"item {j}: a bad or missing file must give an error reason, not raise"
+
+
+# ----------------------------------------------------------------------------- the training step's helpers, one by one
+
+
+def _toy_nets():
+    """A small G and D and two micro-batches of (Xb, real LR), seeded."""
+    torch.manual_seed(12)
+    g = Generator(n_res_blocks=1, channels=4)
+    d = Discriminator()
+    xbs = [torch.rand(2, 3, 10, 10) for _ in range(2)]
+    reals = [torch.rand(2, 3, 10, 10) * 0.5 + 0.25 for _ in range(2)]
+    return g, d, xbs, reals
+
+
+def _accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
+
+
+def _params(module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("keep_graph", [True, False])
+def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_graph):
+    """Real -> 1, detached G(Xb) -> 0, averaged over the micro-batches; reference loss written out here with softplus."""
+    import copy
+
+    from dsgan_cli.train import discriminator_step
+
+    g, d, xbs, reals = _toy_nets()
+    ref = copy.deepcopy(d)
+    with torch.no_grad():
+        fakes = [g(xb) for xb in xbs]
+    # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
+    real_logits = [ref(r) for r in reals]
+    fake_logits = [ref(f) for f in fakes]
+    want_loss = sum(F.softplus(-rl).mean() + F.softplus(fl).mean() for rl, fl in zip(real_logits, fake_logits)) / 2
+    want_loss.backward()
+    lr = 0.5
+    want = [p.detach() - lr * p.grad for p in ref.parameters()]
+    g_before = _params(g)
+
+    xds, stats = discriminator_step(_accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), xbs, reals, keep_graph)
+
+    for i, (p, w) in enumerate(zip(d.parameters(), want)):
+        assert torch.allclose(p, w, atol=1e-5), (
+            f"D parameter {i} after the D step is not one step down the mean over micro-batches of "
+            "-log D(real) - log(1 - D(G(Xb))): wrong labels, wrong scaling or a micro-batch left out")
+    assert all(torch.equal(a, b) for a, b in zip(g_before, _params(g))), "the D step changed G"
+    assert all(p.grad is None for p in g.parameters()), "the D step sent gradients into G: Xd is not detached"
+    assert abs(stats["loss_d"].item() - want_loss.item()) < 1e-5, "the reported D loss is not the mean micro-batch loss"
+    want_real = sum(torch.sigmoid(rl).mean() for rl in real_logits).item() / 2
+    want_fake = sum(torch.sigmoid(fl).mean() for fl in fake_logits).item() / 2
+    assert abs(stats["d_real"].item() - want_real) < 1e-5 and abs(stats["d_fake"].item() - want_fake) < 1e-5, (
+        "d_real / d_fake are not D's mean probabilities on the real and generated micro-batches")
+    assert len(xds) == 2 and all(torch.allclose(x, f, atol=1e-6) for x, f in zip(xds, fakes)), "returned Xd is not G(Xb)"
+    assert all(x.requires_grad == keep_graph for x in xds), (
+        f"keep_graph={keep_graph}: Xd {'lost' if keep_graph else 'kept'} its graph")
+
+
+class _FeaturePerceptual(torch.nn.Module):
+    """A perceptual term: squared distance of channel means; records the precomputed features it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.given = []
+
+    def features(self, x):
+        return [x.mean(dim=(2, 3))]
+
+    def forward(self, x, y=None, y_feats=None):
+        self.given.append(y_feats)
+        return (x.mean(dim=(2, 3)) - y_feats[0]).pow(2).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("keep_graph", [True, False])
+def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_frozen_d(keep_graph):
+    """Colour (valid 5x5 box low-pass L1), GAN (-log D(Xd)) and perceptual terms written out here."""
+    import copy
+
+    from dsgan_cli.losses import GeneratorLoss
+    from dsgan_cli.train import generator_step
+
+    g, d, xbs, _ = _toy_nets()
+    perceptual = _FeaturePerceptual()
+    crit = GeneratorLoss(w_color=0.5, w_gan=2.0, w_perceptual=0.25, perceptual=perceptual)
+    ref = copy.deepcopy(g)
+    d_ref = copy.deepcopy(d)
+    parts = {"loss_color": 0.0, "loss_gan": 0.0, "loss_perceptual": 0.0}
+    for xb in xbs:
+        xd = ref(xb)
+        color = (F.avg_pool2d(xd, 5, stride=1) - F.avg_pool2d(xb, 5, stride=1)).abs().mean()
+        gan = F.softplus(-d_ref(xd)).mean()
+        perc = (xd.mean(dim=(2, 3)) - xb.mean(dim=(2, 3))).pow(2).sum(dim=1).mean()
+        ((0.5 * color + 2.0 * gan + 0.25 * perc) / 2).backward()
+        for k, v in (("loss_color", color), ("loss_gan", gan), ("loss_perceptual", perc)):
+            parts[k] += v.item() / 2
+    lr = 0.5
+    want = [p.detach() - lr * p.grad for p in ref.parameters()]
+    d_before = _params(d)
+    xds = [g(xb) for xb in xbs] if keep_graph else [g(xb).detach() for xb in xbs]
+    g_passes = []
+    handle = g.register_forward_pre_hook(lambda m, args: g_passes.append(1))
+    try:
+        stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, xbs, xds, keep_graph)
+    finally:
+        handle.remove()
+    assert len(g_passes) == (0 if keep_graph else 2), (
+        f"keep_graph={keep_graph}: the G step ran G {len(g_passes)} times; it must reuse the D step's Xd when the graph "
+        "is kept and recompute it (once per micro-batch) only under accumulation")
+
+    for i, (p, w) in enumerate(zip(g.parameters(), want)):
+        assert torch.allclose(p, w, atol=1e-5), (
+            f"G parameter {i} after the G step is not one step down the mean over micro-batches of "
+            "w_color * colour + w_gan * (-log D(Xd)) + w_perceptual * perceptual")
+    assert all(torch.equal(a, b) for a, b in zip(d_before, _params(d))), "the G step changed D"
+    assert all(p.grad is None for p in d.parameters()), "the G step left gradients in D (D must be frozen there)"
+    assert all(p.requires_grad for p in d.parameters()), "D stays frozen after the G step: the next D step cannot train it"
+    assert set(stats) == {"loss_g", "loss_color", "loss_gan", "loss_perceptual"}, f"reported {sorted(stats)}"
+    for k, v in parts.items():
+        assert abs(stats[k].item() - v) < 1e-5, f"{k} reported {stats[k].item():.6f}, the micro-batch mean is {v:.6f}"
+    want_total = 0.5 * parts["loss_color"] + 2.0 * parts["loss_gan"] + 0.25 * parts["loss_perceptual"]
+    assert abs(stats["loss_g"].item() - want_total) < 1e-5, "the reported G loss is not the mean weighted total"
+    assert len(perceptual.given) == 2 and all(
+        torch.allclose(f[0], xb.mean(dim=(2, 3))) for f, xb in zip(perceptual.given, xbs)), (
+        "the perceptual term was not given the features of its own micro-batch's Xb")
+
+
+def test_generator_step_without_a_perceptual_term():
+    from dsgan_cli.losses import GeneratorLoss
+    from dsgan_cli.train import generator_step
+
+    g, d, xbs, _ = _toy_nets()
+    crit = GeneratorLoss(w_color=1.0, w_gan=1.0, w_perceptual=0.0)
+    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, xbs,
+                           [g(xb) for xb in xbs], True)
+    assert set(stats) == {"loss_g", "loss_color", "loss_gan"}, f"reported {sorted(stats)} without a perceptual network"
+
+
+def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
+    from dsgan_cli.train import next_inputs
+
+    hr = [torch.from_numpy(_random_unclipped((16, 12), s)).permute(2, 0, 1)[None] for s in (1, 2, 3)]
+    lr = [torch.randint(0, 256, (1, 3, 8, 6), generator=torch.Generator().manual_seed(s), dtype=torch.uint8) for s in (1, 2, 3)]
+    batches = iter(list(zip(hr, lr)))
+    xbs, reals = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
+    assert len(xbs) == len(reals) == 2, "next_inputs must draw grad_accum micro-batches"
+    for m in range(2):
+        ref = _pil_bicubic(hr[m][0].permute(1, 2, 0).numpy(), 2)
+        diff = np.abs(xbs[m][0].permute(1, 2, 0).numpy() * 255 - ref)
+        assert diff.max() <= 1.25, f"micro-batch {m}: Xb differs from the bicubic downscale of HR by {diff.max():.2f} levels"
+        assert torch.equal(reals[m], lr[m].float() / 255), f"micro-batch {m}: real LR is not the uint8 batch / 255"
+        assert xbs[m].is_contiguous(memory_format=torch.channels_last), "Xb is not in G's memory format"
+        assert reals[m].is_contiguous(), "real LR is not in D's memory format"
+    assert torch.equal(next(batches)[0], hr[2]), "next_inputs drew more micro-batches than asked"
+
+
+def test_set_lr_sets_every_group_of_every_optimiser():
+    from dsgan_cli.train import set_lr
+
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    opts = (torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.3}], lr=0.1), torch.optim.SGD([c], lr=0.2))
+    set_lr(opts, 0.0125)
+    assert [g["lr"] for o in opts for g in o.param_groups] == [0.0125] * 3

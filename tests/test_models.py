@@ -101,6 +101,9 @@ def test_architectures_follow_the_reference():
     assert [m.negative_slope for m in layers if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2, 0.2]
     assert [m.num_features for m in layers if isinstance(m, nn.BatchNorm2d)] == [128, 256]
     assert isinstance(layers[-1], nn.Conv2d), "D must end in raw logits (the loss applies the sigmoid)"
+    from dsgan_cli.models import DiscriminatorBasic
+
+    assert DiscriminatorBasic().net[0].in_channels == 3, "the plain discriminator must take RGB images by default"
 
 
 def test_generator_receptive_radius_is_one_pixel_per_conv():
@@ -134,3 +137,128 @@ def test_downscale_stays_in_range_on_saturated_content():
 def test_filter_repr_names_its_settings():
     assert FilterLow(5).extra_repr() == "kernel_size=5, padding='same', box"
     assert FilterLow(3, padding="valid", gaussian=True).extra_repr() == "kernel_size=3, padding='valid', gaussian"
+
+
+# ----------------------------------------------------------------------------- generator options (kill tests for mutants)
+
+
+def test_residual_generator_starts_as_identity_and_adds_its_last_convolution():
+    torch.manual_seed(0)
+    g = Generator(n_res_blocks=2, channels=8, output="residual")
+    x = torch.rand(2, 3, 9, 11)
+    assert torch.equal(g(x), x), "a residual generator must start as the identity (last convolution initialised to zero)"
+    bias = torch.tensor([0.7, -0.4, 0.05])
+    with torch.no_grad():
+        g.block_output.bias.copy_(bias)
+    want = x + bias.view(1, 3, 1, 1)
+    assert torch.allclose(g(x), want, atol=1e-6), "residual output is not Xb + r (r = the last convolution's output)"
+    assert g(x).max() > 1 and g(x).min() < 0, "the residual output must not be clamped (a clamp has no gradient outside [0, 1])"
+
+
+def test_sigmoid_generator_squashes_its_last_convolution():
+    g = Generator(n_res_blocks=1, channels=4)
+    with torch.no_grad():
+        g.block_output.weight.zero_()
+        g.block_output.bias.copy_(torch.tensor([-2.0, 0.0, 3.0]))
+    y = g(torch.rand(1, 3, 5, 6))
+    want = torch.tensor([1 / (1 + np.exp(2.0)), 0.5, 1 / (1 + np.exp(-3.0))], dtype=torch.float32).view(1, 3, 1, 1)
+    assert torch.allclose(y, want.expand_as(y), atol=1e-6), "the default output is not the sigmoid of the last convolution"
+
+
+def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
+    torch.manual_seed(1)
+    g = Generator(n_res_blocks=1, channels=8, noise_channels=2)
+    assert g.block_input[0].in_channels == 5, "the first convolution must take the image and the noise channels"
+    assert Generator(n_res_blocks=1, channels=8).make_noise(torch.rand(1, 3, 4, 4)) is None, "a G without noise got noise"
+    x = torch.rand(3, 3, 16, 12, dtype=torch.float64)
+    z = g.make_noise(x, torch.Generator().manual_seed(7))
+    assert z.shape == (3, 2, 16, 12) and z.dtype == torch.float64, f"noise has shape {tuple(z.shape)} / {z.dtype}"
+    want = torch.randn((3, 2, 16, 12), generator=torch.Generator().manual_seed(7), dtype=torch.float32).double()
+    assert torch.equal(z, want), "seeded noise is not N(0, 1) drawn from the given generator"
+    g = g.double()
+    assert torch.equal(g(x, z), g(x, z)), "G with a given noise map is not deterministic"
+    assert not torch.allclose(g(x, z), g(x, -z)), "G ignores its noise input"
+    assert not torch.allclose(g(x), g(x)), "G without a given noise map must draw fresh noise on every call"
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate"])
+def test_generator_padding_and_arch_round_trip(padding):
+    g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
+    assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
+    assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual"}
+    h = Generator(**g.arch())
+    assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
+    with pytest.raises(ValueError, match="padding must be one of"):
+        Generator(padding="circularish")
+    with pytest.raises(ValueError, match="output must be one of"):
+        Generator(output="tanh")
+
+
+def test_padding_mode_changes_only_the_border():
+    """reflect vs zeros: the same weights give the same interior and a different border."""
+    torch.manual_seed(2)
+    a = Generator(n_res_blocks=1, channels=4, padding="zeros")
+    b = Generator(n_res_blocks=1, channels=4, padding="reflect")
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(1, 3, 12, 12)
+    r = a.receptive_radius
+    ya, yb = a(x), b(x)
+    assert torch.allclose(ya[..., r:-r, r:-r], yb[..., r:-r, r:-r], atol=1e-6), "padding changed the interior"
+    assert not torch.allclose(ya[..., 0, :], yb[..., 0, :]), "reflect padding gives the same border as zero padding"
+
+
+# ----------------------------------------------------------------------------- filters (kill tests for mutants)
+
+
+def _gaussian_reference(x: torch.Tensor, k: int, sigma: float) -> torch.Tensor:
+    """Gaussian blur with reflect padding, computed here in numpy (float64)."""
+    c = (k - 1) / 2
+    yy, xx = np.mgrid[0:k, 0:k]
+    w = np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / (2 * sigma**2))
+    w /= w.sum()
+    p = int(c)
+    a = np.pad(x.double().numpy(), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+    out = np.zeros(x.shape)
+    for i in range(k):
+        for j in range(k):
+            out += w[i, j] * a[:, :, i:i + x.shape[2], j:j + x.shape[3]]
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("sigma", [None, 2.0])
+def test_gaussian_high_pass_subtracts_a_reflect_padded_gaussian_blur(sigma):
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 10, 9, dtype=torch.float64)
+    got = FilterHigh(5, gaussian=True, sigma=sigma).double()(x)
+    want = x - _gaussian_reference(x, 5, 5 / 6 if sigma is None else sigma)
+    assert torch.allclose(got, want, atol=1e-9), (
+        f"FilterHigh(gaussian=True, sigma={sigma}) is not x minus the Gaussian blur (max error {(got - want).abs().max():.3g})")
+    box = FilterHigh(5)(x.float()).double()
+    assert not torch.allclose(box, want, atol=1e-3), "the box and Gaussian high-passes agree: the test cannot tell them apart"
+
+
+def test_filter_kernel_is_not_a_weight_and_filters_keep_the_input_dtype():
+    assert Discriminator(gaussian=True).state_dict().keys() == Discriminator().state_dict().keys(), (
+        "the fixed Gaussian kernel is saved as a weight: checkpoints would differ between filter choices")
+    assert Discriminator().filter.low.gaussian is False and Discriminator(gaussian=True).filter.low.gaussian is True
+    # D's high-pass uses the kernel size it is given: x - 7x7 box mean (inside the image)
+    xi = torch.rand(1, 3, 12, 12)
+    want = xi - torch.nn.functional.avg_pool2d(xi, 7, stride=1, padding=3, count_include_pad=False)
+    assert torch.allclose(Discriminator(7).filter(xi), want, atol=1e-6), "Discriminator(kernel_size=7) does not filter with a 7x7 kernel"
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    for f in (FilterLow(3), FilterLow(3, gaussian=True), FilterLow(5, padding="valid", gaussian=True)):
+        assert f(x).dtype == torch.float64, f"{f} changed the dtype"
+
+
+def test_residual_block_defaults_keep_size_and_add_the_skip():
+    from dsgan_cli.models import ResidualBlock
+
+    torch.manual_seed(4)
+    block = ResidualBlock()
+    assert block.conv1.in_channels == block.conv2.out_channels == 64 and block.conv1.kernel_size == (3, 3)
+    h = torch.zeros(1, 64, 7, 5)
+    with torch.no_grad():
+        block.conv2.bias.fill_(0.25)
+        block.conv2.weight.zero_()
+    assert torch.equal(block(h), torch.full_like(h, 0.25)), "the residual block is not x + conv2(prelu(conv1(x)))"
+    assert block(torch.rand(1, 64, 7, 5)).shape == (1, 64, 7, 5)
