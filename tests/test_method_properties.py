@@ -520,11 +520,11 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
 
 
 def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
-    from dsgan_cli.degrade import to_uint8_hwc
+    from dsgan_cli.images import to_uint8
 
     y = torch.tensor([-0.3, 0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.4 / 255, 1.0, 1.7]).view(1, 1, 3, 3)
     y = torch.cat([y, y * 0 + 0.2, y * 0 + 0.8], dim=1)  # (1, 3, 3, 3): channel 1 = 51, channel 2 = 204
-    out = to_uint8_hwc(y)
+    out = to_uint8(y)
     assert out.dtype == torch.uint8 and out.shape == (1, 3, 3, 3)
     assert out[0, :, :, 0].flatten().tolist() == [0, 0, 0, 1, 2, 128, 254, 255, 255], (
         f"got {out[0, :, :, 0].flatten().tolist()}: values are not clamped to [0, 1] and rounded to the nearest level")
