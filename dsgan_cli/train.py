@@ -54,16 +54,19 @@ class TrainResult:
 # ----------------------------------------------------------------------------- building blocks
 
 
-#: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type:
-#: what scripts/bench_train.py --vs-original measured fastest (BENCHMARKS.md). GPUs: cuDNN's preferred
-#: layout under mixed precision, not measured yet.
-AUTO_LAYOUTS = {"cpu": {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
-                "other": {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
+#: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type and
+#: whether the networks are compiled: what scripts/bench_train.py --vs-original measured fastest
+#: (BENCHMARKS.md). GPUs: cuDNN's preferred layout under mixed precision, not measured yet.
+AUTO_LAYOUTS = {("cpu", False): {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
+                ("cpu", True): {"G": "contiguous", "D": "contiguous", "P": "contiguous"},
+                ("other", False): {"G": "channels_last", "D": "channels_last", "P": "channels_last"},
+                ("other", True): {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
 
 
-def memory_formats_for(device: torch.device, choice: str = "auto") -> dict[str, torch.memory_format]:
+def memory_formats_for(device: torch.device, choice: str = "auto", compiled: bool = False) -> dict[str, torch.memory_format]:
     """The recipe's ``train.memory_format`` as a layout per network: "G", "D" and "P" (the perceptual network)."""
-    names = AUTO_LAYOUTS["cpu" if device.type == "cpu" else "other"] if choice == "auto" else dict.fromkeys("GDP", choice)
+    auto = AUTO_LAYOUTS[("cpu" if device.type == "cpu" else "other", compiled)]
+    names = auto if choice == "auto" else dict.fromkeys("GDP", choice)
     return {k: torch.contiguous_format if v == "contiguous" else torch.channels_last for k, v in names.items()}
 
 
@@ -457,7 +460,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     digest = start_run(out, resume, resume_from, start_step, r, hr_set, lr_set, dist_state.num_processes) if is_main else None
     accelerator = build_accelerator(r, out, start_step, is_main)
     device = accelerator.device
-    fmts = memory_formats_for(device, r.train.memory_format)
+    fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
