@@ -46,6 +46,22 @@ def write_images(folder: Path, n: int, size: int, seed: int = 0, noise: float = 
     return paths
 
 
+def small_generator_file(path: Path, seed: int) -> Path:
+    """A 2-block, 16-channel generator (scale 2) with its weights perturbed away from the init, saved at ``path``."""
+    import torch
+
+    from dsgan_cli.checkpoint import save_generator
+    from dsgan_cli.models import Generator
+
+    torch.manual_seed(seed)
+    g = Generator(n_res_blocks=2, channels=16)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_generator(g, path, step=0, scale=2)
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m dsgan_cli ARGS`` in a subprocess and capture its output."""
     full_env = dict(os.environ)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import REPO, run_cli, synthetic_face_like, write_images
+from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
 from dsgan_cli.checkpoint import load_generator, save_generator
 from dsgan_cli.degrade import degrade_folder, generate_tiled
@@ -28,14 +28,7 @@ from dsgan_cli.models import Discriminator, Generator, downscale
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A small generator checkpoint (scale 2) with non-trivial weights."""
-    torch.manual_seed(0)
-    g = Generator(n_res_blocks=2, channels=16)
-    with torch.no_grad():
-        for p in g.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "generator.safetensors"
-    save_generator(g, path, step=0, scale=2)
-    return path
+    return small_generator_file(tmp_path_factory.mktemp("ckpt") / "generator.safetensors", seed=0)
 
 
 def expected_output(ckpt: Path, src: Path, scale: int = 2) -> np.ndarray:
@@ -273,22 +266,11 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, ckpt, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def _other_generator(path: Path, seed: int) -> Path:
-    """A generator file whose weights differ from ``ckpt``'s."""
-    torch.manual_seed(seed)
-    g = Generator(n_res_blocks=2, channels=16)
-    with torch.no_grad():
-        for p in g.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    save_generator(g, path, step=seed, scale=2)
-    return path
-
-
 def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
     (tmp_path / "runs" / "idphoto").mkdir(parents=True)
     shutil.copy(ckpt, tmp_path / "runs" / "idphoto" / "generator.safetensors")
     (tmp_path / "runs" / "newer").mkdir()
-    _other_generator(tmp_path / "runs" / "newer" / "generator.safetensors", seed=7)  # newer, but idphoto wins
+    small_generator_file(tmp_path / "runs" / "newer" / "generator.safetensors", seed=7)  # newer, but idphoto wins
     srcs = write_images(tmp_path / "hr", 2, 32)
     res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)  # the usage line, literally
     assert res.returncode == 0, res.stderr
@@ -298,7 +280,7 @@ def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
 
 
 def test_degrade_without_checkpoint_uses_the_only_run(tmp_path):
-    only = _other_generator(tmp_path / "runs" / "faces-v2" / "generator.safetensors", seed=3)
+    only = small_generator_file(tmp_path / "runs" / "faces-v2" / "generator.safetensors", seed=3)
     srcs = write_images(tmp_path / "hr", 1, 32)
     res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -312,8 +294,8 @@ def test_degrade_without_checkpoint_none_or_several_is_one_line_error(tmp_path):
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "runs/idphoto/generator.safetensors" in res.stderr and "--checkpoint" in res.stderr
-    a = _other_generator(tmp_path / "runs" / "a" / "generator.safetensors", seed=1)
-    b = _other_generator(tmp_path / "runs" / "b" / "generator.safetensors", seed=2)
+    a = small_generator_file(tmp_path / "runs" / "a" / "generator.safetensors", seed=1)
+    b = small_generator_file(tmp_path / "runs" / "b" / "generator.safetensors", seed=2)
     os.utime(a, (1_000_000_000, 1_000_000_000))  # b is newer and is listed first
     res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
     assert res.returncode == 2

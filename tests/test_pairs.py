@@ -11,22 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, synthetic_face_like, write_images
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.models import Generator, downscale
+from conftest import run_cli, small_generator_file, synthetic_face_like, write_images
+from dsgan_cli.checkpoint import load_generator
+from dsgan_cli.models import downscale
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A small generator (scale 2) with non-trivial weights."""
-    torch.manual_seed(1)
-    g = Generator(n_res_blocks=2, channels=16)
-    with torch.no_grad():
-        for p in g.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "generator.safetensors"
-    save_generator(g, path, step=0, scale=2)
-    return path
+    return small_generator_file(tmp_path_factory.mktemp("ckpt") / "generator.safetensors", seed=1)
 
 
 def write_image(path: Path, w: int, h: int, seed: int) -> np.ndarray:
