@@ -110,7 +110,7 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
         # Files written before these options existed hold the paper's network.
         options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
-                   "output": raw.get("output", "sigmoid")}
+                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False"))}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
@@ -127,6 +127,13 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         first = str(e).splitlines()[0]
         raise file_error(path, f"wrong architecture for a DSGAN generator ({first})") from None
     return generator.eval(), meta
+
+
+def _flag(text: str) -> bool:
+    """A boolean stored as text in safetensors metadata ("True"/"False")."""
+    if text not in ("True", "False"):
+        raise ValueError(f"output_noise={text!r}")
+    return text == "True"
 
 
 #: Largest downscale factor a checkpoint may declare (DSGAN uses 2 or 4).

@@ -52,6 +52,12 @@ HRFolderArgument = Annotated[Path, typer.Argument(help="Folder of clean HR image
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, "
                                "else the only runs/*/generator.safetensors].")]
+# The generator's run options, shared by degrade and pairs (one inference engine).
+TileOption = Annotated[Optional[int], typer.Option("--tile", help="Run G in overlapping tiles of N LR pixels for larger images (default 1024; 0 = never; exact).")]
+BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Images per G call (default 8 on CPU, 16 on GPU).")]
+WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")]
+PrecisionOption = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise input of generators trained with model.noise_channels > 0 (per image; reruns reproduce).")]
 
 
 @app.command("prepare", help="Detect, align and crop faces from raw photos into fixed-size HR/LR sets.")
@@ -98,24 +104,29 @@ def degrade_cmd(
     downscale: Annotated[bool, typer.Option("--downscale/--no-downscale", help="--no-downscale: inputs are already at LR size.")] = True,
     fmt: Annotated[str, typer.Option("--format", help="Output format: png, jpg, webp, bmp, tif.")] = "png",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist (default: skip them).")] = False,
-    tile: Annotated[Optional[int], typer.Option("--tile", help="Run G in overlapping tiles of N LR pixels for larger images (default 1024; 0 = never).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per G call (default 8 on CPU, 16 on GPU).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")] = "fp32",
+    tile: TileOption = None,
+    batch_size: BatchSizeOption = None,
+    workers: WorkersOption = None,
+    precision: PrecisionOption = "fp32",
     cpu: CpuOption = False,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise input of generators trained with model.noise_channels > 0 (per image; reruns reproduce).")] = 0,
+    seed: SeedOption = 0,
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
     from .degrade import degrade_folder, report
 
-    main_process = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
     summary = degrade_folder(
         input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
         batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
     )
     return _summarise(summary, report, json_out, show=main_process)
+
+
+def _is_main_process() -> bool:
+    """Whether this is the main process of an ``accelerate launch`` (or the only process)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
 def _checkpoint_or_default(checkpoint: Optional[Path], announce: bool = True) -> Path:
@@ -153,16 +164,23 @@ def pairs_cmd(
     cleanup_factor: Annotated[int, typer.Option("--cleanup-factor", help="Downscale HR by N first to clean it (the paper's TDSR); 1 = none (SDSR).")] = 1,
     fmt: Annotated[str, typer.Option("--format", help="Image format of both folders: png, jpg, webp, bmp, tif.")] = "png",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Remake pairs that already exist (default: skip them).")] = False,
+    tile: TileOption = None,
+    batch_size: BatchSizeOption = None,
+    workers: WorkersOption = None,
+    precision: PrecisionOption = "fp32",
     cpu: CpuOption = False,
+    seed: SeedOption = 0,
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
     from .pairs import make_pairs, report
 
-    checkpoint = _checkpoint_or_default(checkpoint)
+    main_process = _is_main_process()
+    checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
     summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
-                         overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty())
-    return _summarise(summary, report, json_out)
+                         overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty(), seed=seed, tile=tile,
+                         batch_size=batch_size, workers=workers, precision=precision)
+    return _summarise(summary, report, json_out, show=main_process)
 
 
 @app.command("import", help="Convert a generator of the original DSGAN code (.tar, model_g_state_dict) to generator.safetensors.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,10 @@ def read_original_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise file_error(path, "checkpoint not found" if not path.exists() else "is not a file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A sparse tensor is refused below with the file named; torch's notice about checking it is noise.
+            warnings.filterwarnings("ignore", message="Validating sparse tensor", category=UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global that is not a tensor type: the file wants code to run.
         found = re.search(r"GLOBAL (\S+)", str(e))
@@ -68,23 +72,69 @@ def read_original_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+#: Largest generator an import accepts (the original's is 8 blocks x 64 channels): a file declaring more is
+#: refused before anything is allocated.
+MAX_RES_BLOCKS, MAX_CHANNELS = 256, 1024
+
+
+def expected_shapes(n_res_blocks: int, channels: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor name of the paper's generator and its shape, computed without building the network."""
+    c = channels
+    shapes = {"block_input.0.weight": (c, 3, 3, 3), "block_input.0.bias": (c,), "block_input.1.weight": (1,),
+              "block_output.weight": (3, c, 3, 3), "block_output.bias": (3,)}
+    for i in range(n_res_blocks):
+        for conv in ("conv1", "conv2"):
+            shapes[f"res_blocks.{i}.{conv}.weight"] = (c, c, 3, 3)
+            shapes[f"res_blocks.{i}.{conv}.bias"] = (c,)
+        shapes[f"res_blocks.{i}.prelu.weight"] = (1,)
+    return shapes
+
+
 def convert_state(path: Path, original: Any) -> tuple[dict[str, torch.Tensor], int, int]:
-    """Rename the original generator's tensors to ours; returns (state, n_res_blocks, channels)."""
+    """Rename the original generator's tensors to ours and check them all (names, layout, shapes, values)
+    before any is copied; returns (state, n_res_blocks, channels)."""
     if not isinstance(original, dict) or not all(isinstance(v, torch.Tensor) for v in original.values()):
         raise file_error(path, f"{GENERATOR_KEY} is not a state dict of tensors")
-    state = {}
+    renamed = {}
     for key, value in original.items():
         mine = our_key(str(key))
         if mine is None:
             raise file_error(path, f"{GENERATOR_KEY} has {key!r}, which the DSGAN generator does not have")
+        if value.layout != torch.strided or value.is_meta or value.is_quantized:
+            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] is a {value.layout} {'meta ' if value.is_meta else ''}tensor; "
+                                   "only dense tensors with values are read")
+        renamed[mine] = (key, value)
+    first = renamed.get("block_input.0.weight", (None, None))[1]
+    if first is None or first.ndim != 4:
+        raise file_error(path, f"{GENERATOR_KEY} has no block_input.0.weight convolution")
+    channels = int(first.shape[0])
+    blocks = sorted({int(k.split(".")[1]) for k in renamed if k.startswith("res_blocks.")})
+    if not 1 <= channels <= MAX_CHANNELS or len(blocks) > MAX_RES_BLOCKS or blocks != list(range(len(blocks))):
+        raise file_error(path, f"{GENERATOR_KEY} declares {channels} channels and residual blocks {_span(blocks)}: "
+                               f"not a DSGAN generator (at most {MAX_CHANNELS} channels and {MAX_RES_BLOCKS} blocks, numbered from 0)")
+    expected = expected_shapes(len(blocks), channels)
+    missing = sorted(set(expected) - set(renamed))
+    if missing:
+        raise file_error(path, f"{GENERATOR_KEY} lacks {missing[0]} ({len(missing)} tensors missing): not a DSGAN generator")
+    for mine, (key, value) in renamed.items():
+        if tuple(value.shape) != expected[mine]:
+            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] has shape {tuple(value.shape)}, "
+                                   f"the DSGAN generator needs {expected[mine]}")
+    state = {}
+    for mine, (key, value) in renamed.items():
         if not value.is_floating_point() or not torch.isfinite(value).all():
             raise file_error(path, f"{GENERATOR_KEY}[{key!r}] is not a finite float tensor")
         state[mine] = value.float().contiguous()
-    first = state.get("block_input.0.weight")
-    if first is None or first.ndim != 4:
-        raise file_error(path, f"{GENERATOR_KEY} has no block_input.0.weight convolution")
-    blocks = {int(k.split(".")[1]) for k in state if k.startswith("res_blocks.")}
-    return state, (max(blocks) + 1 if blocks else 0), int(first.shape[0])
+    return state, len(blocks), channels
+
+
+def _span(blocks: list[int]) -> str:
+    """Block numbers in short: '0-7', or the first few and the largest."""
+    if not blocks:
+        return "(none)"
+    if blocks == list(range(len(blocks))):
+        return f"0-{blocks[-1]}"
+    return ", ".join(map(str, blocks[:3])) + f", ... {blocks[-1]}"
 
 
 def build_generator(path: Path, state: dict[str, torch.Tensor], n_res_blocks: int, channels: int) -> Generator:

@@ -130,10 +130,17 @@ class Generator(nn.Module):
       clamp has no gradient outside [0, 1], and a G pushed there once by a
       GAN step could never come back (the colour loss froze; see BENCHMARKS.md).
       Every writer clamps when it rounds to 8 bits.
+    - ``output_noise``: three more N(0, 1) channels, added at the output
+      scaled per pixel and colour channel by a learned, image-dependent
+      standard deviation: Xd = out + softplus(s(features)) * z. Noise fed at
+      the input reaches the three colours through shared convolutions, so
+      its grain comes out correlated across them (grey); real sensor noise
+      is independent per channel, and an SR net trained on grey grain
+      learns to remove only that (scripts/bench_sr.py).
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
-                 noise_channels: int = 0, output: str = "sigmoid"):
+                 noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -141,6 +148,7 @@ class Generator(nn.Module):
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
+        self.output_noise = bool(output_noise)
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
         self.block_input = nn.Sequential(conv(3 + noise_channels, channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
@@ -148,35 +156,48 @@ class Generator(nn.Module):
         if output == "residual":
             nn.init.zeros_(self.block_output.weight)
             nn.init.zeros_(self.block_output.bias)
+        if self.output_noise:
+            self.noise_scale = conv(channels, 3)
+            # Starts as faint, content-independent grain (softplus(-5) = 1.7 levels of 255); the GAN sets its level.
+            nn.init.zeros_(self.noise_scale.weight)
+            nn.init.constant_(self.noise_scale.bias, -5.0)
+
+    @property
+    def noise_dim(self) -> int:
+        """Channels of the noise map ``forward`` takes: the input's, then three for the output's."""
+        return self.noise_channels + 3 * self.output_noise
 
     @property
     def receptive_radius(self) -> int:
-        """Pixels of context each output pixel sees on each side (one per 3x3 conv)."""
+        """Pixels of context each output pixel sees on each side (one per 3x3 conv; the noise-scale head is as deep)."""
         return 1 + 2 * self.n_res_blocks + 1
 
     def arch(self) -> dict[str, int | str]:
         """The constructor arguments, as stored in an exported generator file."""
         return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
-                "noise_channels": self.noise_channels, "output": self.output}
+                "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise}
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """N(0, 1) noise input for a batch like ``x`` (None when G takes no noise)."""
-        if not self.noise_channels:
+        """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
+        if not self.noise_dim:
             return None
         n, _, h, w = x.shape
-        z = torch.randn((n, self.noise_channels, h, w), generator=generator, dtype=torch.float32,
+        z = torch.randn((n, self.noise_dim, h, w), generator=generator, dtype=torch.float32,
                         device=x.device if generator is None else generator.device)
         return z.to(x.device, x.dtype)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         inp = x
+        if self.noise_dim:
+            z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
         if self.noise_channels:
-            z = noise if noise is not None else self.make_noise(x)
-            inp = torch.cat([x, z.to(x.dtype)], dim=1)
-        r = self.block_output(self.res_blocks(self.block_input(inp)))
-        if self.output == "residual":
-            return x + r
-        return torch.sigmoid(r)
+            inp = torch.cat([x, z[:, :self.noise_channels]], dim=1)
+        features = self.res_blocks(self.block_input(inp))
+        r = self.block_output(features)
+        out = x + r if self.output == "residual" else torch.sigmoid(r)
+        if self.output_noise:
+            out = out + F.softplus(self.noise_scale(features)) * z[:, self.noise_channels:]
+        return out
 
 
 class DiscriminatorBasic(nn.Module):

@@ -59,6 +59,8 @@ class ModelConfig:
                                 min=0, max=64)
     output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)",
                         choices=("sigmoid", "residual"))
+    output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
+                                      "standard deviation (independent per channel, like sensor noise)")
 
 
 @dataclass

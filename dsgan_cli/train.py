@@ -243,7 +243,8 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     from . import losses, models
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                         noise_channels=r.model.noise_channels, output=r.model.output).to(memory_format=fmts["G"])
+                         noise_channels=r.model.noise_channels, output=r.model.output,
+                         output_noise=r.model.output_noise).to(memory_format=fmts["G"])
     D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,

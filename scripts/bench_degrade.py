@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 
 from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.degrade import DecodeDataset, degrade_folder, run_generator
+from dsgan_cli.degrade import degrade_folder
 from dsgan_cli.images import save_image_atomic, to_uint8
+from dsgan_cli.inference import DecodeDataset, run_generator
 from dsgan_cli.models import Generator
 
 from benchio import emit_json  # scripts/ is on sys.path when a script runs
@@ -76,7 +77,7 @@ def per_image_costs(paths: list[Path], out: Path, scale: int, k: int = 8) -> dic
     t = time.perf_counter()
     items = [ds[i] for i in range(len(ds))]
     decode = (time.perf_counter() - t) / k
-    arrs = to_uint8(torch.stack([x for _, x, _, _ in items]))
+    arrs = to_uint8(torch.stack([x for _, x, _, _, _ in items]))
     t = time.perf_counter()
     for i, a in enumerate(arrs):
         save_image_atomic(Image.fromarray(a.numpy()), out / f"probe_{i}.png", format="PNG")
@@ -102,7 +103,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
 
-    from dsgan_cli.degrade import default_settings
+    from dsgan_cli.inference import default_settings
 
     settings = default_settings(torch.device("cpu"), scale=2, fmt="png", batch_size=args.batch_size, workers=args.workers,
                                 tile=None, encoder_threads=None, precision=None, channels_last=None)

@@ -46,15 +46,16 @@ def write_images(folder: Path, n: int, size: int, seed: int = 0, noise: float = 
     return paths
 
 
-def small_generator_file(path: Path, seed: int) -> Path:
-    """A 2-block, 16-channel generator (scale 2) with its weights perturbed away from the init, saved at ``path``."""
+def small_generator_file(path: Path, seed: int, **options) -> Path:
+    """A 2-block, 16-channel generator (scale 2) with its weights perturbed away from the init, saved at ``path``;
+    ``options`` are further Generator options (e.g. noise inputs, padding)."""
     import torch
 
     from dsgan_cli.checkpoint import save_generator
     from dsgan_cli.models import Generator
 
     torch.manual_seed(seed)
-    g = Generator(n_res_blocks=2, channels=16)
+    g = Generator(n_res_blocks=2, channels=16, **options)
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
 from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.degrade import degrade_folder, generate_tiled
+from dsgan_cli.degrade import degrade_folder
+from dsgan_cli.inference import generate_tiled
 from dsgan_cli.errors import DsganError
 from dsgan_cli.images import image_to_tensor, load_rgb
 from dsgan_cli.models import Discriminator, Generator, downscale
@@ -332,9 +333,13 @@ def _io_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(("dsgan-input", "dsgan-encode"))]
 
 
+class InjectedFailure(Exception):
+    """An unexpected error (not one a single image can cause): the run must stop cleanly."""
+
+
 @pytest.mark.parametrize("where", ["generator", "input"])
 def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckpt, monkeypatch, where):
-    from dsgan_cli import degrade
+    from dsgan_cli import inference as degrade
 
     inp, out = tmp_path / "hr", tmp_path / "out"
     write_images(inp, 8, 32, noise=4)
@@ -345,7 +350,7 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
         def failing(*a, **kw):
             calls.append(1)
             if len(calls) == 3:
-                raise RuntimeError("injected failure")
+                raise InjectedFailure("injected failure")
             return real(*a, **kw)
 
         monkeypatch.setattr(degrade, "run_generator", failing)
@@ -354,12 +359,12 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
 
         def failing_item(self, i):
             if i == 4:
-                raise RuntimeError("injected failure")
+                raise InjectedFailure("injected failure")
             return real_item(self, i)
 
         monkeypatch.setattr(degrade.DecodeDataset, "__getitem__", failing_item)
     assert _io_threads() == []
-    with pytest.raises(RuntimeError, match="injected failure"):
+    with pytest.raises(InjectedFailure, match="injected failure"):
         run(inp, out, ckpt, batch_size=1, workers=0, encoder_threads=2)
     assert _io_threads() == []
     assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
@@ -369,11 +374,39 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
     assert summary.converted + summary.skipped == 8 and summary.converted >= 1 and not summary.failed
 
 
+def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch):
+    """G raising for one image of a batch fails that image; the others are written (and equal a normal run's)."""
+    from dsgan_cli import inference
+
+    inp = tmp_path / "hr"
+    srcs = write_images(inp, 5, 32, noise=4)
+    run(inp, tmp_path / "normal", ckpt, batch_size=4, workers=0)
+    real = inference.run_generator
+
+    def failing(generator, x, *a, **kw):
+        if (x[:, 0, 0, 0] == bad_value).any():
+            raise RuntimeError("Padding size should be less than the corresponding input dimension")
+        return real(generator, x, *a, **kw)
+
+    bad = srcs[2]
+    from dsgan_cli.images import image_to_tensor, load_rgb
+    from dsgan_cli.models import downscale
+
+    bad_value = downscale(image_to_tensor(load_rgb(bad)[0])[None], 2)[0, 0, 0, 0].item()
+    monkeypatch.setattr(inference, "run_generator", failing)
+    summary = run(inp, tmp_path / "out", ckpt, batch_size=4, workers=0)
+    assert [p for p, _ in summary.failed] == [str(bad)] and "generator cannot process" in summary.failed[0][1]
+    assert summary.converted == 4
+    for src in srcs:
+        if src != bad:
+            assert (tmp_path / "out" / src.name).read_bytes() == (tmp_path / "normal" / src.name).read_bytes()
+
+
 def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
     """Make the generator call raise torch's out-of-memory error for inputs ``too_big(shape)`` says are too big."""
-    from dsgan_cli import degrade
+    from dsgan_cli import inference
 
-    real, shapes = degrade.run_generator, []
+    real, shapes = inference.run_generator, []
 
     def limited(generator, x, *a, **kw):
         shapes.append(tuple(x.shape))
@@ -381,7 +414,7 @@ def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real(generator, x, *a, **kw)
 
-    monkeypatch.setattr(degrade, "run_generator", limited)
+    monkeypatch.setattr(inference, "run_generator", limited)
     return shapes
 
 
@@ -423,7 +456,7 @@ def test_out_of_memory_even_for_small_tiles_is_a_one_line_error(tmp_path, ckpt, 
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(ckpt):
-    from dsgan_cli.degrade import _is_oom
+    from dsgan_cli.inference import _is_oom
 
     assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "

@@ -173,16 +173,17 @@ def test_degrade_rerun_with_another_generator_is_refused_without_overwrite(tmp_p
 
 def test_degrade_interrupted_overwrite_is_still_refused(tmp_path, gens):
     """Until an --overwrite run completes, the record says earlier outputs may remain: a plain rerun is refused."""
-    from dsgan_cli.degrade import RUN_RECORD, output_record, write_output_record
+    from dsgan_cli.degrade import RUN_RECORD
+    from dsgan_cli.output_record import output_record, write_output_record
 
     out = tmp_path / "out"
     out.mkdir()
     record = output_record("ab" * 32, 2, ".png", None)
-    write_output_record(out, record, replacing=True)
-    from dsgan_cli.degrade import check_output_record
+    write_output_record(out / RUN_RECORD, record, replacing=True)
+    from dsgan_cli.output_record import check_output_record
 
-    with pytest.raises(DsganError, match="another generator"):
-        check_output_record(out, record, overwrite=False)
+    with pytest.raises(DsganError, match="did not finish"):
+        check_output_record(out / RUN_RECORD, record, overwrite=False)
     assert json.loads((out / RUN_RECORD).read_text())["replacing_earlier_outputs"] is True
 
 

@@ -186,3 +186,37 @@ def test_key_names_of_the_original_map_onto_ours(prefix):
 
     names = [prefix + k for k in OriginalGenerator(3).state_dict()]
     assert sorted(our_key(k) for k in names) == sorted(Generator(3).state_dict())
+
+
+def test_huge_declared_networks_and_tensors_without_values_are_refused_before_allocation(tmp_path):
+    """A 45 KB file must not make import build a 100-million-block network or materialise a 1.4 TB tensor."""
+    import resource
+
+    cases = {}
+    sd = Generator(n_res_blocks=1, channels=8).state_dict()
+    cases["far_block"] = {**sd, "res_blocks.100000000.prelu.weight": torch.ones(1)}
+    wide = Generator(n_res_blocks=1, channels=8).state_dict()
+    wide["block_input.0.weight"] = torch.zeros(1).expand(200_000, 3, 3, 3)  # stride 0: tiny on disk
+    cases["wide_stride0"] = wide
+    sparse = dict(sd)
+    sparse["block_output.bias"] = torch.zeros(3).to_sparse()
+    cases["sparse"] = sparse
+    meta = dict(sd)
+    meta["block_output.bias"] = torch.empty(3, device="meta")
+    cases["meta"] = meta
+    for name, state in cases.items():
+        path = tmp_path / f"{name}.tar"
+        torch.save({"model_g_state_dict": state}, path)
+        res = run_cli("import", path, "-o", tmp_path / f"{name}.safetensors")
+        assert res.returncode == 2, (name, res.stderr)
+        assert str(path) in one_line_error(res), res.stderr
+        assert not (tmp_path / f"{name}.safetensors").exists()
+    # The refusals happen in this process too, without a large allocation (peak memory stays small).
+    from dsgan_cli.errors import DsganError
+    from dsgan_cli.importer import convert_state
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in ("far_block", "wide_stride0"):
+        with pytest.raises(DsganError, match="not a DSGAN generator"):
+            convert_state(tmp_path / f"{name}.tar", cases[name])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB

@@ -448,7 +448,7 @@ def _noisy_generator() -> Generator:
 
 
 def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
-    from dsgan_cli.degrade import image_noise
+    from dsgan_cli.inference import image_noise
 
     g = _noisy_generator()
     x = torch.rand(3, 3, 10, 12)
@@ -464,7 +464,7 @@ def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
 
 
 def test_tiled_generation_cuts_the_noise_map_with_the_image():
-    from dsgan_cli.degrade import generate_tiled
+    from dsgan_cli.inference import generate_tiled
 
     g = _noisy_generator()
     torch.manual_seed(9)
@@ -495,7 +495,7 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(channels_last):
-    from dsgan_cli.degrade import run_generator
+    from dsgan_cli.inference import run_generator
 
     g = _noisy_generator()
     x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 2, 9, 7)
@@ -532,30 +532,30 @@ def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
 
 
 def _items(sizes, failed=(), modes=None):
-    """Decoded items as DecodeDataset yields them: (i, Xb, mode, error)."""
+    """Decoded items as DecodeDataset yields them: (i, Xb, mode, error, HR)."""
     modes = modes or {}
     for i, hw in enumerate(sizes):
         if i in failed:
-            yield i, None, None, "broken"
+            yield i, None, None, "broken", None
         else:
-            yield i, torch.full((3, *hw), float(i)), modes.get(i), None
+            yield i, torch.full((3, *hw), float(i)), modes.get(i), None, None
 
 
 def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
-    from dsgan_cli.degrade import iter_batches
+    from dsgan_cli.inference import iter_batches
 
     sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (3, 3), (4, 6), (8, 8), (4, 4), (4, 9), (2, 2)]
     events = list(iter_batches(_items(sizes, failed={5}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
     seen, tiled = [], []
     for ev in events:
         if ev[0] == "batch":
-            _, idx, x = ev
+            _, idx, x, _ = ev
             assert len(idx) <= 2, f"batch of {len(idx)} > batch_size 2"
             assert len({sizes[i] for i in idx}) == 1, f"batch {idx} mixes sizes"
             assert x.shape == (len(idx), 3, *sizes[idx[0]]) and [int(v) for v in x[:, 0, 0, 0]] == idx, "batch tensor is not the stacked images"
             seen += idx
         elif ev[0] == "tiled":
-            _, i, x = ev
+            _, (i,), x, _ = ev
             assert x.shape == (1, 3, *sizes[i]), f"tiled image {i} has shape {tuple(x.shape)}"
             seen.append(i)
             tiled.append(i)
@@ -576,7 +576,7 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
 
 
 def test_iter_batches_does_not_hoard_many_distinct_sizes():
-    from dsgan_cli.degrade import iter_batches
+    from dsgan_cli.inference import iter_batches
 
     sizes = [(4, 4 + i) for i in range(12)]  # all different: no bucket ever fills
     consumed = []
@@ -600,7 +600,7 @@ def test_iter_batches_does_not_hoard_many_distinct_sizes():
 
 
 def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
-    from dsgan_cli.degrade import DecodeDataset
+    from dsgan_cli.inference import DecodeDataset
 
     rng = np.random.default_rng(3)
     arr = _random_unclipped((22, 18), 3)
@@ -609,13 +609,13 @@ def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_p
     (tmp_path / "bad.png").write_bytes(b"junk")
     ds = DecodeDataset([tmp_path / "a.png", tmp_path / "gray.png", tmp_path / "bad.png", tmp_path / "gone.png"], 2)
     assert len(ds) == 4
-    i, xb, mode, err = ds[0]
+    i, xb, mode, err, _ = ds[0]
     assert i == 0 and mode is None and err is None and xb.shape == (3, 11, 9)
     diff = np.abs(xb.permute(1, 2, 0).numpy() * 255 - _pil_bicubic(arr, 2))
     assert diff.max() <= 1.25, f"degrade's Xb differs from an antialiased bicubic downscale by {diff.max():.2f} levels"
     assert ds[1][2] == "L" and ds[1][1].shape == (3, 5, 5), "a converted mode must be reported"
     for j in (2, 3):
-        k, xb, _, err = ds[j]
+        k, xb, _, err, _ = ds[j]
         assert k == j and xb is None and err, f"item {j}: a bad or missing file must give an error reason, not raise"
 
 

@@ -185,7 +185,8 @@ def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
 def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
-    assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual"}
+    assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
+                        "output_noise": False}
     h = Generator(**g.arch())
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
@@ -262,3 +263,41 @@ def test_residual_block_defaults_keep_size_and_add_the_skip():
         block.conv2.weight.zero_()
     assert torch.equal(block(h), torch.full_like(h, 0.25)), "the residual block is not x + conv2(prelu(conv1(x)))"
     assert block(torch.rand(1, 64, 7, 5)).shape == (1, 64, 7, 5)
+
+
+def test_output_noise_is_per_pixel_and_colour_channel_and_scaled_by_the_image():
+    """With output_noise, the last three noise channels reach Xd only at their own pixel and colour channel."""
+    torch.manual_seed(0)
+    g = Generator(n_res_blocks=1, channels=8, noise_channels=1, output="residual", output_noise=True).eval()
+    assert g.noise_dim == 4
+    with torch.no_grad():
+        g.noise_scale.weight.normal_(0, 0.3)  # image-dependent scale, as after training
+        x = torch.rand(1, 3, 12, 12)
+        z = g.make_noise(x, torch.Generator().manual_seed(1))
+        base = g(x, z)
+        z2 = z.clone()
+        z2[0, 1 + 2, 5, 7] += 1.0  # output noise of the blue channel at one pixel
+        diff = (g(x, z2) - base).abs()
+    assert diff[0, 2, 5, 7] > 0
+    diff[0, 2, 5, 7] = 0
+    assert diff.max() == 0, "an output-noise value changed other pixels or channels"
+    # the first channel is the input noise: it spreads through the convolutions
+    with torch.no_grad():
+        z3 = z.clone()
+        z3[0, 0, 5, 7] += 1.0
+        spread = (g(x, z3) - base).abs() > 0
+    assert spread.sum() > 3
+
+
+def test_output_noise_survives_a_checkpoint_round_trip(tmp_path):
+    from dsgan_cli.checkpoint import load_generator, save_generator
+
+    torch.manual_seed(0)
+    g = Generator(n_res_blocks=1, channels=8, output_noise=True).eval()
+    save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
+    h, _ = load_generator(tmp_path / "g.safetensors")
+    assert h.output_noise and h.noise_dim == 3
+    x = torch.rand(1, 3, 8, 8)
+    z = g.make_noise(x, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(g(x, z), h(x, z))

@@ -172,3 +172,92 @@ def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.png")} == before
     assert not (pairs / "meta_info.txt").exists()
+
+
+# --------------------------------------------------------------------------- one inference engine with degrade
+
+
+@pytest.fixture(scope="module")
+def noise_ckpt(tmp_path_factory) -> Path:
+    """A small reflect-padded generator that takes noise at its input and its output (the learn recipe's kind)."""
+    return small_generator_file(tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors", seed=4,
+                                noise_channels=1, output_noise=True, padding="reflect", output="residual")
+
+
+def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_path, noise_ckpt):
+    inp = tmp_path / "in"
+    write_images(inp, 3, 40)
+    write_image(inp / "sub" / "deep.png", 36, 28, 9)
+    common = ["-c", noise_ckpt, "--seed", "5", "--no-progress"]
+    assert run_cli("pairs", inp, tmp_path / "pairs", *common).returncode == 0
+    res = run_cli("degrade", inp, tmp_path / "deg", *common)
+    assert res.returncode == 0, res.stderr
+    for rel, name in [("img_000.png", "img_000.png"), ("img_002.png", "img_002.png"), ("sub/deep.png", "sub__deep.png")]:
+        assert (tmp_path / "pairs" / "lr" / name).read_bytes() == (tmp_path / "deg" / rel).read_bytes(), (
+            f"{name}: pairs' LR differs from degrade's output for the same image, generator and seed")
+
+
+def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_path, noise_ckpt):
+    inp = tmp_path / "in"
+    srcs = write_images(inp, 3, 64)
+    base = ["-c", noise_ckpt, "--no-progress"]
+    runs = {
+        "a": [*base, "--seed", "1"], "again": [*base, "--seed", "1"],
+        "tiled": [*base, "--seed", "1", "--tile", "8", "--batch-size", "2"], "other": [*base, "--seed", "2"],
+    }
+    for name, args in runs.items():
+        res = run_cli("pairs", inp, tmp_path / name, *args)
+        assert res.returncode == 0, res.stderr
+    for src in srcs:
+        lr = {name: pixels(tmp_path / name / "lr" / src.name).astype(int) for name in runs}
+        assert np.array_equal(lr["a"], lr["again"]), "two runs of the same command must give the same LR"
+        diff = np.abs(lr["a"] - lr["tiled"])
+        # equal up to float summation order (a rounding flip of one level, rarely)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.002, f"tiled LR differs from whole-image LR (max {diff.max()})"
+        assert (lr["a"] != lr["other"]).mean() > 0.2, "another seed must draw other noise"
+
+
+def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, noise_ckpt):
+    inp = tmp_path / "in"
+    write_images(inp, 4, 24)
+    write_image(inp / "tiny.png", 2, 3, 3)  # LR 1x1 (1x2 for degrade): too small for reflect padding
+    res = run_cli("pairs", inp, tmp_path / "pairs", "-c", noise_ckpt, "--json")
+    assert res.returncode == 1, res.stderr  # some items failed
+    summary = json.loads(res.stdout)
+    assert summary["written"] == 4 and summary["pairs"] == 4
+    assert [f["path"] for f in summary["failed"]] == [str(inp / "tiny.png")]
+    assert len((tmp_path / "pairs" / "meta_info.txt").read_text().splitlines()) == 4
+    res = run_cli("degrade", inp, tmp_path / "deg", "-c", noise_ckpt, "--json")
+    assert res.returncode == 1 and json.loads(res.stdout)["converted"] == 4, res.stderr
+
+
+def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(tmp_path, ckpt, noise_ckpt):
+    """pairs -c A; pairs -c B --overwrite (interrupted: only its record written); pairs -c B must not call A's pairs B's."""
+    from dsgan_cli.checkpoint import read_generator_file
+    from dsgan_cli.output_record import output_record, write_output_record
+    from dsgan_cli.pairs import SETTINGS_FILE
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_images(inp, 3, 24)
+    assert run_cli("pairs", inp, out, "-c", ckpt).returncode == 0
+    b_sha = read_generator_file(noise_ckpt)[1]["sha256"]
+    # What an --overwrite run with B has written before its first pair: the record, marked as replacing.
+    write_output_record(out / SETTINGS_FILE, output_record(b_sha, 2, ".png", None, 0, cleanup_factor=1), replacing=True)
+    res = run_cli("pairs", inp, out, "-c", noise_ckpt)
+    assert res.returncode == 2 and "did not finish" in res.stderr, res.stderr
+    res = run_cli("pairs", inp, out, "-c", noise_ckpt, "--overwrite", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["written"] == 3, res.stderr
+    assert "replacing_earlier_outputs" not in json.loads((out / SETTINGS_FILE).read_text())
+
+
+def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path, noise_ckpt):
+    inp = tmp_path / "in"
+    write_images(inp, 2, 24)
+    odd = inp / os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
+    write_image(odd, 24, 24, 5)
+    res = run_cli("degrade", inp, tmp_path / "deg", "-c", noise_ckpt, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["converted"] == 3, res.stderr
+    res = run_cli("pairs", inp, tmp_path / "pairs", "-c", noise_ckpt, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["pairs"] == 3, res.stderr
+    assert b"caf\xe9.png (24,24,3)" in (tmp_path / "pairs" / "meta_info.txt").read_bytes()
+    assert (tmp_path / "pairs" / "lr" / odd.name).read_bytes() == (tmp_path / "deg" / odd.name).read_bytes()

@@ -1,0 +1,57 @@
+"""The record an output folder keeps of what made its files, and the ``--overwrite`` policy built on it.
+
+``degrade`` and ``pairs`` write one JSON record per output folder: the generator's SHA-256 and every setting
+that changes the pixels. A later run with other settings is refused unless ``--overwrite``; while such a
+run replaces the outputs, the record says so (``replacing_earlier_outputs``), so an interrupted replacement
+is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import file_error
+from .images import open_regular, write_bytes_atomic
+
+
+def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None, seed: int | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """What decides an output's pixels: the generator file's SHA-256 and the settings that change them
+    (``seed`` only for a generator that takes noise; ``extra`` for a command's own settings)."""
+    record = {"generator_sha256": generator_sha256, "scale": scale, "format": suffix, "precision": precision or "fp32", **extra}
+    if seed is not None:
+        record["seed"] = seed
+    return record
+
+
+def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse, without ``--overwrite``, a folder whose outputs another generator or other settings made.
+
+    Returns True when the folder's outputs are about to be replaced by
+    different ones (so the record must say so until the run completes).
+    """
+    try:
+        with open_regular(path) as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        old = {"unreadable": True}
+    if old == record:
+        return False
+    if not overwrite:
+        if old.get("replacing_earlier_outputs") and {k: v for k, v in old.items() if k != "replacing_earlier_outputs"} == record:
+            raise file_error(path, "an earlier run that was replacing this folder's outputs did not finish, so some may "
+                                   "still be the old ones; pass --overwrite to remake them all")
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v) or "record incomplete"
+        raise file_error(path, f"the outputs in this folder were made with another generator or settings ({changed}); "
+                               "pass --overwrite to replace them, or choose another output folder")
+    return True
+
+
+def write_output_record(path: Path, record: dict[str, Any], replacing: bool = False) -> None:
+    """Write the folder's record; ``replacing`` marks outputs of an earlier generator as possibly still present."""
+    data = {**record, "replacing_earlier_outputs": True} if replacing else record
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

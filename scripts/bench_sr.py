@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Do DSGAN pairs train a better super-resolution network? The downstream test of the method.
+
+For each known-degradation case of ``bench_learning.py`` (noise, blur + noise, JPEG, demo):
+
+1. build the case's data (clean HR patches, unpaired real LR = the true degradation of other photos) and train
+   DSGAN on it with the real ``dsgan train`` CLI and the chosen recipe;
+2. write (HR, LR) pairs from the clean HR training set with the real ``dsgan pairs`` CLI, as a user would;
+3. train one small x2 SR network (defined here: a few convolutions + pixel shuffle, L1 loss) three times with
+   the same seed, crops and steps: on bicubic pairs (LR = Xb), on DSGAN pairs (LR = G(Xb)), and on oracle
+   pairs (LR = the case's true degradation of Xb);
+4. test each on held-out photos (a third, disjoint set) whose LR went through the true degradation: PSNR and
+   SSIM against HR (and LPIPS with ``--lpips-alexnet FILE``), and per metric
+   ``gap closed = (dsgan - bicubic) / (oracle - bicubic)`` (for LPIPS, lower is better: the same formula).
+
+Repeated over ``--sr-seeds`` SR seeds (same DSGAN generator), so the spread of the SR training is in the table.
+
+Usage:
+    .venv/bin/python scripts/bench_sr.py [--recipe learn|idphoto|FILE.toml] [--set KEY=VALUE ...]
+        [--cases noise,blur_noise,jpeg,demo] [--budget-min 5] [--sr-steps 600] [--sr-seeds 0,1] [--out DIR]
+
+Writes OUT/results.json, OUT/table.md and OUT/CASE/sr_grid.png; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_learning import CASES, HELDOUT_PHOTOS, Case, build_case_data, patches, train_case, xb_of  # noqa: E402
+from bench_learning import degrade_known  # noqa: E402
+from dsgan_cli.srcheck import scores, super_resolve, train_sr  # noqa: E402
+
+KINDS = ("bicubic", "dsgan", "oracle")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_pngs(folder: Path) -> dict[str, np.ndarray]:
+    """Every PNG in ``folder`` by name, as uint8 RGB arrays."""
+    return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))}
+
+
+def write_dsgan_pairs(hr_dir: Path, generator: Path, out: Path, seed: int) -> dict[str, np.ndarray]:
+    """LR of each HR training image from the real ``dsgan pairs`` CLI (a subprocess, as a user runs it)."""
+    cmd = [sys.executable, "-m", "dsgan_cli", "pairs", str(hr_dir), str(out), "-c", str(generator),
+           "--seed", str(seed), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"dsgan pairs failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    hr, lr = read_pngs(out / "hr"), read_pngs(out / "lr")
+    src = read_pngs(hr_dir)
+    if sorted(hr) != sorted(src) or any(not np.array_equal(hr[k], src[k]) for k in src):
+        raise SystemExit(f"{out}/hr: pairs' HR differs from the training HR; the comparison would not be paired")
+    return lr
+
+
+def pair_sets(data: Path, case: Case, generator: Path, pairs_dir: Path, seed: int) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
+    """The HR training images and, per kind, the LR each SR training sees (same order, same HR)."""
+    hr = read_pngs(data / "hr")
+    names = sorted(hr)
+    xb = {n: xb_of(hr[n]) for n in names}
+    dsgan = write_dsgan_pairs(data / "hr", generator, pairs_dir, seed)
+    rng = np.random.default_rng(seed + 7)
+    oracle = {n: degrade_known(xb[n], case, rng) for n in names}
+    lrs = {"bicubic": [xb[n] for n in names], "dsgan": [dsgan[n] for n in names], "oracle": [oracle[n] for n in names]}
+    return [hr[n] for n in names], lrs
+
+
+def heldout_set(case: Case, n: int, hr_size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Held-out (HR, real LR) pairs: photos no training set uses, LR = the true degradation of Xb."""
+    rng = np.random.default_rng(seed + 1_000)
+    hr = patches(HELDOUT_PHOTOS, n, hr_size, rng, short_sides=(384, 256))
+    return hr, [degrade_known(xb_of(h), case, rng) for h in hr]
+
+
+def residual_stats(xbs: list[np.ndarray], lrs: list[np.ndarray]) -> dict[str, float]:
+    """Diagnostics of the residuals LR - Xb: std per channel, mean correlation between colour channels (white
+    sensor noise: ~0; grey grain: ~1) and lag-1 spatial autocorrelation (white: ~0; blur or blotches: > 0)."""
+    r = np.stack([lr.astype(np.float64) - xb.astype(np.float64) for xb, lr in zip(xbs, lrs)])  # N, H, W, 3
+    r = r - r.mean(axis=(1, 2), keepdims=True)
+    flat = r.reshape(-1, 3)
+    corr = np.corrcoef(flat.T)
+    lag = float(np.mean(r[:, 1:] * r[:, :-1]) / max(np.mean(r**2), 1e-12))
+    return {"std_rgb": [round(float(v), 3) for v in flat.std(axis=0)],
+            "channel_correlation": round(float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3), 3),
+            "lag1_autocorrelation": round(lag, 3)}
+
+
+def gap_closed(m: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """(dsgan - bicubic) / (oracle - bicubic) per metric; None where oracle and bicubic tie."""
+    out = {}
+    for k in m["bicubic"]:
+        span = m["oracle"][k] - m["bicubic"][k]
+        out[k] = None if abs(span) < 1e-9 else (m["dsgan"][k] - m["bicubic"][k]) / span
+    return out
+
+
+def sr_grid(path: Path, lrs: list[np.ndarray], srs: dict[str, list[np.ndarray]], hrs: list[np.ndarray], rows: int = 4) -> None:
+    """Real LR (nearest x2) | SR from bicubic | from DSGAN | from oracle pairs | HR, one held-out image per row."""
+    tiles = []
+    for i in range(min(rows, len(hrs))):
+        up = np.asarray(Image.fromarray(lrs[i]).resize(hrs[i].shape[1::-1], Image.Resampling.NEAREST))
+        tiles.append(np.concatenate([up, *(srs[k][i] for k in KINDS), hrs[i]], axis=1))
+    img = Image.fromarray(np.concatenate(tiles, axis=0))
+    img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST).save(path)
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def run_case(case: Case, root: Path, args) -> dict:
+    """DSGAN training, pairs, three SR trainings per seed and their scores for one case."""
+    t0 = time.perf_counter()
+    build_case_data(root / "data", case, args.n_train, 1, args.hr_size, args.seed)
+    tr = train_case(root / "data", root / "run", args.recipe, args.sets, args.budget_min, args.hr_size)
+    t1 = time.perf_counter()
+    hr, lrs = pair_sets(root / "data", case, root / "run" / "generator.safetensors", root / "pairs", args.seed)
+    held_hr, held_lr = heldout_set(case, args.n_heldout, args.heldout_size, args.seed)
+    residuals = {k: residual_stats(lrs["bicubic"], lrs[k]) for k in ("dsgan", "oracle")}
+    print(f"{case.name}: residuals LR - Xb {json.dumps(residuals)}", flush=True)
+    per_seed = []
+    for s in args.sr_seeds:
+        srs = {k: super_resolve(train_sr(hr, lrs[k], s, args.sr_steps, args.sr_batch, args.sr_crop), held_lr) for k in KINDS}
+        metrics = {k: scores(srs[k], held_hr, args.lpips_alexnet) for k in KINDS}
+        per_seed.append({"sr_seed": s, "metrics": metrics, "gap_closed": gap_closed(metrics)})
+        if s == args.sr_seeds[0]:
+            sr_grid(root / "sr_grid.png", held_lr, srs, held_hr)
+    mean = {k: {m: float(np.mean([r["metrics"][k][m] for r in per_seed])) for m in per_seed[0]["metrics"][k]} for k in KINDS}
+    gaps = [r["gap_closed"] for r in per_seed]
+    return {
+        "degradation": case.describe(), "train": tr, "dsgan_seconds": round(t1 - t0, 1),
+        "case_seconds": round(time.perf_counter() - t0, 1), "residuals": residuals, "per_seed": per_seed, "mean": mean,
+        "gap_closed": gap_closed(mean),
+        "gap_closed_range": {m: [min(g[m] for g in gaps if g[m] is not None), max(g[m] for g in gaps if g[m] is not None)]
+                             for m in gaps[0] if all(g[m] is not None for g in gaps)},
+    }
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def row(name: str, r: dict) -> str:
+    """One markdown table row."""
+    m, g, rng = r["mean"], r["gap_closed"], r["gap_closed_range"]
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    cells = [name, str(r["train"]["steps"]), f"{r['case_seconds'] / 60:.1f}",
+             " / ".join(f"{m[k]['psnr']:.2f}" for k in KINDS),
+             f"{fmt(g['psnr'])} [{fmt(rng['psnr'][0])}, {fmt(rng['psnr'][1])}]" if "psnr" in rng else fmt(g["psnr"]),
+             " / ".join(f"{m[k]['ssim']:.4f}" for k in KINDS), fmt(g["ssim"])]
+    if "lpips" in m["bicubic"]:
+        cells += [" / ".join(f"{m[k]['lpips']:.4f}" for k in KINDS), fmt(g["lpips"])]
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(rows: list[str], lpips: bool) -> str:
+    """Markdown table with a header."""
+    head = ["case", "DSGAN steps", "case min", "PSNR bicubic / dsgan / oracle", "gap closed PSNR [per-seed range]",
+            "SSIM bicubic / dsgan / oracle", "gap closed SSIM"]
+    if lpips:
+        head += ["LPIPS bicubic / dsgan / oracle", "gap closed LPIPS"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", default="learn", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
+    ap.add_argument("--cases", default="noise,blur_noise,jpeg,demo", help=f"comma-separated subset of {', '.join(CASES)}")
+    ap.add_argument("--budget-min", type=float, default=5.0, help="DSGAN training time limit per case (minutes)")
+    ap.add_argument("--n-train", type=int, default=480, help="HR and real-LR training patches per case")
+    ap.add_argument("--hr-size", type=int, default=64, help="training HR patch side (LR is half)")
+    ap.add_argument("--n-heldout", type=int, default=32, help="held-out test photos (patches)")
+    ap.add_argument("--heldout-size", type=int, default=128, help="held-out HR patch side")
+    ap.add_argument("--sr-steps", type=int, default=600)
+    ap.add_argument("--sr-batch", type=int, default=16)
+    ap.add_argument("--sr-crop", type=int, default=24, help="LR crop side for SR training")
+    ap.add_argument("--sr-seeds", default="0,1", help="comma-separated SR training seeds (same DSGAN generator)")
+    ap.add_argument("--lpips-alexnet", default=None, help="torchvision AlexNet weights file: adds LPIPS")
+    ap.add_argument("--seed", type=int, default=0, help="data and pairs seed")
+    ap.add_argument("--out", default="bench_sr_out")
+    args = ap.parse_args(argv)
+    args.sr_seeds = [int(s) for s in args.sr_seeds.split(",")]
+    out = Path(args.out)
+    results, rows = {}, []
+    for name in args.cases.split(","):
+        root = out / name
+        if root.exists():
+            raise SystemExit(f"{root}: exists; choose another --out")
+        results[name] = run_case(CASES[name], root, args)
+        rows.append(row(name, results[name]))
+        print(rows[-1], flush=True)
+    report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "sr_steps": args.sr_steps,
+              "sr_seeds": args.sr_seeds, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                     "python": platform.python_version()},
+              "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+    text = table(rows, bool(args.lpips_alexnet))
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
