@@ -251,11 +251,13 @@ def collect_sets(fake_dir, real_dir, reference_dir, *, fid: bool, batch_size: in
     files = {name: require_images(folder, name) for name, folder in dirs.items()}
     if plot_path is not None:
         plot_path = Path(plot_path)
-        for d in dirs.values():
-            if _inside(plot_path, d):
-                raise file_error(plot_path, f"plot would be written inside the input folder {d}, where later runs would count it as an image")
         if plot_path.is_dir():
             raise file_error(plot_path, "plot path is a folder; give a file name such as eval_spectrum.png")
+    # Nothing eval writes may land inside a set it reads: it could replace an input or be counted as one later.
+    for out, what in ((plot_path, "plot"), (None if json_path in (None, "-") else Path(json_path), "JSON report")):
+        for d in dirs.values():
+            if out is not None and _inside(out, d):
+                raise file_error(out, f"the {what} would be written inside the input folder {d}; choose a path outside the sets")
     if json_path not in (None, "-") and Path(json_path).is_dir():
         raise file_error(json_path, "--json path is a folder; give a file name such as report.json")
     # Before the work: a report that cannot be written, or would replace a symlink or device, fails now.

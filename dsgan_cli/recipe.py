@@ -85,6 +85,8 @@ class OptimConfig:
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     lr_decay: str = _spec("none", "learning-rate schedule", choices=("none", "linear"))
     decay_start: int = _spec(0, "iteration where linear decay to 0 begins", min=0)
+    ema: float = _spec(0.0, "decay of an exponential moving average of G's weights, which becomes the exported generator "
+                            "(e.g. 0.99: about the last 100 steps); 0 = off, the last G as is", min=0, max=1, max_exclusive=True)
 
 
 @dataclass

@@ -32,8 +32,19 @@ def lock_run_folder(out: Path) -> None:
     """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it."""
     import fcntl
 
-    f = open(out / LOCK_FILE, "a+", encoding="utf-8")
-    st = os.fstat(f.fileno())
+    import stat
+
+    path = out / LOCK_FILE
+    try:
+        # O_NOFOLLOW: a symlink planted at the lock's name is refused, never followed to truncate its target.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        raise file_error(path, f"cannot open the run folder's lock ({e.strerror or e}); remove it if it is a link") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise file_error(path, "the run folder's lock is not a regular file; remove it")
+    f = os.fdopen(fd, "r+", encoding="utf-8")
     if (st.st_dev, st.st_ino) in _held:
         f.close()
         return

@@ -18,7 +18,8 @@ from torch.nn import functional as F
 class SRNet(nn.Module):
     """Small x2 SR net: conv head, ``body`` conv-ReLU layers, conv to 12 channels, pixel shuffle, plus a bilinear skip."""
 
-    def __init__(self, channels: int = 48, body: int = 6):
+    # 32 channels: on this CPU 48 ran four times slower per step than 32 (not the 2.25x of the FLOPs).
+    def __init__(self, channels: int = 32, body: int = 5):
         super().__init__()
         layers = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(body):

@@ -133,7 +133,8 @@ def read_state(ckpt: Path) -> dict:
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe, state: dict) -> Path:
-    """Write the full training state for ``step`` atomically; prune to keep_last; export generator.safetensors."""
+    """Write the full training state for ``step`` atomically; prune to keep_last; export generator.safetensors
+    (``G`` is the network to export: the trained one, or its moving average)."""
     ckpt_root = output_dir / "checkpoints"
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".{final.name}.partial"
@@ -399,12 +400,25 @@ def sample_batch(hr_set, lr_set, scale: int, device: torch.device):
     return downscale(hr_set.images[:n].float().div(255), scale).to(device), lr_set.images[:n].float().div(255).to(device)
 
 
+def make_ema(G, decay: float):
+    """The moving average of G's weights (torch's AveragedModel), or None when ``decay`` is 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def save_samples(accelerator, G, path: Path, sample_xb, sample_real, r: Recipe) -> None:
     """Sample grid: Xb, G(Xb) and real LR side by side."""
     from .trainlog import save_sample_grid
 
+    g = accelerator.unwrap_model(G)
+    # Fixed, private noise: grids of different steps compare, and the global RNG that checkpoints
+    # save is left alone (drawing from it here made a resumed noise-input run differ from a straight one).
+    noise = g.make_noise(sample_xb, torch.Generator(device=sample_xb.device).manual_seed(0))
     with torch.no_grad(), accelerator.autocast():
-        sample_xd = accelerator.unwrap_model(G)(sample_xb)
+        sample_xd = g(sample_xb, noise)
     save_sample_grid(path, sample_xb, sample_xd, sample_real, r.model.filter_kernel)
 
 
@@ -472,6 +486,10 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
+    G_ema = make_ema(accelerator.unwrap_model(G), r.optim.ema)  # identical on every rank, as G is
+    if G_ema is not None:
+        accelerator.register_for_checkpointing(G_ema)  # saved and restored with the rest: resume stays exact
+    G_out = G if G_ema is None else G_ema.module  # what samples and generator.safetensors show
     if resume_from is not None:
         load_resume(accelerator, resume_from, r, start_step)
     if device.type == "cuda":
@@ -495,6 +513,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             xbs, reals = next_inputs(batches, accum, device, scale, fmts)
             xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph)
             g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph)
+            if G_ema is not None:
+                G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1
 
             # 4. all ranks agree on finite losses and the time limit (a host sync: only at these steps)
@@ -510,12 +530,12 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             if done % r.train.log_every == 0 or last or step == start_step:
                 accelerator.log({**losses, "lr": lr_at(step, r), "time_s": round(elapsed, 3)}, step=done)
             if is_main and (done % r.train.sample_every == 0 or last):
-                save_samples(accelerator, G, out / "samples" / f"step_{done:08d}.png", sample_xb, sample_real, r)
+                save_samples(accelerator, G_out, out / "samples" / f"step_{done:08d}.png", sample_xb, sample_real, r)
             if done % r.train.checkpoint_every == 0 or last:
                 state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
                          "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
-                last_ckpt = save_checkpoint(accelerator, out, done, G, r, state)
+                last_ckpt = save_checkpoint(accelerator, out, done, G_out, r, state)
             bar.update(task, completed=done, losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
             if stop_early:
                 break

@@ -688,3 +688,27 @@ def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_d
     assert tr.returncode == 2, tr.stderr
     one_line_error(tr.stderr, "VGG19")
     assert tree_digest(tmp_path) == before  # no output folder, no run folder, no logs/
+
+
+def test_a_symlink_at_the_run_folders_lock_is_refused_not_followed(tmp_path):
+    from dsgan_cli.rundir import LOCK_FILE, lock_run_folder
+
+    victim = tmp_path / "img_0.png"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(DsganError, match="lock"):
+        lock_run_folder(out)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
+    fake, real = tmp_path / "fake", tmp_path / "real"
+    write_images(fake, 3, 32)
+    write_images(real, 3, 32, seed=1)
+    before = (real / "img_000.png").read_bytes()
+    (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--json", real / "img_000.png", "--plot", tmp_path / "s.png"]])
+    assert res.returncode == 2, res.stderr
+    one_line_error(res.stderr, str(real / "img_000.png"), "inside the input folder")
+    assert (real / "img_000.png").read_bytes() == before

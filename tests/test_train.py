@@ -100,10 +100,12 @@ def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     assert load_generator(out / "generator.safetensors")[1]["step"] == 4
 
 
-def test_resume_equals_straight_run(tmp_path, tiny_recipe, data):
+@pytest.mark.parametrize("variant", [(), ("optim.ema=0.5",), ("model.noise_channels=1", "model.output_noise=true")],
+                         ids=["plain", "ema", "noise"])
+def test_resume_equals_straight_run(tmp_path, tiny_recipe, data, variant):
     from dsgan_cli.train import train
 
-    opts = ("train.checkpoint_every=2", "train.sample_every=100", "data.flip=true", "data.crop_size=6", NO_VGG)
+    opts = ("train.checkpoint_every=2", "train.sample_every=100", "data.flip=true", "data.crop_size=6", NO_VGG, *variant)
     straight = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=4", *opts), progress=False)
     train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=2", *opts), progress=False)
     resumed = train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=4", *opts), resume="latest", progress=False)
@@ -120,6 +122,10 @@ def test_resume_equals_straight_run(tmp_path, tiny_recipe, data):
     da, db = (load_file(r.checkpoint_dir / "model_1.safetensors") for r in (straight, resumed))
     for k in da:
         assert torch.allclose(da[k].float(), db[k].float(), rtol=0, atol=1e-6), k
+    if "optim.ema=0.5" in variant:
+        # With an EMA the exported generator is the average, not the last G (model.safetensors in the checkpoint).
+        last_g = load_file(straight.checkpoint_dir / "model.safetensors")
+        assert any(not torch.allclose(last_g[k].float(), a[k]) for k in a), "generator.safetensors is not the EMA"
 
 
 def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_recipe, data, monkeypatch):
