@@ -337,7 +337,10 @@ def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar
 
     keys = {name: _stats_keys(meta["key"], None if name == REFERENCE else weights) for name, (_, meta) in decoded.items()}
     # Looked up before anything is computed, so "cached" means an entry from an earlier run.
-    found = {name: {kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors") for kind, key in ks.items()}
+    # An entry with missing, misshapen or non-finite arrays is recomputed, never used.
+    found = {name: {kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors",
+                                            fidmod.statistics_shapes(kind, len(decoded[name][0].images)))
+                    for kind, key in ks.items()}
              for name, ks in keys.items()}
     model = None
     if weights is not None and any(v is None for ks in found.values() for v in ks.values()):

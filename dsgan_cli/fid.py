@@ -247,8 +247,9 @@ def cache_key(kind: str, data_key: str, **settings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def cache_load(path: Path, keys: Sequence[str] = ()) -> dict[str, np.ndarray] | None:
-    """Arrays from a cache file, or None when it is missing, unreadable or lacks ``keys`` (then it is recomputed)."""
+def cache_load(path: Path, shapes: dict[str, tuple[int | None, ...]] | None = None) -> dict[str, np.ndarray] | None:
+    """Arrays from a cache file, or None (then it is recomputed) when it is missing, unreadable, or does not hold
+    exactly the arrays ``shapes`` names, each of that shape (None = any length) and finite."""
     if not path.is_file():
         return None
     try:
@@ -257,7 +258,24 @@ def cache_load(path: Path, keys: Sequence[str] = ()) -> dict[str, np.ndarray] | 
         arrays = load_file(str(path))
     except Exception:  # noqa: BLE001 - a damaged cache entry is simply recomputed
         return None
-    return arrays if all(k in arrays for k in keys) else None
+    if shapes is None:
+        return arrays
+    if set(arrays) != set(shapes):
+        return None
+    for name, shape in shapes.items():
+        a = arrays[name]
+        if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
+            return None
+        if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.isfinite(a).all()):
+            return None
+    return arrays
+
+
+def statistics_shapes(kind: str, n_images: int) -> dict[str, tuple[int | None, ...]]:
+    """The arrays a statistics cache entry of ``kind`` ("frequency" or "inception") holds for a set of ``n_images``."""
+    if kind == "frequency":
+        return {"count": (1,), "spectrum": (None,), "noise": (1,), "noise_std": (1,)}
+    return {"features": (n_images, FEATURE_DIM), "mu": (FEATURE_DIM,), "sigma": (FEATURE_DIM, FEATURE_DIM)}
 
 
 def cache_save(path: Path, arrays: dict[str, np.ndarray]) -> bool:

@@ -712,3 +712,35 @@ def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
     assert res.returncode == 2, res.stderr
     one_line_error(res.stderr, str(real / "img_000.png"), "inside the input folder")
     assert (real / "img_000.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["missing_array", "wrong_shape", "nan"])
+def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damage):
+    from safetensors.numpy import load_file, save_file
+
+    fake, real = tmp_path / "fake", tmp_path / "real"
+    write_images(fake, 3, 16, seed=1)
+    write_images(real, 3, 16, seed=2, noise=20)
+    cache = tmp_path / "cache"
+
+    def run(name):
+        (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--cache-dir", cache, "--json", tmp_path / f"{name}.json",
+                                "--plot", tmp_path / f"{name}.png"]], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    first = run("first")
+    entries = sorted(cache.glob("frequency-*.safetensors"))
+    assert entries
+    for entry in entries:
+        arrays = load_file(str(entry))
+        if damage == "missing_array":
+            del arrays["noise_std"]
+        elif damage == "wrong_shape":
+            arrays["spectrum"] = arrays["spectrum"][:3].reshape(1, 3)
+        else:
+            arrays["noise"] = np.array([np.nan])
+        save_file(arrays, str(entry))
+    again = run("again")
+    assert again["real_stats_cached"] is False
+    assert again["frequency"]["sets"] == first["frequency"]["sets"]
