@@ -264,14 +264,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def resolve_recipe(name_or_path: str | Path) -> Path:
-    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``)."""
+    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``).
+
+    ``recipes/NAME.toml`` that does not exist here (the project's own layout, typed in another folder) is the
+    built-in NAME, with a one-line note.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
-    builtin = importlib.resources.files(__package__).joinpath("recipes")
+    builtin = importlib.resources.files(f"{__package__}.recipes")
     names = sorted(p.name.removesuffix(".toml") for p in builtin.iterdir() if p.name.endswith(".toml"))
     if str(name_or_path) in names:
         return Path(str(builtin.joinpath(f"{name_or_path}.toml")))
+    if path.parent.name == "recipes" and path.suffix == ".toml" and path.stem in names and not path.exists():
+        import sys
+
+        resolved = Path(str(builtin.joinpath(path.name)))
+        print(f"note: {path} is not in this folder; using the built-in recipe {path.stem} ({resolved})", file=sys.stderr)
+        return resolved
     if path.exists():
         return path  # a folder: load_recipe says so
     raise DsganError(f"{name_or_path}: recipe file not found, and not a built-in recipe ({', '.join(names)})")

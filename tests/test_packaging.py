@@ -18,7 +18,8 @@ from dsgan_cli.recipe import load_recipe, resolve_recipe
 
 from conftest import REPO, TINY_RECIPE, run_cli
 
-PACKAGE_RECIPES = Path(dsgan_cli.__file__).parent / "recipes"
+#: The one copy of the built-in recipes: the top-level recipes/ folder, installed as the package dsgan_cli.recipes.
+PACKAGE_RECIPES = REPO / "recipes"
 BUILTIN = ("idphoto", "learn")
 
 
@@ -49,11 +50,26 @@ def test_a_path_is_read_as_a_file_and_a_file_wins_over_a_builtin_name(tmp_path, 
 
 def test_unknown_name_lists_the_builtin_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for arg in ("idphoto.toml", "recipes/learn.toml", "nope"):
+    for arg in ("idphoto.toml", "recipes/nope.toml", "nope"):
         with pytest.raises(DsganError) as e:
             resolve_recipe(arg)
         assert str(e.value) == f"{arg}: recipe file not found, and not a built-in recipe (idphoto, learn)"
         assert e.value.exit_code == EXIT_USAGE
+
+
+def test_the_design_cards_recipe_path_works_here_and_falls_back_elsewhere(tmp_path, monkeypatch, capsys):
+    """`recipes/idphoto.toml` is the project's file in its root; elsewhere the built-in one, with a note."""
+    monkeypatch.chdir(REPO)
+    assert resolve_recipe("recipes/idphoto.toml") == Path("recipes/idphoto.toml")
+    assert capsys.readouterr().err == ""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_recipe("recipes/learn.toml") == PACKAGE_RECIPES / "learn.toml"
+    note = capsys.readouterr().err
+    assert note.startswith("note: recipes/learn.toml is not in this folder; using the built-in recipe learn") and note.count("\n") == 1
+    # A file of the user's own at that path wins.
+    (tmp_path / "recipes").mkdir()
+    shutil.copy(TINY_RECIPE, tmp_path / "recipes" / "learn.toml")
+    assert resolve_recipe("recipes/learn.toml") == Path("recipes/learn.toml")
 
 
 def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
@@ -74,7 +90,8 @@ def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the sources (the build leaves nothing in the repository)."""
     src = tmp_path_factory.mktemp("src")
-    shutil.copytree(REPO / "dsgan_cli", src / "dsgan_cli", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder in ("dsgan_cli", "recipes"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
@@ -88,10 +105,10 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_contains_the_builtin_recipes(wheel):
     with zipfile.ZipFile(wheel) as zf:
-        recipes = {n for n in zf.namelist() if n.startswith("dsgan_cli/recipes/")}
+        recipes = {n for n in zf.namelist() if n.startswith("dsgan_cli/recipes/") and n.endswith(".toml")}
         assert recipes == {f"dsgan_cli/recipes/{name}.toml" for name in BUILTIN}
-        for name in BUILTIN:
-            assert zf.read(f"dsgan_cli/recipes/{name}.toml") == (REPO / "dsgan_cli" / "recipes" / f"{name}.toml").read_bytes()
+        for name in BUILTIN:  # the same bytes as the one copy in recipes/: nothing copied by hand
+            assert zf.read(f"dsgan_cli/recipes/{name}.toml") == (REPO / "recipes" / f"{name}.toml").read_bytes()
         assert "dsgan_cli/demo.py" in zf.namelist() and "dsgan_cli/cli.py" in zf.namelist()
 
 
@@ -118,3 +135,11 @@ def test_non_editable_install_runs_the_quick_demo(wheel, tmp_path):
     # The installed package ran and read its own recipe (not the repository's).
     assert Path(summary["recipe_file"]) == site / "dsgan_cli" / "recipes" / "learn.toml"
     assert summary["ok"] is True and Path(summary["train"]["generator"]).is_file()
+    # Outside the repository, the design card's recipe path falls back to the installed built-in one.
+    proc = subprocess.run([str(site / "bin" / "dsgan"), "train", "recipes/nope.toml"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a built-in recipe" in proc.stderr
+    check = subprocess.run([sys.executable, "-c", "from dsgan_cli.recipe import resolve_recipe; print(resolve_recipe('recipes/idphoto.toml'))"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert Path(check.stdout.strip()) == site / "dsgan_cli" / "recipes" / "idphoto.toml", check.stdout + check.stderr
+    assert "using the built-in recipe idphoto" in check.stderr
