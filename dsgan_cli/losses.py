@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import DsganError
-from .models import FilterLow
+from .models import FilterHigh, FilterLow
 from .weights import ALEXNET, VGG19, check_available, load_pretrained, resolve
 
 #: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
@@ -41,6 +41,30 @@ class ColorLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(self.low(x.float()), self.low(y.float()))
+
+
+class AddedDetailLoss(nn.Module):
+    """Detail G adds deterministically: mean of max(0, local RMS of high-pass(Xd without its output noise)
+    - local RMS of high-pass(Xb)), RMS over the low-pass window.
+
+    Camera degradations remove detail (blur, compression) or add noise; they do not sharpen. The GAN
+    alone can meet the real LR's high-frequency energy with ringing and sharpened edges instead of
+    noise, which teaches an SR net to blur real edges (scripts/bench_sr.py). This loss leaves blur free
+    (less detail costs nothing) and the output noise free (it is not in the deterministic part).
+    """
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False):
+        super().__init__()
+        self.high = FilterHigh(kernel_size, gaussian=gaussian)
+        self.local = FilterLow(kernel_size, gaussian=gaussian)
+
+    def local_rms(self, x: torch.Tensor) -> torch.Tensor:
+        """RMS of x's high-pass over each pixel's low-pass window (a local energy, not a pointwise magnitude:
+        blur moves where the high-pass crosses zero, so a pointwise comparison would charge blur too)."""
+        return self.local(self.high(x.float()) ** 2).add(1e-8).sqrt()
+
+    def forward(self, xd_deterministic: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.local_rms(xd_deterministic) - self.local_rms(xb)).mean()
 
 
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
@@ -176,16 +200,22 @@ class GeneratorLoss(nn.Module):
     """Weighted DSGAN generator objective; returns the total and its parts."""
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
-                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False):
+                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0):
         super().__init__()
-        self.w_color, self.w_gan, self.w_perceptual = w_color, w_gan, w_perceptual
+        self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
         self.color = ColorLoss(kernel_size, gaussian)
+        self.added_detail = AddedDetailLoss(kernel_size, gaussian)
         self.perceptual = perceptual
 
     def forward(self, xd: torch.Tensor, xb: torch.Tensor, fake_logits: torch.Tensor,
-                xb_feats: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                xb_feats: Sequence[torch.Tensor] | None = None,
+                xd_deterministic: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {"color": self.color(xd, xb), "gan": gan_loss_generator(fake_logits)}
         total = self.w_color * parts["color"] + self.w_gan * parts["gan"]
+        if self.w_added_detail > 0:
+            # Without output noise Xd is all deterministic.
+            parts["added_detail"] = self.added_detail(xd if xd_deterministic is None else xd_deterministic, xb)
+            total = total + self.w_added_detail * parts["added_detail"]
         if self.perceptual is not None and self.w_perceptual > 0:
             parts["perceptual"] = self.perceptual(xd, xb, xb_feats)
             total = total + self.w_perceptual * parts["perceptual"]

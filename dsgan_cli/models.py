@@ -186,7 +186,8 @@ class Generator(nn.Module):
                         device=x.device if generator is None else generator.device)
         return z.to(x.device, x.dtype)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False):
+        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise), from one pass."""
         inp = x
         if self.noise_dim:
             z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
@@ -195,9 +196,10 @@ class Generator(nn.Module):
         features = self.res_blocks(self.block_input(inp))
         r = self.block_output(features)
         out = x + r if self.output == "residual" else torch.sigmoid(r)
+        deterministic = out
         if self.output_noise:
             out = out + F.softplus(self.noise_scale(features)) * z[:, self.noise_channels:]
-        return out
+        return (out, deterministic) if with_deterministic else out
 
 
 class DiscriminatorBasic(nn.Module):

@@ -68,6 +68,8 @@ class LossConfig:
     w_color: float = _spec(1.0, "weight of the colour (low-frequency L1) loss", min=0)
     w_gan: float = _spec(0.005, "weight of the adversarial (texture) loss", min=0)
     w_perceptual: float = _spec(0.01, "weight of the VGG perceptual loss", min=0)
+    w_added_detail: float = _spec(0.0, "weight of the added-detail loss: local high-pass energy G adds beyond Xb's, "
+                                       "without its output noise (0 = off, the paper's)", min=0)
 
 
 @dataclass

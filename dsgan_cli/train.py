@@ -249,7 +249,8 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
-                                     kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
+                                     kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
+                                     w_added_detail=r.loss.w_added_detail)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -296,8 +297,14 @@ def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dic
     return xbs, reals
 
 
-def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool):
-    """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns (Xd per micro-batch, D stats on the device).
+def run_g(G, xb, deterministic: bool):
+    """(Xd, Xd without its output noise, or None): the second only when the added-detail loss needs it."""
+    return G(xb, with_deterministic=True) if deterministic else (G(xb), None)
+
+
+def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, deterministic: bool = False):
+    """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns ((Xd, deterministic Xd) per micro-batch,
+    D stats on the device).
 
     With accumulation (``keep_graph`` False) G runs without a graph here and again in the G step, so that
     only one micro-batch graph is alive at a time.
@@ -311,11 +318,11 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
         with sync, accelerator.autocast():
             with torch.set_grad_enabled(keep_graph):
-                xd = G(xbs[m])
+                xd, xd_det = run_g(G, xbs[m], deterministic)
             real_logits, fake_logits = D(reals[m]), D(xd.detach())
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
-        xds.append(xd)
+        xds.append((xd, xd_det))
         loss_d = loss_d + loss_d_m.detach()
         d_real = d_real + torch.sigmoid(real_logits.detach().float()).mean() / accum
         d_fake = d_fake + torch.sigmoid(fake_logits.detach().float()).mean() / accum
@@ -323,7 +330,7 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool):
     return xds, {"loss_d": loss_d, "d_real": d_real, "d_fake": d_fake}
 
 
-def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool) -> dict:
+def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)."""
     accum, perceptual = len(xbs), g_loss_fn.perceptual
     D_plain.requires_grad_(False)
@@ -332,10 +339,10 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_gra
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
         with sync, accelerator.autocast():
-            xd = xds[m] if keep_graph else G(xbs[m])
+            xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic)
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats)
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det)
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -511,8 +518,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
             xbs, reals = next_inputs(batches, accum, device, scale, fmts)
-            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph)
-            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph)
+            det = g_loss_fn.w_added_detail > 0
+            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det)
+            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det)
             if G_ema is not None:
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1

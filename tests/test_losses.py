@@ -290,3 +290,43 @@ def test_generator_loss_hands_precomputed_features_to_the_perceptual_term():
     total, parts = crit(x, x, torch.zeros(1, 1, 8, 8), feats)
     assert len(rec.calls) == 1 and rec.calls[0] is feats, "the precomputed VGG(Xb) features were not passed on"
     assert abs(total.item() - 0.5) < 1e-6 and parts["perceptual"].item() == 1.0
+
+
+def test_added_detail_loss_charges_sharpening_and_ringing_not_blur_or_output_noise():
+    from dsgan_cli.losses import AddedDetailLoss, GeneratorLoss
+    from dsgan_cli.models import FilterHigh, FilterLow
+
+    torch.manual_seed(0)
+    xb = FilterLow(3)(torch.rand(2, 3, 24, 24))  # smooth content with edges
+    loss = AddedDetailLoss(5)
+    sharpened = xb + 1.0 * FilterHigh(5)(xb)
+    blurred = FilterLow(3)(xb)
+    assert loss(xb, xb) == 0
+    assert loss(blurred, xb) < 1e-3 * loss(sharpened, xb), "removing detail (blur) must cost nothing"
+    assert loss(sharpened, xb) > 1e-3
+    ringing = xb.clone()
+    ringing[..., 10:14, :] += 0.05 * torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None]  # stripes in a flat band
+    assert loss(ringing, xb) > 0
+    # In the generator objective the term sees the deterministic part only: output noise on top costs nothing more.
+    crit = GeneratorLoss(w_color=0.0, w_gan=0.0, w_perceptual=0.0, w_added_detail=2.0)
+    logits = torch.zeros(2, 1, 24, 24)
+    noisy = xb + 0.05 * torch.randn_like(xb)
+    total, parts = crit(noisy, xb, logits, xd_deterministic=xb)
+    assert parts["added_detail"] == 0 and total == 0
+    total, parts = crit(noisy, xb, logits, xd_deterministic=sharpened)
+    assert torch.isclose(total, 2.0 * loss(sharpened, xb))
+
+
+def test_generator_returns_its_deterministic_part_from_the_same_pass():
+    from dsgan_cli.models import Generator
+
+    torch.manual_seed(1)
+    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True).eval()
+    with torch.no_grad():
+        g.block_output.weight.normal_(0, 0.1)
+        x = torch.rand(1, 3, 10, 10)
+        z = g.make_noise(x, torch.Generator().manual_seed(2))
+        xd, det = g(x, z, with_deterministic=True)
+        assert torch.equal(xd, g(x, z))
+        assert torch.allclose(det, g(x, torch.zeros_like(z)), atol=1e-6)
+        assert not torch.allclose(det, xd)
