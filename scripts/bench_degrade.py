@@ -7,6 +7,9 @@ Writes a folder of 256x256 PNGs, then alternates, ``--repeats`` times:
 * end to end: :func:`dsgan_cli.degrade.degrade_folder` with default
   settings (decode, downscale to 128x128, G, round, PNG encode, atomic write).
 
+With ``--pairs``, each repeat also times :func:`dsgan_cli.pairs.make_pairs` on the same
+folder (same engine; it writes HR and LR), and the table shows pairs / degrade images/s.
+
 Alternating pairs keeps the ratio meaningful on a shared, noisy machine.
 Prints a table (median and spread) and JSON. ``--compare`` also measures
 the layout/precision/worker choices behind the defaults.
@@ -100,6 +103,7 @@ def main() -> int:
     ap.add_argument("--res-blocks", type=int, default=8)
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--compare", action="store_true", help="also time NCHW vs channels_last, bf16, workers 0 vs 1")
+    ap.add_argument("--pairs", action="store_true", help="also time `pairs` on the same images in each repeat")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
 
@@ -129,6 +133,14 @@ def main() -> int:
             rows.append({"raw_ips": raw, "e2e_ips": summary.images_per_second, "e2e_wall_ips": args.images / wall,
                          "ratio": summary.images_per_second / raw, "stages_s": stats,
                          "load_average_1min": os.getloadavg()[0]})
+            if args.pairs:
+                from dsgan_cli.pairs import make_pairs
+
+                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
+                               progress=False)
+                assert p.converted == args.images and not p.failed, p
+                rows[-1]["pairs_ips"] = p.images_per_second
+                rows[-1]["pairs_over_degrade"] = p.images_per_second / summary.images_per_second
             print(f"repeat {r + 1}: raw {raw:.3f} img/s, end-to-end {summary.images_per_second:.3f} img/s "
                   f"(ratio {rows[-1]['ratio']:.3f}, load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
         # Measured on a side thread, where the pipeline runs these stages.
@@ -167,6 +179,9 @@ def main() -> int:
                                     for k in rows[0]["stages_s"]},
         "serial_ms_per_image": costs, "compare_ips": compare, "repeats": rows,
     }
+    if args.pairs:
+        result["pairs_ips"] = spread([r["pairs_ips"] for r in rows])
+        result["pairs_over_degrade"] = spread([r["pairs_over_degrade"] for r in rows])
 
     result["ratio_of_medians"] = result["end_to_end_ips"]["median"] / result["raw_ceiling_ips"]["median"]
     print(f"\ndegrade benchmark: {args.images} x {args.size}px PNG -> {lr}px PNG, batch {settings.batch_size}, "
@@ -178,6 +193,10 @@ def main() -> int:
         s = result[key]
         print(f"{label:<38}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}")
     print(f"{'ratio of the medians':<38}{result['ratio_of_medians']:>10.3f}")
+    if args.pairs:
+        for label, key in (("pairs, loop (img/s)", "pairs_ips"), ("pairs / degrade (same repeat)", "pairs_over_degrade")):
+            s = result[key]
+            print(f"{label:<38}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}")
     st = result["stage_seconds_per_image"]
     result["generator_share_of_loop"] = st["generator"] / st["total"]
     print(f"{'G busy / loop time (pipeline share)':<38}{result['generator_share_of_loop']:>10.3f}")
