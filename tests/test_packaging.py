@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import dsgan_cli
 from dsgan_cli.errors import EXIT_USAGE, DsganError
 from dsgan_cli.recipe import load_recipe, resolve_recipe
 
