@@ -331,7 +331,8 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
 
 
 def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False) -> dict:
-    """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)."""
+    """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
+    + added detail (of the deterministic Xd, when asked)."""
     accum, perceptual = len(xbs), g_loss_fn.perceptual
     D_plain.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
