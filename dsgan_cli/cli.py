@@ -257,6 +257,8 @@ def demo_cmd(
 _RESUME_HINTS = {
     "train": "training stopped; complete checkpoints are kept: continue with `dsgan train RECIPE --resume latest`",
     "degrade": "degrade stopped; finished outputs are kept: run the same command again to convert the rest",
+    "pairs": "pairs stopped; complete pairs are kept: run the same command again to write the rest",
+    "import": "import stopped; no output file was written: run the same command again",
     "prepare": "prepare stopped; finished crops and records are kept: run the same command again to continue",
     "eval": "eval stopped before writing its report: run the same command again",
     "demo": "demo stopped; its built data is kept and reused: run the same command again",
@@ -265,9 +267,21 @@ _RESUME_HINTS = {
 
 def interrupted_message(argv: list[str] | None) -> str:
     """One line saying what Ctrl-C interrupted and how to resume it."""
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     command = next((a for a in args if a in _RESUME_HINTS), None)
-    return f"interrupted: {_RESUME_HINTS[command]}" if command else "interrupted"
+    if command is None:
+        return "interrupted"
+    hint = _RESUME_HINTS[command]
+    if command == "train":  # name the recipe the user typed, not a placeholder
+        rest, recipe = iter(args[args.index("train") + 1:]), "RECIPE"
+        for a in rest:
+            if a in ("--set", "--resume", "--max-minutes"):
+                next(rest, None)  # the option's value
+            elif not a.startswith("-"):
+                recipe = a
+                break
+        hint = hint.replace("RECIPE", recipe)
+    return f"interrupted: {hint}"
 
 
 def main(argv: list[str] | None = None) -> None:

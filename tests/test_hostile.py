@@ -449,15 +449,16 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- K: Ctrl-C
 
 
-@pytest.mark.parametrize("command, hint", [("degrade", "run the same command again"), ("train", "--resume latest")])
+@pytest.mark.parametrize("command, hint", [("degrade", "run the same command again"), ("pairs", "run the same command again"),
+                                           ("train", "--resume latest")])
 def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe, command, hint):
     """A real SIGINT, delivered at a fixed point of the run (the start of the work), not at a random time."""
     inp = tmp_path / "in"
     write_images(inp, 2, 16)
     write_images(tmp_path / "lr", 2, 8, seed=3)
-    if command == "degrade":
-        argv = degrade_args(inp, tmp_path / "out", gens["g1"])
-        hook = "import dsgan_cli.degrade as m; name = 'process_jobs'"
+    if command in ("degrade", "pairs"):
+        argv = [command, inp, tmp_path / "out", "--checkpoint", gens["g1"], "--no-progress"]
+        hook = "import dsgan_cli.inference as m; name = 'process_jobs'"
     else:
         argv = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={inp}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
                 "--set", f"train.output_dir={tmp_path / 'run'}", "--set", "loss.w_perceptual=0"]
@@ -744,3 +745,10 @@ def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damag
     again = run("again")
     assert again["real_stats_cached"] is False
     assert again["frequency"]["sets"] == first["frequency"]["sets"]
+
+
+def test_ctrl_c_hint_names_the_recipe_that_was_typed():
+    from dsgan_cli.cli import interrupted_message
+
+    assert "`dsgan train recipes/idphoto.toml --resume latest`" in interrupted_message(["train", "recipes/idphoto.toml"])
+    assert "`dsgan train learn --resume latest`" in interrupted_message(["train", "--set", "a.b=1", "learn", "--no-progress"])
