@@ -110,7 +110,8 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
         # Files written before these options existed hold the paper's network.
         options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
-                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False"))}
+                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False")),
+                   "blur_size": int(raw.get("blur_size", 5))}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))

@@ -15,7 +15,7 @@ import typer
 from typer.exceptions import TyperException
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, DsganError
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, DsganError, StdoutClosed
 
 app = typer.Typer(
     name="dsgan",
@@ -146,12 +146,12 @@ def _summarise(summary, report, json_out: bool, show: bool = True) -> int:
 
     from rich.console import Console
 
-    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+    from .errors import EXIT_ITEMS_FAILED, EXIT_OK, write_stdout
 
     if show:
         report(summary, Console(stderr=True))
         if json_out:
-            print(json.dumps(summary.to_dict(), indent=2))
+            write_stdout(json.dumps(summary.to_dict(), indent=2) + "\n")
     return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK
 
 
@@ -288,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn errors into one-line messages and exit codes."""
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="dsgan")
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
+    except (BrokenPipeError, StdoutClosed):
+        # The reader of stdout went away (`| head`): the work is done, its report has no reader. Exit as a
+        # command killed by SIGPIPE does, not 1 ("some items failed"); devnull keeps the exit flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
     except DsganError as e:
         if _state["debug"]:
             raise

@@ -73,12 +73,23 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
 
 
 def _stat_sig(path: Path) -> list[int] | None:
-    """(size, mtime in ns, inode): when all three are unchanged the file's hash is reused; None (never reused) if unstat-able."""
+    """(size, mtime, inode, ctime, device): when all are unchanged the file's hash is reused; None (never reused)
+    if unstat-able. The ctime is git's safeguard too: ``cp -p`` or ``rsync --inplace`` can rewrite a file
+    keeping its size, mtime and inode, but cannot set its ctime."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev]
+
+
+def _memo_entry_ok(entry) -> bool:
+    """Whether a scan-memo entry has the shape ``scan_set`` writes: [signature, sha256 hex, [w, h] or None]."""
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)):
+        return False
+    digest, wh = entry[1], entry[2]
+    return (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+            and (wh is None or (isinstance(wh, list) and len(wh) == 2 and all(type(v) is int and v > 0 for v in wh))))
 
 
 def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resize: bool, workers: int,
@@ -87,7 +98,7 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
 
     ``size`` is the side S of square images, or (W, H). A wrong-size image is an error naming the
     file (unless ``resize``), found before any decode. ``memo`` is a JSON file of earlier results by
-    (size, mtime, inode), as git's index does, so an unchanged file is neither read nor hashed again;
+    (size, mtime, inode, ctime, device), as git's index does, so an unchanged file is neither read nor hashed again;
     ``save_memo`` rewrites it. ``variant`` names a decode other than training's; it replaces the
     set's role in the key, so the same folder decoded the same way shares one entry.
     """
@@ -99,6 +110,10 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
             old = json.loads(memo.read_text(encoding="utf-8"))
     sigs = [_stat_sig(p) for p in paths]
     rels = [p.relative_to(root).as_posix() for p in paths]
+    if not isinstance(old, dict):
+        old = {}
+    # A memo is only a speed-up: an entry that is not what this function writes is ignored (the file is hashed).
+    old = {rel: e for rel, e in old.items() if _memo_entry_ok(e)}
     todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs)) if sig is None or old.get(rel, [None])[0] != sig]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib and file reads release the GIL
         fresh = dict(zip(todo, pool.map(lambda i: _scan_one(paths[i]), todo)))
@@ -145,14 +160,35 @@ def _map(data_file: Path, meta: dict, size: int | tuple[int, int]) -> torch.Tens
         return torch.from_numpy(arr)
 
 
-def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int]) -> dict | None:
-    """Metadata of a complete cache entry, or None when missing or inconsistent with the data file."""
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a (possibly large) file, read in 16 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], warn: bool = True) -> dict | None:
+    """Metadata of a complete, intact cache entry, or None (rebuild it) when missing, malformed, or when the
+    pixels are not the ones decoded (a data file overwritten in place keeps its size; the digest tells)."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        complete = data_file.stat().st_size == _nbytes(meta["count"], size)
+        ok = (isinstance(meta, dict) and type(meta.get("count")) is int and meta["count"] >= 0
+              and isinstance(meta.get("paths"), list) and len(meta["paths"]) == meta["count"]
+              and all(isinstance(p, str) for p in meta["paths"])
+              and isinstance(meta.get("skipped"), list)
+              and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in meta["skipped"])
+              and isinstance(meta.get("pixels_sha256"), str)
+              and data_file.stat().st_size == _nbytes(meta["count"], size))
+        if ok and _file_sha256(data_file) != meta["pixels_sha256"]:
+            ok = False
+            if warn:
+                print(f"warning: {data_file}: the cached pixels changed since they were decoded; decoding again",
+                      file=sys.stderr)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return meta if complete else None
+    return meta if ok else None
 
 
 def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], decode, workers: int,
@@ -181,7 +217,8 @@ def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], dec
     del arr
     if len(kept) < len(paths):
         os.truncate(tmp, _nbytes(len(kept), size))
-    return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped, **counts}
+    return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped,
+            "pixels_sha256": _file_sha256(tmp), **counts}
 
 
 def _check_space(cache_dir: Path, need: int) -> None:
@@ -216,7 +253,7 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
             print(f"decoded {meta['count']} {what} images into the cache {data_file}", file=sys.stderr)
     while meta is None:  # the writer of this machine is decoding (or the launcher will stop us if it failed)
         time.sleep(poll_s)
-        meta = _read_meta(meta_file, data_file, size)
+        meta = _read_meta(meta_file, data_file, size, warn=False)
     skipped = [(root / p, r) for p, r in meta["skipped"]]
     if writer:
         _warn_skipped(skipped, what)
@@ -253,7 +290,7 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
         raise file_error(cache_dir, f"cannot create the image cache folder ({e.strerror}); set data.cache_dir") from None
     data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     with FileLock(str(cache_dir / f".{key}.lock")):
-        meta = _read_meta(meta_file, data_file, size)
+        meta = _read_meta(meta_file, data_file, size, warn=False)
         if meta is not None:
             return meta, False
         _check_space(cache_dir, _nbytes(len(paths), size))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from PIL import Image
 
 from . import __version__
 from .data import ImageSet
-from .errors import EXIT_ITEMS_FAILED, DsganError, file_error
+from .errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
 from .images import ImageReadError, check_output_file, image_size, load_rgb, require_images
 from .progress import progress_bar
 
@@ -220,8 +219,7 @@ def write_json(result: dict, json_path: str | Path) -> None:
 
     text = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
     if str(json_path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_stdout(text)
     else:
         write_bytes_atomic(Path(json_path), text.encode())
 

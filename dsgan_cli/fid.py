@@ -64,14 +64,14 @@ class InceptionWeights:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks (remembered per path, size and mtime within a process)."""
+    """SHA-256 of a file, read in chunks (remembered per path, size, mtime and ctime within a process)."""
     st = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @lru_cache(maxsize=8)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of ``path``; size and mtime are part of the cache key only."""
+def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """SHA-256 of ``path``; size, mtime and ctime are part of the cache key only."""
     return images.file_sha256(path)
 
 

@@ -393,13 +393,15 @@ def _real(path: str | Path) -> Path:
 
 def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | Path],
                        input_files: Iterable[str | Path] = ()) -> None:
-    """Refuse the run when any destination resolves into an input folder or onto an input file.
+    """Before anything is written, refuse the run when a destination resolves into an input folder or onto
+    an input file, exists as a symlink, FIFO, device or folder, or lies in a folder that cannot be written.
 
-    Each destination is resolved with its parents (so a symlinked output
-    subfolder pointing into an input is caught), before anything is written.
+    Each destination is resolved with its parents (so a symlinked output subfolder pointing into an input is
+    caught). Checking every name up front means a run never stops half-way on one of them.
     """
     roots = [_real(d) for d in input_dirs]
     files = {_real(f) for f in input_files}
+    dests = [Path(d) for d in dests]
     bad = []
     for dest in dests:
         real = _real(dest)
@@ -409,6 +411,16 @@ def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | P
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise file_error(bad[0], f"output would land inside an input folder or on an input file{more}; "
                                  "choose an output folder outside the inputs")
+    for dest in dests:
+        refuse_special(dest)
+    for folder in sorted({d.parent for d in dests}):
+        if folder.exists() and not folder.is_dir():
+            raise file_error(folder, "is not a folder; outputs go inside it")
+        if folder.is_dir():
+            try:
+                _probe_write(folder)
+            except OSError as e:
+                raise file_error(folder, f"output folder is not writable ({e.strerror or e})") from None
 
 
 def check_output_file(path: str | Path, what: str = "output") -> None:

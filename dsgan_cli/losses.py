@@ -200,9 +200,11 @@ class GeneratorLoss(nn.Module):
     """Weighted DSGAN generator objective; returns the total and its parts."""
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
-                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0):
+                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0,
+                 content_without_noise: bool = False):
         super().__init__()
         self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
+        self.content_without_noise = content_without_noise
         self.color = ColorLoss(kernel_size, gaussian)
         self.added_detail = AddedDetailLoss(kernel_size, gaussian)
         self.perceptual = perceptual
@@ -210,13 +212,20 @@ class GeneratorLoss(nn.Module):
     def forward(self, xd: torch.Tensor, xb: torch.Tensor, fake_logits: torch.Tensor,
                 xb_feats: Sequence[torch.Tensor] | None = None,
                 xd_deterministic: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {"color": self.color(xd, xb), "gan": gan_loss_generator(fake_logits)}
+        # Without output noise Xd is all deterministic.
+        det = xd if xd_deterministic is None else xd_deterministic
+        content = det if self.content_without_noise else xd
+        parts = {"color": self.color(content, xb), "gan": gan_loss_generator(fake_logits)}
         total = self.w_color * parts["color"] + self.w_gan * parts["gan"]
         if self.w_added_detail > 0:
-            # Without output noise Xd is all deterministic.
-            parts["added_detail"] = self.added_detail(xd if xd_deterministic is None else xd_deterministic, xb)
+            parts["added_detail"] = self.added_detail(det, xb)
             total = total + self.w_added_detail * parts["added_detail"]
         if self.perceptual is not None and self.w_perceptual > 0:
-            parts["perceptual"] = self.perceptual(xd, xb, xb_feats)
+            parts["perceptual"] = self.perceptual(content, xb, xb_feats)
             total = total + self.w_perceptual * parts["perceptual"]
         return total, parts
+
+    @property
+    def needs_deterministic(self) -> bool:
+        """Whether :meth:`forward` uses Xd without its output noise (G must return it too)."""
+        return self.w_added_detail > 0 or self.content_without_noise

@@ -7,6 +7,8 @@ fully convolutional, stride-1 discriminator that sees only high frequencies.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -108,7 +110,9 @@ class ResidualBlock(nn.Module):
 
 #: Generator options beyond the paper's architecture, with the paper's values as defaults.
 PADDINGS = ("zeros", "reflect", "replicate")
-OUTPUTS = ("sigmoid", "residual")
+OUTPUTS = ("sigmoid", "residual", "blur")
+#: Largest per-pixel blur kernel (``output="blur"``): 15x15 taps already span 7 pixels each way.
+MAX_BLUR_SIZE = 15
 
 
 class Generator(nn.Module):
@@ -137,22 +141,43 @@ class Generator(nn.Module):
       its grain comes out correlated across them (grey); real sensor noise
       is independent per channel, and an SR net trained on grey grain
       learns to remove only that (scripts/bench_sr.py).
+    - ``output="blur"``: Xd = a per-pixel blur of Xb, each pixel a convex
+      combination (weights >= 0, summing to 1) of its ``blur_size`` x
+      ``blur_size`` neighbourhood, the weights predicted from the features and
+      starting as the identity. Camera degradations remove detail or add
+      noise; a residual G can also sharpen and ring, and an SR net trained
+      on such pairs learns to blur real edges (scripts/bench_sr.py). A
+      convex filter cannot add a new extreme, so the deterministic part is
+      a blur (any shape, varying across the image) by construction, and the
+      noise comes from ``output_noise``.
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
-                 noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False):
+                 noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
+                 blur_size: int = 5):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
+            raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
-        self.output_noise = bool(output_noise)
+        self.output_noise, self.blur_size = bool(output_noise), blur_size
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
         self.block_input = nn.Sequential(conv(3 + noise_channels, channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
-        self.block_output = conv(channels, 3)
+        if output == "blur":
+            taps = blur_size * blur_size
+            self.blur_weights = conv(channels, taps)
+            # Starts as the identity: 99% of the weight on the centre tap, whatever the kernel size.
+            nn.init.zeros_(self.blur_weights.weight)
+            nn.init.zeros_(self.blur_weights.bias)
+            with torch.no_grad():
+                self.blur_weights.bias[taps // 2] = math.log(99.0 * (taps - 1)) if taps > 1 else 0.0
+        else:
+            self.block_output = conv(channels, 3)
         if output == "residual":
             nn.init.zeros_(self.block_output.weight)
             nn.init.zeros_(self.block_output.bias)
@@ -170,12 +195,16 @@ class Generator(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel sees on each side (one per 3x3 conv; the noise-scale head is as deep)."""
-        return 1 + 2 * self.n_res_blocks + 1
+        convs = 1 + 2 * self.n_res_blocks + 1
+        # The blur's weights at a pixel come from the convolutions there; its taps reach blur_size // 2 further
+        # from the same pixel, so the two radii do not add.
+        return max(convs, self.blur_size // 2) if self.output == "blur" else convs
 
     def arch(self) -> dict[str, int | str]:
         """The constructor arguments, as stored in an exported generator file."""
         return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
-                "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise}
+                "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise,
+                "blur_size": self.blur_size}
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -194,27 +223,53 @@ class Generator(nn.Module):
         if self.noise_channels:
             inp = torch.cat([x, z[:, :self.noise_channels]], dim=1)
         features = self.res_blocks(self.block_input(inp))
-        r = self.block_output(features)
-        out = x + r if self.output == "residual" else torch.sigmoid(r)
+        if self.output == "blur":
+            out = self.local_blur(x, self.blur_weights(features))
+        else:
+            r = self.block_output(features)
+            out = x + r if self.output == "residual" else torch.sigmoid(r)
         deterministic = out
         if self.output_noise:
             out = out + F.softplus(self.noise_scale(features)) * z[:, self.noise_channels:]
         return (out, deterministic) if with_deterministic else out
 
 
-class DiscriminatorBasic(nn.Module):
-    """Fully convolutional stride-1 discriminator returning one logit per pixel."""
+    def local_blur(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Each pixel of ``x`` replaced by the softmax(``logits``)-weighted mean of its neighbourhood."""
+        k = self.blur_size
+        n, c, h, w = x.shape
+        # Replicate works for images of any size (reflect needs more pixels than the radius).
+        patches = F.unfold(F.pad(x, (k // 2,) * 4, mode="replicate"), k).view(n, c, k * k, h, w)
+        # Softmax in at least fp32: in half precision the weights would not sum to 1.
+        weights = torch.softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(x.dtype)
+        return (patches * weights[:, None]).sum(dim=2)
 
-    def __init__(self, in_channels: int = 3):
+
+#: Normalisation between the discriminator's convolutions.
+D_NORMS = ("batch", "none")
+
+
+class DiscriminatorBasic(nn.Module):
+    """Fully convolutional stride-1 discriminator returning one logit per pixel.
+
+    ``norm="batch"`` is the paper's. Batch norm over a batch of only real or only generated images divides out
+    that batch's scale, and the convolutions and leaky ReLUs before it are (nearly) scale-free, so such a D
+    cannot tell weak grain from strong: nothing in the GAN sets the noise level. ``norm="none"`` keeps it.
+    """
+
+    def __init__(self, in_channels: int = 3, norm: str = "batch"):
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS}, got {norm!r}")
+        bn = (lambda c: nn.BatchNorm2d(c)) if norm == "batch" else (lambda c: nn.Identity())  # noqa: E731
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, 64, 5, padding=2),
             nn.LeakyReLU(0.2),
             nn.Conv2d(64, 128, 5, padding=2),
-            nn.BatchNorm2d(128),
+            bn(128),
             nn.LeakyReLU(0.2),
             nn.Conv2d(128, 256, 5, padding=2),
-            nn.BatchNorm2d(256),
+            bn(256),
             nn.LeakyReLU(0.2),
             nn.Conv2d(256, 1, 1),
         )
@@ -226,10 +281,10 @@ class DiscriminatorBasic(nn.Module):
 class Discriminator(nn.Module):
     """High-pass filter followed by :class:`DiscriminatorBasic`; returns per-pixel logits."""
 
-    def __init__(self, kernel_size: int = 5, gaussian: bool = False):
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch"):
         super().__init__()
         self.filter = FilterHigh(kernel_size, gaussian=gaussian)
-        self.net = DiscriminatorBasic(3)
+        self.net = DiscriminatorBasic(3, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.filter(x))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DsganError, file_error
-from .images import check_output_dir, check_writable_dir, image_size, require_images, write_bytes_atomic
+from .images import check_destinations, check_output_dir, check_writable_dir, image_size, require_images, write_bytes_atomic
 from .inference import FolderSummary, Job, check_options, output_format, run_jobs
 from .output_record import check_output_record, output_record, write_output_record
 
@@ -105,6 +105,8 @@ def make_pairs(input_dir, output_dir, checkpoint, *, scale: int | None = None, c
                            cleanup_factor=cleanup_factor)
     replacing = check_output_record(out_dir / SETTINGS_FILE, record, overwrite)
     check_writable_dir(out_dir)
+    check_destinations([d for j in jobs for d in (j.hr_dest, j.dest)] + [out_dir / META_INFO, out_dir / SETTINGS_FILE],
+                       [input_dir], [src for src, _ in planned])
     # Replacing pairs made otherwise: every pair is remade, or a later run would skip the old ones as done.
     part, main = run_jobs(jobs, generator, scale=scale, fmt=fmt, overwrite=overwrite or replacing, cpu=cpu, tile=tile,
                           batch_size=batch_size, workers=workers, precision=precision, progress=progress, label="pairs",

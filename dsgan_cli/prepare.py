@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DsganError, file_error
+from .errors import DsganError, file_error, write_stdout
 from .images import (ImageReadError, check_destinations, check_output_dir, check_writable_dir, list_images, load_rgb,
                      open_regular, save_image_atomic, unique_output_names, write_bytes_atomic)
 from .jsonl import read_jsonl
@@ -262,7 +262,6 @@ def _run(tasks: list, detector: str, workers: int | None, progress: bool, total:
 
 def report(summary: PrepareSummary, as_json: bool = False) -> int:
     """Print the summary (table on stderr, or JSON on stdout) and return the exit code."""
-    import sys
 
     from rich.console import Console
     from rich.table import Table
@@ -281,5 +280,5 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     console.print(f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.reused} records reused)",
                   markup=False, highlight=False)
     if as_json:
-        print(json.dumps(summary.to_dict(), indent=2), file=sys.stdout)
+        write_stdout(json.dumps(summary.to_dict(), indent=2) + "\n")
     return EXIT_ITEMS_FAILED if summary.unreadable else EXIT_OK

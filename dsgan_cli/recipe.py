@@ -57,8 +57,12 @@ class ModelConfig:
                          choices=("zeros", "reflect", "replicate"))
     noise_channels: int = _spec(0, "N(0,1) noise channels fed to the generator with Xb (0 = deterministic G, the paper's)",
                                 min=0, max=64)
-    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)",
-                        choices=("sigmoid", "residual"))
+    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's), 'residual' (Xb + learned residual) or "
+                                   "'blur' (a learned per-pixel blur of Xb: cannot sharpen or ring)",
+                        choices=("sigmoid", "residual", "blur"))
+    d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
+                                 "strength) or 'none'", choices=("batch", "none"))
+    blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)
     output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
                                       "standard deviation (independent per channel, like sensor noise)")
 
@@ -70,6 +74,8 @@ class LossConfig:
     w_perceptual: float = _spec(0.01, "weight of the VGG perceptual loss", min=0)
     w_added_detail: float = _spec(0.0, "weight of the added-detail loss: local high-pass energy G adds beyond Xb's, "
                                        "without its output noise (0 = off, the paper's)", min=0)
+    content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
+                                               "(model.output_noise): the noise level is set by the GAN alone")
 
 
 @dataclass
@@ -217,6 +223,8 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    if r.model.blur_size % 2 == 0:
+        raise DsganError(f"{source}: model.blur_size must be odd, got {r.model.blur_size}")
     side = r.data.crop_size or r.data.lr_size
     if r.model.filter_kernel > side:
         # The colour loss filters without padding: a kernel wider than the training images leaves nothing.

@@ -15,6 +15,7 @@ checkpoint needs only the step to resume the data stream exactly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -125,11 +126,72 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
 
 
 def read_state(ckpt: Path) -> dict:
-    """The small JSON state of a checkpoint (step, data position, counts)."""
+    """The small JSON state of a checkpoint (step, data position, counts), checked before anything trusts it."""
+    path = ckpt / STATE_FILE
     try:
-        return json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise file_error(ckpt / STATE_FILE, f"unreadable training state ({e})") from None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise file_error(path, f"unreadable training state ({e})") from None
+    problem = state_problem(state, ckpt.name)
+    if problem:
+        raise file_error(path, f"not a valid training state: {problem}")
+    return state
+
+
+def state_problem(state, folder: str) -> str | None:
+    """What is wrong with a trainer state read from folder ``folder`` (types, bounds, its step), or None."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    step = state.get("step")
+    if type(step) is not int or step < 0:
+        return f"step {step!r} is not a whole number >= 0"
+    m = CHECKPOINT_RE.match(folder)
+    if m and int(m.group(1)) != step:
+        return f"step {step} does not match its folder {folder}"
+    for key in ("world_size", "batch_size", "grad_accum"):
+        v = state.get(key)
+        if v is not None and (type(v) is not int or v < 1):
+            return f"{key} {v!r} is not a whole number >= 1"
+    data = state.get("data", {})
+    if not isinstance(data, dict) or not isinstance(data.get("sha256", ""), (str, type(None))):
+        return "data is not an object with a sha256 text"
+    files = state.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(name, str) and "/" not in name and isinstance(f, dict) and type(f.get("size")) is int
+            and isinstance(f.get("sha256"), str) for name, f in files.items()):
+        return "files is not a list of plain file names with size and sha256"
+    return None
+
+
+def file_digests(folder: Path) -> dict[str, dict]:
+    """{name: {size, sha256}} of every file directly in ``folder`` (a checkpoint's manifest)."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != STATE_FILE:
+            data = p.read_bytes()
+            out[p.name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return out
+
+
+def verify_checkpoint_files(ckpt: Path, state: dict, world_size: int) -> None:
+    """Refuse a checkpoint whose files are missing, truncated or changed since it was saved.
+
+    Accelerate skips RNG states it cannot read with only a log line, so a damaged ``random_states_N.pkl``
+    would let a resume go on silently with another random stream. Checkpoints from before the manifest
+    existed are checked for the files that must be there.
+    """
+    files = state.get("files")
+    if files is None:
+        files = {f"random_states_{i}.pkl": None for i in range(min(world_size, state.get("world_size") or world_size))}
+    for name, want in files.items():
+        p = ckpt / name
+        if p.is_symlink() or not p.is_file():
+            raise file_error(p, "missing from the checkpoint; resume from another checkpoint (--resume PATH)")
+        if want is not None:
+            data = p.read_bytes()
+            if len(data) != want["size"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+                raise file_error(p, f"truncated or changed since the checkpoint was saved ({len(data)} bytes, "
+                                    f"saved {want['size']}); resume from another checkpoint (--resume PATH)")
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe, state: dict) -> Path:
@@ -142,13 +204,18 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)  # models as safetensors; RNG per rank
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)  # models as safetensors; RNG per rank
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            g = accelerator.unwrap_model(G)
+            meta = dict(step=step, scale=recipe.data.scale, recipe=recipe.to_dict())
+            save_generator(g, tmp / "generator.safetensors", **meta)
+            state = {**state, "files": file_digests(tmp)}
+            write_bytes_atomic(tmp / STATE_FILE, json.dumps(state, indent=2).encode())  # written last: marks completeness
+    except (OSError, RuntimeError) as e:
+        raise checkpoint_write_error(tmp, e) from None
     if accelerator.is_main_process:
-        g = accelerator.unwrap_model(G)
-        meta = dict(step=step, scale=recipe.data.scale, recipe=recipe.to_dict())
-        save_generator(g, tmp / "generator.safetensors", **meta)
-        write_bytes_atomic(tmp / STATE_FILE, json.dumps(state, indent=2).encode())  # written last: marks completeness
         if final.exists():  # re-saving a step after resuming from an older checkpoint
             old = ckpt_root / f".{final.name}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -157,11 +224,31 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        save_generator(g, output_dir / "generator.safetensors", **meta)
+        try:
+            save_generator(g, output_dir / "generator.safetensors", **meta)
+        except (OSError, RuntimeError) as e:
+            raise checkpoint_write_error(output_dir / "generator.safetensors", e) from None
         for _, old_ckpt in complete_checkpoints(ckpt_root)[: -recipe.train.keep_last]:
             shutil.rmtree(old_ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_write_error(dest: Path, e: Exception) -> DsganError:
+    """The one-line error for a checkpoint that could not be written, after removing its partial folder.
+
+    A full disk shows up as an OSError, or as torch's "unexpected pos" RuntimeError from its zip writer;
+    either way the partial folder would keep the disk full, so it goes.
+    """
+    if dest.name.endswith(".partial"):
+        shutil.rmtree(dest, ignore_errors=True)
+    try:
+        free = f"{shutil.disk_usage(dest.parent).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return file_error(dest.parent, f"cannot write the checkpoint ({first}; {free}): free some space or choose "
+                                   "another train.output_dir, then --resume latest")
 
 
 def start_run(out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe,
@@ -245,12 +332,13 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
-                         output_noise=r.model.output_noise).to(memory_format=fmts["G"])
-    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian").to(memory_format=fmts["D"])
+                         output_noise=r.model.output_noise, blur_size=r.model.blur_size).to(memory_format=fmts["G"])
+    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
-                                     w_added_detail=r.loss.w_added_detail)
+                                     w_added_detail=r.loss.w_added_detail,
+                                     content_without_noise=r.loss.content_without_noise)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -263,6 +351,7 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
 
 def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int) -> None:
     """Restore the full training state (weights, Adam moments, RNGs); warn when the data order will differ."""
+    verify_checkpoint_files(resume_from, read_state(resume_from), accelerator.num_processes)
     try:
         accelerator.load_state(str(resume_from))
     except Exception as e:  # noqa: BLE001 - wrong architecture, truncated files...
@@ -519,7 +608,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
             xbs, reals = next_inputs(batches, accum, device, scale, fmts)
-            det = g_loss_fn.w_added_detail > 0
+            det = g_loss_fn.needs_deterministic
             xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det)
             g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det)
             if G_ema is not None:

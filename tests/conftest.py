@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +104,37 @@ def _test_cache_home(tmp_path_factory, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(Path(torch.hub.get_dir()).parent))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache-home"))
+
+
+def chattr_available() -> bool:
+    return shutil.which("chattr") is not None
+
+
+@contextlib.contextmanager
+def read_only(d: Path):
+    """``d`` made a folder that even root cannot write into (the immutable attribute, chattr +i) while inside."""
+    if os.geteuid() != 0:
+        d.chmod(0o555)
+        try:
+            yield d
+        finally:
+            d.chmod(0o755)
+        return
+    if not chattr_available():
+        pytest.skip("running as root without chattr: no way to make a folder read-only for root here")
+    res = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"chattr +i unsupported on this filesystem: {res.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["chattr", "-i", str(d)], check=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder that even root cannot write into (see :func:`read_only`)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    with read_only(d):
+        yield d

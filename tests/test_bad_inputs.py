@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -207,31 +206,6 @@ def test_check_output_dir_refuses_through_symlink(tmp_path):
 def test_check_output_dir_accepts_sibling_with_common_prefix(tmp_path):
     (tmp_path / "in").mkdir()
     check_output_dir(tmp_path / "in", tmp_path / "in_out")  # prefix of the name, not a parent
-
-
-def chattr_available() -> bool:
-    return shutil.which("chattr") is not None
-
-
-@pytest.fixture
-def readonly_dir(tmp_path):
-    """A folder that even root cannot write into: the immutable attribute (chattr +i)."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    if os.geteuid() != 0:
-        d.chmod(0o555)
-        yield d
-        d.chmod(0o755)
-        return
-    if not chattr_available():
-        pytest.skip("running as root without chattr: no way to make a folder read-only for root here")
-    res = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"chattr +i unsupported on this filesystem: {res.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["chattr", "-i", str(d)], check=True)
 
 
 def test_check_writable_dir_read_only(readonly_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -160,3 +161,65 @@ def test_scan_memo_skips_unchanged_files_and_sees_changed_ones(tmp_path, monkeyp
     Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(paths[2])  # now the wrong size
     with pytest.raises(DsganError, match="img_002.png.*12x12"):
         scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo)
+
+
+def test_a_file_rewritten_in_place_with_its_size_mtime_and_inode_is_read_again(tmp_path, monkeypatch):
+    """``cp -p`` / ``rsync -a --inplace`` keep size, mtime and inode; only the ctime tells (as for git's index)."""
+    from dsgan_cli.datacache import scan_set
+
+    paths = write_images(tmp_path / "hr", 3, 16, seed=0)
+    memo = tmp_path / "memo.json"
+    _, key1 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    target = paths[1]
+    st = target.stat()
+    data = target.read_bytes()
+    new = data[:-1] + bytes([data[-1] ^ 0xFF])  # same length, other content
+    with open(target, "r+b") as f:  # in place: same inode
+        f.write(new)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored, as cp -p / rsync -a do
+    while target.stat().st_ctime_ns == st.st_ctime_ns:  # a coarse file-system clock: touch until the ctime moves
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    read = []
+    real_scan_one = datacache._scan_one
+    monkeypatch.setattr(datacache, "_scan_one", lambda p: read.append(p.name) or real_scan_one(p))
+    _, key2 = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert read == [target.name], "the rewritten file was not hashed again"
+    assert key2 != key1, "the set's key must change with its content"
+
+
+@pytest.mark.parametrize("memo_text", ['{"img_000.png": [[1], "zz", [16, 16]]}', '[1, 2]',
+                                       '{"img_000.png": [null, "' + "0" * 64 + '", [-1, 5]]}', '{"img_000.png": 7}'])
+def test_a_malformed_scan_memo_is_ignored_not_trusted(tmp_path, memo_text):
+    from dsgan_cli.datacache import scan_set
+
+    write_images(tmp_path / "hr", 2, 16, seed=0)
+    _, want = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1)
+    memo = tmp_path / "memo.json"
+    memo.write_text(memo_text)
+    _, got = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1, memo=memo, save_memo=True)
+    assert got == want
+
+
+@pytest.mark.parametrize("damage", ["zeros", "meta"])
+def test_a_damaged_cache_entry_is_decoded_again_not_trained_on(tmp_path, damage, capsys):
+    """Pixels overwritten with zeros of the same size, or metadata of the wrong shape: the entry is rebuilt."""
+    paths = write_images(tmp_path / "hr", 3, 16, seed=0)
+    cache = tmp_path / "cache"
+    cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    (data_file,) = cache.glob("*.u8")
+    meta_file = data_file.with_suffix(".json")
+    if damage == "zeros":
+        data_file.write_bytes(b"\0" * data_file.stat().st_size)
+    else:
+        meta = json.loads(meta_file.read_text())
+        meta["paths"] = meta["paths"][:-1]  # one name short of its count
+        meta_file.write_text(json.dumps(meta))
+    before = DECODE_COUNTER["images"]
+    images, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
+    assert decoded and DECODE_COUNTER["images"] - before == 3, "the damaged entry was used instead of rebuilt"
+    for i, p in enumerate(paths):
+        assert np.array_equal(images.images[i].numpy(), pixels(p))
+    if damage == "zeros":
+        assert "cached pixels changed since they were decoded" in capsys.readouterr().err

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from dsgan_cli.checkpoint import load_generator, save_generator
 from dsgan_cli.models import Discriminator, FilterHigh, FilterLow, Generator, count_parameters
 
 
@@ -186,7 +187,7 @@ def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
-                        "output_noise": False}
+                        "output_noise": False, "blur_size": 5}
     h = Generator(**g.arch())
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
@@ -290,8 +291,6 @@ def test_output_noise_is_per_pixel_and_colour_channel_and_scaled_by_the_image():
 
 
 def test_output_noise_survives_a_checkpoint_round_trip(tmp_path):
-    from dsgan_cli.checkpoint import load_generator, save_generator
-
     torch.manual_seed(0)
     g = Generator(n_res_blocks=1, channels=8, output_noise=True).eval()
     save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
@@ -301,3 +300,54 @@ def test_output_noise_survives_a_checkpoint_round_trip(tmp_path):
     z = g.make_noise(x, torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(g(x, z), h(x, z))
+
+
+# ----------------------------------------------------------------------------- output = "blur"
+
+
+def randomised_blur_head(g: Generator, seed: int = 0) -> Generator:
+    """``g`` with random blur-weight logits (a few units apart, so no tap underflows to 0), so every pixel gets a different, far-from-identity kernel."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        g.blur_weights.weight.mul_(0.2)
+    return g
+
+
+def test_blur_output_starts_as_the_identity_and_never_leaves_the_local_range():
+    """Xd is a convex combination of each pixel's neighbourhood: inside its local min/max whatever the weights."""
+    g = Generator(n_res_blocks=1, channels=8, output="blur", blur_size=5).double().eval()
+    x = torch.rand(2, 3, 17, 13, dtype=torch.float64)
+    assert (g(x) - x).abs().max() < 0.011, "a fresh blur G must be (almost) the identity: 99% on the centre tap"
+    g = randomised_blur_head(g)
+    y = g(x)
+    assert (y - x).abs().max() > 0.05, "random blur weights did not change the image: the test would prove nothing"
+    pad = torch.nn.functional.pad(x, (2,) * 4, mode="replicate")
+    local_max = torch.nn.functional.max_pool2d(pad, 5, stride=1)
+    local_min = -torch.nn.functional.max_pool2d(-pad, 5, stride=1)
+    assert bool((y <= local_max + 1e-12).all() and (y >= local_min - 1e-12).all()), \
+        "the blur output left the range of its 5x5 neighbourhood (it sharpened or rang)"
+    const = torch.full((1, 3, 9, 9), 0.3, dtype=torch.float64)
+    assert torch.allclose(g(const), const), "a blur must keep a constant image (weights sum to 1)"
+
+
+def test_blur_output_reaches_exactly_its_kernel_radius_and_round_trips(tmp_path):
+    """A pixel change moves Xd no farther than receptive_radius; blur_size survives export and shapes the head."""
+    g = randomised_blur_head(Generator(n_res_blocks=1, channels=4, output="blur", blur_size=11, output_noise=True)).double().eval()
+    assert g.receptive_radius == 5, "the blur's taps (5 each way) reach farther than the 4 convolutions"
+    x = torch.rand(1, 3, 31, 31, dtype=torch.float64)
+    z = g.make_noise(x, torch.Generator().manual_seed(1)).double()
+    x2 = x.clone()
+    x2[..., 15, 15] += 0.5
+    changed = (g(x2, z) - g(x, z)).abs().amax(dim=(0, 1)) > 0
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    reach = int(max((rows - 15).abs().max(), (cols - 15).abs().max()))
+    assert reach == g.receptive_radius, f"a pixel reaches {reach} pixels, receptive_radius says {g.receptive_radius}"
+    save_generator(g.float(), tmp_path / "g.safetensors", step=1, scale=2)
+    h, _ = load_generator(tmp_path / "g.safetensors")
+    assert h.arch() == g.arch() and h.blur_size == 11 and h.blur_weights.out_channels == 121
+    assert torch.equal(h(x.float(), z.float()), g.float()(x.float(), z.float()))
+    for bad in (0, 4, 17):
+        with pytest.raises(ValueError, match="blur_size must be an odd number"):
+            Generator(output="blur", blur_size=bad)

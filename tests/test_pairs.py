@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, small_generator_file, synthetic_face_like, write_images
+from conftest import read_only, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli.checkpoint import load_generator
 from dsgan_cli.models import downscale
 
@@ -261,3 +261,65 @@ def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path
     assert res.returncode == 0 and json.loads(res.stdout)["pairs"] == 3, res.stderr
     assert b"caf\xe9.png (24,24,3)" in (tmp_path / "pairs" / "meta_info.txt").read_bytes()
     assert (tmp_path / "pairs" / "lr" / odd.name).read_bytes() == (tmp_path / "deg" / odd.name).read_bytes()
+
+
+@pytest.mark.parametrize("obstacle", ["symlink", "fifo", "folder", "lr is a file"])
+def test_a_bad_output_name_or_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt, obstacle):
+    """A symlink, FIFO or folder at one output name, or an lr/ that is no folder, stops the run before its first write."""
+    write_images(tmp_path / "in", 4, 16, seed=3)
+    out = tmp_path / "out"
+    (out / "lr").mkdir(parents=True)
+    name = sorted(p.name for p in (tmp_path / "in").iterdir())[-1]  # the last pair, reached after the others
+    target = out / "lr" / name
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"user data")
+    if obstacle == "symlink":
+        os.symlink(keep, target)
+    elif obstacle == "fifo":
+        os.mkfifo(target)
+    elif obstacle == "folder":
+        target.mkdir()
+    else:
+        (out / "lr").rmdir()
+        (out / "lr").write_bytes(b"user data")
+    res = run_cli("pairs", str(tmp_path / "in"), str(out), "-c", str(ckpt))
+    assert res.returncode == 2, res.stderr
+    last = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]
+    where = out / "lr" if obstacle == "lr is a file" else target
+    assert last.startswith(f"error: {where}: "), res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (out / "hr").exists() or not any((out / "hr").iterdir()), "pairs were written before the refusal"
+    assert keep.read_bytes() == b"user data"
+
+
+def test_a_read_only_lr_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt):
+    write_images(tmp_path / "in", 3, 16, seed=3)
+    out = tmp_path / "out"
+    (out / "lr").mkdir(parents=True)
+    with read_only(out / "lr"):
+        res = run_cli("pairs", str(tmp_path / "in"), str(out), "-c", str(ckpt))
+    assert res.returncode == 2, res.stderr
+    last = [ln for ln in res.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith(f"error: {out / 'lr'}: output folder is not writable"), res.stderr
+    assert not (out / "hr").exists() or not any((out / "hr").iterdir()), "pairs were written before the refusal"
+
+
+@pytest.mark.parametrize("command", ["degrade", "pairs"])
+def test_a_closed_stdout_pipe_is_not_reported_as_failed_items(tmp_path, ckpt, command):
+    """``dsgan degrade IN OUT --json | head -c0``: the work is done and exit is 141 (SIGPIPE's), not 1 ("items failed")."""
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "in", 2, 16, seed=3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command prints its report
+    try:
+        res = subprocess.run([sys.executable, "-m", "dsgan_cli", command, str(tmp_path / "in"), str(tmp_path / "out"),
+                              "-c", str(ckpt), "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300,
+                             env={**os.environ, "DSGAN_OFFLINE": "1"})
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141, res.stderr
+    assert "Traceback" not in res.stderr and "Exception ignored" not in res.stderr, res.stderr
+    outputs = list((tmp_path / "out").rglob("*.png"))
+    assert len(outputs) == (4 if command == "pairs" else 2), "the work before the report must be done"

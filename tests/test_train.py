@@ -332,3 +332,82 @@ def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recip
         assert diff <= 1e-5 + 1e-3 * moved, f"{option}: {k} differs by {diff:.3g} (the step moved it by {moved:.3g})"
     da, db = (load_file(r.checkpoint_dir / "model_1.safetensors") for r in (plain, other))
     assert da.keys() == db.keys(), f"{option} changes the discriminator's parameter names"
+
+
+# ----------------------------------------------------------------------------- checkpoints read back
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory, data) -> Path:
+    """A run folder with complete checkpoints at steps 2 and 4 of 6 (copy it before damaging it)."""
+    from conftest import TINY_RECIPE as tiny_recipe
+    from dsgan_cli.train import train
+
+    out = tmp_path_factory.mktemp("ckpts") / "run"
+    train(small_recipe(tiny_recipe, data, out, "train.iterations=4", "train.checkpoint_every=2", "train.keep_last=2",
+                       NO_VGG), progress=False)
+    return out
+
+
+def damaged_copy(src: Path, dest: Path, damage) -> Path:
+    """``src`` copied to ``dest`` with ``damage(step_4_folder)`` applied."""
+    shutil.copytree(src, dest)
+    damage(dest / "checkpoints" / "step_00000004")
+    return dest
+
+
+@pytest.mark.parametrize("damage, file, reason", [
+    (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl", "missing from the checkpoint"),
+    (lambda c: (c / "random_states_0.pkl").write_bytes((c / "random_states_0.pkl").read_bytes()[:100]),
+     "random_states_0.pkl", "truncated or changed"),
+    (lambda c: (c / "optimizer.bin").write_bytes(b"\0" * (c / "optimizer.bin").stat().st_size),
+     "optimizer.bin", "truncated or changed"),
+], ids=["rng-deleted", "rng-truncated", "optimizer-zeroed"])
+def test_resume_refuses_a_damaged_checkpoint_naming_the_file(tmp_path, tiny_recipe, data, two_checkpoints, damage, file, reason):
+    """Accelerate would skip an unreadable RNG state with a log line and go on with another random stream."""
+    out = damaged_copy(two_checkpoints, tmp_path / "run", damage)
+    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=6", "train.checkpoint_every=2",
+                                                  "train.keep_last=2", NO_VGG), "--resume", "latest", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"error: {out / 'checkpoints' / 'step_00000004' / file}: {reason}"), res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"], \
+        "a refused resume must leave the checkpoints as they were"
+
+
+@pytest.mark.parametrize("state, reason", [
+    ({"step": "4"}, "step '4' is not a whole number"),
+    ({"step": 2}, "step 2 does not match its folder step_00000004"),
+    ([4], "not a JSON object"),
+    ({"step": 4, "world_size": 0}, "world_size 0 is not a whole number >= 1"),
+    ({"step": 4, "files": {"../x": {"size": 1, "sha256": "0"}}}, "files is not a list"),
+])
+def test_resume_refuses_a_malformed_trainer_state_and_moves_nothing(tmp_path, tiny_recipe, data, two_checkpoints, state, reason):
+    from dsgan_cli.train import train
+
+    out = damaged_copy(two_checkpoints, tmp_path / "run",
+                       lambda c: (c / "trainer_state.json").write_text(json.dumps(state)))
+    with pytest.raises(DsganError, match=re_escape(f"trainer_state.json: not a valid training state: {reason}")):
+        train(small_recipe(tiny_recipe, data, out, "train.iterations=6", "train.checkpoint_every=2", NO_VGG),
+              resume="latest", progress=False)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    assert not (out / "abandoned").exists(), "a bad state must not set the checkpoint it names aside"
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(tmp_path, tiny_recipe, data, monkeypatch):
+    """Disk full shows up as torch's zip writer error; the partial folder must not stay and keep the disk full."""
+    import dsgan_cli.train as tr
+    from accelerate import Accelerator
+
+    def full_disk(self, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(Accelerator, "save_state", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(DsganError) as err:
+        tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=2", "train.checkpoint_every=2", NO_VGG), progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"{out / 'checkpoints'}: cannot write the checkpoint (") and "MiB free there" in msg, msg
+    assert "\n" not in msg
+    assert list((out / "checkpoints").iterdir()) == [], "the partial checkpoint folder stayed"
