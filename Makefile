@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
-.PHONY: venv test demo mutation clean-venv
+.PHONY: venv test demo mutation lock clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ mutation: venv
 	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,mutation]'
 	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
+
+# Refresh constraints.txt: resolve pyproject.toml afresh in a scratch venv (torch/torchvision stay at their
+# pins: the builds this machine has) and pin everything it installed.
+TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' $(CONSTRAINTS))
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --disable-pip-version-check -q $(TORCH_PINS) -e '.[test,demo]'
+	{ sed -n '1,/^$$/{/^#/p}' $(CONSTRAINTS); .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-lock
 
 clean-venv:
 	rm -rf $(VENV)

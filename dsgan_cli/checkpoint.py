@@ -17,7 +17,8 @@ from safetensors.torch import save as safetensors_save
 
 from . import __version__
 from .errors import DsganError, file_error
-from .images import open_regular, write_bytes_atomic
+from .images import open_regular
+from .writes import write_bytes_atomic
 from .models import Generator
 
 GENERATOR_FORMAT = "dsgan-generator/1"

@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     except (BrokenPipeError, StdoutClosed):
         # The reader of stdout went away (`| head`): the work is done, its report has no reader. Exit as a
         # command killed by SIGPIPE does, not 1 ("some items failed"); devnull keeps the exit flush quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from .writes import silence_stdout
+
+        silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)
     except DsganError as e:
         if _state["debug"]:

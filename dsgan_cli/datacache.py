@@ -42,9 +42,11 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from . import writes
 from .data import ImageSet, _decode_one
 from .errors import file_error
-from .images import ImageReadError, image_size, open_regular, require_images, write_bytes_atomic
+from .images import ImageReadError, image_size, open_regular, require_images
+from .writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -130,7 +132,7 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
         new[rel] = [sig, digest, wh]
     if memo is not None and save_memo and fresh:
         with contextlib.suppress(OSError):  # only a speed-up: a read-only cache folder is fine
-            memo.parent.mkdir(parents=True, exist_ok=True)
+            writes.make_dirs(memo.parent)
             write_bytes_atomic(memo, json.dumps(new).encode())
     return paths, h.hexdigest()
 
@@ -199,7 +201,7 @@ def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], dec
     counts each flag over the kept images (e.g. "resized").
     """
     w, h = _wh(size)
-    arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(paths), 3, h, w))
+    arr = writes.create_mapped(tmp, (len(paths), 3, h, w))
     kept, skipped, counts = [], [], {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
         for path, (img, reason, flags) in zip(paths, pool.map(decode, paths)):
@@ -216,7 +218,7 @@ def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], dec
     arr.flush()
     del arr
     if len(kept) < len(paths):
-        os.truncate(tmp, _nbytes(len(kept), size))
+        writes.truncate(tmp, _nbytes(len(kept), size))
     return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped,
             "pixels_sha256": _file_sha256(tmp), **counts}
 
@@ -285,7 +287,7 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
            key: str, progress) -> tuple[dict, bool]:
     """Decode the set into the cache under a file lock (unless another writer completed it meanwhile)."""
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        writes.make_dirs(cache_dir)
     except OSError as e:
         raise file_error(cache_dir, f"cannot create the image cache folder ({e.strerror}); set data.cache_dir") from None
     data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
@@ -302,10 +304,10 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
                 first = meta["skipped"][0]
                 raise file_error(root, f"no readable image: none of the {len(paths)} {what} images could be read "
                                        f"(first: {root / first[0]}: {first[1]})")
-            os.replace(tmp, data_file)
+            writes.replace(tmp, data_file)
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness
         finally:
-            tmp.unlink(missing_ok=True)
+            writes.remove_own(tmp)
     return meta, True
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import EXIT_USAGE, DsganError, file_error
-from .images import check_destinations, check_output_dir, check_writable_dir, require_images, unique_output_names
+from .images import require_images, unique_output_names
+from .writes import check_destinations, check_output_dir, check_writable_dir
 from .inference import FolderSummary, Job, check_options, output_format, run_jobs
 from .output_record import check_output_record, output_record, write_output_record
 from .models import Generator

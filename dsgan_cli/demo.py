@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from . import writes
 from .errors import EXIT_ITEMS_FAILED, DsganError
 from .jsonl import read_jsonl
 
@@ -157,9 +157,9 @@ def real_degradation(lr: np.ndarray, sigma: float, quality: int, rng: np.random.
 
 def _save_set(folder: Path, images: list[np.ndarray], prefix: str) -> None:
     """Write images as lossless PNGs (the JPEG damage is already baked in)."""
-    from .images import save_image_atomic
+    from .writes import save_image_atomic
 
-    folder.mkdir(parents=True, exist_ok=True)
+    writes.make_dirs(folder)
     for i, arr in enumerate(images):
         save_image_atomic(Image.fromarray(arr, "RGB"), folder / f"{prefix}_{i:04d}.png")
 
@@ -178,8 +178,8 @@ def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = prin
             return manifest
     for sub in ("hr", "lr_real", "holdout_hr", "holdout_xb"):
         if (data_dir / sub).exists():
-            shutil.rmtree(data_dir / sub)
-    manifest_path.unlink(missing_ok=True)
+            writes.remove_own(data_dir / sub)
+    writes.remove_own(manifest_path)
     log(f"Building demo data in {data_dir} from scikit-image photographs ...")
     rng = np.random.default_rng(spec.seed)
     hr = random_patches(pyramid({n: load_source(n) for n in HR_SOURCES}, spec.source_short_side), spec.n_hr, spec.hr_size, rng)
@@ -201,7 +201,7 @@ def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = prin
             f"+ Gaussian noise sigma {spec.noise_sigma:g}/255 per pixel and channel, then JPEG quality {spec.jpeg_quality}"
         ),
     }
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     text = json.dumps(manifest, indent=2)
     write_bytes_atomic(manifest_path, text.encode())
@@ -221,7 +221,8 @@ def _complete(data_dir: Path, manifest: dict[str, Any]) -> bool:
 
 def write_bicubic_set(hr_dir: Path, out_dir: Path, scale: int) -> list[Path]:
     """Xb for every held-out HR image, made with the package's downscale (what ``degrade`` feeds G)."""
-    from .images import list_images, load_rgb, save_image_atomic
+    from .images import list_images, load_rgb
+    from .writes import save_image_atomic
 
     paths = []
     for src in list_images(hr_dir):
@@ -252,7 +253,7 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pat
     one held-out photo per row, enlarged without smoothing."""
     from PIL import ImageDraw
 
-    from .images import save_image_atomic
+    from .writes import save_image_atomic
 
     titles = ["Xb (bicubic)", "Xd = G(Xb)", "target (real degr.)", "high-pass Xb", "high-pass Xd", "high-pass target"]
     h, w = rows[0][0].shape[:2]
@@ -407,15 +408,15 @@ def prepare_out_dir(out: Path) -> None:
         foreign = [e for e in out.iterdir() if not (e.is_dir() and (e / MARKER).exists())]
         if foreign:
             raise DsganError(f"{out}: folder is not empty and was not made by the demo; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by dsgan demo; its results here are replaced on every run\n")
+    writes.make_dirs(out)
+    writes.write_bytes_atomic(out / MARKER, b"made by dsgan demo; its results here are replaced on every run\n")
 
 
 def fresh_dir(path: Path) -> Path:
     """Empty a result folder inside the demo folder (the demo's own output of an earlier run)."""
     if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+        writes.remove_own(path)
+    writes.make_dirs(path)
     return path
 
 
@@ -448,7 +449,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the whole demo and return its summary; a failed step raises, leaving ``failed.json``."""
     from rich.console import Console
 
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     console = Console(stderr=False, highlight=False)
     steps = StepLog(console)
@@ -458,7 +459,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     prepare_out_dir(out)
     # Results of an earlier run must not pass for this run's if a step fails.
     xd_dir, report_dir = fresh_dir(out / "holdout_xd"), fresh_dir(out / "report")
-    (out / "failed.json").unlink(missing_ok=True)
+    writes.remove_own(out / "failed.json")
     try:
         summary = run_steps(opts, steps, state, xd_dir, report_dir, console)
     except Exception:
@@ -498,7 +499,7 @@ def run_steps(opts: DemoOptions, steps: StepLog, state: dict[str, Any], xd_dir: 
 
 def write_failure(out: Path, steps: StepLog, state: dict[str, Any]) -> None:
     """Leave a record of a failed run where the summary would have been."""
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     report = {"ok": False, "steps": steps.records, "mode": state.get("mode")}
     write_bytes_atomic(out / "failed.json", json.dumps(report, indent=2).encode())
@@ -552,7 +553,7 @@ def run_train(recipe: Any, progress: bool) -> Any:
 
     run_dir = Path(recipe.train.output_dir)
     if run_dir.exists():
-        shutil.rmtree(run_dir)  # the demo's own run of an earlier time; the demo always trains anew
+        writes.remove_own(run_dir)  # the demo's own run of an earlier time; the demo always trains anew
     return train(recipe, resume=None, progress=progress)
 
 
@@ -604,7 +605,7 @@ def sr_picture(real_lr: np.ndarray, sr_bicubic: np.ndarray, sr_dsgan: np.ndarray
     """real LR | SR from bicubic pairs | SR from DSGAN pairs | HR, each titled (with its PSNR), enlarged without smoothing."""
     from PIL import ImageDraw
 
-    from .images import save_image_atomic
+    from .writes import save_image_atomic
 
     up = np.asarray(Image.fromarray(real_lr).resize(hr.shape[1::-1], Image.Resampling.NEAREST))
     tiles = [("real LR", up), (f"SR, bicubic pairs {scores['bicubic']:.2f} dB", sr_bicubic),

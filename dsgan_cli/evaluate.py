@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from . import __version__
+from . import __version__, writes
 from .data import ImageSet
 from .errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
-from .images import ImageReadError, check_output_file, image_size, load_rgb, require_images
+from .images import ImageReadError, image_size, load_rgb, require_images
+from .writes import check_output_file
 from .progress import progress_bar
 
 #: Names of the sets in the report.
@@ -215,7 +215,7 @@ def jsonable(value: Any) -> Any:
 
 def write_json(result: dict, json_path: str | Path) -> None:
     """Write the report as JSON to ``json_path`` atomically, or to stdout for ``-``."""
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     text = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
     if str(json_path) == "-":
@@ -276,8 +276,8 @@ def data_cache(cache_dir: str | Path | None) -> Iterator[Path]:
     if str(cache_dir) != "none":
         yield Path(cache_dir) if cache_dir not in (None, "") else default_cache_dir()
         return
-    with tempfile.TemporaryDirectory(prefix="dsgan-eval-") as tmp:
-        yield Path(tmp)
+    with writes.temporary_folder("dsgan-eval-") as tmp:
+        yield tmp
 
 
 def decode_sets(inputs: Inputs, size: tuple[int, int], cache_dir: Path, bar) -> dict[str, tuple[ImageSet, dict]]:

@@ -281,7 +281,7 @@ def cache_save(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     """Write arrays to a safetensors cache file atomically; False (no error) when the cache is not writable."""
     from safetensors.numpy import save
 
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     try:
         write_bytes_atomic(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))

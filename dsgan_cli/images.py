@@ -1,4 +1,4 @@
-"""Reading, converting and atomically writing images; finding them in folders.
+"""Reading and converting images; finding them in folders (writing goes through :mod:`dsgan_cli.writes`).
 
 Every subcommand reads user photos through :func:`load_rgb` (and image
 headers through :func:`image_size`) so that EXIF orientation, odd modes
@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import stat
-import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DsganError, file_error
+from .errors import file_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -54,7 +53,7 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """Words for a file type that is not a regular file."""
     for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
@@ -77,12 +76,12 @@ def open_regular(path: str | Path) -> BinaryIO:
             raise OSError(2, "dangling symlink (its target does not exist)", str(path)) from None
         raise
     if not stat.S_ISREG(st.st_mode):
-        raise OSError(22, f"not a regular file ({_kind(st.st_mode)})", str(path))
+        raise OSError(22, f"not a regular file ({file_kind(st.st_mode)})", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise OSError(22, f"not a regular file ({_kind(mode)})", str(path))
+            raise OSError(22, f"not a regular file ({file_kind(mode)})", str(path))
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -227,12 +226,18 @@ def _decode(path: Path, fh: BinaryIO) -> tuple[Image.Image, str | None]:
         w, h = im.size
         if w * h > MAX_PIXELS:
             raise ImageReadError(path, f"declared size {w}x{h} is too large (decompression bomb?)")
+        # Pillow opens 16-bit-per-channel RGB (48-bit PNG) as mode "RGB", keeping only the high bytes: only the
+        # raw mode before loading tells, and the image counts as converted like any other mode change.
+        raw = im.tile[0].args if im.tile else None
+        sixteen_bit = isinstance(raw, str) and ";16" in raw and im.mode == "RGB"
         im.load()
         img = ImageOps.exif_transpose(im)
         if img is im:
             img = im.copy()
     if img.width < 1 or img.height < 1:
         raise ImageReadError(path, "image has no pixels")
+    if sixteen_bit:
+        return img, "RGB;16"
     return _to_8bit_rgb(img)
 
 
@@ -255,187 +260,6 @@ def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
 def tensor_to_image(t: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) in [0, 1] -> 8-bit RGB PIL image (rounded, not truncated)."""
     return Image.fromarray(tensor_to_uint8(t), "RGB")
-
-
-def _umask() -> int:
-    """The process umask, read from /proc where possible (``os.umask`` must set it to read it)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-#: Bytes mkstemp adds to a temp name: "." + NAME + "." + 8 random characters + ".partial".
-_PARTIAL_EXTRA = 1 + 1 + 8 + len(".partial")
-
-
-def partial_prefix(dest: str | Path) -> str:
-    """Start of ``dest``'s temp names (``.NAME.``), NAME cut so the whole temp name fits the folder's name limit."""
-    dest = Path(dest)
-    try:
-        limit = os.pathconf(dest.parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
-    name = os.fsencode(dest.name)[: max(1, limit - _PARTIAL_EXTRA)]
-    return f".{os.fsdecode(name)}."
-
-
-def refuse_special(dest: str | Path) -> None:
-    """Raise when ``dest`` exists as anything but a regular file: a symlink, device, FIFO or folder is never replaced."""
-    try:
-        mode = os.lstat(dest).st_mode
-    except (FileNotFoundError, NotADirectoryError):  # nothing there (a parent may be a file: reported by the writer)
-        return
-    if not stat.S_ISREG(mode):
-        raise file_error(dest, f"exists and is {_kind(mode)}; only new paths or regular files are written")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """fsync a folder so a rename in it survives a power cut (best effort where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.
-
-    The temporary name starts with a dot and ends in ``.partial`` so folder
-    scans never mistake it for a finished output; a crash leaves only that.
-    The file gets the mode a plain ``open`` would (0666 less the umask), the
-    folder is fsynced after the rename, and a ``dest`` that is not a regular
-    file is refused (:func:`refuse_special`).
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    refuse_special(dest)
-    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(dest), suffix=".partial", dir=dest.parent)
-    tmp_path = Path(tmp)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        refuse_special(dest)
-        os.replace(tmp_path, dest)
-        _fsync_dir(dest.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
-
-
-def write_bytes_atomic(dest: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` atomically (temp file + fsync + rename)."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
-
-
-def save_image_atomic(img: Image.Image, dest: str | Path, format: str | None = None, **params) -> None:
-    """Encode ``img`` in memory and write it to ``dest`` atomically."""
-    dest = Path(dest)
-    fmt = format or Image.registered_extensions().get(dest.suffix.lower())
-    if fmt is None:
-        raise DsganError(f"{dest}: unknown image format for suffix {dest.suffix!r}")
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **params)
-    write_bytes_atomic(dest, buf.getvalue())
-
-
-def check_output_dir(input_dir: str | Path, output_dir: str | Path) -> None:
-    """Refuse an output folder that is the input folder or lies inside it."""
-    inp = Path(input_dir).resolve()
-    out = Path(output_dir).resolve()
-    if out == inp:
-        raise file_error(output_dir, "output folder is the input folder; choose another one")
-    if inp in out.parents:
-        raise file_error(output_dir, f"output folder lies inside the input folder {input_dir}; choose one outside it")
-
-
-def check_writable_dir(path: str | Path) -> None:
-    """Create ``path`` if needed and fail clearly when it cannot be written."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise file_error(path, f"cannot create output folder ({e.strerror or e})") from None
-    try:
-        _probe_write(path)
-    except OSError as e:
-        raise file_error(path, f"output folder is not writable ({e.strerror or e})") from None
-
-
-def _probe_write(folder: Path) -> None:
-    """Create and remove a temp file in ``folder``; OSError when that fails.
-
-    A real probe instead of os.access: root ignores permission bits, but not
-    read-only mounts, and the probe catches both.
-    """
-    fd, probe = tempfile.mkstemp(prefix=".dsgan-write-test.", dir=folder)
-    os.close(fd)
-    os.unlink(probe)
-
-
-def _real(path: str | Path) -> Path:
-    """``path`` with every symlink in it (and in its parents) resolved, whether or not it exists."""
-    return Path(os.path.realpath(path))
-
-
-def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | Path],
-                       input_files: Iterable[str | Path] = ()) -> None:
-    """Before anything is written, refuse the run when a destination resolves into an input folder or onto
-    an input file, exists as a symlink, FIFO, device or folder, or lies in a folder that cannot be written.
-
-    Each destination is resolved with its parents (so a symlinked output subfolder pointing into an input is
-    caught). Checking every name up front means a run never stops half-way on one of them.
-    """
-    roots = [_real(d) for d in input_dirs]
-    files = {_real(f) for f in input_files}
-    dests = [Path(d) for d in dests]
-    bad = []
-    for dest in dests:
-        real = _real(dest)
-        if real in files or any(real == r or r in real.parents for r in roots):
-            bad.append(str(dest))
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise file_error(bad[0], f"output would land inside an input folder or on an input file{more}; "
-                                 "choose an output folder outside the inputs")
-    for dest in dests:
-        refuse_special(dest)
-    for folder in sorted({d.parent for d in dests}):
-        if folder.exists() and not folder.is_dir():
-            raise file_error(folder, "is not a folder; outputs go inside it")
-        if folder.is_dir():
-            try:
-                _probe_write(folder)
-            except OSError as e:
-                raise file_error(folder, f"output folder is not writable ({e.strerror or e})") from None
-
-
-def check_output_file(path: str | Path, what: str = "output") -> None:
-    """Before any work: ``path`` must be new or a regular file, and its folder (or nearest existing parent) writable."""
-    path = Path(path)
-    refuse_special(path)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise file_error(path, f"cannot write the {what}: {folder} is not a folder")
-    try:
-        _probe_write(folder)
-    except OSError as e:
-        raise file_error(path, f"cannot write the {what} ({folder}: {e.strerror or e})") from None
 
 
 def unique_output_names(rels: Iterable[Path], suffix: str) -> tuple[dict[Path, Path], dict[Path, Path]]:

@@ -49,6 +49,24 @@ def our_key(original: str) -> str | None:
     return None
 
 
+def check_zip_entries(path: Path) -> bool:
+    """Whether ``path`` is a zip-format checkpoint; refuses one with compressed entries, which torch.save never
+    writes and which would expand to far more memory than the file's size (a zip bomb)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False  # the legacy format: tensors stored as they are, no bigger than the file
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise file_error(path, f"not a PyTorch checkpoint (broken zip: {e})") from None
+    if packed:
+        raise file_error(path, f"refused: {len(packed)} compressed entries (first: {packed[0]}); torch.save writes none, "
+                               "and they could expand far beyond the file's size")
+    return True
+
+
 def read_original_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint dict, loaded with ``weights_only=True``; one-line errors for anything else."""
     if not path.is_file():
@@ -57,7 +75,8 @@ def read_original_checkpoint(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # A sparse tensor is refused below with the file named; torch's notice about checking it is noise.
             warnings.filterwarnings("ignore", message="Validating sparse tensor", category=UserWarning)
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            # A zip checkpoint is memory-mapped: the discriminator and optimiser tensors it also holds are never read.
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=check_zip_entries(path))
     except pickle.UnpicklingError as e:
         # weights_only refuses any global that is not a tensor type: the file wants code to run.
         found = re.search(r"GLOBAL (\S+)", str(e))

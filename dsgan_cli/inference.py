@@ -32,8 +32,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from . import writes
 from .errors import EXIT_USAGE, DsganError
-from .images import ImageReadError, image_to_tensor, load_rgb, partial_prefix, save_image_atomic, to_uint8
+from .images import ImageReadError, image_to_tensor, load_rgb, to_uint8
+from .writes import partial_prefix, save_image_atomic
 from .models import Generator, downscale
 from .progress import progress_bar
 
@@ -410,7 +412,7 @@ class Writer:
             err = None
         except OSError as e:
             err = f"cannot write {job.dest} ({e.strerror or e})"
-        except DsganError as e:  # e.g. the output path is a symlink or FIFO (images.refuse_special)
+        except DsganError as e:  # e.g. the output path is a symlink or FIFO (writes.refuse_special)
             err = str(e)
         except Exception as e:  # noqa: BLE001 - one bad output must not stop the run
             err = f"cannot encode {job.dest} ({e})"
@@ -608,11 +610,11 @@ def remove_stale_partials(jobs: list[Job]) -> int:
             continue
         prefixes = {partial_prefix(folder / name) for name in names}
         for entry in entries:
-            # Temp names are PREFIX + random characters (no dot) + ".partial" (images.atomic_path).
+            # Temp names are PREFIX + random characters (no dot) + ".partial" (writes.atomic_path).
             stem = entry[:-len(".partial")] if entry.endswith(".partial") else ""
             if any(stem.startswith(p) and "." not in stem[len(p):] for p in prefixes):
                 with contextlib.suppress(OSError):
-                    os.unlink(folder / entry)
+                    writes.remove_own(folder / entry)
                     removed += 1
     return removed
 

@@ -154,12 +154,14 @@ class Generator(nn.Module):
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
                  noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
-                 blur_size: int = 5):
+                 blur_size: int = 5, noise_init: float = 1.7):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if not 0 < noise_init <= 255:
+            raise ValueError(f"noise_init must be in (0, 255], got {noise_init}")
         if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
             raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
@@ -183,9 +185,11 @@ class Generator(nn.Module):
             nn.init.zeros_(self.block_output.bias)
         if self.output_noise:
             self.noise_scale = conv(channels, 3)
-            # Starts as faint, content-independent grain (softplus(-5) = 1.7 levels of 255); the GAN sets its level.
+            # Starts as content-independent grain of noise_init levels of 255; the GAN sets its level. The GAN's
+            # pull on a noise level is proportional to the level itself (the mean of a first-order change
+            # by z is 0), so grain that starts near 0, or is pushed there early, stays there.
             nn.init.zeros_(self.noise_scale.weight)
-            nn.init.constant_(self.noise_scale.bias, -5.0)
+            nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(noise_init / 255)))
 
     @property
     def noise_dim(self) -> int:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import file_error
-from .images import open_regular, write_bytes_atomic
+from .images import open_regular
+from .writes import write_bytes_atomic
 
 
 def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None, seed: int | None = None,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DsganError, file_error
-from .images import check_destinations, check_output_dir, check_writable_dir, image_size, require_images, write_bytes_atomic
+from .images import image_size, require_images
+from .writes import check_destinations, check_output_dir, check_writable_dir, write_bytes_atomic
 from .inference import FolderSummary, Job, check_options, output_format, run_jobs
 from .output_record import check_output_record, output_record, write_output_record
 

@@ -30,9 +30,9 @@ def _points(xs: Sequence[float], ys: Sequence[float], logy: bool) -> tuple[list[
     return px, py
 
 
-def render_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
-               ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500), kind: str = "plot") -> bytes:
-    """PNG bytes of ``series`` ({label: (xs, ys)}) as lines with grid, labels and a legend, marked with ``kind``."""
+def build_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
+                 ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500)):
+    """A matplotlib Figure of ``series`` ({label: (xs, ys)}) as lines with grid, labels and a legend."""
     from matplotlib.figure import Figure  # a bare Figure draws on Agg: no display, no global pyplot state
 
     width, height = size
@@ -52,6 +52,13 @@ def render_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, ti
     ax.grid(True, which="major", color="0.88")
     if series:
         ax.legend(loc="best", framealpha=0.9)
+    return fig
+
+
+def render_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
+               ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500), kind: str = "plot") -> bytes:
+    """PNG bytes of :func:`build_figure`'s plot, ``size`` pixels, marked with ``kind``."""
+    fig = build_figure(series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy, size=size)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={MARKER_KEY: kind})
     return buf.getvalue()
@@ -75,7 +82,7 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     spectra and losses span decades. ``kind`` is stored in the PNG's
     ``dsgan-cli`` text chunk.
     """
-    from .images import write_bytes_atomic
+    from .writes import write_bytes_atomic
 
     path = Path(path)
     write_bytes_atomic(path, render_png(series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy, size=size, kind=kind))

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DsganError, file_error, write_stdout
-from .images import (ImageReadError, check_destinations, check_output_dir, check_writable_dir, list_images, load_rgb,
-                     open_regular, save_image_atomic, unique_output_names, write_bytes_atomic)
+from .images import ImageReadError, list_images, load_rgb, open_regular, unique_output_names
 from .jsonl import read_jsonl
 from .progress import progress_bar
+from .writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
+                     write_bytes_atomic)
 
 STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash")
 #: Statuses of inputs that were not processed (exit code 1).
@@ -190,7 +191,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
             tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite or ours))
     summary = PrepareSummary(output_dir=out_dir, manifest=out_dir / MANIFEST, reused=len(records) - len(clashes))
     journal_path = out_dir / JOURNAL
-    with open(journal_path, "a", encoding="utf-8") as journal:
+    with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
             rec["settings"] = settings
             records[rec["input"]] = rec
@@ -199,7 +200,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
             summary.written += rec["output"] is not None
     ordered = [records[f.relative_to(input_dir).as_posix()] for f in files]
     write_bytes_atomic(summary.manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered).encode())
-    journal_path.unlink(missing_ok=True)
+    remove_own(journal_path)
     for rec in ordered:
         summary.counts[rec["status"]] += 1
         if rec["status"] in FAILED:

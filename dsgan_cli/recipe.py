@@ -60,6 +60,8 @@ class ModelConfig:
     output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's), 'residual' (Xb + learned residual) or "
                                    "'blur' (a learned per-pixel blur of Xb: cannot sharpen or ring)",
                         choices=("sigmoid", "residual", "blur"))
+    noise_init: float = _spec(1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)",
+                              min=0.01, max=255)
     d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
                                  "strength) or 'none'", choices=("batch", "none"))
     blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import writes
 from .errors import file_error
 
 LOCK_FILE = ".dsgan-train.lock"
@@ -32,19 +33,9 @@ def lock_run_folder(out: Path) -> None:
     """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it."""
     import fcntl
 
-    import stat
-
     path = out / LOCK_FILE
-    try:
-        # O_NOFOLLOW: a symlink planted at the lock's name is refused, never followed to truncate its target.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
-    except OSError as e:
-        raise file_error(path, f"cannot open the run folder's lock ({e.strerror or e}); remove it if it is a link") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise file_error(path, "the run folder's lock is not a regular file; remove it")
-    f = os.fdopen(fd, "r+", encoding="utf-8")
+    f = writes.open_lock_file(path)
+    st = os.fstat(f.fileno())
     if (st.st_dev, st.st_ino) in _held:
         f.close()
         return
@@ -84,9 +75,9 @@ def set_aside_newer(checkpoints: list[tuple[int, Path]], resume_step: int, out: 
     while dest.exists():
         k += 1
         dest = base.with_name(f"{base.name}-{k}")
-    dest.mkdir(parents=True)
+    writes.make_dirs(dest)
     for p in newer:
-        os.replace(p, dest / p.name)
+        writes.replace(p, dest / p.name)
     print(f"note: resuming from step {resume_step}: moved {len(newer)} newer checkpoint(s) of the abandoned branch "
           f"to {dest} (nothing deleted)", file=sys.stderr)
     return dest

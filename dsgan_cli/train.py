@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from . import writes
 from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
-from .images import check_output_dir, check_writable_dir, write_bytes_atomic
+from .writes import check_output_dir, check_writable_dir, write_bytes_atomic
 from .progress import progress_bar
 from .recipe import Recipe
 from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
@@ -201,11 +202,11 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".{final.name}.partial"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        writes.remove_own(tmp)
+        writes.make_dirs(tmp)
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(tmp), safe_serialization=True)  # models as safetensors; RNG per rank
+        writes.save_accelerator_state(accelerator, tmp)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             g = accelerator.unwrap_model(G)
@@ -218,18 +219,18 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
     if accelerator.is_main_process:
         if final.exists():  # re-saving a step after resuming from an older checkpoint
             old = ckpt_root / f".{final.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            writes.remove_own(old)
+            writes.replace(final, old)
+            writes.replace(tmp, final)
+            writes.remove_own(old)
         else:
-            os.replace(tmp, final)
+            writes.replace(tmp, final)
         try:
             save_generator(g, output_dir / "generator.safetensors", **meta)
         except (OSError, RuntimeError) as e:
             raise checkpoint_write_error(output_dir / "generator.safetensors", e) from None
         for _, old_ckpt in complete_checkpoints(ckpt_root)[: -recipe.train.keep_last]:
-            shutil.rmtree(old_ckpt, ignore_errors=True)
+            writes.remove_own(old_ckpt)
     accelerator.wait_for_everyone()
     return final
 
@@ -241,7 +242,7 @@ def checkpoint_write_error(dest: Path, e: Exception) -> DsganError:
     either way the partial folder would keep the disk full, so it goes.
     """
     if dest.name.endswith(".partial"):
-        shutil.rmtree(dest, ignore_errors=True)
+        writes.remove_own(dest)
     try:
         free = f"{shutil.disk_usage(dest.parent).free / 2**20:.0f} MiB free there"
     except OSError:
@@ -332,7 +333,8 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
-                         output_noise=r.model.output_noise, blur_size=r.model.blur_size).to(memory_format=fmts["G"])
+                         output_noise=r.model.output_noise, blur_size=r.model.blur_size,
+                         noise_init=r.model.noise_init).to(memory_format=fmts["G"])
     D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from accelerate.tracking import GeneralTracker
 
-from .images import save_image_atomic, tensor_to_image, write_bytes_atomic
+from .images import tensor_to_image
 from .jsonl import read_jsonl
 from .models import FilterHigh
+from .writes import make_dirs, open_append, save_image_atomic, write_bytes_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -29,10 +30,10 @@ class JSONLTracker(GeneralTracker):
     def __init__(self, logging_dir: str | Path, keep_until_step: int | None = None):
         super().__init__()
         self.path = Path(logging_dir) / METRICS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         if keep_until_step is not None:
             truncate_metrics(self.path, keep_until_step)
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open_append(self.path)
 
     @property
     def tracker(self):

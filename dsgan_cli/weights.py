@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from .checkpoint import load_weights_file
 from .errors import DsganError, file_error
+from .writes import download
 
 OFFLINE_ENV = "DSGAN_OFFLINE"
 #: Values of ``DSGAN_OFFLINE`` that leave downloads on; any other value turns them off.
@@ -96,11 +96,10 @@ def cached_or_download(net: Pretrained) -> Path:
     dest = hub_cache_file(net)
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        torch.hub.download_url_to_file(net.url, str(dest), hash_prefix=net.hash_prefix, progress=sys.stderr.isatty())
+        download(net.url, dest, net.hash_prefix)
     except (urllib.error.URLError, OSError, RuntimeError, ValueError) as e:
         raise DsganError(how_to_provide(net, f"download failed: {getattr(e, 'reason', None) or e}")) from None
     finally:

@@ -35,7 +35,8 @@ from PIL import Image
 
 from dsgan_cli.checkpoint import load_generator, save_generator
 from dsgan_cli.degrade import degrade_folder
-from dsgan_cli.images import save_image_atomic, to_uint8
+from dsgan_cli.images import to_uint8
+from dsgan_cli.writes import save_image_atomic
 from dsgan_cli.inference import DecodeDataset, run_generator
 from dsgan_cli.models import Generator
 

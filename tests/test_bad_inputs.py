@@ -33,9 +33,10 @@ from badfiles import (
     tree_digest,
 )
 from conftest import write_images
-from dsgan_cli import images
+from dsgan_cli import images, writes
 from dsgan_cli.errors import DsganError
-from dsgan_cli.images import ImageReadError, check_output_dir, check_writable_dir, list_images, load_rgb
+from dsgan_cli.images import ImageReadError, list_images, load_rgb
+from dsgan_cli.writes import check_output_dir, check_writable_dir
 
 
 
@@ -232,7 +233,7 @@ def test_atomic_write_crash_leaves_no_partial_under_final_name(tmp_path):
         pass
 
     with pytest.raises(Crash):
-        with images.atomic_path(dest) as tmp:
+        with writes.atomic_path(dest) as tmp:
             tmp.write_bytes(b"\x89PNG half")
             raise Crash
     assert not dest.exists()
@@ -243,7 +244,7 @@ def test_atomic_write_keeps_old_file_on_crash(tmp_path):
     dest = tmp_path / "img.png"
     dest.write_bytes(b"old")
     with pytest.raises(RuntimeError):
-        with images.atomic_path(dest) as tmp:
+        with writes.atomic_path(dest) as tmp:
             tmp.write_bytes(b"new but half")
             raise RuntimeError
     assert dest.read_bytes() == b"old"
@@ -254,7 +255,7 @@ def test_atomic_write_killed_process_leaves_only_hidden_partial(tmp_path):
     """A real SIGKILL mid-write: the final name never appears, the leftover is hidden and ignored by list_images."""
     code = (
         "import os, signal, sys\n"
-        "from dsgan_cli.images import atomic_path\n"
+        "from dsgan_cli.writes import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'\\x89PNG partial')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -270,10 +271,10 @@ def test_atomic_write_killed_process_leaves_only_hidden_partial(tmp_path):
 
 def test_save_image_atomic_roundtrip_and_unknown_suffix(tmp_path):
     img = Image.new("RGB", (3, 2), (1, 2, 3))
-    images.save_image_atomic(img, tmp_path / "ok.png")
+    writes.save_image_atomic(img, tmp_path / "ok.png")
     assert np.asarray(Image.open(tmp_path / "ok.png")).tolist() == np.asarray(img).tolist()
     with pytest.raises(DsganError, match="unknown image format"):
-        images.save_image_atomic(img, tmp_path / "bad.xyz")
+        writes.save_image_atomic(img, tmp_path / "bad.xyz")
     assert not (tmp_path / "bad.xyz").exists()
 
 
@@ -629,3 +630,31 @@ def test_train_output_dir_inside_a_data_folder_is_refused(tmp_path, tiny_recipe)
         assert res.returncode == 2, res.stderr
         one_line_error(res.stderr, "input folder")
     assert tree_digest(tmp_path) == before
+
+
+def png_48bit(arr: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG of ``arr`` (uint16 H x W x 3), encoded by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = arr.shape
+    raw = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_48bit_png_counts_as_converted(tmp_path):
+    """Pillow keeps only the high bytes of a 48-bit PNG and calls it "RGB": it must still count as converted."""
+    arr = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1111 + 77).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(png_48bit(arr))
+    img, mode = load_rgb(path)
+    assert mode == "RGB;16", "a 48-bit image was taken for plain 8-bit RGB"
+    assert np.array_equal(np.asarray(img), (arr >> 8).astype(np.uint8))
+    ordinary = tmp_path / "plain.png"
+    Image.fromarray((arr >> 8).astype(np.uint8), "RGB").save(ordinary)
+    assert load_rgb(ordinary)[1] is None

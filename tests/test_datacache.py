@@ -94,17 +94,27 @@ def test_unreadable_files_are_skipped_and_remembered(tmp_path, capsys):
     assert capsys.readouterr().err.count("broken.png") == 2  # warned on the cached load too
 
 
-def test_a_non_writer_waits_for_the_writer(tmp_path):
+def test_a_non_writer_waits_for_the_writer(tmp_path, monkeypatch):
+    """The non-writer polls (seen through its sleep calls, not a wall-clock wait) until the writer is done."""
     paths = write_images(tmp_path / "hr", 4, 16, seed=0)
     cache = tmp_path / "cache"
-    got = {}
+    got, polls, polling = {}, [], threading.Event()
+    real_sleep = datacache.time.sleep
+
+    def counting_sleep(s):
+        polls.append(s)
+        if len(polls) == 3:
+            polling.set()
+        real_sleep(s)
+
+    monkeypatch.setattr(datacache.time, "sleep", counting_sleep)
     waiter = threading.Thread(target=lambda: got.setdefault("r", cached_image_set(
-        tmp_path / "hr", 16, what="HR", cache_dir=cache, writer=False, poll_s=0.01)))
+        tmp_path / "hr", 16, what="HR", cache_dir=cache, writer=False, poll_s=0.001)))
     waiter.start()
-    waiter.join(timeout=0.5)
-    assert waiter.is_alive()  # no writer yet: it cannot have finished
+    assert polling.wait(timeout=120), "the non-writer never polled"
+    assert "r" not in got, "a non-writer finished with no cache entry written"
     _, decoded = cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache)
-    waiter.join(timeout=30)
+    waiter.join()
     images, waiter_decoded = got["r"]
     assert decoded and not waiter_decoded
     assert np.array_equal(images.images[3].numpy(), pixels(paths[3]))

@@ -1,4 +1,5 @@
-"""torch/torchvision are ranges in pyproject.toml (users bring their own builds); constraints.txt pins what make/CI install."""
+"""pyproject.toml holds ranges (users bring their own builds, e.g. a CUDA torch); constraints.txt pins every
+package make and CI install; the two must agree, and the code must declare what it imports."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 
 
-def project_requirements() -> dict[str, Requirement]:
-    """pyproject.toml's dependencies by name."""
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
-    return {r.name: r for r in map(Requirement, deps)}
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (case, ``-``/``_``/``.`` folded)."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project_requirements(extras: tuple[str, ...] = ()) -> dict[str, Requirement]:
+    """pyproject.toml's dependencies (and those of ``extras``) by canonical name."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        deps += project["optional-dependencies"][extra]
+    return {canonical(r.name): r for r in map(Requirement, deps)}
 
 
 def constraints() -> dict[str, Version]:
@@ -27,7 +38,7 @@ def constraints() -> dict[str, Version]:
             req = Requirement(line)
             (spec,) = req.specifier
             assert spec.operator == "==", f"constraints.txt: {line!r} is not an exact pin"
-            pins[req.name] = Version(spec.version)
+            pins[canonical(req.name)] = Version(spec.version)
     return pins
 
 
@@ -40,8 +51,45 @@ def test_torch_and_torchvision_are_ranges_pinned_by_the_constraints_file():
         assert reqs[name].specifier.contains(pins[name]), f"constraints.txt's {name} {pins[name]} is outside {reqs[name]}"
 
 
-def test_installed_torch_is_the_constrained_build():
+def test_every_dependency_make_installs_is_pinned_within_its_range():
+    """The lock covers pyproject.toml (with the extras make installs), and each pin lies in its range."""
     pins = constraints()
+    for name, req in project_requirements(("test", "demo")).items():
+        assert name in pins, f"constraints.txt does not pin {req.name} (run make lock)"
+        assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt's {name} {pins[name]} is outside {req}"
+
+
+def test_installed_torch_is_in_the_declared_range_whatever_its_build():
+    """A CUDA build (``2.x.y+cu124``) in range is as good as the pinned CPU build."""
+    reqs = project_requirements()
     for name in ("torch", "torchvision"):
-        installed = Version(version(name)).base_version  # drop a local tag such as +cpu
-        assert Version(installed) == pins[name], f"{name} {installed} installed, constraints.txt pins {pins[name]}"
+        installed = Version(Version(version(name)).base_version)  # drop a local tag such as +cpu or +cu124
+        assert reqs[name].specifier.contains(installed), f"{name} {installed} is outside {reqs[name]}"
+
+
+def test_every_third_party_import_of_the_package_is_declared():
+    """An undeclared import works here only because something else pulled it in."""
+    import ast
+    import sys
+
+    import_names = {"PIL": "pillow", "face_recognition_models": "face-recognition-models", "dlib": "dlib-bin",
+                    "torch_fidelity": "torch-fidelity", "skimage": "scikit-image", "yaml": "pyyaml"}
+    declared = set(project_requirements())
+    optional = set(project_requirements(("demo",))) - declared
+    missing = {}
+    for path in sorted((REPO / "dsgan_cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "dsgan_cli":
+                    continue
+                dist = canonical(import_names.get(top, top))
+                if dist not in declared and dist not in optional and dist != "tensorboard":
+                    missing.setdefault(dist, f"{path.name}:{node.lineno}")
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -22,7 +22,7 @@ from PIL import Image
 
 from badfiles import run_cli_many, tree_digest
 from conftest import write_images
-from dsgan_cli import images
+from dsgan_cli import images, writes
 from dsgan_cli.checkpoint import save_generator
 from dsgan_cli.errors import DsganError
 from dsgan_cli.models import Generator
@@ -101,14 +101,14 @@ def test_check_destinations_unit(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
     os.symlink(tmp_path / "in", tmp_path / "out" / "alias")
-    images.check_destinations([tmp_path / "out" / "a.png"], [tmp_path / "in"])
+    writes.check_destinations([tmp_path / "out" / "a.png"], [tmp_path / "in"])
     for bad in (tmp_path / "out" / "alias" / "a.png", tmp_path / "in" / "x" / "b.png"):
         with pytest.raises(DsganError, match="inside an input folder"):
-            images.check_destinations([bad], [tmp_path / "in"])
+            writes.check_destinations([bad], [tmp_path / "in"])
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes(b"x")
     with pytest.raises(DsganError, match="input file"):
-        images.check_destinations([outside], [tmp_path / "in"], [outside])
+        writes.check_destinations([outside], [tmp_path / "in"], [outside])
 
 
 # ----------------------------------------------------------------------------- B: two inputs, one output
@@ -311,7 +311,7 @@ def test_atomic_writer_refuses_to_replace_a_symlink(tmp_path):
     target.write_bytes(b"user")
     os.symlink(target, tmp_path / "link.png")
     with pytest.raises(DsganError, match="symlink"):
-        images.write_bytes_atomic(tmp_path / "link.png", b"new")
+        writes.write_bytes_atomic(tmp_path / "link.png", b"new")
     assert os.path.islink(tmp_path / "link.png") and target.read_bytes() == b"user"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "target.png"]
 
@@ -384,9 +384,9 @@ def test_partial_names_fit_the_name_limit(tmp_path):
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")
     for n in (1, 100, limit - 4, limit):
         name = ("é" * n).encode()[:limit].decode(errors="ignore") or "x"
-        prefix = images.partial_prefix(tmp_path / name)
+        prefix = writes.partial_prefix(tmp_path / name)
         assert len(os.fsencode(prefix)) + 8 + len(".partial") <= limit
-        images.write_bytes_atomic(tmp_path / name, b"ok")
+        writes.write_bytes_atomic(tmp_path / name, b"ok")
         assert (tmp_path / name).read_bytes() == b"ok"
 
 
@@ -410,8 +410,8 @@ def test_prepare_long_name_does_not_abort_the_run(tmp_path):
 def test_atomic_files_get_the_umask_mode(tmp_path, mask):
     old = os.umask(mask)
     try:
-        images.write_bytes_atomic(tmp_path / "a.bin", b"x")
-        images.save_image_atomic(Image.new("RGB", (2, 2)), tmp_path / "b.png")
+        writes.write_bytes_atomic(tmp_path / "a.bin", b"x")
+        writes.save_image_atomic(Image.new("RGB", (2, 2)), tmp_path / "b.png")
         save_generator(Generator(n_res_blocks=1, channels=8), tmp_path / "g.safetensors", step=0, scale=2)
     finally:
         os.umask(old)
@@ -441,7 +441,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
-    images.write_bytes_atomic(tmp_path / "f.bin", b"data")
+    writes.write_bytes_atomic(tmp_path / "f.bin", b"data")
     folder = (True, tmp_path.stat().st_ino, True)
     assert folder in synced and synced.index(folder) == len(synced) - 1, synced
 

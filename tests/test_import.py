@@ -220,3 +220,26 @@ def test_huge_declared_networks_and_tensors_without_values_are_refused_before_al
         with pytest.raises(DsganError, match="not a DSGAN generator"):
             convert_state(tmp_path / f"{name}.tar", cases[name])
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+def test_a_compressed_checkpoint_that_would_expand_is_refused_before_loading(tmp_path):
+    """torch.save stores zip entries uncompressed; a deflated 64 MiB of zeros is a few KiB on disk and would
+    expand in memory on load. It is refused from the zip directory alone."""
+    import zipfile
+
+    plain = tmp_path / "plain.tar"
+    g = OriginalGenerator(1)
+    torch.save({"model_g_state_dict": g.state_dict(), "models_d_state_dict": {"w": torch.zeros(16 << 20)}}, plain)
+    bomb = tmp_path / "bomb.tar"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < plain.stat().st_size // 100, "the test file does not compress: it tests nothing"
+    res = run_cli("import", bomb, "-o", tmp_path / "out.safetensors")
+    assert res.returncode == 2, res.stderr
+    assert f"{bomb}: refused: " in one_line_error(res) and "compressed entries" in res.stderr
+    assert not (tmp_path / "out.safetensors").exists()
+    # The same content stored as torch.save stores it imports (memory-mapped: the unused 64 MiB is never read).
+    res = run_cli("import", plain, "-o", tmp_path / "ok.safetensors")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "ok.safetensors").is_file()
