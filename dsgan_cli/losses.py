@@ -67,6 +67,38 @@ class AddedDetailLoss(nn.Module):
         return F.relu(self.local_rms(xd_deterministic) - self.local_rms(xb)).mean()
 
 
+class FlatNoiseLoss(nn.Module):
+    """|noise level of Xd - noise level of the real LR|, each the mean local high-pass RMS over the image's
+    flattest windows (those with the least detail left after a low-pass, where what remains is mostly noise).
+
+    The discriminator judges high-frequency energy as a whole. When the real photos hold less detail than
+    the clean ones G starts from (two unpaired sets), it reads grain as excess detail and drives the output
+    noise to zero even where the real photos are noisy (measured on scripts/bench_sr.py's blur + noise case).
+    Flat windows separate the two: the level of noise there is matched directly.
+    """
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False, quantile: float = 0.25):
+        super().__init__()
+        self.high = FilterHigh(kernel_size, gaussian=gaussian)
+        self.low = FilterLow(kernel_size, gaussian=gaussian)
+        self.quantile = quantile
+
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of each image's flattest-quantile local high-pass RMS (channels averaged)."""
+        x = x.float()
+        energy = self.low(self.high(x) ** 2).mean(dim=1).add(1e-8).sqrt().flatten(1)
+        # Detail seen through a low-pass: noise is averaged away there, edges and texture are not.
+        detail = self.low(self.high(self.low(x)) ** 2).mean(dim=1).flatten(1)
+        k = max(1, int(detail.shape[1] * self.quantile))
+        flattest = detail.topk(k, dim=1, largest=False).indices
+        return energy.gather(1, flattest).mean()
+
+    def forward(self, xd: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.level(real)
+        return (self.level(xd) - target).abs()
+
+
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
     """Raise the error building the perceptual loss would raise for weights that cannot be had (cheap: no loading)."""
     backbone = ALEXNET if net == "lpips-alex" else VGG19
@@ -201,8 +233,10 @@ class GeneratorLoss(nn.Module):
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
                  perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0,
-                 content_without_noise: bool = False):
+                 content_without_noise: bool = False, w_flat_noise: float = 0.0):
         super().__init__()
+        self.w_flat_noise = w_flat_noise
+        self.flat_noise = FlatNoiseLoss(kernel_size, gaussian)
         self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
         self.content_without_noise = content_without_noise
         self.color = ColorLoss(kernel_size, gaussian)
@@ -211,7 +245,8 @@ class GeneratorLoss(nn.Module):
 
     def forward(self, xd: torch.Tensor, xb: torch.Tensor, fake_logits: torch.Tensor,
                 xb_feats: Sequence[torch.Tensor] | None = None,
-                xd_deterministic: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                xd_deterministic: torch.Tensor | None = None,
+                real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # Without output noise Xd is all deterministic.
         det = xd if xd_deterministic is None else xd_deterministic
         content = det if self.content_without_noise else xd
@@ -220,6 +255,9 @@ class GeneratorLoss(nn.Module):
         if self.w_added_detail > 0:
             parts["added_detail"] = self.added_detail(det, xb)
             total = total + self.w_added_detail * parts["added_detail"]
+        if self.w_flat_noise > 0:
+            parts["flat_noise"] = self.flat_noise(xd, real)
+            total = total + self.w_flat_noise * parts["flat_noise"]
         if self.perceptual is not None and self.w_perceptual > 0:
             parts["perceptual"] = self.perceptual(content, xb, xb_feats)
             total = total + self.w_perceptual * parts["perceptual"]

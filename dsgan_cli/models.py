@@ -256,9 +256,11 @@ D_NORMS = ("batch", "none")
 class DiscriminatorBasic(nn.Module):
     """Fully convolutional stride-1 discriminator returning one logit per pixel.
 
-    ``norm="batch"`` is the paper's. Batch norm over a batch of only real or only generated images divides out
-    that batch's scale, and the convolutions and leaky ReLUs before it are (nearly) scale-free, so such a D
-    cannot tell weak grain from strong: nothing in the GAN sets the noise level. ``norm="none"`` keeps it.
+    ``norm="batch"`` is the paper's. D sees a batch of only real or only generated images at a time, and
+    batch norm rescales each batch by its own statistics; the convolutions and leaky ReLUs before it scale
+    with their input (but for their biases), so such a D is blind to the overall strength of the grain:
+    weak and strong noise look alike to it, and the GAN cannot set the noise level. ``norm="none"`` keeps
+    the strength visible (scripts/bench_sr.py, BENCHMARKS.md).
     """
 
     def __init__(self, in_channels: int = 3, norm: str = "batch"):

@@ -34,9 +34,9 @@ from .progress import progress_bar
 from .writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
                      write_bytes_atomic)
 
-STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash")
+STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash", "failed")
 #: Statuses of inputs that were not processed (exit code 1).
-FAILED = ("unreadable", "name_clash")
+FAILED = ("unreadable", "name_clash", "failed")
 MANIFEST = "manifest.jsonl"
 JOURNAL = ".manifest.journal.jsonl"
 #: Hidden file naming the settings the crops in the output folder were made with.
@@ -86,7 +86,8 @@ def _source_key(path: Path) -> dict[str, int] | None:
         st = path.stat()
     except OSError:
         return None
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # ctime too: a photo rewritten in place keeping size and mtime (cp -p, rsync --inplace) cannot keep it.
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 
 _DETECTOR = None
@@ -108,8 +109,6 @@ def _r(values, nd: int = 2) -> list:
 def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dict[str, Any]:
     """Detect and align one photo; write its crop; return its manifest record."""
     src, rel, out_rel, out_dir, size, margin, min_face, overwrite = task
-    from .align import align_face
-
     record: dict[str, Any] = {"input": rel, "status": None, "reason": None, "output": None, "score": None,
                               "box": None, "landmarks": None, "other_faces": [], "source": _source_key(Path(src))}
     try:
@@ -117,6 +116,18 @@ def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dic
     except ImageReadError as e:
         record.update(status="unreadable", reason=e.reason)
         return record
+    try:
+        return _align_and_write(img, record, out_dir, out_rel, size, margin, min_face, overwrite)
+    except Exception as e:  # noqa: BLE001 - one photo's failure (a refused destination, a detector error) is its own
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+        return record
+
+
+def _align_and_write(img, record: dict[str, Any], out_dir: str, out_rel: str, size: int, margin: float, min_face: int,
+                     overwrite: bool) -> dict[str, Any]:
+    """Detect, align and write one decoded photo's crop; fills and returns its record."""
+    from .align import align_face
+
     faces = _DETECTOR.detect(img)
     if not faces:
         record.update(status="no_face", reason="no face detected")
@@ -142,7 +153,9 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
 
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     """An earlier record still describes this input and its output (if any) exists."""
-    if rec is None or not rec.get("source") or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES:
+    # A failed photo is tried again: its failure may have been the folder's, not the photo's.
+    if (rec is None or not rec.get("source") or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES
+            or rec.get("status") == "failed"):
         return False
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 

@@ -340,7 +340,8 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
                                      w_added_detail=r.loss.w_added_detail,
-                                     content_without_noise=r.loss.content_without_noise)
+                                     content_without_noise=r.loss.content_without_noise,
+                                     w_flat_noise=r.loss.w_flat_noise)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -421,7 +422,8 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
     return xds, {"loss_d": loss_d, "d_real": d_real, "d_fake": d_fake}
 
 
-def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False) -> dict:
+def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False,
+                   reals=None) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
     + added detail (of the deterministic Xd, when asked)."""
     accum, perceptual = len(xbs), g_loss_fn.perceptual
@@ -434,7 +436,7 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_gra
             xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic)
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det)
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m] if reals else None)
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -612,7 +614,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             xbs, reals = next_inputs(batches, accum, device, scale, fmts)
             det = g_loss_fn.needs_deterministic
             xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det)
-            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det)
+            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det, reals)
             if G_ema is not None:
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1

@@ -330,3 +330,46 @@ def test_generator_returns_its_deterministic_part_from_the_same_pass():
         assert torch.equal(xd, g(x, z))
         assert torch.allclose(det, g(x, torch.zeros_like(z)), atol=1e-6)
         assert not torch.allclose(det, xd)
+
+
+def test_flat_noise_level_reads_grain_in_flat_windows_not_edges():
+    """The level follows the grain's standard deviation; edges (detail that survives a low-pass) do not count."""
+    from dsgan_cli.losses import FlatNoiseLoss
+
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.rand(4, 3, 1, 1, generator=gen).expand(4, 3, 48, 48).clone()
+    edges = flat.clone()
+    edges[:, :, :, 24:] += 0.4
+    edges[:, :, 30:, :] -= 0.3
+    loss = FlatNoiseLoss(5)
+    for image in (flat, edges):
+        assert loss.level(image).item() * 255 < 0.1, "a clean image has no grain"
+        levels = [loss.level(image + torch.randn(image.shape, generator=gen) * s / 255).item() * 255 for s in (2, 5, 8)]
+        for s, got in zip((2, 5, 8), levels):
+            assert 0.85 * s < got < 1.05 * s, f"grain {s}: level {got:.2f}"
+    noisy = flat + torch.randn(flat.shape, generator=gen) * 5 / 255
+    assert loss(noisy, noisy.clone()) < 1e-6
+    # The loss pulls weak grain up to the real grain's level: its gradient on the grain's scale is negative.
+    scale = torch.tensor(2.0, requires_grad=True)
+    z = torch.randn(flat.shape, generator=gen)
+    loss(edges + scale * z / 255, noisy).backward()
+    assert scale.grad < 0
+
+
+def test_content_without_noise_compares_colour_and_perceptual_on_the_deterministic_part():
+    from dsgan_cli.losses import GeneratorLoss, PerceptualLoss
+
+    torch.manual_seed(0)
+    xb = torch.rand(2, 3, 16, 16)
+    det = xb + 0.02
+    xd = det + 0.1 * torch.randn_like(det)
+    perceptual = PerceptualLoss(layers=("relu1_2",), weights="random")
+    logits = torch.zeros(2, 1, 16, 16)
+    on = GeneratorLoss(1.0, 0.0, 1.0, perceptual, content_without_noise=True)
+    off = GeneratorLoss(1.0, 0.0, 1.0, perceptual)
+    _, p_on = on(xd, xb, logits, xd_deterministic=det)
+    _, p_off = off(xd, xb, logits, xd_deterministic=det)
+    _, p_det = off(det, xb, logits)
+    assert torch.isclose(p_on["color"], p_det["color"]) and torch.isclose(p_on["perceptual"], p_det["perceptual"])
+    assert p_off["perceptual"] > 2 * p_on["perceptual"], "with the option off the noise is charged by the perceptual term"
+    assert on.needs_deterministic and not off.needs_deterministic

@@ -351,3 +351,36 @@ def test_blur_output_reaches_exactly_its_kernel_radius_and_round_trips(tmp_path)
     for bad in (0, 4, 17):
         with pytest.raises(ValueError, match="blur_size must be an odd number"):
             Generator(output="blur", blur_size=bad)
+
+
+def test_batch_norm_hides_the_strength_of_the_high_pass_from_d_and_no_norm_shows_it():
+    """Why model.d_norm exists: without the convolutions' biases a batch-norm D gives the same logits for a
+    batch of grain and for the same grain 3x stronger; the D without normalisation does not."""
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.05
+    change = {}
+    for norm in ("batch", "none"):
+        torch.manual_seed(0)
+        d = Discriminator(norm=norm).train()
+        for m in d.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            a, b = d(x), d(3 * x)
+        change[norm] = ((a - b).abs().mean() / a.abs().mean()).item()
+    assert change["batch"] < 0.02, f"batch norm D changed by {change['batch']:.3f} for 3x the grain"
+    assert change["none"] > 0.5, f"the D without normalisation changed only {change['none']:.3f} for 3x the grain"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in Discriminator(norm="none").modules())
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Discriminator(norm="group")
+
+
+def test_output_noise_starts_at_noise_init_levels_whatever_the_image():
+    for level in (1.7, 6.0):
+        g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=level).eval()
+        x = torch.rand(2, 3, 64, 64)
+        with torch.no_grad():
+            xd, det = g(x, with_deterministic=True)
+        std = (xd - det).std().item() * 255
+        assert abs(std - level) < 0.05 * level, f"noise_init {level}: output noise std {std:.2f} levels"
+    with pytest.raises(ValueError, match="noise_init"):
+        Generator(output_noise=True, noise_init=0)

@@ -145,3 +145,27 @@ def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
     res = run_cli("prepare", raw, "--out", raw / "inside")
     assert res.returncode == 2 and "inside the input" in res.stderr
     assert not (raw / "inside").exists()
+
+
+def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path, monkeypatch):
+    """Whatever one photo raises while being aligned or written, the others are written and it is listed."""
+    import dsgan_cli.align as align
+
+    real = align.align_face
+
+    def fails_for_the_large_one(img, landmarks, size, margin):
+        if img.size[0] >= 1000:
+            raise RuntimeError("injected failure")
+        return real(img, landmarks, size, margin)
+
+    monkeypatch.setattr(align, "align_face", fails_for_the_large_one)
+    out = tmp_path / "o"
+    summary = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
+    assert records["large.png"]["status"] == "failed" and "injected failure" in records["large.png"]["reason"]
+    assert records["rotated.png"]["status"] == "ok" and (out / "rotated.png").is_file()
+    assert ("injected failure" in " ".join(r for _, r in summary.unreadable))
+    monkeypatch.setattr(align, "align_face", real)
+    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    records = {r["input"]: r for r in map(json.loads, again.manifest.read_text().splitlines())}
+    assert records["large.png"]["status"] == "ok", "a failed photo must be tried again on the next run"
