@@ -208,7 +208,7 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per Inception batch.")] = 64,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache for each set's statistics [default: $XDG_CACHE_HOME/dsgan-cli/fid].")] = None,
     data_cache_dir: Annotated[Optional[str], typer.Option("--data-cache-dir", metavar="PATH|none", help="Cache of the decoded images, as train's data.cache_dir; 'none': a temporary one [default: $XDG_CACHE_HOME/dsgan-cli/data].")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Spectrum plot PNG [default: next to --json as NAME_spectrum.png, else ./dsgan_eval_spectrum.png].")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Spectrum plot PNG [default: next to --json PATH as NAME_spectrum.png; without either, no plot].")] = None,
     size: Annotated[Optional[str], typer.Option("--size", metavar="N|WxH", help="Resize every image to N or WxH first [default: the real images' most common size, only when sizes differ].")] = None,
     random_inception: Annotated[bool, typer.Option("--random-inception", help="Use randomly initialised Inception weights (tests only; numbers are meaningless).")] = False,
 ) -> int:

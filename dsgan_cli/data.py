@@ -178,7 +178,11 @@ def make_loader(dataset: MicroBatches, start: int, stop: int, num_workers: int, 
     )
 
 
-def check_data_dirs(hr_dir: str | Path, lr_dir: str | Path) -> None:
-    """Refuse identical HR and LR folders: the method needs two different sets."""
+def check_data_dirs(hr_dir: str | Path, lr_dir: str | Path, hr_size: int | None = None, lr_size: int | None = None) -> None:
+    """Refuse missing or identical HR and LR folders; a missing one names the ``prepare`` command that makes it."""
+    for key, folder, size, raw in (("hr_dir", hr_dir, hr_size, "RAW_CLEAN_PHOTOS"), ("lr_dir", lr_dir, lr_size, "RAW_REAL_PHOTOS")):
+        if not Path(folder).exists():
+            how = f"dsgan prepare {raw} --out {folder}" + (f" --size {size}" if size else "")
+            raise DsganError(f"{folder}: no such folder (data.{key}); make it with `{how}`, or set data.{key}")
     if Path(hr_dir).resolve() == Path(lr_dir).resolve():
         raise DsganError(f"{hr_dir}: data.hr_dir and data.lr_dir are the same folder; DSGAN needs clean HR and real LR sets")

@@ -30,7 +30,6 @@ from .progress import progress_bar
 
 #: Names of the sets in the report.
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
-DEFAULT_PLOT_NAME = "dsgan_eval_spectrum.png"
 PLOT_KIND = "eval-spectrum"
 
 
@@ -172,23 +171,24 @@ def _inside(path: Path, folder: Path) -> bool:
     return p == f or f in p.parents
 
 
-def default_plot_path(json_path: str | Path | None, input_dirs: list[Path], reporter: Reporter | None = None) -> Path:
-    """Where the spectrum plot goes when the user named none.
+def default_plot_path(json_path: str | Path | None, input_dirs: list[Path], reporter: Reporter | None = None) -> Path | None:
+    """Where the spectrum plot goes when the user named none: next to the JSON report (``NAME_spectrum.png``),
+    or nowhere (None) without a report file; never silently into the current folder.
 
-    Next to the JSON report (``NAME_spectrum.png``), else ``dsgan_eval_spectrum.png``
-    in the current folder. An existing file there is replaced only when it is an
-    earlier plot of this command (PNG text chunk); otherwise a free numbered name
-    is used. Never inside an input folder (it would be counted as an image).
+    An existing file there is replaced only when it is an earlier plot of this command (PNG text chunk);
+    otherwise a free numbered name is used. Never inside an input folder (it would be counted as an image):
+    then no plot, with a warning.
     """
     from .plots import is_own_plot
 
-    if json_path not in (None, "-"):
-        jp = Path(json_path)
-        path = jp.with_name(jp.stem + "_spectrum.png")
-    else:
-        path = Path.cwd() / DEFAULT_PLOT_NAME
+    if json_path in (None, "-"):
+        return None
+    jp = Path(json_path)
+    path = jp.with_name(jp.stem + "_spectrum.png")
     if any(_inside(path, d) for d in input_dirs):
-        path = Path.cwd() / DEFAULT_PLOT_NAME
+        if reporter is not None:
+            reporter.warn(f"{path} would lie inside an input folder; no plot (name one with --plot)")
+        return None
     base, n = path, 1
     while path.exists() and not (path.is_file() and not path.is_symlink() and is_own_plot(path)):
         path = base.with_name(f"{base.stem}-{n}{base.suffix}")
@@ -330,10 +330,10 @@ def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> 
 
 
 def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar) -> tuple[dict[str, dict], dict[str, bool]]:
-    """Per-set statistics (Inception ones not for the reference) from the cache, else computed once and cached; (stats, cached)."""
+    """Per-set statistics from the cache, else computed once and cached; (stats, cached)."""
     from . import fid as fidmod
 
-    keys = {name: _stats_keys(meta["key"], None if name == REFERENCE else weights) for name, (_, meta) in decoded.items()}
+    keys = {name: _stats_keys(meta["key"], weights) for name, (_, meta) in decoded.items()}
     # Looked up before anything is computed, so "cached" means an entry from an earlier run.
     # An entry with missing, misshapen or non-finite arrays is recomputed, never used.
     found = {name: {kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors",
@@ -356,24 +356,64 @@ def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar
     return stats, cached
 
 
-def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
-    """FID and KID of the fake against the real set, from their features and statistics."""
+#: Seed of the split of the real set into two halves (the floor): the same split on every run.
+FLOOR_SEED = 0
+
+
+def fid_kid_between(a: dict, b: dict) -> dict:
+    """FID and KID between two sets given as {features, mu, sigma}."""
     import torch
 
     from . import fid as fidmod
 
+    subset = fidmod.kid_subset_size(len(a["features"]), len(b["features"]))
+    kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(a["features"]), torch.from_numpy(b["features"]), subset)
+    return {"fid": fidmod.frechet_distance(a, b, a["features"], b["features"]), "kid_mean": kid_mean, "kid_std": kid_std,
+            "kid_subset_size": subset}
+
+
+def real_floor(real: dict, seed: int = FLOOR_SEED) -> dict | None:
+    """FID/KID between two seeded random halves of the real set: what a perfect fake set reaches at that size
+    (None below 4 images)."""
+    import torch
+
+    from . import fid as fidmod
+
+    f = real["features"]
+    if len(f) < 4:
+        return None
+    order = np.random.default_rng(seed).permutation(len(f))
+    halves = [f[order[: len(f) // 2]], f[order[len(f) // 2:]]]
+    a, b = ({"features": h, **fidmod.fid_statistics(torch.from_numpy(h))} for h in halves)
+    return {**fid_kid_between(a, b), "halves": [len(h) for h in halves], "seed": seed}
+
+
+def closes(fid_fake: float, fid_xb: float | None, fid_floor: float | None) -> float | None:
+    """Fraction of the way from Xb's FID to the real floor that the fake set's FID covers (1 = at the floor)."""
+    if fid_xb is None or fid_floor is None or fid_xb <= fid_floor:
+        return None
+    return (fid_xb - fid_fake) / (fid_xb - fid_floor)
+
+
+def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
+    """FID and KID of the fake against the real set; the real floor (two halves); with a reference, those of
+    its Xb against the real set; and how far the fake set closes the way from Xb to the floor."""
+    from . import fid as fidmod
+
     fake, real = stats[FAKE]["inception"], stats[REAL]["inception"]
-    f_fake, f_real = fake["features"], real["features"]
-    if len(f_fake) < 2 or len(f_real) < 2:
-        raise DsganError(f"FID/KID need at least 2 readable images per set (fake: {len(f_fake)}, real: {len(f_real)})")
-    fid_value = fidmod.frechet_distance(fake, real, f_fake, f_real)
-    subset = fidmod.kid_subset_size(len(f_fake), len(f_real))
-    kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(f_fake), torch.from_numpy(f_real), subset)
-    if min(len(f_fake), len(f_real)) < fidmod.FID_MIN_RECOMMENDED:
-        rep.warn(f"small sets (fake: {len(f_fake)}, real: {len(f_real)} images): with fewer than "
+    n_fake, n_real = len(fake["features"]), len(real["features"])
+    if n_fake < 2 or n_real < 2:
+        raise DsganError(f"FID/KID need at least 2 readable images per set (fake: {n_fake}, real: {n_real})")
+    out = fid_kid_between(fake, real)
+    if min(n_fake, n_real) < fidmod.FID_MIN_RECOMMENDED:
+        rep.warn(f"small sets (fake: {n_fake}, real: {n_real} images): with fewer than "
                  f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
-                 f"equal image counts and prefer KID (subset size {subset})")
-    return {"fid": fid_value, "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset}
+                 f"equal image counts and prefer KID (subset size {out['kid_subset_size']})")
+    floor = real_floor(real)
+    ref = stats.get(REFERENCE, {}).get("inception")
+    xb = fid_kid_between(ref, real) if ref is not None and len(ref["features"]) >= 2 else None
+    return {**out, "floor": floor, "reference_xb": xb,
+            "closes": closes(out["fid"], xb and xb["fid"], floor and floor["fid"])}
 
 
 def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
@@ -487,7 +527,8 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
         decoded = decode_sets(inputs, analysis, pixels, bar)
         unreadable = _warn_about_sets(decoded, analysis, rep)
         stats, cached = set_statistics(decoded, weights, stats_dir, int(batch_size), bar)
-        metrics = fid_kid(stats, rep) if weights is not None else dict.fromkeys(("fid", "kid_mean", "kid_std", "kid_subset_size"))
+        metrics = fid_kid(stats, rep) if weights is not None else dict.fromkeys(
+            ("fid", "kid_mean", "kid_std", "kid_subset_size", "floor", "reference_xb", "closes"))
         frequency = frequency_section(stats, analysis)
         run = {"size": analysis, "weights": weights, "needs_resize": needs_resize, "unreadable": unreadable, "cached": cached,
                "batch_size": int(batch_size), "requested": requested, "cache_dir": stats_dir,
@@ -504,6 +545,20 @@ def exit_code(result: dict) -> int:
     return EXIT_ITEMS_FAILED if result.get("unreadable") else 0
 
 
+def verdict_line(result: dict) -> str:
+    """What the FID means, in one line."""
+    floor, xb, part = result.get("floor"), result.get("reference_xb"), result.get("closes")
+    if part is not None:
+        return (f"Xd closes {100 * part:.0f}% of the way from Xb (FID {xb['fid']:.2f}) to the real floor "
+                f"(FID {floor['fid']:.2f}): FID {result['fid']:.2f}")
+    if xb and floor:
+        return f"Xb is already at the real floor (FID {xb['fid']:.2f} vs {floor['fid']:.2f}): FID cannot rank Xd here"
+    if floor:
+        return (f"FID {result['fid']:.2f} against a real floor of {floor['fid']:.2f} (two halves of the real set); "
+                "give --reference HR for the Xb baseline")
+    return "too few real images (under 4) for the real floor: FID has no scale here"
+
+
 def print_report(result: dict, console) -> None:
     """The rich table: FID/KID, then noise level and spectral distance per set."""
     from rich.table import Table
@@ -518,7 +573,14 @@ def print_report(result: dict, console) -> None:
         t.add_row("FID", f"{result['fid']:.4f}", f"fake {result['counts']['fake']} vs real {result['counts']['real']} images{cached}")
         t.add_row("KID", f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}", f"subset size {result['kid_subset_size']}, "
                   f"{result['settings']['kid_subsets']} subsets")
+        floor, xb = result.get("floor"), result.get("reference_xb")
+        if floor:
+            t.add_row("FID real floor", f"{floor['fid']:.4f}", f"two random halves of the real set ({floor['halves'][0]} vs "
+                      f"{floor['halves'][1]}): the best any fake set can do; KID {floor['kid_mean']:.6f}")
+        if xb:
+            t.add_row("FID Xb", f"{xb['fid']:.4f}", f"bicubic of the reference vs real: what Xd must beat; KID {xb['kid_mean']:.6f}")
         console.print(t)
+        console.print(verdict_line(result), markup=False, highlight=False)
     freq = result["frequency"]
     t = Table(title="Frequency report (no pretrained network)")
     t.add_column("set")
@@ -540,3 +602,6 @@ def print_report(result: dict, console) -> None:
                       markup=False, highlight=False)
     if result.get("plot"):
         console.print(f"spectrum plot: {result['plot']}", markup=False, highlight=False)
+    else:
+        console.print("no spectrum plot: name one with --plot PATH, or give --json PATH to get one beside the report",
+                      markup=False, highlight=False)

@@ -1,8 +1,14 @@
-"""The one progress bar every long command shows: rich, on stderr, drawn only for a person at a terminal."""
+"""Progress every long command shows, on stderr: a rich bar at a terminal, plain lines in a log.
+
+Training runs under `accelerate launch` (its pipe), nohup, tmux logging or a cluster scheduler, where
+stderr is no terminal and a bar cannot draw: there a line every so many seconds carries the same facts.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import sys
+import time
+from typing import Sequence, TextIO
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
@@ -23,17 +29,84 @@ class RateColumn(ProgressColumn):
         return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class LineProgress:
+    """The bar's API (``add_task``/``advance``/``update``, a context manager) printing plain lines instead:
+    ``train: 120/500 (24%), 1.92 it/s, 2m10s elapsed, ETA 3m18s, G 0.08 D 1.23`` at most every ``every_s``
+    seconds, and once more when a task ends. Rate and ETA count only this run's work (a resumed count is not
+    taken for speed)."""
+
+    def __init__(self, unit: str, fields: Sequence[str] = (), every_s: float = 30.0, stream: TextIO | None = None,
+                 clock=time.monotonic):
+        self.unit, self.fields, self.every_s, self.clock = unit, tuple(fields), every_s, clock
+        self.stream = stream
+        self.tasks: list[dict] = []
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for t in self.tasks:
+            if t["completed"] != t["last_printed"]:
+                self._print(t)
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
+        now = self.clock()
+        self.tasks.append({"description": description, "total": total, "completed": completed, "start": completed,
+                           "t0": now, "last_t": now, "last_printed": completed, "fields": fields})
+        return len(self.tasks) - 1
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, completed=self.tasks[task_id]["completed"] + advance)
+
+    def update(self, task_id: int, completed: float | None = None, total: float | None = None, **fields) -> None:
+        t = self.tasks[task_id]
+        if completed is not None:
+            t["completed"] = completed
+        if total is not None:
+            t["total"] = total
+        t["fields"].update(fields)
+        now = self.clock()
+        if now - t["last_t"] >= self.every_s or (t["total"] is not None and t["completed"] >= t["total"]):
+            self._print(t)
+
+    def line(self, t: dict) -> str:
+        """The progress line for task ``t``."""
+        done, total, elapsed = t["completed"], t["total"], self.clock() - t["t0"]
+        rate = (done - t["start"]) / elapsed if elapsed > 0 else 0.0
+        parts = [f"{t['description']}: {done:g}" + (f"/{total:g} ({100 * done / total:.0f}%)" if total else ""),
+                 f"{rate:.2f} {self.unit}/s", f"{_duration(elapsed)} elapsed"]
+        if total and rate > 0 and done < total:
+            parts.append(f"ETA {_duration((total - done) / rate)}")
+        extra = " ".join(str(t["fields"][f]) for f in self.fields if t["fields"].get(f))
+        return ", ".join(parts) + (f", {extra}" if extra else "")
+
+    def _print(self, t: dict) -> None:
+        print(self.line(t), file=self.stream or sys.stderr, flush=True)
+        t["last_t"], t["last_printed"] = self.clock(), t["completed"]
+
+
 def progress_bar(enabled: bool = True, *, unit: str = "img", fields: Sequence[str] = (), transient: bool = False,
-                 console: Console | None = None) -> Progress:
+                 console: Console | None = None, lines_every_s: float | None = None) -> Progress | LineProgress:
     """A rich ``Progress`` (use it as a context manager, then ``add_task``/``advance``/``update``).
 
     Columns: the task's description, bar, done/total, rate in ``unit``/s,
     elapsed time, ETA, then one text column per name in ``fields`` (set with
     ``add_task(..., name=value)`` / ``update(task, name=value)``). Nothing is
     drawn when ``enabled`` is false or the console (stderr by default) is not
-    a terminal, so logs and pipes get no bar frames.
+    a terminal, so logs and pipes get no bar frames; there, with
+    ``lines_every_s``, a :class:`LineProgress` prints a plain line that often.
     """
     console = console or Console(stderr=True)
+    if enabled and lines_every_s is not None and not console.is_terminal:
+        return LineProgress(unit, fields, every_s=lines_every_s)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
                TimeElapsedColumn(), TimeRemainingColumn(), *(TextColumn(f"{{task.fields[{f}]}}") for f in fields)]
     return Progress(*columns, console=console, transient=transient, disable=not (enabled and console.is_terminal))

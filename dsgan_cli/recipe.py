@@ -76,8 +76,8 @@ class LossConfig:
     w_perceptual: float = _spec(0.01, "weight of the VGG perceptual loss", min=0)
     w_added_detail: float = _spec(0.0, "weight of the added-detail loss: local high-pass energy G adds beyond Xb's, "
                                        "without its output noise (0 = off, the paper's)", min=0)
-    w_flat_noise: float = _spec(0.0, "weight of matching the noise level (high-pass energy of the flattest windows) of Xd "
-                                      "to the real LR's (0 = off, the paper's)", min=0)
+    w_noise_level: float = _spec(0.0, "weight of matching Xd's noise level (a robust estimate from the finest diagonal "
+                                       "detail) to the real LR's (0 = off, the paper's)", min=0)
     content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
                                                "(model.output_noise): the noise level is set by the GAN alone")
 

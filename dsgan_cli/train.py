@@ -285,7 +285,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
     from .images import require_images
 
     d = recipe.data
-    check_data_dirs(d.hr_dir, d.lr_dir)
+    check_data_dirs(d.hr_dir, d.lr_dir, d.hr_size, d.lr_size)
     workers = max(1, d.num_workers or (os.cpu_count() or 1))
     sets = (("HR", d.hr_dir, d.hr_size), ("real LR", d.lr_dir, d.lr_size))
     with progress_bar(show, transient=True) as bar:
@@ -341,7 +341,7 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
                                      w_added_detail=r.loss.w_added_detail,
                                      content_without_noise=r.loss.content_without_noise,
-                                     w_flat_noise=r.loss.w_flat_noise)
+                                     w_noise_level=r.loss.w_noise_level)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -350,6 +350,43 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
     return G, D, g_loss_fn, opt_g, opt_d
+
+
+#: Seconds between progress lines where no bar can draw (accelerate's pipe, nohup, a scheduler's log).
+LINE_EVERY_S = 30.0
+
+
+class RunTiming:
+    """The run's first line (devices, precision) and, once a few steps are timed, the estimated time to the end,
+    with a hint when a recipe sized for a GPU runs on a CPU."""
+
+    #: Steps timed before the estimate (the first step also builds caches and warms up).
+    TIMED = 3
+    #: A CPU run expected to take longer than this gets the hint.
+    SLOW_CPU_S = 3600.0
+
+    def __init__(self, accelerator, r: Recipe, start_step: int, iters: int):
+        self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
+        self.cpu = accelerator.device.type == "cpu"
+        where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
+        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}, "
+              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR",
+              file=sys.stderr, flush=True)
+
+    def step(self, done: int) -> None:
+        """Call after each step; prints the estimate once."""
+        if done == self.start_step + 1:
+            self.t1 = time.perf_counter()
+        elif self.t1 is not None and done == self.start_step + 1 + self.TIMED:
+            per_step = (time.perf_counter() - self.t1) / self.TIMED
+            left = per_step * (self.iters - done)
+            hint = ""
+            if self.cpu and left > self.SLOW_CPU_S:
+                hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
+                        "or train the built-in 'learn' recipe, which runs in minutes")
+            print(f"{per_step:.2f} s/step: about {left / 3600:.1f} h to step {self.iters}{hint}" if left >= 3600 else
+                  f"{per_step:.2f} s/step: about {left / 60:.0f} min to step {self.iters}{hint}", file=sys.stderr, flush=True)
+            self.t1 = None
 
 
 def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int) -> None:
@@ -366,6 +403,16 @@ def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int) -> N
     if changed and accelerator.is_main_process:
         print(f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order "
               "differs from an uninterrupted run", file=sys.stderr)
+
+
+def loader_workers(asked: int) -> int:
+    """DataLoader workers: as many as asked, but no more than the CPUs this process may use (torch warns, twice,
+    and the extra workers only compete for the same cores)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(asked, cpus)
 
 
 def set_lr(optimisers, lr: float) -> None:
@@ -581,7 +628,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            scale=scale, crop_size=r.data.crop_size, flip=r.data.flip)
-    batches = iter(make_loader(dataset, start_step * accum, iters * accum, r.data.num_workers, device.type == "cuda"))
+    batches = iter(make_loader(dataset, start_step * accum, iters * accum, loader_workers(r.data.num_workers),
+                               device.type == "cuda"))
 
     # --- models, losses, optimisers (prepared once)
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
@@ -606,7 +654,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     keep_graph = accum == 1  # with accumulation, G(Xb) is recomputed in the G step (one graph alive at a time)
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
-    with progress_bar(show, unit="it", fields=("losses",)) as bar:
+    timing = RunTiming(accelerator, r, start_step, iters) if is_main and progress else None
+    with progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
@@ -638,7 +687,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                          "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
                          "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
                 last_ckpt = save_checkpoint(accelerator, out, done, G_out, r, state)
-            bar.update(task, completed=done, losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}")
+            bar.update(task, completed=done, losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}" if losses else "")
+            if timing is not None:
+                timing.step(done)
             if stop_early:
                 break
 

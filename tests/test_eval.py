@@ -224,3 +224,50 @@ def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_fi
     assert changed["frequency"]["sets"]["real"] != first["frequency"]["sets"]["real"]
     for k in ("count", "noise", "noise_std", "spectrum"):  # (its distance to the changed real set changes, of course)
         assert changed["frequency"]["sets"]["fake"][k] == first["frequency"]["sets"]["fake"][k], k
+
+
+def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights_file, folders, tmp_path):
+    """The floor: the real set split into two seeded random halves, FID between them, as torch-fidelity computes it."""
+    import numpy as np
+    from torch_fidelity import calculate_metrics
+
+    write_images(tmp_path / "real", 7, 32, seed=6, noise=10)
+    ours = evaluate(folders["noisy"], tmp_path / "real", inception_weights=weights_file, cache_dir=folders["cache"],
+                    data_cache_dir=folders["data"], batch_size=4, progress=False)
+    floor = ours["floor"]
+    real = sorted((tmp_path / "real").glob("*.png"))
+    order = np.random.default_rng(floor["seed"]).permutation(len(real))
+    halves = [tmp_path / "h1", tmp_path / "h2"]
+    for folder, idx in zip(halves, (order[: len(real) // 2], order[len(real) // 2:])):
+        folder.mkdir()
+        for i in idx:
+            shutil.copy(real[i], folder / real[i].name)
+    assert floor["halves"] == [len(list(h.iterdir())) for h in halves] == [3, 4]
+    theirs = calculate_metrics(input1=str(halves[0]), input2=str(halves[1]), fid=True, feature_extractor_weights_path=str(weights_file),
+                               cuda=False, cache=False, verbose=False, batch_size=2, save_cpu_ram=True)
+    assert floor["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
+    assert ours["reference_xb"] is None and ours["closes"] is None  # no reference: no Xb baseline
+
+
+def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp_path, cli):
+    """With --reference: the Xb baseline is the reference's bicubic downscale; a fake set that IS Xb closes 0%."""
+    from dsgan_cli.images import image_to_tensor, load_rgb, tensor_to_image
+    from dsgan_cli.models import downscale
+
+    hr, fake, real = tmp_path / "hr", tmp_path / "fake", tmp_path / "real"
+    write_images(hr, 6, 64, seed=4)
+    write_images(real, 8, 32, seed=5, noise=20)
+    fake.mkdir()
+    for p in sorted(hr.iterdir()):
+        tensor_to_image(downscale(image_to_tensor(load_rgb(p)[0])[None], 2)[0]).save(fake / p.name)
+    proc = cli("eval", fake, real, "--reference", hr, "--json", tmp_path / "r.json", "--inception-weights", weights_file,
+               "--batch-size", "4", "--cache-dir", tmp_path / "c", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["reference_xb"]["fid"] == pytest.approx(data["fid"], rel=1e-6), "Xd = Xb must have Xb's FID"
+    if data["reference_xb"]["fid"] > data["floor"]["fid"]:
+        assert data["closes"] == pytest.approx(0.0, abs=1e-6)
+        assert "Xd closes 0% of the way from Xb" in proc.stdout
+    else:
+        assert data["closes"] is None and "Xb is already at the real floor" in proc.stdout
+    assert data["plot"] == str(tmp_path / "r_spectrum.png"), "the plot goes beside the JSON report"

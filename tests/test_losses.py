@@ -332,21 +332,25 @@ def test_generator_returns_its_deterministic_part_from_the_same_pass():
         assert not torch.allclose(det, xd)
 
 
-def test_flat_noise_level_reads_grain_in_flat_windows_not_edges():
-    """The level follows the grain's standard deviation; edges (detail that survives a low-pass) do not count."""
-    from dsgan_cli.losses import FlatNoiseLoss
+def test_noise_level_reads_grain_not_edges_or_smooth_texture():
+    """The level follows the grain's standard deviation whatever the content: flat, edges, or smooth texture."""
+    import numpy as np
+    from scipy import ndimage
+
+    from dsgan_cli.losses import NoiseLevelLoss
 
     gen = torch.Generator().manual_seed(0)
     flat = torch.rand(4, 3, 1, 1, generator=gen).expand(4, 3, 48, 48).clone()
     edges = flat.clone()
     edges[:, :, :, 24:] += 0.4
     edges[:, :, 30:, :] -= 0.3
-    loss = FlatNoiseLoss(5)
-    for image in (flat, edges):
-        assert loss.level(image).item() * 255 < 0.1, "a clean image has no grain"
-        levels = [loss.level(image + torch.randn(image.shape, generator=gen) * s / 255).item() * 255 for s in (2, 5, 8)]
-        for s, got in zip((2, 5, 8), levels):
-            assert 0.85 * s < got < 1.05 * s, f"grain {s}: level {got:.2f}"
+    texture = torch.from_numpy(ndimage.gaussian_filter(np.random.default_rng(0).random((4, 3, 48, 48)), (0, 0, 2, 2))).float()
+    loss = NoiseLevelLoss()
+    for image in (flat, edges, texture):
+        assert loss.level(image).item() * 255 < 1.0, "clean content read as grain"
+        for s in (2, 5, 8):
+            got = loss.level(image + torch.randn(image.shape, generator=gen) * s / 255).item() * 255
+            assert 0.9 * s < got < 1.1 * s, f"grain {s}: level {got:.2f}"
     noisy = flat + torch.randn(flat.shape, generator=gen) * 5 / 255
     assert loss(noisy, noisy.clone()) < 1e-6
     # The loss pulls weak grain up to the real grain's level: its gradient on the grain's scale is negative.

@@ -58,7 +58,9 @@ def test_readme_pipeline_runs_as_written(tmp_path):
     lines = readme_pipeline()
     assert [shlex.split(line, comments=True)[:2] for line in lines] == [
         ["dsgan", "prepare"], ["dsgan", "prepare"], ["accelerate", "launch"], ["dsgan", "degrade"], ["dsgan", "eval"]]
-    assert shlex.split(lines[2], comments=True)[-2:] == ["train", "idphoto"]  # the built-in recipe, by name
+    # The design card's line, literally: the recipe by its path under recipes/ (the built-in one outside the repo).
+    assert shlex.split(lines[2], comments=True) == ["accelerate", "launch", "-m", "dsgan_cli", "train", "recipes/idphoto.toml"]
+    assert shlex.split(lines[4], comments=True) == ["dsgan", "eval", "./lr_fake", "./lr_real"]
     assert shlex.split(lines[3], comments=True) == ["dsgan", "degrade", "./hr", "./lr_fake"]  # the usage line, literally
 
     project = tmp_path / "project"
@@ -95,4 +97,11 @@ def test_readme_pipeline_runs_as_written(tmp_path):
             assert im.size == (128, 128)
     res = run(4)
     assert "FID" in res.stdout, res.stdout
-    assert (project / "dsgan_eval_spectrum.png").is_file()
+    assert "against a real floor of" in res.stdout, res.stdout  # what the number means
+    assert not list(project.glob("*.png")), "eval dropped a plot into the current folder"
+
+    # The design card's first line as typed: the aligned crops land beside ./raw.
+    shutil.copytree(project / "raw_clean", project / "raw")
+    res = subprocess.run(["dsgan", "prepare", "./raw"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((project / "raw_aligned_256").glob("*.png"))) == 4

@@ -109,17 +109,18 @@ def test_line_plot_writes_marked_png_atomically(tmp_path):
         assert (np.abs(arr.astype(int) - colour).sum(axis=2) < 10).sum() > 20
 
 
-def test_default_plot_path_never_replaces_a_user_file(tmp_path, monkeypatch):
+def test_default_plot_path_is_beside_the_report_never_the_current_folder_or_a_user_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    user_file = tmp_path / "dsgan_eval_spectrum.png"
-    Image.new("RGB", (4, 4)).save(user_file)
-    rep = Reporter(None)
-    path = default_plot_path(None, [tmp_path / "fake"], rep)
-    assert path == tmp_path / "dsgan_eval_spectrum-1.png" and rep.messages
+    assert default_plot_path(None, [tmp_path / "fake"]) is None, "no report file: no plot, not one in the current folder"
+    assert default_plot_path("-", [tmp_path / "fake"]) is None
     plots.line_plot({"a": ([0, 1], [1, 2])}, tmp_path / "r_spectrum.png")
-    assert default_plot_path(tmp_path / "r.json", [tmp_path / "fake"]) == tmp_path / "r_spectrum.png"
-    # Next to a JSON that lies inside an input folder would pollute it: fall back to the current folder.
-    assert default_plot_path(tmp_path / "fake" / "r.json", [tmp_path / "fake"]).parent == tmp_path
+    assert default_plot_path(tmp_path / "r.json", [tmp_path / "fake"]) == tmp_path / "r_spectrum.png"  # our earlier plot
+    Image.new("RGB", (4, 4)).save(tmp_path / "u_spectrum.png")
+    rep = Reporter(None)
+    assert default_plot_path(tmp_path / "u.json", [tmp_path / "fake"], rep) == tmp_path / "u_spectrum-1.png" and rep.messages
+    # Beside a JSON that lies inside an input folder would pollute it: no plot, and a warning says so.
+    rep = Reporter(None)
+    assert default_plot_path(tmp_path / "fake" / "r.json", [tmp_path / "fake"], rep) is None and rep.messages
 
 
 def test_evaluate_no_fid_mixed_sizes_modes_and_reference(tmp_path):
@@ -154,7 +155,8 @@ def test_cli_no_fid_end_to_end(tmp_path, cli):
     data = json.loads(proc.stdout)
     assert data["fid"] is None and data["counts"] == {"fake": 3, "real": 3, "reference": None}
     assert "broken.png" in proc.stderr and "broken.png" in data["unreadable"]["real"][0]
-    assert data["plot"] == str(tmp_path / "dsgan_eval_spectrum.png") and plots.is_own_plot(data["plot"])
+    assert data["plot"] is None and not list(tmp_path.glob("*.png")), "a plot was dropped into the current folder"
+    assert "no spectrum plot: name one with --plot PATH" in proc.stderr
     assert data["frequency"]["sets"]["fake"]["noise"] > data["frequency"]["sets"]["real"]["noise"] + 5
 
 

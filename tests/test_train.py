@@ -250,7 +250,8 @@ def test_bad_data_folders_give_one_line_errors(tmp_path, tiny_recipe, case):
         write_images(data / "hr", 2, 16, seed=0)
         (data / "lr").symlink_to(data / "hr")
     expected = {
-        "missing": "no such folder",
+        "missing": f"{data / 'hr'}: no such folder (data.hr_dir); make it with `dsgan prepare RAW_CLEAN_PHOTOS --out "
+                   f"{data / 'hr'} --size 16`",
         "empty": "holds no images",
         "wrong_size": "img_000.png: HR image is 20x20, expected 16x16 (set data.resize_mismatched",
         "all_unreadable": "none of the 1 HR images could be read",
@@ -272,7 +273,17 @@ def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
     res = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'nope'}", "--set", f"data.lr_dir={tmp_path}",
                   "--set", f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2
-    assert res.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
+    assert res.stderr.strip() == (f"error: {tmp_path / 'nope'}: no such folder (data.hr_dir); make it with "
+                                  f"`dsgan prepare RAW_CLEAN_PHOTOS --out {tmp_path / 'nope'} --size 32`, or set data.hr_dir")
+
+
+def test_loader_workers_are_capped_by_the_usable_cpus(monkeypatch):
+    import os
+
+    from dsgan_cli.train import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert loader_workers(4) == 2 and loader_workers(1) == 1 and loader_workers(0) == 0
 
 
 def test_resize_mismatched_and_deterministic_sampling(tmp_path):
@@ -411,3 +422,36 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(t
     assert msg.startswith(f"{out / 'checkpoints'}: cannot write the checkpoint (") and "MiB free there" in msg, msg
     assert "\n" not in msg
     assert list((out / "checkpoints").iterdir()) == [], "the partial checkpoint folder stayed"
+
+
+def test_progress_reaches_a_log_where_no_bar_can_draw(tmp_path, tiny_recipe, data):
+    """stderr is a pipe (as under accelerate launch, nohup or a scheduler): the run's first line, an estimate
+    after a few timed steps, and plain progress lines with step/total, rate and losses."""
+    out = tmp_path / "run"
+    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=6", NO_VGG), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    first = next(ln for ln in lines if ln.startswith("training steps"))
+    assert first.startswith("training steps 1-6 on cpu, precision no, batch 2 x 1"), first
+    assert any("s/step: about" in ln and "to step 6" in ln for ln in lines), res.stderr
+    final = [ln for ln in lines if ln.startswith("train: 6/6 (100%)")]
+    assert final and " it/s" in final[0] and "G " in final[0] and " D " in final[0], res.stderr
+    assert "\x1b[" not in res.stderr, "bar frames or colour codes reached a log"
+
+
+def test_line_progress_prints_at_most_every_interval_and_at_the_end():
+    import io
+
+    from dsgan_cli.progress import LineProgress
+
+    now = [0.0]
+    buf = io.StringIO()
+    with LineProgress("it", ("losses",), every_s=10, stream=buf, clock=lambda: now[0]) as p:
+        task = p.add_task("train", total=100, completed=20, losses="")
+        for step in range(21, 101):
+            now[0] += 1.0  # one step per second
+            p.update(task, completed=step, losses=f"G {step}")
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 8, lines  # at 30, 40, ..., 90 s and the end
+    assert lines[0] == "train: 30/100 (30%), 1.00 it/s, 10s elapsed, ETA 1m10s, G 30"
+    assert lines[-1].startswith("train: 100/100 (100%), 1.00 it/s, 1m20s elapsed") and "ETA" not in lines[-1]
