@@ -106,7 +106,8 @@ class TrainConfig:
     iterations: int = _spec(80_000, "optimisation steps", min=1)
     batch_size: int = _spec(16, "images per step per process", min=1)
     grad_accum: int = _spec(1, "gradient accumulation steps", min=1)
-    precision: str = _spec("no", "mixed precision", choices=("no", "bf16", "fp16"))
+    precision: str = _spec("no", "mixed precision; 'auto': bf16 where the hardware runs it fast (a CUDA GPU with bf16, "
+                                 "a CPU with AVX-512 BF16 or AMX), else 'no'", choices=("no", "bf16", "fp16", "auto"))
     memory_format: str = _spec("auto", "tensor layout of G, D and the perceptual network; 'auto' = the fastest measured "
                                        "per network and device (BENCHMARKS.md)", choices=("auto", "contiguous", "channels_last"))
     compile: bool = _spec(False, "torch.compile G, D and the perceptual network (first steps are slower while compiling)")

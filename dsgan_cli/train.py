@@ -72,10 +72,39 @@ def memory_formats_for(device: torch.device, choice: str = "auto", compiled: boo
     return {k: torch.contiguous_format if v == "contiguous" else torch.channels_last for k, v in names.items()}
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def auto_precision(cuda: bool) -> tuple[str, str]:
+    """(precision, why) for ``train.precision = "auto"``: bf16 where the hardware has fast bf16 units, else fp32."""
+    if cuda:
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"{torch.cuda.get_device_name()} computes bf16 natively"
+        return "no", f"{torch.cuda.get_device_name()} has no native bf16"
+    fast = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if fast:
+        return "bf16", f"this CPU has {' and '.join(fast)}"
+    return "no", "this CPU has neither AVX-512 BF16 nor AMX: fp32 is faster there"
+
+
 def mixed_precision_for(recipe: Recipe) -> str:
-    """`accelerate launch --mixed_precision bf16|fp16` wins; its default 'no' leaves the recipe's choice."""
+    """`accelerate launch --mixed_precision bf16|fp16` wins; its default 'no' leaves the recipe's choice ('auto':
+    see :func:`auto_precision`)."""
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    return launched if launched != "no" else recipe.train.precision
+    if launched != "no":
+        return launched
+    if recipe.train.precision == "auto":
+        return auto_precision(torch.cuda.is_available())[0]
+    return recipe.train.precision
 
 
 def cpu_processes() -> bool:
@@ -369,7 +398,10 @@ class RunTiming:
         self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
         self.cpu = accelerator.device.type == "cpu"
         where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
-        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}, "
+        why = ""
+        if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
+            why = f" (auto: {auto_precision(accelerator.device.type == 'cuda')[1]})"
+        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
               f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR",
               file=sys.stderr, flush=True)
 

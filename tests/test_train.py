@@ -455,3 +455,20 @@ def test_line_progress_prints_at_most_every_interval_and_at_the_end():
     assert len(lines) == 8, lines  # at 30, 40, ..., 90 s and the end
     assert lines[0] == "train: 30/100 (30%), 1.00 it/s, 10s elapsed, ETA 1m10s, G 30"
     assert lines[-1].startswith("train: 100/100 (100%), 1.00 it/s, 1m20s elapsed") and "ETA" not in lines[-1]
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_fast_bf16(monkeypatch):
+    import dsgan_cli.train as tr
+
+    monkeypatch.setattr(tr, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert tr.auto_precision(False) == ("bf16", "this CPU has avx512_bf16")
+    monkeypatch.setattr(tr, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    assert tr.auto_precision(False)[0] == "bf16"
+    monkeypatch.setattr(tr, "cpu_flags", lambda: {"avx2", "avx512f"})
+    precision, why = tr.auto_precision(False)
+    assert precision == "no" and "neither AVX-512 BF16 nor AMX" in why
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    r = load_recipe("learn", ['train.precision="auto"'])
+    assert tr.mixed_precision_for(r) == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert tr.mixed_precision_for(r) == "fp16", "accelerate launch --mixed_precision wins over the recipe"
