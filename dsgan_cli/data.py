@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .errors import DsganError, file_error
-from .images import ImageReadError, load_rgb, require_images
+from .images import decode_square, require_images
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.
 _STREAM_HR, _STREAM_LR, _STREAM_AUG = 1, 2, 3
@@ -39,33 +38,6 @@ class ImageSet:
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     resized: int = 0
-
-
-def _fit_size(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (antialiased) and centre-crop to a square."""
-    w, h = img.size
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    img = img.resize((nw, nh), Image.Resampling.LANCZOS)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
-def _decode_one(path: Path, size: int, resize: bool, what: str) -> tuple[np.ndarray | None, str | None, bool]:
-    """Decode one file to (H, W, 3) uint8; returns (array, skip reason, was_resized)."""
-    try:
-        img, _ = load_rgb(path)
-    except ImageReadError as e:
-        return None, e.reason, False
-    if img.size != (size, size):
-        if not resize:
-            raise file_error(
-                path,
-                f"{what} image is {img.width}x{img.height}, expected {size}x{size} "
-                f"(set data.resize_mismatched = true to resize such images)",
-            )
-        return np.array(_fit_size(img, size), dtype=np.uint8), None, True
-    return np.array(img, dtype=np.uint8), None, False
 
 
 def load_image_set(folder: str | Path, size: int, *, what: str, resize: bool = False,
@@ -83,7 +55,7 @@ def load_image_set(folder: str | Path, size: int, *, what: str, resize: bool = F
     resized = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # PIL releases the GIL while decoding, so threads give real parallelism here.
-        for path, (arr, reason, was_resized) in zip(paths, pool.map(lambda p: _decode_one(p, size, resize, what), paths)):
+        for path, (arr, reason, was_resized) in zip(paths, pool.map(lambda p: decode_square(p, size, resize, what), paths)):
             if progress is not None:
                 progress(1)
             if arr is None:

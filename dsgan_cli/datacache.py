@@ -43,9 +43,9 @@ import torch
 from filelock import FileLock
 
 from . import writes
-from .data import ImageSet, _decode_one
-from .errors import file_error
-from .images import ImageReadError, image_size, open_regular, require_images
+from .data import ImageSet
+from .errors import DsganError, file_error
+from .images import ImageReadError, decode_square, image_size, open_regular, require_images
 from .writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
@@ -54,10 +54,15 @@ CACHE_FORMAT = 1
 DECODE_COUNTER = {"images": 0}
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/dsgan-cli/data`` (``~/.cache/dsgan-cli/data`` by default)."""
+def user_cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/dsgan-cli/KIND`` (``~/.cache/dsgan-cli/KIND`` by default): every cache of the tool lives there."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dsgan-cli" / "data"
+    return Path(base) / "dsgan-cli" / kind
+
+
+def default_cache_dir() -> Path:
+    """The decoded-image cache: ``user_cache_dir("data")``."""
+    return user_cache_dir("data")
 
 
 def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
@@ -75,14 +80,14 @@ def _scan_one(path: Path) -> tuple[str, tuple[int, int] | None]:
 
 
 def _stat_sig(path: Path) -> list[int] | None:
-    """(size, mtime, inode, ctime, device): when all are unchanged the file's hash is reused; None (never reused)
+    """(size, mtime, inode, ctime): when all are unchanged the file's hash is reused; None (never reused)
     if unstat-able. The ctime is git's safeguard too: ``cp -p`` or ``rsync --inplace`` can rewrite a file
     keeping its size, mtime and inode, but cannot set its ctime."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _memo_entry_ok(entry) -> bool:
@@ -100,7 +105,7 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
 
     ``size`` is the side S of square images, or (W, H). A wrong-size image is an error naming the
     file (unless ``resize``), found before any decode. ``memo`` is a JSON file of earlier results by
-    (size, mtime, inode, ctime, device), as git's index does, so an unchanged file is neither read nor hashed again;
+    (size, mtime, inode, ctime), as git's index does, so an unchanged file is neither read nor hashed again;
     ``save_memo`` rewrites it. ``variant`` names a decode other than training's; it replaces the
     set's role in the key, so the same folder decoded the same way shares one entry.
     """
@@ -131,7 +136,7 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
         h.update(f"{rel}\0{digest}\n".encode())
         new[rel] = [sig, digest, wh]
     if memo is not None and save_memo and fresh:
-        with contextlib.suppress(OSError):  # only a speed-up: a read-only cache folder is fine
+        with contextlib.suppress(OSError, DsganError):  # only a speed-up: a read-only cache folder is fine
             writes.make_dirs(memo.parent)
             write_bytes_atomic(memo, json.dumps(new).encode())
     return paths, h.hexdigest()
@@ -173,7 +178,11 @@ def _file_sha256(path: Path) -> str:
 
 def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], warn: bool = True) -> dict | None:
     """Metadata of a complete, intact cache entry, or None (rebuild it) when missing, malformed, or when the
-    pixels are not the ones decoded (a data file overwritten in place keeps its size; the digest tells)."""
+    pixels are not the ones decoded (a data file overwritten in place keeps its size; the digest tells).
+
+    The digest is recomputed only when the data file's (size, mtime, inode, ctime) differ from those recorded
+    after it was written: a multi-gigabyte cache is not re-read by every process on every start, and a file
+    rewritten in place cannot keep its ctime."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         ok = (isinstance(meta, dict) and type(meta.get("count")) is int and meta["count"] >= 0
@@ -183,7 +192,7 @@ def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], wa
               and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in meta["skipped"])
               and isinstance(meta.get("pixels_sha256"), str)
               and data_file.stat().st_size == _nbytes(meta["count"], size))
-        if ok and _file_sha256(data_file) != meta["pixels_sha256"]:
+        if ok and meta.get("pixels_stat") != _stat_sig(data_file) and _file_sha256(data_file) != meta["pixels_sha256"]:
             ok = False
             if warn:
                 print(f"warning: {data_file}: the cached pixels changed since they were decoded; decoding again",
@@ -247,7 +256,7 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     meta, decoded = _read_meta(meta_file, data_file, size), False
     if meta is None and writer:
         def decode(p: Path):
-            img, reason, was_resized = _decode_one(p, size, resize, what)
+            img, reason, was_resized = decode_square(p, size, resize, what)
             return img, reason, {"resized": was_resized}
 
         meta, decoded = _build(paths, root, size, what, decode, workers, cache_dir, key, progress)
@@ -305,6 +314,7 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
                 raise file_error(root, f"no readable image: none of the {len(paths)} {what} images could be read "
                                        f"(first: {root / first[0]}: {first[1]})")
             writes.replace(tmp, data_file)
+            meta["pixels_stat"] = _stat_sig(data_file)  # after the rename, which changes the ctime
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness
         finally:
             writes.remove_own(tmp)

@@ -235,9 +235,10 @@ def kernel_inception_distance(f1: torch.Tensor, f2: torch.Tensor, subset_size: i
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/dsgan-cli/fid`` (``~/.cache/dsgan-cli/fid`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dsgan-cli" / "fid"
+    """The statistics cache: ``$XDG_CACHE_HOME/dsgan-cli/fid`` (see :func:`dsgan_cli.datacache.user_cache_dir`)."""
+    from .datacache import user_cache_dir
+
+    return user_cache_dir("fid")
 
 
 def cache_key(kind: str, data_key: str, **settings) -> str:

@@ -283,3 +283,31 @@ def unique_output_names(rels: Iterable[Path], suffix: str) -> tuple[dict[Path, P
             owner[key] = rel
             names[rel] = out
     return names, refused
+
+
+def fit_square(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (antialiased) and centre-crop to a square."""
+    w, h = img.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    img = img.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def decode_square(path: Path, size: int, resize: bool, what: str) -> tuple[np.ndarray | None, str | None, bool]:
+    """Decode one file to a size x size (H, W, 3) uint8 array, the training sets' decode; returns (array, skip
+    reason, was_resized). A wrong size is an error naming the file unless ``resize``."""
+    try:
+        img, _ = load_rgb(path)
+    except ImageReadError as e:
+        return None, e.reason, False
+    if img.size != (size, size):
+        if not resize:
+            raise file_error(
+                path,
+                f"{what} image is {img.width}x{img.height}, expected {size}x{size} "
+                f"(set data.resize_mismatched = true to resize such images)",
+            )
+        return np.array(fit_square(img, size), dtype=np.uint8), None, True
+    return np.array(img, dtype=np.uint8), None, False

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .checkpoint import save_generator
-from .errors import file_error
+from .errors import DsganError, file_error
 from .images import file_sha256
 from .models import Generator
 
@@ -77,6 +77,8 @@ def read_original_checkpoint(path: Path) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="Validating sparse tensor", category=UserWarning)
             # A zip checkpoint is memory-mapped: the discriminator and optimiser tensors it also holds are never read.
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=check_zip_entries(path))
+    except DsganError:
+        raise
     except pickle.UnpicklingError as e:
         # weights_only refuses any global that is not a tensor type: the file wants code to run.
         found = re.search(r"GLOBAL (\S+)", str(e))

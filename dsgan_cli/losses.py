@@ -5,7 +5,6 @@ All subcommands that need a loss or the VGG feature extractor use this module.
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 import torch
@@ -14,7 +13,7 @@ from torch.nn import functional as F
 
 from .errors import DsganError
 from .models import FilterHigh, FilterLow
-from .weights import ALEXNET, VGG19, check_available, load_pretrained, resolve
+from .weights import ALEXNET, VGG19, check_available, load_features, load_pretrained, resolve, warn_random_net
 
 #: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
 VGG19_LAYERS: dict[str, int] = {}
@@ -106,26 +105,6 @@ def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
         resolve(backbone, weights)
 
 
-def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weights: str, name: str) -> None:
-    """Load a torchvision classifier's ``features`` block (whole-model or features-only file) into ``features_net``."""
-    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    if not features:  # a file holding just the features block
-        features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    try:
-        features_net.load_state_dict(features)
-    except RuntimeError as e:
-        raise DsganError(f"{weights}: not {name} weights ({str(e).splitlines()[0]})") from None
-
-
-def warn_random_vgg(net: str = "VGG19") -> None:
-    """Say loudly that the perceptual loss is meaningless with random weights."""
-    print(
-        f"warning: perceptual.weights = \"random\": the perceptual loss uses an untrained {net}; "
-        "fine for tests, benchmarks and the demo, not for a real model",
-        file=sys.stderr,
-    )
-
-
 class VGGFeatures(nn.Module):
     """Frozen VGG19 ``features`` truncated after the deepest requested layer."""
 
@@ -141,7 +120,7 @@ class VGGFeatures(nn.Module):
         self.layer_ids = sorted({VGG19_LAYERS[name] for name in layers})
         features_net = make_layers(cfgs["E"], batch_norm=False)
         if weights == "random":
-            warn_random_vgg()
+            warn_random_net("VGG19")
         else:
             state = load_pretrained(VGG19, None if weights == "torchvision" else weights)
             load_features(features_net, state, weights, "VGG19")

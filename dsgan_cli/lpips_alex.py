@@ -48,12 +48,11 @@ def alexnet_features(weights: str) -> nn.Sequential:
     """AlexNet's ``features`` block up to its last ReLU, with the weights ``weights`` names."""
     from torchvision.models import alexnet
 
-    from .losses import load_features, warn_random_vgg
-    from .weights import ALEXNET, load_pretrained
+    from .weights import ALEXNET, load_features, load_pretrained, warn_random_net
 
     features = alexnet(weights=None).features[: TAPS[-1] + 1]
     if weights == "random":
-        warn_random_vgg("AlexNet")
+        warn_random_net("AlexNet")
         return features
     state = load_pretrained(ALEXNET, None if weights == "torchvision" else weights)
     load_features(features, state, weights, "AlexNet")

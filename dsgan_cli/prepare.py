@@ -19,6 +19,7 @@ and a rerun with other settings is refused without ``--overwrite``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DsganError, file_error, write_stdout
-from .images import ImageReadError, list_images, load_rgb, open_regular, unique_output_names
+from .images import ImageReadError, file_sha256, list_images, load_rgb, open_regular, unique_output_names
 from .jsonl import read_jsonl
 from .progress import progress_bar
 from .writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
@@ -80,14 +81,37 @@ def plan_outputs(files: list[Path], input_dir: Path) -> tuple[dict[Path, Path], 
     return {rel[r]: out for r, out in names.items()}, {rel[r]: rel[owner] for r, owner in refused.items()}
 
 
-def _source_key(path: Path) -> dict[str, int] | None:
-    """Identity of an input file for reusing its record on a re-run (None when it cannot be read)."""
+def _source_key(path: Path) -> dict[str, Any] | None:
+    """Identity of an input file for reusing its record on a re-run (None when it cannot be read): size, mtime,
+    ctime and content digest."""
     try:
         st = path.stat()
+        digest = file_sha256(path)
     except OSError:
         return None
-    # ctime too: a photo rewritten in place keeping size and mtime (cp -p, rsync --inplace) cannot keep it.
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "sha256": digest}
+
+
+def _same_source(old: dict[str, Any], src: Path) -> bool:
+    """Whether ``src`` is still the file an earlier record describes.
+
+    Size and mtime must match. A photo rewritten in place keeping both (``cp -p``, ``rsync --inplace``)
+    cannot keep its ctime; a changed ctime alone (``chmod``, a copy with ``cp -a``) costs one read to compare
+    the content digest, not a new face detection. Records from before the ctime and digest were kept are
+    judged by size and mtime, as they were made.
+    """
+    try:
+        st = src.stat()
+    except OSError:
+        return False
+    if old.get("bytes") != st.st_size or old.get("mtime_ns") != st.st_mtime_ns:
+        return False
+    if "ctime_ns" not in old or old["ctime_ns"] == st.st_ctime_ns:
+        return True
+    try:
+        return old.get("sha256") == file_sha256(src)
+    except OSError:
+        return False
 
 
 _DETECTOR = None
@@ -118,9 +142,21 @@ def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dic
         return record
     try:
         return _align_and_write(img, record, out_dir, out_rel, size, margin, min_face, overwrite)
-    except Exception as e:  # noqa: BLE001 - one photo's failure (a refused destination, a detector error) is its own
+    except DsganError:
+        raise
+    except OSError as e:
+        if e.errno in RUN_STOPPING_ERRNOS:  # the output folder's failure, not the photo's: every photo would fail
+            raise
         record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
         return record
+    except Exception as e:  # noqa: BLE001 - one photo's failure (e.g. a detector error on odd content) is its own
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+        return record
+
+
+#: Errors of the output folder (full disk, quota, read-only, no permission): they stop the run instead of
+#: failing every photo in turn.
+RUN_STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _align_and_write(img, record: dict[str, Any], out_dir: str, out_rel: str, size: int, margin: float, min_face: int,
@@ -154,8 +190,8 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     """An earlier record still describes this input and its output (if any) exists."""
     # A failed photo is tried again: its failure may have been the folder's, not the photo's.
-    if (rec is None or not rec.get("source") or rec.get("source") != _source_key(src) or rec.get("status") not in STATUSES
-            or rec.get("status") == "failed"):
+    if (rec is None or not isinstance(rec.get("source"), dict) or not _same_source(rec["source"], src)
+            or rec.get("status") not in STATUSES or rec.get("status") == "failed"):
         return False
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 

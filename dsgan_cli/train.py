@@ -87,13 +87,19 @@ def cpu_flags() -> set[str]:
 def auto_precision(cuda: bool) -> tuple[str, str]:
     """(precision, why) for ``train.precision = "auto"``: bf16 where the hardware has fast bf16 units, else fp32."""
     if cuda:
-        if torch.cuda.is_bf16_supported():
+        # Not the default including_emulation=True: V100/T4-class GPUs emulate bf16, slower than fp32.
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16", f"{torch.cuda.get_device_name()} computes bf16 natively"
         return "no", f"{torch.cuda.get_device_name()} has no native bf16"
     fast = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     if fast:
         return "bf16", f"this CPU has {' and '.join(fast)}"
     return "no", "this CPU has neither AVX-512 BF16 nor AMX: fp32 is faster there"
+
+
+def on_cuda() -> bool:
+    """Whether this run trains on a CUDA GPU (not when `accelerate launch --cpu` keeps it on the CPU)."""
+    return torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "false").lower() not in ("true", "1", "yes")
 
 
 def mixed_precision_for(recipe: Recipe) -> str:
@@ -103,7 +109,7 @@ def mixed_precision_for(recipe: Recipe) -> str:
     if launched != "no":
         return launched
     if recipe.train.precision == "auto":
-        return auto_precision(torch.cuda.is_available())[0]
+        return auto_precision(on_cuda())[0]
     return recipe.train.precision
 
 
@@ -230,22 +236,31 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
     ckpt_root = output_dir / "checkpoints"
     final = ckpt_root / f"step_{step:08d}"
     tmp = ckpt_root / f".{final.name}.partial"
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    if main:
         writes.remove_own(tmp)
         writes.make_dirs(tmp)
     accelerator.wait_for_everyone()
-    try:
-        writes.save_accelerator_state(accelerator, tmp)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            g = accelerator.unwrap_model(G)
-            meta = dict(step=step, scale=recipe.data.scale, recipe=recipe.to_dict())
+    # Every rank writes its part (its RNG state), then the main process the rest; after each phase all ranks
+    # agree on whether it worked, so a failure on one never leaves the others waiting at a barrier.
+    error = agreed(accelerator, attempt(lambda: writes.save_accelerator_state(accelerator, tmp)))
+    if error is None and main:
+        g = accelerator.unwrap_model(G)
+        meta = dict(step=step, scale=recipe.data.scale, recipe=recipe.to_dict())
+
+        def write_main_files() -> None:
             save_generator(g, tmp / "generator.safetensors", **meta)
-            state = {**state, "files": file_digests(tmp)}
-            write_bytes_atomic(tmp / STATE_FILE, json.dumps(state, indent=2).encode())  # written last: marks completeness
-    except (OSError, RuntimeError) as e:
-        raise checkpoint_write_error(tmp, e) from None
-    if accelerator.is_main_process:
+            checked = {**state, "files": file_digests(tmp)}
+            write_bytes_atomic(tmp / STATE_FILE, json.dumps(checked, indent=2).encode())  # last: marks completeness
+            save_generator(g, output_dir / "generator.safetensors", **meta)
+
+        error = attempt(write_main_files)
+    error = agreed(accelerator, error)
+    if error is not None:
+        if main:
+            writes.remove_own(tmp)  # a partial folder would keep a full disk full
+        raise checkpoint_write_error(tmp, error)
+    if main:
         if final.exists():  # re-saving a step after resuming from an older checkpoint
             old = ckpt_root / f".{final.name}.old"
             writes.remove_own(old)
@@ -254,24 +269,38 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe,
             writes.remove_own(old)
         else:
             writes.replace(tmp, final)
-        try:
-            save_generator(g, output_dir / "generator.safetensors", **meta)
-        except (OSError, RuntimeError) as e:
-            raise checkpoint_write_error(output_dir / "generator.safetensors", e) from None
         for _, old_ckpt in complete_checkpoints(ckpt_root)[: -recipe.train.keep_last]:
             writes.remove_own(old_ckpt)
     accelerator.wait_for_everyone()
     return final
 
 
-def checkpoint_write_error(dest: Path, e: Exception) -> DsganError:
-    """The one-line error for a checkpoint that could not be written, after removing its partial folder.
+def attempt(write) -> Exception | None:
+    """Run ``write()``; the OSError or RuntimeError (torch's zip writer on a full disk) it raised, or None."""
+    try:
+        write()
+    except (OSError, RuntimeError) as e:
+        return e
+    return None
 
-    A full disk shows up as an OSError, or as torch's "unexpected pos" RuntimeError from its zip writer;
-    either way the partial folder would keep the disk full, so it goes.
-    """
-    if dest.name.endswith(".partial"):
-        writes.remove_own(dest)
+
+class FailedElsewhere(RuntimeError):
+    """Another process could not write its part of the checkpoint (it names the reason itself)."""
+
+
+def agreed(accelerator, error: Exception | None) -> Exception | None:
+    """This rank's error, or (when this rank succeeded) a :class:`FailedElsewhere` if any other rank failed."""
+    if accelerator.num_processes == 1:
+        return error
+    flag = torch.tensor([0.0 if error is None else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(flag, reduction="sum").item()) > 0 and error is None:
+        return FailedElsewhere("another process failed")
+    return error
+
+
+def checkpoint_write_error(dest: Path, e: Exception) -> DsganError:
+    """The one-line error for a checkpoint that could not be written (a full disk shows up as an OSError, or
+    as torch's "unexpected pos" RuntimeError from its zip writer)."""
     try:
         free = f"{shutil.disk_usage(dest.parent).free / 2**20:.0f} MiB free there"
     except OSError:
@@ -400,7 +429,7 @@ class RunTiming:
         where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
         why = ""
         if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
-            why = f" (auto: {auto_precision(accelerator.device.type == 'cuda')[1]})"
+            why = f" (auto: {auto_precision(on_cuda())[1]})"
         print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
               f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR",
               file=sys.stderr, flush=True)

@@ -88,16 +88,12 @@ def highpass_view(x: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
 
 def sample_grid(xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
     """One row per image: Xb | Xd | real LR | high-pass(Xd) | high-pass(real LR), 2-px gaps; (3, H, W)."""
+    from torchvision.utils import make_grid
+
     cols = [xb, xd, real, highpass_view(xd, kernel_size), highpass_view(real, kernel_size)]
-    cols = [c.float().cpu().contiguous() for c in cols]
-    n, _, h, w = xb.shape
-    gap = 2
-    grid = torch.ones(3, n * h + (n + 1) * gap, len(cols) * w + (len(cols) + 1) * gap)
-    for i in range(n):
-        for j, c in enumerate(cols):
-            top, left = gap + i * (h + gap), gap + j * (w + gap)
-            grid[:, top: top + h, left: left + w] = c[i]
-    return grid
+    cols = [c.float().cpu() for c in cols]
+    tiles = torch.stack(cols, dim=1).flatten(0, 1)  # row-major: image i's five views side by side
+    return make_grid(tiles, nrow=len(cols), padding=2, pad_value=1.0)
 
 
 def save_sample_grid(path: Path, xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> None:

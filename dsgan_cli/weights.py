@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .checkpoint import load_weights_file
 from .errors import DsganError, file_error
@@ -122,3 +124,23 @@ def resolve(net: Pretrained, path: str | Path | None = None) -> Path:
 def load_pretrained(net: Pretrained, path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """``net``'s state dict from :func:`resolve`'s file, read without unpickling code."""
     return load_weights_file(resolve(net, path), f"{net.name} weights")
+
+
+def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weights: str, name: str) -> None:
+    """Load a torchvision classifier's ``features`` block (whole-model or features-only file) into ``features_net``."""
+    features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    if not features:  # a file holding just the features block
+        features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    try:
+        features_net.load_state_dict(features)
+    except RuntimeError as e:
+        raise DsganError(f"{weights}: not {name} weights ({str(e).splitlines()[0]})") from None
+
+
+def warn_random_net(net: str) -> None:
+    """Say loudly that the perceptual loss is meaningless with random weights."""
+    print(
+        f"warning: perceptual.weights = \"random\": the perceptual loss uses an untrained {net}; "
+        "fine for tests, benchmarks and the demo, not for a real model",
+        file=sys.stderr,
+    )

@@ -93,6 +93,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
+        fd = -1  # closed: a second close could hit another thread's file that reuses the number
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
@@ -100,8 +101,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, dest)
         _fsync_dir(dest.parent)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
@@ -211,10 +213,12 @@ def check_output_file(path: str | Path, what: str = "output") -> None:
 
 
 def make_dirs(folder: str | Path) -> Path:
-    """Create ``folder`` and its parents; refuse one that exists as a symlink or other non-folder."""
+    """Create ``folder`` and its parents; refuse one that exists as anything but a folder. A symlink to a folder
+    is a folder here (a cache or output folder linked to another disk is common); only files are never
+    written through links."""
     folder = Path(folder)
     with contextlib.suppress(FileNotFoundError):
-        mode = os.lstat(folder).st_mode
+        mode = os.stat(folder).st_mode
         if not stat.S_ISDIR(mode):
             raise file_error(folder, f"exists and is {file_kind(mode)}; a folder was expected")
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +303,7 @@ def truncate(path: str | Path, size: int) -> None:
 def save_accelerator_state(accelerator, folder: str | Path) -> None:
     """Accelerate's full training state into ``folder`` (a hidden partial folder the tool made for it)."""
     folder = Path(folder)
-    if folder.is_symlink() or not folder.is_dir():
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise file_error(folder, "is not a folder made for the checkpoint")
     accelerator.save_state(str(folder), safe_serialization=True)  # models as safetensors; RNG per rank
 

@@ -93,3 +93,29 @@ def test_every_third_party_import_of_the_package_is_declared():
                 if dist not in declared and dist not in optional and dist != "tensorboard":
                     missing.setdefault(dist, f"{path.name}:{node.lineno}")
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_no_module_imports_another_ones_private_name_and_no_import_circle():
+    """One owner per concern: modules use each other's public names, and the imports (lazy ones too) form no circle."""
+    import ast
+
+    modules = {p.stem: p for p in (REPO / "dsgan_cli").glob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    private = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 1):
+                continue
+            if node.module:
+                graph[name].add(node.module.split(".")[0])
+                private += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_") and not a.name.startswith("__")]
+            else:
+                graph[name].update(a.name for a in node.names)
+    assert not private, private
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n in graph and n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    circles = sorted(m for m in graph if reaches(m, m, {m}))
+    assert not circles, f"modules on an import circle: {circles}"

@@ -169,3 +169,29 @@ def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path,
     again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, again.manifest.read_text().splitlines())}
     assert records["large.png"]["status"] == "ok", "a failed photo must be tried again on the next run"
+
+
+def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
+    """Size and mtime kept (cp -p, rsync --inplace): the ctime and then the content digest tell; a changed ctime
+    alone (chmod) costs a digest, not a new face detection."""
+    import os
+    import shutil
+
+    src = tmp_path / "in"
+    shutil.copytree(raw / "variants", src)
+    out = tmp_path / "o"
+    prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    os.chmod(src / "large.png", 0o600)
+    again = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    assert again.reused == 3 and again.written == 0, "a chmod made a photo be processed again"
+    target = src / "small.png"
+    st = target.stat()
+    other = (src / "rotated.png").read_bytes()
+    data = (other + b"\0" * st.st_size)[: st.st_size] if len(other) < st.st_size else other[: st.st_size]
+    with open(target, "r+b") as f:  # in place, same size (the image may not decode: it must be looked at again)
+        f.write(data)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    while target.stat().st_ctime_ns == st.st_ctime_ns:
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    assert third.reused == 2, "the photo rewritten in place was taken for the old one"
