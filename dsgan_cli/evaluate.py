@@ -372,20 +372,27 @@ def fid_kid_between(a: dict, b: dict) -> dict:
             "kid_subset_size": subset}
 
 
-def real_floor(real: dict, seed: int = FLOOR_SEED) -> dict | None:
-    """FID/KID between two seeded random halves of the real set: what a perfect fake set reaches at that size
-    (None below 4 images)."""
+def feature_set(features: np.ndarray) -> dict:
+    """{features, mu, sigma} of a feature array."""
     import torch
 
     from . import fid as fidmod
 
+    return {"features": features, **fidmod.fid_statistics(torch.from_numpy(features))}
+
+
+def seeded_subset(features: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` rows of ``features`` chosen by a seeded permutation (all of them when there are fewer)."""
+    return features[np.sort(np.random.default_rng(seed).permutation(len(features))[:n])]
+
+
+def real_halves(real: dict, seed: int = FLOOR_SEED) -> tuple[dict, dict] | None:
+    """The real set split into two seeded random halves (None below 4 images)."""
     f = real["features"]
     if len(f) < 4:
         return None
     order = np.random.default_rng(seed).permutation(len(f))
-    halves = [f[order[: len(f) // 2]], f[order[len(f) // 2:]]]
-    a, b = ({"features": h, **fidmod.fid_statistics(torch.from_numpy(h))} for h in halves)
-    return {**fid_kid_between(a, b), "halves": [len(h) for h in halves], "seed": seed}
+    return feature_set(f[np.sort(order[: len(f) // 2])]), feature_set(f[np.sort(order[len(f) // 2:])])
 
 
 def closes(fid_fake: float, fid_xb: float | None, fid_floor: float | None) -> float | None:
@@ -393,6 +400,17 @@ def closes(fid_fake: float, fid_xb: float | None, fid_floor: float | None) -> fl
     if fid_xb is None or fid_floor is None or fid_xb <= fid_floor:
         return None
     return (fid_xb - fid_fake) / (fid_xb - fid_floor)
+
+
+def verdict_at_equal_sizes(fake: dict, xb: dict, halves: tuple[dict, dict], floor_fid: float) -> dict:
+    """The fake set's and Xb's FID against the second real half, each with as many images as the first half:
+    FID grows as sets shrink, so the floor (half against half) is compared with numbers of the same sizes."""
+    a, b = halves
+    n = len(a["features"])
+    f = fid_kid_between(feature_set(seeded_subset(fake["features"], n, FLOOR_SEED + 1)), b)["fid"]
+    x = fid_kid_between(feature_set(seeded_subset(xb["features"], n, FLOOR_SEED + 1)), b)["fid"]
+    return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [min(n, len(fake["features"])), len(b["features"])],
+            "closes": closes(f, x, floor_fid)}
 
 
 def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
@@ -409,11 +427,14 @@ def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
         rep.warn(f"small sets (fake: {n_fake}, real: {n_real} images): with fewer than "
                  f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
                  f"equal image counts and prefer KID (subset size {out['kid_subset_size']})")
-    floor = real_floor(real)
+    halves = real_halves(real)
+    floor = None
+    if halves is not None:
+        floor = {**fid_kid_between(*halves), "halves": [len(h["features"]) for h in halves], "seed": FLOOR_SEED}
     ref = stats.get(REFERENCE, {}).get("inception")
     xb = fid_kid_between(ref, real) if ref is not None and len(ref["features"]) >= 2 else None
-    return {**out, "floor": floor, "reference_xb": xb,
-            "closes": closes(out["fid"], xb and xb["fid"], floor and floor["fid"])}
+    equal = verdict_at_equal_sizes(fake, ref, halves, floor["fid"]) if floor is not None and xb is not None else None
+    return {**out, "floor": floor, "reference_xb": xb, "equal_sizes": equal, "closes": equal and equal["closes"]}
 
 
 def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
@@ -528,7 +549,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
         unreadable = _warn_about_sets(decoded, analysis, rep)
         stats, cached = set_statistics(decoded, weights, stats_dir, int(batch_size), bar)
         metrics = fid_kid(stats, rep) if weights is not None else dict.fromkeys(
-            ("fid", "kid_mean", "kid_std", "kid_subset_size", "floor", "reference_xb", "closes"))
+            ("fid", "kid_mean", "kid_std", "kid_subset_size", "floor", "reference_xb", "equal_sizes", "closes"))
         frequency = frequency_section(stats, analysis)
         run = {"size": analysis, "weights": weights, "needs_resize": needs_resize, "unreadable": unreadable, "cached": cached,
                "batch_size": int(batch_size), "requested": requested, "cache_dir": stats_dir,
@@ -547,12 +568,13 @@ def exit_code(result: dict) -> int:
 
 def verdict_line(result: dict) -> str:
     """What the FID means, in one line."""
-    floor, xb, part = result.get("floor"), result.get("reference_xb"), result.get("closes")
+    floor, xb, part, eq = result.get("floor"), result.get("reference_xb"), result.get("closes"), result.get("equal_sizes")
     if part is not None:
-        return (f"Xd closes {100 * part:.0f}% of the way from Xb (FID {xb['fid']:.2f}) to the real floor "
-                f"(FID {floor['fid']:.2f}): FID {result['fid']:.2f}")
+        return (f"Xd closes {100 * part:.0f}% of the way from Xb to the real floor (at {eq['sizes'][0]} vs "
+                f"{eq['sizes'][1]} images: Xb FID {eq['xb_fid']:.2f}, Xd {eq['fake_fid']:.2f}, floor {floor['fid']:.2f})")
     if xb and floor:
-        return f"Xb is already at the real floor (FID {xb['fid']:.2f} vs {floor['fid']:.2f}): FID cannot rank Xd here"
+        return (f"Xb is already at the real floor (FID {eq['xb_fid']:.2f} vs {floor['fid']:.2f} at equal sizes): "
+                "FID cannot rank Xd here")
     if floor:
         return (f"FID {result['fid']:.2f} against a real floor of {floor['fid']:.2f} (two halves of the real set); "
                 "give --reference HR for the Xb baseline")

@@ -265,7 +265,9 @@ def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["reference_xb"]["fid"] == pytest.approx(data["fid"], rel=1e-6), "Xd = Xb must have Xb's FID"
-    if data["reference_xb"]["fid"] > data["floor"]["fid"]:
+    eq = data["equal_sizes"]
+    assert eq["sizes"] == [4, 4] and eq["fake_fid"] == pytest.approx(eq["xb_fid"], rel=1e-6)
+    if eq["xb_fid"] > data["floor"]["fid"]:
         assert data["closes"] == pytest.approx(0.0, abs=1e-6)
         assert "Xd closes 0% of the way from Xb" in proc.stdout
     else:
