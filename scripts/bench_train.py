@@ -254,8 +254,26 @@ def original_step(recipe, device: torch.device):
     return step, lpips_kind
 
 
+def fp32_flops_per_cycle(cpuinfo: str) -> tuple[int, str]:
+    """fp32 FLOP per cycle and core from /proc/cpuinfo's vendor, family and flags: 2 FMA pipes x lanes x 2.
+
+    AVX-512 cores with full-width units (AMD Zen 5, family 26; Intel Xeon server cores) do 2 x 16 x 2 = 64;
+    AMD Zen 4 (family 25) runs AVX-512 on 256-bit units, like AVX2 cores: 2 x 8 x 2 = 32; without FMA, 16."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    vendor, family = fields.get("vendor_id", ""), int(fields.get("cpu family", "0") or 0)
+    if "avx512f" in flags and not (vendor == "AuthenticAMD" and family < 26):
+        return 64, f"{vendor} family {family}, AVX-512 on full-width units: 2 FMA x 16 lanes x 2"
+    if "fma" in flags:
+        return 32, f"{vendor} family {family}, 256-bit FMA: 2 FMA x 8 lanes x 2"
+    return 16, f"{vendor} family {family}, no FMA: 16"
+
+
 def peak_gflops(threads: int, clock_ghz: float | None = None) -> tuple[float, str]:
-    """Nominal fp32 peak of this CPU: threads x clock x 32 FLOP/cycle (two 256-bit FMA pipes).
+    """Nominal fp32 peak of this CPU: threads x clock x FLOP/cycle (:func:`fp32_flops_per_cycle`).
 
     The clock is /proc/cpuinfo's unless ``clock_ghz`` is given; in a VM that is often the base clock,
     and cores that boost above it can exceed this "peak"."""
@@ -265,7 +283,11 @@ def peak_gflops(threads: int, clock_ghz: float | None = None) -> tuple[float, st
             mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("cpu MHz"))
     source = "given" if clock_ghz else "/proc/cpuinfo"
-    return threads * mhz / 1000 * 32, f"{threads} threads x {mhz:.0f} MHz ({source}) x 32 FLOP/cycle (2 x 256-bit FMA)"
+    try:
+        per_cycle, why = fp32_flops_per_cycle(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        per_cycle, why = 32, "unknown CPU: assumed 2 x 256-bit FMA"
+    return threads * mhz / 1000 * per_cycle, f"{threads} threads x {mhz:.0f} MHz ({source}) x {per_cycle} FLOP/cycle ({why})"
 
 
 def count_flops(step, xb, real) -> int:
