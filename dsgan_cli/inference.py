@@ -488,6 +488,20 @@ def default_settings(device: torch.device, *, scale: int, fmt: str, batch_size: 
 # --------------------------------------------------------------------------- the run
 
 
+def for_the_encoder(y: torch.Tensor) -> torch.Tensor:
+    """G's output as the encoder threads take it. On a GPU, rounded there, moving a quarter of the bytes; on a
+    CPU, left as it is for each encoder thread to round: small ops on the main thread pay for a full
+    intra-op thread team (tens of ms on a busy machine)."""
+    return to_uint8(y).cpu() if y.device.type != "cpu" else y
+
+
+def job_batches(jobs: list[Job], settings: Settings, pairs: bool, cleanup_factor: int) -> Iterator[tuple]:
+    """The events of decoding ``jobs`` into batches (see :func:`iter_batches`)."""
+    dataset = DecodeDataset([j.src for j in jobs], settings.scale, pairs, cleanup_factor)
+    decoded = iter_decoded(dataset, settings.workers, depth=2 * settings.batch_size)
+    return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
+
+
 def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, settings: Settings, *,
                  progress: bool = True, label: str = "degrading", stats: dict[str, float] | None = None,
                  seed: int = 0, pairs: bool = False, cleanup_factor: int = 1) -> FolderSummary:
@@ -532,24 +546,16 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
                     on_done(jobs[indices[0]], f"the generator cannot process it ({str(e).splitlines()[0]})")
                 return
             t2 = time.perf_counter()
-            # On a GPU, round there and move a quarter of the bytes. On a CPU, the
-            # encoder thread rounds each image: small ops on the main thread pay
-            # for a full intra-op thread team (tens of ms on a busy machine).
-            out = to_uint8(y).cpu() if y.device.type != "cpu" else y
+            out = for_the_encoder(y)
             stats["generator"] += t2 - t
             stats["to_uint8"] += time.perf_counter() - t2
             for i, arr, hr in zip(indices, out, hrs):
                 writer.submit(arr, jobs[i], hr)
 
-        def make_batches() -> Iterator[tuple]:
-            dataset = DecodeDataset([j.src for j in jobs], settings.scale, pairs, cleanup_factor)
-            decoded = iter_decoded(dataset, settings.workers, depth=2 * settings.batch_size)
-            return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
-
         start = time.perf_counter()
         # Decoding, downscaling, bucketing and stacking all run on one input
         # thread (fed by worker processes when workers > 0), two batches ahead.
-        events = _in_thread(make_batches, depth=2)
+        events = _in_thread(lambda: job_batches(jobs, settings, pairs, cleanup_factor), depth=2)
         try:
             while True:
                 t = time.perf_counter()

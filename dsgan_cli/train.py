@@ -653,6 +653,34 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 # ----------------------------------------------------------------------------- the training loop
 
 
+def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
+    """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
+    (seed, m, rank), so a resume continues the same stream."""
+    from .data import MicroBatches, make_loader
+
+    accum = r.train.grad_accum
+    dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
+                           rank=accelerator.process_index, world_size=accelerator.num_processes,
+                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip)
+    return iter(make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
+                            accelerator.device.type == "cuda"))
+
+
+def ema_and_export(accelerator, G, r: Recipe):
+    """(the moving average of G or None, the network samples and generator.safetensors show)."""
+    G_ema = make_ema(accelerator.unwrap_model(G), r.optim.ema)  # identical on every rank, as G is
+    if G_ema is not None:
+        accelerator.register_for_checkpointing(G_ema)  # saved and restored with the rest: resume stays exact
+    return G_ema, (G if G_ema is None else G_ema.module)
+
+
+def checkpoint_state(done: int, r: Recipe, world_size: int, counts: dict, digest: str | None) -> dict:
+    """The small JSON state saved with a checkpoint (its file manifest is added when it is written)."""
+    return {"step": done, "seed": r.train.seed, "world_size": world_size, "batch_size": r.train.batch_size,
+            "grad_accum": r.train.grad_accum, "micro_batches_consumed": done * r.train.grad_accum,
+            "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
+
+
 def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None) -> TrainResult:
     """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
 
@@ -661,8 +689,6 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
-
-    from .data import MicroBatches, make_loader
 
     r = recipe
     out = Path(r.train.output_dir)
@@ -686,20 +712,13 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     device = accelerator.device
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
-    dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
-                           rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           scale=scale, crop_size=r.data.crop_size, flip=r.data.flip)
-    batches = iter(make_loader(dataset, start_step * accum, iters * accum, loader_workers(r.data.num_workers),
-                               device.type == "cuda"))
+    batches = training_batches(r, hr_set, lr_set, accelerator, start_step)
 
     # --- models, losses, optimisers (prepared once)
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
-    G_ema = make_ema(accelerator.unwrap_model(G), r.optim.ema)  # identical on every rank, as G is
-    if G_ema is not None:
-        accelerator.register_for_checkpointing(G_ema)  # saved and restored with the rest: resume stays exact
-    G_out = G if G_ema is None else G_ema.module  # what samples and generator.safetensors show
+    G_ema, G_out = ema_and_export(accelerator, G, r)
     if resume_from is not None:
         load_resume(accelerator, resume_from, r, start_step)
     if device.type == "cuda":
@@ -744,9 +763,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
             if is_main and (done % r.train.sample_every == 0 or last):
                 save_samples(accelerator, G_out, out / "samples" / f"step_{done:08d}.png", sample_xb, sample_real, r)
             if done % r.train.checkpoint_every == 0 or last:
-                state = {"step": done, "seed": r.train.seed, "world_size": accelerator.num_processes,
-                         "batch_size": r.train.batch_size, "grad_accum": accum, "micro_batches_consumed": done * accum,
-                         "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
+                state = checkpoint_state(done, r, accelerator.num_processes, counts, digest)
                 last_ckpt = save_checkpoint(accelerator, out, done, G_out, r, state)
             bar.update(task, completed=done, losses=f"G {losses['loss_g']:.4f} D {losses['loss_d']:.4f}" if losses else "")
             if timing is not None:

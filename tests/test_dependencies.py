@@ -119,3 +119,17 @@ def test_no_module_imports_another_ones_private_name_and_no_import_circle():
 
     circles = sorted(m for m in graph if reaches(m, m, {m}))
     assert not circles, f"modules on an import circle: {circles}"
+
+
+def test_the_training_loop_reads_in_100_lines_and_no_other_function_exceeds_80():
+    import ast
+
+    long = []
+    for path in sorted((REPO / "dsgan_cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                limit = 100 if (path.name, node.name) == ("train.py", "train") else 80
+                if lines > limit:
+                    long.append(f"{path.name}:{node.name} has {lines} lines (at most {limit})")
+    assert not long, long
