@@ -27,19 +27,29 @@ def output_record(generator_sha256: str, scale: int, suffix: str, precision: str
     return record
 
 
+def read_output_record(path: Path) -> dict[str, Any] | None:
+    """A folder's record (``degrade``, ``pairs``, ``prepare``): None when there is none; one that cannot be read
+    or is not a JSON object reads as ``{"unreadable": True}``, which matches no settings (so it is refused
+    without ``--overwrite``, never taken for empty)."""
+    try:
+        with open_regular(path) as f:
+            old = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"unreadable": True}
+    return old if isinstance(old, dict) else {"unreadable": True}
+
+
 def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> bool:
     """Refuse, without ``--overwrite``, a folder whose outputs another generator or other settings made.
 
     Returns True when the folder's outputs are about to be replaced by
     different ones (so the record must say so until the run completes).
     """
-    try:
-        with open_regular(path) as f:
-            old = json.loads(f.read())
-    except FileNotFoundError:
+    old = read_output_record(path)
+    if old is None:
         return False
-    except (OSError, ValueError):
-        old = {"unreadable": True}
     if old == record:
         return False
     if not overwrite:

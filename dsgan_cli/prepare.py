@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DsganError, file_error, write_stdout
-from .images import ImageReadError, file_sha256, list_images, load_rgb, open_regular, unique_output_names
+from .images import ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
 from .jsonl import read_jsonl
 from .progress import progress_bar
 from .writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
@@ -265,15 +265,13 @@ def _settings(size: int, margin: float, min_face: int, detector: str) -> dict[st
 
 def check_settings_record(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> bool:
     """Refuse, without ``--overwrite``, a folder whose crops were made with other settings; True when this command made it."""
+    from .output_record import read_output_record
+
     path = out_dir / SETTINGS_RECORD
-    try:
-        with open_regular(path) as f:
-            old = json.loads(f.read())
-    except FileNotFoundError:
+    old = read_output_record(path)
+    if old is None:
         # Folders from before the record: the manifest or journal shows this command made them.
         return (out_dir / MANIFEST).is_file() or (out_dir / JOURNAL).is_file()
-    except (OSError, ValueError):
-        old = {}
     if old != settings and not overwrite:
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
         raise file_error(path, f"the crops in this folder were made with other settings ({changed}); "

@@ -195,3 +195,19 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     third = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
     assert third.reused == 2, "the photo rewritten in place was taken for the old one"
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_an_unreadable_settings_record_is_refused_like_degrades_not_taken_for_empty(raw, tmp_path, content):
+    """prepare, degrade and pairs read their folder's record the same way (output_record.read_output_record)."""
+    from dsgan_cli.errors import DsganError
+    from dsgan_cli.output_record import read_output_record
+    from dsgan_cli.prepare import SETTINGS_RECORD
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / SETTINGS_RECORD).write_bytes(content)
+    assert read_output_record(out / SETTINGS_RECORD) == {"unreadable": True}
+    with pytest.raises(DsganError, match="other settings.*--overwrite"):
+        prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [SETTINGS_RECORD], "nothing may be written before the refusal"
