@@ -112,7 +112,7 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         # Files written before these options existed hold the paper's network.
         options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
                    "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False")),
-                   "blur_size": int(raw.get("blur_size", 5))}
+                   "blur_size": int(raw.get("blur_size", 5)), "noise_filter": int(raw.get("noise_filter", 1))}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))

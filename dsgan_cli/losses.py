@@ -81,9 +81,17 @@ class NoiseLevelLoss(nn.Module):
     #: E[|X| ; |X| below its median] / std for X ~ N(0, s^2): 2 * sqrt(2/pi) * (1 - exp(-q^2 / 2)), q = 0.6745.
     HALF_NORMAL_LOWER_MEAN = 0.32484
 
-    def level(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of each image's noise level (channels together), in the image's units."""
+    def __init__(self, scales: int = 1):
+        super().__init__()
+        self.scales = scales
+
+    def level(self, x: torch.Tensor, scale: int = 1) -> torch.Tensor:
+        """Mean over the batch of each image's noise level (channels together), in the image's units, read at
+        ``scale`` (1: the pixels; 2: 2x2 means, times 2, so white noise reads the same at every scale while
+        noise a codec smoothed reads higher at the coarser one)."""
         x = x.float()
+        if scale > 1:
+            x = F.avg_pool2d(x, scale) * scale
         hh = (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
         mag = hh.abs().flatten(1)
         median = mag.kthvalue(max(1, mag.shape[1] // 2), dim=1, keepdim=True).values
@@ -91,9 +99,12 @@ class NoiseLevelLoss(nn.Module):
         return ((mag * lower).sum(1) / lower.sum(1)).mean() / self.HALF_NORMAL_LOWER_MEAN
 
     def forward(self, xd: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = self.level(real)
-        return (self.level(xd) - target).abs()
+        total = 0.0
+        for s in (2 ** i for i in range(self.scales)):
+            with torch.no_grad():
+                target = self.level(real, s)
+            total = total + (self.level(xd, s) - target).abs()
+        return total / self.scales
 
 
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
@@ -210,10 +221,10 @@ class GeneratorLoss(nn.Module):
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
                  perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0,
-                 content_without_noise: bool = False, w_noise_level: float = 0.0):
+                 content_without_noise: bool = False, w_noise_level: float = 0.0, noise_level_scales: int = 1):
         super().__init__()
         self.w_noise_level = w_noise_level
-        self.noise_level = NoiseLevelLoss()
+        self.noise_level = NoiseLevelLoss(noise_level_scales)
         self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
         self.content_without_noise = content_without_noise
         self.color = ColorLoss(kernel_size, gaussian)

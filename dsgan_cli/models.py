@@ -154,19 +154,21 @@ class Generator(nn.Module):
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
                  noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
-                 blur_size: int = 5, noise_init: float = 1.7):
+                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if not (1 <= noise_filter <= MAX_BLUR_SIZE and noise_filter % 2 == 1):
+            raise ValueError(f"noise_filter must be an odd number from 1 to {MAX_BLUR_SIZE}, got {noise_filter}")
         if not 0 < noise_init <= 255:
             raise ValueError(f"noise_init must be in (0, 255], got {noise_init}")
         if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
             raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
-        self.output_noise, self.blur_size = bool(output_noise), blur_size
+        self.output_noise, self.blur_size, self.noise_filter = bool(output_noise), blur_size, noise_filter
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
         self.block_input = nn.Sequential(conv(3 + noise_channels, channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
@@ -190,6 +192,12 @@ class Generator(nn.Module):
             # by z is 0), so grain that starts near 0, or is pushed there early, stays there.
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(noise_init / 255)))
+            if noise_filter > 1:
+                # One learned kernel per colour channel colours the white noise (JPEG, demosaicing and
+                # denoising leave camera grain spatially correlated); it starts as the identity.
+                self.noise_colour = nn.Parameter(torch.zeros(3, 1, noise_filter, noise_filter))
+                with torch.no_grad():
+                    self.noise_colour[:, 0, noise_filter // 2, noise_filter // 2] = 1.0
 
     @property
     def noise_dim(self) -> int:
@@ -202,13 +210,14 @@ class Generator(nn.Module):
         convs = 1 + 2 * self.n_res_blocks + 1
         # The blur's weights at a pixel come from the convolutions there; its taps reach blur_size // 2 further
         # from the same pixel, so the two radii do not add.
-        return max(convs, self.blur_size // 2) if self.output == "blur" else convs
+        noise = self.noise_filter // 2 if self.output_noise else 0
+        return max(convs, noise, self.blur_size // 2 if self.output == "blur" else 0)
 
     def arch(self) -> dict[str, int | str]:
         """The constructor arguments, as stored in an exported generator file."""
         return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
                 "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise,
-                "blur_size": self.blur_size}
+                "blur_size": self.blur_size, "noise_filter": self.noise_filter}
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -234,8 +243,18 @@ class Generator(nn.Module):
             out = x + r if self.output == "residual" else torch.sigmoid(r)
         deterministic = out
         if self.output_noise:
-            out = out + F.softplus(self.noise_scale(features)) * z[:, self.noise_channels:]
+            out = out + F.softplus(self.noise_scale(features)) * self.coloured(z[:, self.noise_channels:])
         return (out, deterministic) if with_deterministic else out
+
+    def coloured(self, z: torch.Tensor) -> torch.Tensor:
+        """The output noise through its learned per-channel kernel, scaled to unit L2 norm so that white N(0, 1)
+        stays of variance 1 whatever its colour (the level is ``noise_scale``'s alone); ``z`` as is without one."""
+        if self.noise_filter == 1:
+            return z
+        k = self.noise_filter
+        w = self.noise_colour / self.noise_colour.flatten(1).norm(dim=1).clamp_min(1e-8).view(3, 1, 1, 1)
+        # Replicate: noise maps of any size, even smaller than the kernel.
+        return F.conv2d(F.pad(z, (k // 2,) * 4, mode="replicate"), w.to(z.dtype), groups=3)
 
 
     def local_blur(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

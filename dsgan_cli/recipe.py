@@ -62,6 +62,8 @@ class ModelConfig:
                         choices=("sigmoid", "residual", "blur"))
     noise_init: float = _spec(1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)",
                               min=0.01, max=255)
+    noise_filter: int = _spec(1, "size of a learned per-channel kernel that colours the output noise (odd; 1 = white)",
+                              min=1, max=15)
     d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
                                  "strength) or 'none'", choices=("batch", "none"))
     blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)
@@ -78,6 +80,9 @@ class LossConfig:
                                        "without its output noise (0 = off, the paper's)", min=0)
     w_noise_level: float = _spec(0.0, "weight of matching Xd's noise level (a robust estimate from the finest diagonal "
                                        "detail) to the real LR's (0 = off, the paper's)", min=0)
+    noise_level_scales: int = _spec(1, "scales the noise level is read and matched at: 1 = the pixels; 2 adds 2x2 means "
+                                         "(grain a codec smoothed), for a coloured output noise (model.noise_filter)",
+                                    min=1, max=4)
     content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
                                                "(model.output_noise): the noise level is set by the GAN alone")
 
@@ -228,6 +233,8 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    if r.model.noise_filter % 2 == 0:
+        raise DsganError(f"{source}: model.noise_filter must be odd, got {r.model.noise_filter}")
     if r.model.blur_size % 2 == 0:
         raise DsganError(f"{source}: model.blur_size must be odd, got {r.model.blur_size}")
     side = r.data.crop_size or r.data.lr_size

@@ -392,14 +392,14 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
                          output_noise=r.model.output_noise, blur_size=r.model.blur_size,
-                         noise_init=r.model.noise_init).to(memory_format=fmts["G"])
+                         noise_init=r.model.noise_init, noise_filter=r.model.noise_filter).to(memory_format=fmts["G"])
     D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
                                      w_added_detail=r.loss.w_added_detail,
                                      content_without_noise=r.loss.content_without_noise,
-                                     w_noise_level=r.loss.w_noise_level)
+                                     w_noise_level=r.loss.w_noise_level, noise_level_scales=r.loss.noise_level_scales)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):

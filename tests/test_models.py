@@ -187,7 +187,7 @@ def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
-                        "output_noise": False, "blur_size": 5}
+                        "output_noise": False, "blur_size": 5, "noise_filter": 1}
     h = Generator(**g.arch())
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
@@ -384,3 +384,27 @@ def test_output_noise_starts_at_noise_init_levels_whatever_the_image():
         assert abs(std - level) < 0.05 * level, f"noise_init {level}: output noise std {std:.2f} levels"
     with pytest.raises(ValueError, match="noise_init"):
         Generator(output_noise=True, noise_init=0)
+
+
+def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_path):
+    """model.noise_filter: identity at the start (white noise of noise_init levels); with any kernel the noise keeps
+    its standard deviation (unit-norm kernel) and becomes spatially correlated; it survives export."""
+    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=5).eval()
+    x = torch.rand(2, 3, 96, 96)
+    z = g.make_noise(x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        xd, det = g(x, z, with_deterministic=True)
+        n = (xd - det) * 255
+        assert abs(n.std().item() - 6.0) < 0.3 and abs((n[..., 1:] * n[..., :-1]).mean().item()) < 0.05 * 36
+        g.noise_colour.copy_(torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(1)))
+        xd, det = g(x, z, with_deterministic=True)
+        n = (xd - det)[..., 8:-8, 8:-8] * 255
+    lag1 = ((n[..., 1:] * n[..., :-1]).mean() / n.var()).item()
+    assert abs(n.std().item() - 6.0) < 0.4, f"a coloured noise changed its level: {n.std().item():.2f}"
+    assert lag1 > 0.5, f"the kernel did not colour the noise (lag-1 correlation {lag1:.2f})"
+    save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
+    h, _ = load_generator(tmp_path / "g.safetensors")
+    assert h.noise_filter == 5 and torch.equal(h(x, z), g(x, z))
+    assert g.receptive_radius == max(1 + 2 + 1, 2)
+    with pytest.raises(ValueError, match="noise_filter"):
+        Generator(output_noise=True, noise_filter=4)
