@@ -78,7 +78,9 @@ def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
     # The built-in recipe is read: training then stops at its (missing) data folder, named from the recipe.
     proc = run_cli("train", "idphoto", "--no-progress", cwd=tmp_path)
     assert proc.returncode == EXIT_USAGE
-    assert proc.stderr.strip().splitlines() == ["error: data/idphoto/hr: no such folder"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: data/idphoto/hr: no such folder (data.hr_dir); make it with "
+        "`dsgan prepare RAW_CLEAN_PHOTOS --out data/idphoto/hr --size 256`, or set data.hr_dir"]
     assert list(tmp_path.iterdir()) == []
 
 
