@@ -45,7 +45,7 @@ from filelock import FileLock
 from . import writes
 from .data import ImageSet
 from .errors import DsganError, file_error
-from .images import ImageReadError, decode_square, image_size, open_regular, require_images
+from .images import ImageReadError, decode_square, file_sha256, image_size, open_regular, require_images
 from .writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
@@ -167,15 +167,6 @@ def _map(data_file: Path, meta: dict, size: int | tuple[int, int]) -> torch.Tens
         return torch.from_numpy(arr)
 
 
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of a (possibly large) file, read in 16 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], warn: bool = True) -> dict | None:
     """Metadata of a complete, intact cache entry, or None (rebuild it) when missing, malformed, or when the
     pixels are not the ones decoded (a data file overwritten in place keeps its size; the digest tells).
@@ -192,7 +183,7 @@ def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], wa
               and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in meta["skipped"])
               and isinstance(meta.get("pixels_sha256"), str)
               and data_file.stat().st_size == _nbytes(meta["count"], size))
-        if ok and meta.get("pixels_stat") != _stat_sig(data_file) and _file_sha256(data_file) != meta["pixels_sha256"]:
+        if ok and meta.get("pixels_stat") != _stat_sig(data_file) and file_sha256(data_file) != meta["pixels_sha256"]:
             ok = False
             if warn:
                 print(f"warning: {data_file}: the cached pixels changed since they were decoded; decoding again",
@@ -229,7 +220,7 @@ def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], dec
     if len(kept) < len(paths):
         writes.truncate(tmp, _nbytes(len(kept), size))
     return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped,
-            "pixels_sha256": _file_sha256(tmp), **counts}
+            "pixels_sha256": file_sha256(tmp), **counts}
 
 
 def _check_space(cache_dir: Path, need: int) -> None:

@@ -360,6 +360,13 @@ def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar
 FLOOR_SEED = 0
 
 
+def fid_between(a: dict, b: dict) -> float:
+    """FID between two sets given as {features, mu, sigma}."""
+    from . import fid as fidmod
+
+    return fidmod.frechet_distance(a, b, a["features"], b["features"])
+
+
 def fid_kid_between(a: dict, b: dict) -> dict:
     """FID and KID between two sets given as {features, mu, sigma}."""
     import torch
@@ -368,8 +375,7 @@ def fid_kid_between(a: dict, b: dict) -> dict:
 
     subset = fidmod.kid_subset_size(len(a["features"]), len(b["features"]))
     kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(a["features"]), torch.from_numpy(b["features"]), subset)
-    return {"fid": fidmod.frechet_distance(a, b, a["features"], b["features"]), "kid_mean": kid_mean, "kid_std": kid_std,
-            "kid_subset_size": subset}
+    return {"fid": fid_between(a, b), "kid_mean": kid_mean, "kid_std": kid_std, "kid_subset_size": subset}
 
 
 def feature_set(features: np.ndarray) -> dict:
@@ -407,8 +413,8 @@ def verdict_at_equal_sizes(fake: dict, xb: dict, halves: tuple[dict, dict], floo
     FID grows as sets shrink, so the floor (half against half) is compared with numbers of the same sizes."""
     a, b = halves
     n = len(a["features"])
-    f = fid_kid_between(feature_set(seeded_subset(fake["features"], n, FLOOR_SEED + 1)), b)["fid"]
-    x = fid_kid_between(feature_set(seeded_subset(xb["features"], n, FLOOR_SEED + 1)), b)["fid"]
+    f = fid_between(feature_set(seeded_subset(fake["features"], n, FLOOR_SEED + 1)), b)
+    x = fid_between(feature_set(seeded_subset(xb["features"], n, FLOOR_SEED + 1)), b)
     return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [min(n, len(fake["features"])), len(b["features"])],
             "closes": closes(f, x, floor_fid)}
 

@@ -89,7 +89,7 @@ def open_regular(path: str | Path) -> BinaryIO:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a regular file's content (a weights file, a checkpoint to import)."""
+    """Hex SHA-256 of a regular file's content (a weights file, a checkpoint to import, a cache's pixels)."""
     with open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

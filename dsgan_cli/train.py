@@ -15,7 +15,6 @@ checkpoint needs only the step to resume the data stream exactly.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -28,14 +27,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from . import writes
+from . import __version__, writes
 from .checkpoint import save_generator
 from .errors import EXIT_NONFINITE, DsganError, file_error
-from .writes import check_output_dir, check_writable_dir, write_bytes_atomic
+from .images import file_sha256
 from .progress import progress_bar
 from .recipe import Recipe
 from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
+from .writes import check_output_dir, check_writable_dir, write_bytes_atomic
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -204,8 +203,7 @@ def file_digests(folder: Path) -> dict[str, dict]:
     out = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name != STATE_FILE:
-            data = p.read_bytes()
-            out[p.name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            out[p.name] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
     return out
 
 
@@ -224,9 +222,9 @@ def verify_checkpoint_files(ckpt: Path, state: dict, world_size: int) -> None:
         if p.is_symlink() or not p.is_file():
             raise file_error(p, "missing from the checkpoint; resume from another checkpoint (--resume PATH)")
         if want is not None:
-            data = p.read_bytes()
-            if len(data) != want["size"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
-                raise file_error(p, f"truncated or changed since the checkpoint was saved ({len(data)} bytes, "
+            size = p.stat().st_size
+            if size != want["size"] or file_sha256(p) != want["sha256"]:
+                raise file_error(p, f"truncated or changed since the checkpoint was saved ({size} bytes, "
                                     f"saved {want['size']}); resume from another checkpoint (--resume PATH)")
 
 
