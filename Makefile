@@ -25,7 +25,7 @@ demo: venv
 	$(VENV)/bin/dsgan demo $(DEMO_ARGS)
 
 # Mutation testing of the method's core ([tool.mutmut] in pyproject.toml; results in docs/mutation.md).
-# MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.models*'.
+# MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.method.models*'.
 mutation: venv
 	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,mutation]'
 	$(VENV)/bin/mutmut run $(MUTANTS)

@@ -15,7 +15,7 @@ import typer
 from typer.exceptions import TyperException
 
 from . import __version__
-from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, DsganError, StdoutClosed
+from .plumbing.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, DsganError, StdoutClosed
 
 app = typer.Typer(
     name="dsgan",
@@ -73,7 +73,7 @@ def prepare_cmd(
     json_out: JsonSummaryOption = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> int:
-    from .prepare import prepare_folder, report
+    from .commands.prepare import prepare_folder, report
 
     summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
                              workers=workers, overwrite=overwrite, progress=progress and sys.stderr.isatty())
@@ -88,8 +88,8 @@ def train_cmd(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Do not show the progress bar.")] = False,
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.0, help="Stop (with a checkpoint) after this much training time; --resume latest continues.")] = None,
 ) -> int:
-    from .recipe import load_recipe
-    from .train import train
+    from .method.recipe import load_recipe
+    from .engines.train import train
 
     train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes)
     return 0
@@ -113,7 +113,7 @@ def degrade_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .degrade import degrade_folder, report
+    from .commands.degrade import degrade_folder, report
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
@@ -131,7 +131,7 @@ def _is_main_process() -> bool:
 
 def _checkpoint_or_default(checkpoint: Optional[Path], announce: bool = True) -> Path:
     """The given generator, or the default one (named on stderr) when none is given."""
-    from .checkpoint import default_generator
+    from .engines.checkpoint import default_generator
 
     if checkpoint is None:
         checkpoint = default_generator()
@@ -146,7 +146,7 @@ def _summarise(summary, report, json_out: bool, show: bool = True) -> int:
 
     from rich.console import Console
 
-    from .errors import EXIT_ITEMS_FAILED, EXIT_OK, write_stdout
+    from .plumbing.errors import EXIT_ITEMS_FAILED, EXIT_OK, write_stdout
 
     if show:
         report(summary, Console(stderr=True))
@@ -173,7 +173,7 @@ def pairs_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .pairs import make_pairs, report
+    from .commands.pairs import make_pairs, report
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
@@ -189,7 +189,7 @@ def import_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: SOURCE with the suffix .safetensors].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
 ) -> int:
-    from .importer import import_original
+    from .commands.importer import import_original
 
     dest, meta = import_original(source, out, overwrite=overwrite)
     print(f"imported {source} (epoch {meta['epoch'] or '?'}, iteration {meta['iteration'] or '?'}, "
@@ -214,7 +214,7 @@ def eval_cmd(
 ) -> int:
     from rich.console import Console
 
-    from .evaluate import default_plot_path, evaluate, exit_code, print_report, Reporter
+    from .commands.evaluate import default_plot_path, evaluate, exit_code, print_report, Reporter
 
     # With --json - the JSON owns stdout; tables, warnings and progress go to stderr.
     console = Console(stderr=json_out == "-")
@@ -243,7 +243,7 @@ def demo_cmd(
     require_learning: Annotated[bool, typer.Option("--require-learning", help="Exit with 1 unless the paired targets hold (see the report).")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> int:
-    from .demo import DemoOptions, run_demo
+    from .commands.demo import DemoOptions, run_demo
 
     run_demo(DemoOptions(
         out=out or Path("demo_output/quick" if quick else "demo_output"), quick=quick, recipe=recipe, overrides=set_ or [],
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     except (BrokenPipeError, StdoutClosed):
         # The reader of stdout went away (`| head`): the work is done, its report has no reader. Exit as a
         # command killed by SIGPIPE does, not 1 ("some items failed"); devnull keeps the exit flush quiet.
-        from .writes import silence_stdout
+        from .plumbing.writes import silence_stdout
 
         silence_stdout()
         sys.exit(EXIT_BROKEN_PIPE)

@@ -122,8 +122,8 @@ def run_train(procs: int, hr: Path, lr: Path, out: Path, cache: str, args) -> di
 
 def time_loading(hr: Path, lr: Path, cache: Path, args) -> dict:
     """Seconds to load both sets in this process: cold cache, cached, and RAM decode (no cache)."""
-    from dsgan_cli.recipe import Recipe
-    from dsgan_cli.train import load_data
+    from dsgan_cli.engines.train import load_data
+    from dsgan_cli.method.recipe import Recipe
 
     r = Recipe()
     r.data.hr_dir, r.data.lr_dir, r.data.hr_size, r.data.lr_size = str(hr), str(lr), args.hr, args.lr

@@ -4,10 +4,10 @@ Writes a folder of 256x256 PNGs, then alternates, ``--repeats`` times:
 
 * raw ceiling: the same generator, batch, layout and precision on random
   LR tensors in this process (no files, no decoding, no encoding);
-* end to end: :func:`dsgan_cli.degrade.degrade_folder` with default
+* end to end: :func:`dsgan_cli.commands.degrade.degrade_folder` with default
   settings (decode, downscale to 128x128, G, round, PNG encode, atomic write).
 
-With ``--pairs``, each repeat also times :func:`dsgan_cli.pairs.make_pairs` on the same
+With ``--pairs``, each repeat also times :func:`dsgan_cli.commands.pairs.make_pairs` on the same
 folder (same engine; it writes HR and LR), and the table shows pairs / degrade images/s.
 
 Alternating pairs keeps the ratio meaningful on a shared, noisy machine.
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.degrade import degrade_folder
-from dsgan_cli.images import to_uint8
-from dsgan_cli.writes import save_image_atomic
-from dsgan_cli.inference import DecodeDataset, run_generator
-from dsgan_cli.models import Generator
+from dsgan_cli.commands.degrade import degrade_folder
+from dsgan_cli.data.images import to_uint8
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.engines.inference import DecodeDataset, run_generator
+from dsgan_cli.method.models import Generator
+from dsgan_cli.plumbing.writes import save_image_atomic
 
 from benchio import emit_json  # scripts/ is on sys.path when a script runs
 
@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
 
-    from dsgan_cli.inference import default_settings
+    from dsgan_cli.engines.inference import default_settings
 
     settings = default_settings(torch.device("cpu"), scale=2, fmt="png", batch_size=args.batch_size, workers=args.workers,
                                 tile=None, encoder_threads=None, precision=None, channels_last=None)
@@ -135,7 +135,7 @@ def main() -> int:
                          "ratio": summary.images_per_second / raw, "stages_s": stats,
                          "load_average_1min": os.getloadavg()[0]})
             if args.pairs:
-                from dsgan_cli.pairs import make_pairs
+                from dsgan_cli.commands.pairs import make_pairs
 
                 p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
                                progress=False)

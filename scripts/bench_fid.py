@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_fid.py --json bench_fid.json
 
-1. ``fid.frechet_distance`` (symmetric decompositions, :func:`dsgan_cli.fid.trace_sqrt_product`) against
+1. ``fid.frechet_distance`` (symmetric decompositions, :func:`dsgan_cli.metrics.fid.trace_sqrt_product`) against
    torch-fidelity's ``fid_statistics_to_metric`` (``eigvals`` of a non-symmetric product) on 2048-d
    random features, for set sizes below and above the feature dimension: seconds and the FID of each.
 2. The Inception-v3 extractor (random weights: same cost) on a uint8 batch, NCHW vs channels_last:
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from dsgan_cli import fid  # noqa: E402
+from dsgan_cli.metrics import fid  # noqa: E402
 
 
 def timed(fn):

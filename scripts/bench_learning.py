@@ -5,7 +5,7 @@ For each case, "real" LR = the case's degradation applied to the antialiased bic
 of clean photo patches. The generator is trained (the real ``dsgan train`` CLI, in a subprocess)
 on unpaired clean HR patches from other photos and those real LR patches, then run on held-out
 photos (a third, disjoint set) whose target is known: the same Xb through the same degradation.
-Every figure compares Xd with that target, pixel-aligned, with :mod:`dsgan_cli.paired` (numpy/scipy,
+Every figure compares Xd with that target, pixel-aligned, with :mod:`dsgan_cli.metrics.paired` (numpy/scipy,
 no filter shared with training): grain in flat regions, colour shift, border ratio, sharpness,
 JPEG blockiness, residual spectrum distance.
 
@@ -34,8 +34,8 @@ from PIL import Image
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dsgan_cli.jsonl import read_jsonl  # noqa: E402
-from dsgan_cli.paired import TARGETS, paired_report, verdict  # noqa: E402
+from dsgan_cli.metrics.paired import TARGETS, paired_report, verdict  # noqa: E402
+from dsgan_cli.plumbing.jsonl import read_jsonl  # noqa: E402
 
 # Three disjoint groups of scikit-image's bundled photographs (nothing is downloaded).
 HR_PHOTOS = ("astronaut", "coffee", "camera", "brick", "immunohistochemistry")
@@ -107,7 +107,7 @@ def xb_of(hr: np.ndarray) -> np.ndarray:
     """Xb exactly as ``degrade`` makes it: the package's antialiased bicubic x2, rounded to uint8."""
     import torch
 
-    from dsgan_cli.models import downscale
+    from dsgan_cli.method.models import downscale
 
     t = torch.from_numpy(hr.copy()).permute(2, 0, 1).float().div(255)[None]
     return downscale(t, 2)[0].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
@@ -174,7 +174,7 @@ def train_case(data: Path, out: Path, recipe: str, sets: list[str], budget_min: 
 
 def vgg19_cached() -> bool:
     """Whether the pretrained VGG19 file is in the torch hub cache."""
-    from dsgan_cli.weights import VGG19, hub_cache_file
+    from dsgan_cli.method.weights import VGG19, hub_cache_file
 
     return hub_cache_file(VGG19).is_file()
 
@@ -183,7 +183,7 @@ def run_generator(gen_path: Path, xbs: list[np.ndarray], seed: int = 0) -> list[
     """Xd = G(Xb) with the exported generator, noise seeded per image like ``degrade``."""
     import torch
 
-    from dsgan_cli.checkpoint import load_generator
+    from dsgan_cli.engines.checkpoint import load_generator
 
     g, _ = load_generator(gen_path)
     out = []

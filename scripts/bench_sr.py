@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_learning import CASES, HELDOUT_PHOTOS, Case, build_case_data, patches, train_case, xb_of  # noqa: E402
 from bench_learning import degrade_known  # noqa: E402
-from dsgan_cli.srcheck import scores, super_resolve, train_sr  # noqa: E402
+from dsgan_cli.metrics.srcheck import scores, super_resolve, train_sr  # noqa: E402
 
 KINDS = ("bicubic", "dsgan", "oracle")
 

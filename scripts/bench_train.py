@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_train.py --batch 16 --size 128 --steps 20 --precision bf16   # GPU
     .venv/bin/python scripts/bench_train.py --vs-original --steps 2    # ours vs the original implementation's step
 
-Runs the training step of ``dsgan_cli.train`` (same models, losses, data
+Runs the training step of ``dsgan_cli.engines.train`` (same models, losses, data
 sampler, D step then G step) on in-memory images, with a timer around each
 phase, once per memory layout (channels_last and NCHW)
 and per perceptual network (``--nets vgg19,lpips-alex``), and prints a table
@@ -42,11 +42,11 @@ sys.path.insert(0, str(REPO))
 
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from dsgan_cli.data import MicroBatches  # noqa: E402
-from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
+from dsgan_cli.data.data import MicroBatches  # noqa: E402
+from dsgan_cli.method.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator)
-from dsgan_cli.models import Discriminator, Generator, downscale  # noqa: E402
-from dsgan_cli.recipe import load_recipe  # noqa: E402
+from dsgan_cli.method.models import Discriminator, Generator, downscale  # noqa: E402
+from dsgan_cli.method.recipe import load_recipe  # noqa: E402
 
 PHASES = ["data", "g_forward", "d_step", "perceptual_fwd", "g_loss_fwd", "g_backward_step"]
 
@@ -173,11 +173,11 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
 
 
 def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: str):
-    """One training step through dsgan_cli.train's own D-step and G-step functions (accumulation 1);
+    """One training step through dsgan_cli.engines.train's own D-step and G-step functions (accumulation 1);
     ``variant`` picks the memory format per module, torch.compile and bf16 autocast (see parse_variant)."""
     from accelerate import Accelerator
 
-    from dsgan_cli.train import build_networks, discriminator_step, generator_step
+    from dsgan_cli.engines.train import build_networks, discriminator_step, generator_step
 
     fmts, opts = parse_variant(variant)
     r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),

@@ -209,8 +209,8 @@ def make_bad_checkpoints(folder: Path, marker: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save as st_save
 
-    from dsgan_cli.checkpoint import save_generator
-    from dsgan_cli.models import Generator
+    from dsgan_cli.engines.checkpoint import save_generator
+    from dsgan_cli.method.models import Generator
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -311,7 +311,8 @@ def run_cli_many(cases: list[list[str]], cwd: Path | None = None, timeout: float
 _ZYGOTE = r"""
 import json, os, sys
 import torch, accelerate, PIL.Image, safetensors  # noqa: F401 - imported once, inherited by every child
-import dsgan_cli.cli, dsgan_cli.checkpoint, dsgan_cli.data, dsgan_cli.degrade, dsgan_cli.models, dsgan_cli.train  # noqa
+import dsgan_cli.cli, dsgan_cli.commands.degrade, dsgan_cli.data.data  # noqa
+import dsgan_cli.engines.checkpoint, dsgan_cli.engines.train, dsgan_cli.method.models  # noqa
 for line in sys.stdin:
     req = json.loads(line)
     if "wait" in req:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,22 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "tests" / "tiny.toml"
+
+
+def package_modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (``dsgan_cli.engines.train``), subpackages included.
+
+    Checks that scan the package's files use this, and it fails when a package that pyproject.toml ships has no
+    module of its own here: such a scan would pass on files it never saw."""
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in sorted((REPO / "dsgan_cli").rglob("*.py"))}
+    shipped = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    for package in shipped:
+        if package == "dsgan_cli.recipes":  # package data mapped onto the top-level recipes/ folder
+            continue
+        own = [m for m in modules if m.rpartition(".")[0] == package]
+        assert own, f"no module found in {package}: the package's files were not all scanned"
+    return modules
 
 
 def synthetic_face_like(size: int, seed: int) -> np.ndarray:
@@ -53,8 +70,8 @@ def small_generator_file(path: Path, seed: int, **options) -> Path:
     ``options`` are further Generator options (e.g. noise inputs, padding)."""
     import torch
 
-    from dsgan_cli.checkpoint import save_generator
-    from dsgan_cli.models import Generator
+    from dsgan_cli.engines.checkpoint import save_generator
+    from dsgan_cli.method.models import Generator
 
     torch.manual_seed(seed)
     g = Generator(n_res_blocks=2, channels=16, **options)

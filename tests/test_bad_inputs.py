@@ -33,10 +33,11 @@ from badfiles import (
     tree_digest,
 )
 from conftest import write_images
-from dsgan_cli import images, writes
-from dsgan_cli.errors import DsganError
-from dsgan_cli.images import ImageReadError, list_images, load_rgb
-from dsgan_cli.writes import check_output_dir, check_writable_dir
+from dsgan_cli.data import images
+from dsgan_cli.data.images import ImageReadError, list_images, load_rgb
+from dsgan_cli.plumbing import writes
+from dsgan_cli.plumbing.errors import DsganError
+from dsgan_cli.plumbing.writes import check_output_dir, check_writable_dir
 
 
 
@@ -255,7 +256,7 @@ def test_atomic_write_killed_process_leaves_only_hidden_partial(tmp_path):
     """A real SIGKILL mid-write: the final name never appears, the leftover is hidden and ignored by list_images."""
     code = (
         "import os, signal, sys\n"
-        "from dsgan_cli.writes import atomic_path\n"
+        "from dsgan_cli.plumbing.writes import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'\\x89PNG partial')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -351,7 +352,7 @@ def test_pickle_payload_is_real(tmp_path):
     ("payload_zip.pth", "not a valid safetensors"),
 ])
 def test_load_generator_refuses_bad_checkpoint(bad_ckpts, name, reason):
-    from dsgan_cli.checkpoint import load_generator
+    from dsgan_cli.engines.checkpoint import load_generator
 
     files, marker = bad_ckpts
     before = files[name].read_bytes()
@@ -365,7 +366,7 @@ def test_load_generator_refuses_bad_checkpoint(bad_ckpts, name, reason):
 
 
 def test_load_generator_good_and_missing(bad_ckpts, tmp_path):
-    from dsgan_cli.checkpoint import load_generator
+    from dsgan_cli.engines.checkpoint import load_generator
 
     files, _ = bad_ckpts
     g, meta = load_generator(files["good.safetensors"])

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dsgan_cli.data import MicroBatches, check_data_dirs, load_image_set, make_loader, stream_indices
-from dsgan_cli.errors import DsganError
+from dsgan_cli.data.data import MicroBatches, check_data_dirs, load_image_set, make_loader, stream_indices
+from dsgan_cli.plumbing.errors import DsganError
 
 
 def _labelled(n: int, size: int) -> torch.Tensor:

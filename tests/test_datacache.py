@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from conftest import write_images
-from dsgan_cli import datacache
-from dsgan_cli.datacache import DECODE_COUNTER, cached_image_set
-from dsgan_cli.errors import DsganError
-from dsgan_cli.recipe import load_recipe
+from dsgan_cli.data import datacache
+from dsgan_cli.data.datacache import DECODE_COUNTER, cached_image_set
+from dsgan_cli.method.recipe import load_recipe
+from dsgan_cli.plumbing.errors import DsganError
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_a_non_writer_waits_for_the_writer(tmp_path, monkeypatch):
 
 
 def test_train_reuses_the_cache_and_resume_decodes_nothing(tmp_path, tiny_recipe, monkeypatch):
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     write_images(tmp_path / "hr", 4, 16, seed=0)
     write_images(tmp_path / "lr", 4, 8, seed=1, noise=12)
@@ -143,7 +143,7 @@ def test_train_reuses_the_cache_and_resume_decodes_nothing(tmp_path, tiny_recipe
 
 
 def test_cache_dir_none_decodes_into_ram(tmp_path, tiny_recipe):
-    from dsgan_cli.train import load_data
+    from dsgan_cli.engines.train import load_data
 
     write_images(tmp_path / "hr", 3, 16, seed=0)
     write_images(tmp_path / "lr", 3, 8, seed=1)
@@ -155,7 +155,7 @@ def test_cache_dir_none_decodes_into_ram(tmp_path, tiny_recipe):
 
 
 def test_scan_memo_skips_unchanged_files_and_sees_changed_ones(tmp_path, monkeypatch):
-    from dsgan_cli.datacache import scan_set
+    from dsgan_cli.data.datacache import scan_set
 
     paths = write_images(tmp_path / "hr", 4, 16, seed=0)
     memo = tmp_path / "memo.json"
@@ -175,7 +175,7 @@ def test_scan_memo_skips_unchanged_files_and_sees_changed_ones(tmp_path, monkeyp
 
 def test_a_file_rewritten_in_place_with_its_size_mtime_and_inode_is_read_again(tmp_path, monkeypatch):
     """``cp -p`` / ``rsync -a --inplace`` keep size, mtime and inode; only the ctime tells (as for git's index)."""
-    from dsgan_cli.datacache import scan_set
+    from dsgan_cli.data.datacache import scan_set
 
     paths = write_images(tmp_path / "hr", 3, 16, seed=0)
     memo = tmp_path / "memo.json"
@@ -202,7 +202,7 @@ def test_a_file_rewritten_in_place_with_its_size_mtime_and_inode_is_read_again(t
 @pytest.mark.parametrize("memo_text", ['{"img_000.png": [[1], "zz", [16, 16]]}', '[1, 2]',
                                        '{"img_000.png": [null, "' + "0" * 64 + '", [-1, 5]]}', '{"img_000.png": 7}'])
 def test_a_malformed_scan_memo_is_ignored_not_trusted(tmp_path, memo_text):
-    from dsgan_cli.datacache import scan_set
+    from dsgan_cli.data.datacache import scan_set
 
     write_images(tmp_path / "hr", 2, 16, seed=0)
     _, want = scan_set(tmp_path / "hr", 16, what="HR", resize=False, workers=1)

@@ -18,12 +18,12 @@ from safetensors.torch import save_file
 
 from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.degrade import degrade_folder
-from dsgan_cli.inference import generate_tiled
-from dsgan_cli.errors import DsganError
-from dsgan_cli.images import image_to_tensor, load_rgb
-from dsgan_cli.models import Discriminator, Generator, downscale
+from dsgan_cli.commands.degrade import degrade_folder
+from dsgan_cli.data.images import image_to_tensor, load_rgb
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.engines.inference import generate_tiled
+from dsgan_cli.method.models import Discriminator, Generator, downscale
+from dsgan_cli.plumbing.errors import DsganError
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_same_stem_inputs_do_not_overwrite_each_other(tmp_path, ckpt):
 
 def test_no_downscale_and_format(tmp_path, ckpt):
     inp = tmp_path / "lr"
-    src = write_images(inp, 1, 20)[0]
+    write_images(inp, 1, 20)
     summary = run(inp, tmp_path / "out", ckpt, downscale=False, fmt="jpg")
     assert summary.converted == 1 and summary.scale == 1
     with Image.open(tmp_path / "out" / "img_000.jpg") as im:
@@ -296,7 +296,7 @@ def test_degrade_without_checkpoint_none_or_several_is_one_line_error(tmp_path):
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "runs/idphoto/generator.safetensors" in res.stderr and "--checkpoint" in res.stderr
     a = small_generator_file(tmp_path / "runs" / "a" / "generator.safetensors", seed=1)
-    b = small_generator_file(tmp_path / "runs" / "b" / "generator.safetensors", seed=2)
+    small_generator_file(tmp_path / "runs" / "b" / "generator.safetensors", seed=2)
     os.utime(a, (1_000_000_000, 1_000_000_000))  # b is newer and is listed first
     res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
     assert res.returncode == 2
@@ -339,7 +339,7 @@ class InjectedFailure(Exception):
 
 @pytest.mark.parametrize("where", ["generator", "input"])
 def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckpt, monkeypatch, where):
-    from dsgan_cli import inference as degrade
+    from dsgan_cli.engines import inference as degrade
 
     inp, out = tmp_path / "hr", tmp_path / "out"
     write_images(inp, 8, 32, noise=4)
@@ -376,7 +376,7 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
 
 def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch):
     """G raising for one image of a batch fails that image; the others are written (and equal a normal run's)."""
-    from dsgan_cli import inference
+    from dsgan_cli.engines import inference
 
     inp = tmp_path / "hr"
     srcs = write_images(inp, 5, 32, noise=4)
@@ -389,8 +389,8 @@ def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch
         return real(generator, x, *a, **kw)
 
     bad = srcs[2]
-    from dsgan_cli.images import image_to_tensor, load_rgb
-    from dsgan_cli.models import downscale
+    from dsgan_cli.data.images import image_to_tensor, load_rgb
+    from dsgan_cli.method.models import downscale
 
     bad_value = downscale(image_to_tensor(load_rgb(bad)[0])[None], 2)[0, 0, 0, 0].item()
     monkeypatch.setattr(inference, "run_generator", failing)
@@ -404,7 +404,7 @@ def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch
 
 def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
     """Make the generator call raise torch's out-of-memory error for inputs ``too_big(shape)`` says are too big."""
-    from dsgan_cli import inference
+    from dsgan_cli.engines import inference
 
     real, shapes = inference.run_generator, []
 
@@ -456,7 +456,7 @@ def test_out_of_memory_even_for_small_tiles_is_a_one_line_error(tmp_path, ckpt, 
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(ckpt):
-    from dsgan_cli.inference import _is_oom
+    from dsgan_cli.engines.inference import _is_oom
 
     assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "

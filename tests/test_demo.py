@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsgan_cli import demo
+from dsgan_cli.commands import demo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_quick_demo_writes_report_and_numbers(tmp_path):
     assert len(list((out / "pairs" / "lr").glob("*.png"))) == demo.QUICK_SPEC.n_hr
     assert summary["paired"]["images"] == demo.QUICK_SPEC.n_holdout
     # The default recipe is the built-in one, read from the package.
-    assert Path(summary["recipe_file"]) == Path(demo.__file__).parents[1] / "recipes" / "learn.toml"
+    assert Path(summary["recipe_file"]) == Path(demo.__file__).parents[2] / "recipes" / "learn.toml"
 
 
 def test_data_is_reused_and_sets_are_disjoint(tmp_path):

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from conftest import synthetic_face_like, write_images
-from dsgan_cli import fid
-from dsgan_cli.errors import DsganError
-from dsgan_cli.evaluate import evaluate
+from dsgan_cli.commands.evaluate import evaluate
+from dsgan_cli.metrics import fid
+from dsgan_cli.plumbing.errors import DsganError
 
 #: Keys of the report, as documented in the README.
 TOP_KEYS = {"fid", "kid_mean", "kid_std", "kid_subset_size", "counts", "unreadable", "image_size", "resized",
@@ -89,7 +89,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
 
 
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
-    from dsgan_cli.datacache import scan_set
+    from dsgan_cli.data.datacache import scan_set
 
     kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
               progress=False)
@@ -189,7 +189,7 @@ def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folder
 
 def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_file, tmp_path):
     """The decoded-image cache: written once, mapped by the next run, replaced for changed content; same numbers without it."""
-    from dsgan_cli.datacache import DECODE_COUNTER
+    from dsgan_cli.data.datacache import DECODE_COUNTER
 
     fake, real, data = tmp_path / "fake", tmp_path / "real", tmp_path / "data"
     write_images(fake, N, 32, seed=7, noise=20)
@@ -251,8 +251,8 @@ def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights
 
 def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp_path, cli):
     """With --reference: the Xb baseline is the reference's bicubic downscale; a fake set that IS Xb closes 0%."""
-    from dsgan_cli.images import image_to_tensor, load_rgb, tensor_to_image
-    from dsgan_cli.models import downscale
+    from dsgan_cli.data.images import image_to_tensor, load_rgb, tensor_to_image
+    from dsgan_cli.method.models import downscale
 
     hr, fake, real = tmp_path / "hr", tmp_path / "fake", tmp_path / "real"
     write_images(hr, 6, 64, seed=4)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from badfiles import Zygote, tree_digest
 from conftest import TINY_RECIPE, run_cli, write_images
-from dsgan_cli.images import list_images
+from dsgan_cli.data.images import list_images
 
 @pytest.fixture(scope="module")
 def zygote(tmp_path_factory):
@@ -89,8 +89,8 @@ def kill_at_nth_output(zygote, args: list, marker: Path, nth: int, when: str, su
 @pytest.fixture(scope="module")
 def degrade_setup(tmp_path_factory):
     """Input tree (two folders, mixed sizes) and a small generator."""
-    from dsgan_cli.checkpoint import save_generator
-    from dsgan_cli.models import Generator
+    from dsgan_cli.engines.checkpoint import save_generator
+    from dsgan_cli.method.models import Generator
 
     root = tmp_path_factory.mktemp("fault_degrade")
     inp = root / "in"
@@ -153,7 +153,7 @@ def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_p
 _PAUSE_IN_CHECKPOINT = r"""
 import os, signal, threading
 from pathlib import Path
-import dsgan_cli.train as train_mod
+import dsgan_cli.engines.train as train_mod
 marker, nth = Path(os.environ["PAUSE_MARKER"]), int(os.environ["PAUSE_NTH"])
 real_save, calls = train_mod.save_generator, []
 def pausing_save(g, path, **kw):
@@ -191,7 +191,7 @@ def ckpt_steps(run: Path) -> list[str]:
 
 
 def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygote, tmp_path):
-    from dsgan_cli.checkpoint import load_generator
+    from dsgan_cli.engines.checkpoint import load_generator
 
     run = tmp_path / "run"
     args = train_args(run, train_data, iterations=3)
@@ -201,7 +201,7 @@ def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygo
     names = ckpt_steps(run)
     assert "step_00000001" in names and "step_00000002" not in names, names
     assert any(n.startswith(".step_00000002") for n in names), names
-    from dsgan_cli.train import complete_checkpoints
+    from dsgan_cli.engines.train import complete_checkpoints
 
     assert [s for s, _ in complete_checkpoints(run / "checkpoints")] == [1]
     _, meta = load_generator(run / "generator.safetensors")  # the exported file is intact (step 1)

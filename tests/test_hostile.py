@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -22,10 +21,11 @@ from PIL import Image
 
 from badfiles import run_cli_many, tree_digest
 from conftest import write_images
-from dsgan_cli import images, writes
-from dsgan_cli.checkpoint import save_generator
-from dsgan_cli.errors import DsganError
-from dsgan_cli.models import Generator
+from dsgan_cli.data import images
+from dsgan_cli.engines.checkpoint import save_generator
+from dsgan_cli.method.models import Generator
+from dsgan_cli.plumbing import writes
+from dsgan_cli.plumbing.errors import DsganError
 from test_bad_inputs import one_line_error
 
 #: Longest legal file name on common Linux file systems (NAME_MAX) minus one.
@@ -173,14 +173,14 @@ def test_degrade_rerun_with_another_generator_is_refused_without_overwrite(tmp_p
 
 def test_degrade_interrupted_overwrite_is_still_refused(tmp_path, gens):
     """Until an --overwrite run completes, the record says earlier outputs may remain: a plain rerun is refused."""
-    from dsgan_cli.degrade import RUN_RECORD
-    from dsgan_cli.output_record import output_record, write_output_record
+    from dsgan_cli.commands.degrade import RUN_RECORD
+    from dsgan_cli.plumbing.output_record import output_record, write_output_record
 
     out = tmp_path / "out"
     out.mkdir()
     record = output_record("ab" * 32, 2, ".png", None)
     write_output_record(out / RUN_RECORD, record, replacing=True)
-    from dsgan_cli.output_record import check_output_record
+    from dsgan_cli.plumbing.output_record import check_output_record
 
     with pytest.raises(DsganError, match="did not finish"):
         check_output_record(out / RUN_RECORD, record, overwrite=False)
@@ -458,11 +458,11 @@ def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe,
     write_images(tmp_path / "lr", 2, 8, seed=3)
     if command in ("degrade", "pairs"):
         argv = [command, inp, tmp_path / "out", "--checkpoint", gens["g1"], "--no-progress"]
-        hook = "import dsgan_cli.inference as m; name = 'process_jobs'"
+        hook = "import dsgan_cli.engines.inference as m; name = 'process_jobs'"
     else:
         argv = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={inp}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
                 "--set", f"train.output_dir={tmp_path / 'run'}", "--set", "loss.w_perceptual=0"]
-        hook = "import dsgan_cli.train as m; name = 'load_data'"
+        hook = "import dsgan_cli.engines.train as m; name = 'load_data'"
     # A shell started in the background ignores SIGINT for its children; a terminal's foreground job does not.
     code = (f"import os, signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{hook}\n"
             "orig = getattr(m, name)\n"
@@ -575,7 +575,7 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
     out = tmp_path / "run"
     ready, go = tmp_path / "ready", tmp_path / "go"
     # The first run pauses right after taking the folder (a file handshake, no timing).
-    prelude = (f"import pathlib, time, dsgan_cli.train as t\norig = t.start_run\n"
+    prelude = (f"import pathlib, time, dsgan_cli.engines.train as t\norig = t.start_run\n"
                f"def held(*a, **k):\n    d = orig(*a, **k)\n    pathlib.Path({str(ready)!r}).touch()\n"
                f"    while not pathlib.Path({str(go)!r}).exists():\n        time.sleep(0.02)\n    return d\n"
                "t.start_run = held\n")
@@ -593,7 +593,7 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
 def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
-    prelude = ("import os, signal, dsgan_cli.train as t\norig = t.start_run\n"
+    prelude = ("import os, signal, dsgan_cli.engines.train as t\norig = t.start_run\n"
                "def die(*a, **k):\n    orig(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
                "t.start_run = die\n")
     killed = zygote.run(train_args(tiny_recipe, hr, lr, out, "train.iterations=1"), prelude=prelude)
@@ -692,7 +692,7 @@ def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_d
 
 
 def test_a_symlink_at_the_run_folders_lock_is_refused_not_followed(tmp_path):
-    from dsgan_cli.rundir import LOCK_FILE, lock_run_folder
+    from dsgan_cli.engines.rundir import LOCK_FILE, lock_run_folder
 
     victim = tmp_path / "img_0.png"
     victim.write_bytes(b"precious")

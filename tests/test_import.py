@@ -13,9 +13,9 @@ from safetensors import safe_open
 from torch import nn
 
 from conftest import run_cli, write_images
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.images import image_to_tensor, load_rgb
-from dsgan_cli.models import Discriminator, Generator, downscale
+from dsgan_cli.data.images import image_to_tensor, load_rgb
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.method.models import Discriminator, Generator, downscale
 
 
 class OriginalResBlock(nn.Module):
@@ -182,7 +182,7 @@ def test_anything_else_is_refused_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_key_names_of_the_original_map_onto_ours(prefix):
-    from dsgan_cli.importer import our_key
+    from dsgan_cli.commands.importer import our_key
 
     names = [prefix + k for k in OriginalGenerator(3).state_dict()]
     assert sorted(our_key(k) for k in names) == sorted(Generator(3).state_dict())
@@ -212,8 +212,8 @@ def test_huge_declared_networks_and_tensors_without_values_are_refused_before_al
         assert str(path) in one_line_error(res), res.stderr
         assert not (tmp_path / f"{name}.safetensors").exists()
     # The refusals happen in this process too, without a large allocation (peak memory stays small).
-    from dsgan_cli.errors import DsganError
-    from dsgan_cli.importer import convert_state
+    from dsgan_cli.commands.importer import convert_state
+    from dsgan_cli.plumbing.errors import DsganError
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for name in ("far_block", "wide_stride0"):

@@ -3,7 +3,7 @@
 - the generator options (reflect padding, noise input, residual output) do what they promise;
 - ``degrade`` with a noise-input generator is reproducible, and tiling/batching leave it unchanged;
 - ``train --max-minutes`` stops with a checkpoint that ``--resume latest`` continues;
-- the paired metrics of :mod:`dsgan_cli.paired` see what they claim to see (grain, colour shift,
+- the paired metrics of :mod:`dsgan_cli.metrics.paired` see what they claim to see (grain, colour shift,
   border stripes, blockiness, residual spectrum) on images with a known degradation;
 - ``dsgan eval --reference`` reports colour shift and border ratio against each image's own Xb;
 - (slow) the demo, whose degradation is known, learns it: ``--require-learning`` on its SR verdict.
@@ -23,11 +23,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, run_cli, synthetic_face_like, write_images
-from dsgan_cli import paired
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.images import image_to_tensor, load_rgb
-from dsgan_cli.models import Generator, downscale
+from conftest import run_cli, synthetic_face_like, write_images
+from dsgan_cli.data.images import image_to_tensor, load_rgb
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.method.models import Generator, downscale
+from dsgan_cli.metrics import paired
 
 
 def perturbed(g: Generator, scale: float = 0.05, seed: int = 0) -> Generator:

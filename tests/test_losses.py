@@ -3,8 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torchvision.models import vgg19
 
-from dsgan_cli.errors import DsganError
-from dsgan_cli.losses import (
+from dsgan_cli.method.losses import (
     ColorLoss,
     GeneratorLoss,
     PerceptualLoss,
@@ -12,7 +11,8 @@ from dsgan_cli.losses import (
     gan_loss_discriminator,
     gan_loss_generator,
 )
-from dsgan_cli.models import Discriminator, Generator
+from dsgan_cli.method.models import Discriminator, Generator
+from dsgan_cli.plumbing.errors import DsganError
 
 LAYERS = ("relu1_2", "relu2_2")
 
@@ -82,7 +82,7 @@ def test_pretrained_weights_are_read_from_the_torch_hub_cache(tmp_path, monkeypa
     """Where torchvision's download lands is where the offline check and the loader look."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    from dsgan_cli.weights import VGG19
+    from dsgan_cli.method.weights import VGG19
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("DSGAN_OFFLINE", "1")
@@ -135,7 +135,7 @@ def test_vgg19_layer_names_match_torchvision_layers():
     from torch import nn
     from torchvision.models.vgg import cfgs, make_layers
 
-    from dsgan_cli.losses import VGG19_LAYERS
+    from dsgan_cli.method.losses import VGG19_LAYERS
 
     features = make_layers(cfgs["E"], batch_norm=False)
     kinds = {"conv": nn.Conv2d, "relu": nn.ReLU, "pool": nn.MaxPool2d}
@@ -293,8 +293,8 @@ def test_generator_loss_hands_precomputed_features_to_the_perceptual_term():
 
 
 def test_added_detail_loss_charges_sharpening_and_ringing_not_blur_or_output_noise():
-    from dsgan_cli.losses import AddedDetailLoss, GeneratorLoss
-    from dsgan_cli.models import FilterHigh, FilterLow
+    from dsgan_cli.method.losses import AddedDetailLoss, GeneratorLoss
+    from dsgan_cli.method.models import FilterHigh, FilterLow
 
     torch.manual_seed(0)
     xb = FilterLow(3)(torch.rand(2, 3, 24, 24))  # smooth content with edges
@@ -318,7 +318,7 @@ def test_added_detail_loss_charges_sharpening_and_ringing_not_blur_or_output_noi
 
 
 def test_generator_returns_its_deterministic_part_from_the_same_pass():
-    from dsgan_cli.models import Generator
+    from dsgan_cli.method.models import Generator
 
     torch.manual_seed(1)
     g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True).eval()
@@ -337,7 +337,7 @@ def test_noise_level_reads_grain_not_edges_or_smooth_texture():
     import numpy as np
     from scipy import ndimage
 
-    from dsgan_cli.losses import NoiseLevelLoss
+    from dsgan_cli.method.losses import NoiseLevelLoss
 
     gen = torch.Generator().manual_seed(0)
     flat = torch.rand(4, 3, 1, 1, generator=gen).expand(4, 3, 48, 48).clone()
@@ -361,10 +361,9 @@ def test_noise_level_reads_grain_not_edges_or_smooth_texture():
 
 
 def test_noise_level_at_two_scales_tells_white_grain_from_grain_a_codec_smoothed():
-    import numpy as np
     from scipy import ndimage
 
-    from dsgan_cli.losses import NoiseLevelLoss
+    from dsgan_cli.method.losses import NoiseLevelLoss
 
     gen = torch.Generator().manual_seed(0)
     flat = torch.rand(4, 3, 1, 1, generator=gen).expand(4, 3, 64, 64).clone()
@@ -381,7 +380,7 @@ def test_noise_level_at_two_scales_tells_white_grain_from_grain_a_codec_smoothed
 
 
 def test_content_without_noise_compares_colour_and_perceptual_on_the_deterministic_part():
-    from dsgan_cli.losses import GeneratorLoss, PerceptualLoss
+    from dsgan_cli.method.losses import GeneratorLoss, PerceptualLoss
 
     torch.manual_seed(0)
     xb = torch.rand(2, 3, 16, 16)

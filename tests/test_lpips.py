@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import run_cli, synthetic_face_like, write_images
-from dsgan_cli.errors import DsganError
-from dsgan_cli.lpips_alex import LPIPSAlex
-from dsgan_cli.losses import GeneratorLoss, build_perceptual
-from dsgan_cli.models import Discriminator, Generator
-from dsgan_cli.recipe import load_recipe
+from dsgan_cli.method.losses import GeneratorLoss, build_perceptual
+from dsgan_cli.method.lpips_alex import LPIPSAlex
+from dsgan_cli.method.models import Discriminator, Generator
+from dsgan_cli.method.recipe import load_recipe
+from dsgan_cli.plumbing.errors import DsganError
 
 lpips = pytest.importorskip("lpips")
 
@@ -122,7 +122,7 @@ def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_
 
 def test_train_checks_the_chosen_backbone_before_creating_the_run(tmp_path, monkeypatch, tiny_recipe):
     """Offline without cached weights, `train` fails before it creates anything, naming the right network."""
-    from dsgan_cli.losses import check_perceptual_weights
+    from dsgan_cli.method.losses import check_perceptual_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(DsganError, match="AlexNet"):

@@ -24,12 +24,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-import dsgan_cli.data as data_mod
-import dsgan_cli.models as models_mod
+import dsgan_cli.data.data as data_mod
+import dsgan_cli.method.models as models_mod
 from conftest import TINY_RECIPE, run_cli, write_images
-from dsgan_cli.losses import ColorLoss, GeneratorLoss
-from dsgan_cli.models import Discriminator, Generator, downscale
-from dsgan_cli.recipe import load_recipe
+from dsgan_cli.method.losses import ColorLoss, GeneratorLoss
+from dsgan_cli.method.models import Discriminator, Generator, downscale
+from dsgan_cli.method.recipe import load_recipe
 
 # ----------------------------------------------------------------------------- D sees only high frequencies
 
@@ -225,8 +225,8 @@ def _instrument(monkeypatch) -> _Recorded:
 
 
 def _train(tmp_path: Path, name: str, *sets: str, resume: str | None = None):
-    """Run the real training loop (dsgan_cli.train.train) on tiny 16/8 px data."""
-    from dsgan_cli.train import train
+    """Run the real training loop (dsgan_cli.engines.train.train) on tiny 16/8 px data."""
+    from dsgan_cli.engines.train import train
 
     data = tmp_path / "data"
     if not data.exists():
@@ -354,7 +354,7 @@ def test_resume_restores_optimiser_moments_and_continues_the_data_stream(tmp_pat
 
 def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     """Batched, tiled and odd-size inputs through the real CLI, against G rebuilt here from the safetensors file."""
-    from dsgan_cli.checkpoint import save_generator
+    from dsgan_cli.engines.checkpoint import save_generator
 
     torch.manual_seed(5)
     g = Generator(n_res_blocks=2, channels=16)
@@ -448,7 +448,7 @@ def _noisy_generator() -> Generator:
 
 
 def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
-    from dsgan_cli.inference import image_noise
+    from dsgan_cli.engines.inference import image_noise
 
     g = _noisy_generator()
     x = torch.rand(3, 3, 10, 12)
@@ -464,7 +464,7 @@ def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
 
 
 def test_tiled_generation_cuts_the_noise_map_with_the_image():
-    from dsgan_cli.inference import generate_tiled
+    from dsgan_cli.engines.inference import generate_tiled
 
     g = _noisy_generator()
     torch.manual_seed(9)
@@ -495,7 +495,7 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(channels_last):
-    from dsgan_cli.inference import run_generator
+    from dsgan_cli.engines.inference import run_generator
 
     g = _noisy_generator()
     x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 2, 9, 7)
@@ -520,7 +520,7 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
 
 
 def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
-    from dsgan_cli.images import to_uint8
+    from dsgan_cli.data.images import to_uint8
 
     y = torch.tensor([-0.3, 0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.4 / 255, 1.0, 1.7]).view(1, 1, 3, 3)
     y = torch.cat([y, y * 0 + 0.2, y * 0 + 0.8], dim=1)  # (1, 3, 3, 3): channel 1 = 51, channel 2 = 204
@@ -542,7 +542,7 @@ def _items(sizes, failed=(), modes=None):
 
 
 def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
-    from dsgan_cli.inference import iter_batches
+    from dsgan_cli.engines.inference import iter_batches
 
     sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (3, 3), (4, 6), (8, 8), (4, 4), (4, 9), (2, 2)]
     events = list(iter_batches(_items(sizes, failed={5}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
@@ -576,7 +576,7 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
 
 
 def test_iter_batches_does_not_hoard_many_distinct_sizes():
-    from dsgan_cli.inference import iter_batches
+    from dsgan_cli.engines.inference import iter_batches
 
     sizes = [(4, 4 + i) for i in range(12)]  # all different: no bucket ever fills
     consumed = []
@@ -600,7 +600,7 @@ def test_iter_batches_does_not_hoard_many_distinct_sizes():
 
 
 def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
-    from dsgan_cli.inference import DecodeDataset
+    from dsgan_cli.engines.inference import DecodeDataset
 
     rng = np.random.default_rng(3)
     arr = _random_unclipped((22, 18), 3)
@@ -647,7 +647,7 @@ def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_gr
     """Real -> 1, detached G(Xb) -> 0, averaged over the micro-batches; reference loss written out here with softplus."""
     import copy
 
-    from dsgan_cli.train import discriminator_step
+    from dsgan_cli.engines.train import discriminator_step
 
     g, d, xbs, reals = _toy_nets()
     ref = copy.deepcopy(d)
@@ -702,8 +702,8 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     """Colour (valid 5x5 box low-pass L1), GAN (-log D(Xd)) and perceptual terms written out here."""
     import copy
 
-    from dsgan_cli.losses import GeneratorLoss
-    from dsgan_cli.train import generator_step
+    from dsgan_cli.engines.train import generator_step
+    from dsgan_cli.method.losses import GeneratorLoss
 
     g, d, xbs, _ = _toy_nets()
     perceptual = _FeaturePerceptual()
@@ -751,8 +751,8 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
 
 
 def test_generator_step_without_a_perceptual_term():
-    from dsgan_cli.losses import GeneratorLoss
-    from dsgan_cli.train import generator_step
+    from dsgan_cli.engines.train import generator_step
+    from dsgan_cli.method.losses import GeneratorLoss
 
     g, d, xbs, _ = _toy_nets()
     crit = GeneratorLoss(w_color=1.0, w_gan=1.0, w_perceptual=0.0)
@@ -762,7 +762,7 @@ def test_generator_step_without_a_perceptual_term():
 
 
 def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
-    from dsgan_cli.train import next_inputs
+    from dsgan_cli.engines.train import next_inputs
 
     hr = [torch.from_numpy(_random_unclipped((16, 12), s)).permute(2, 0, 1)[None] for s in (1, 2, 3)]
     lr = [torch.randint(0, 256, (1, 3, 8, 6), generator=torch.Generator().manual_seed(s), dtype=torch.uint8) for s in (1, 2, 3)]
@@ -780,7 +780,7 @@ def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
 
 
 def test_set_lr_sets_every_group_of_every_optimiser():
-    from dsgan_cli.train import set_lr
+    from dsgan_cli.engines.train import set_lr
 
     a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
     opts = (torch.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.3}], lr=0.1), torch.optim.SGD([c], lr=0.2))

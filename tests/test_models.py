@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsgan_cli.checkpoint import load_generator, save_generator
-from dsgan_cli.models import Discriminator, FilterHigh, FilterLow, Generator, count_parameters
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.method.models import Discriminator, FilterHigh, FilterLow, Generator, count_parameters
 
 
 def test_parameter_counts_match_reference():
@@ -51,7 +51,7 @@ def test_filter_rejects_even_kernel():
 
 
 def test_downscale_halves_and_preserves_flat_colour():
-    from dsgan_cli.models import downscale
+    from dsgan_cli.method.models import downscale
 
     x = torch.full((2, 3, 32, 24), 0.25)
     y = downscale(x, 2)
@@ -64,7 +64,7 @@ def test_downscale_halves_and_preserves_flat_colour():
 def test_gaussian_low_pass_uses_sigma_kernel_over_6(k):
     import numpy as np
 
-    from dsgan_cli.models import gaussian_kernel
+    from dsgan_cli.method.models import gaussian_kernel
 
     c = (k - 1) / 2
     yy, xx = np.mgrid[0:k, 0:k]
@@ -102,7 +102,7 @@ def test_architectures_follow_the_reference():
     assert [m.negative_slope for m in layers if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2, 0.2]
     assert [m.num_features for m in layers if isinstance(m, nn.BatchNorm2d)] == [128, 256]
     assert isinstance(layers[-1], nn.Conv2d), "D must end in raw logits (the loss applies the sigmoid)"
-    from dsgan_cli.models import DiscriminatorBasic
+    from dsgan_cli.method.models import DiscriminatorBasic
 
     assert DiscriminatorBasic().net[0].in_channels == 3, "the plain discriminator must take RGB images by default"
 
@@ -126,7 +126,7 @@ def test_kernel_size_one_is_a_valid_identity_low_pass():
 
 
 def test_downscale_stays_in_range_on_saturated_content():
-    from dsgan_cli.models import downscale
+    from dsgan_cli.method.models import downscale
 
     x = (torch.arange(16)[None, :] >= 8).float().expand(1, 3, 16, 16).contiguous()
     y = downscale(x, 2)  # bicubic rings at a 0 -> 1 step: -0.012 and 1.012 before clamping
@@ -253,7 +253,7 @@ def test_filter_kernel_is_not_a_weight_and_filters_keep_the_input_dtype():
 
 
 def test_residual_block_defaults_keep_size_and_add_the_skip():
-    from dsgan_cli.models import ResidualBlock
+    from dsgan_cli.method.models import ResidualBlock
 
     torch.manual_seed(4)
     block = ResidualBlock()

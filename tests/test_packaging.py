@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dsgan_cli.errors import EXIT_USAGE, DsganError
-from dsgan_cli.recipe import load_recipe, resolve_recipe
+from dsgan_cli.method.recipe import load_recipe, resolve_recipe
+from dsgan_cli.plumbing.errors import EXIT_USAGE, DsganError
 
-from conftest import REPO, TINY_RECIPE, run_cli
+from conftest import REPO, TINY_RECIPE, package_modules, run_cli
 
 #: The one copy of the built-in recipes: the top-level recipes/ folder, installed as the package dsgan_cli.recipes.
 PACKAGE_RECIPES = REPO / "recipes"
@@ -110,7 +110,19 @@ def test_wheel_contains_the_builtin_recipes(wheel):
         assert recipes == {f"dsgan_cli/recipes/{name}.toml" for name in BUILTIN}
         for name in BUILTIN:  # the same bytes as the one copy in recipes/: nothing copied by hand
             assert zf.read(f"dsgan_cli/recipes/{name}.toml") == (REPO / "recipes" / f"{name}.toml").read_bytes()
-        assert "dsgan_cli/demo.py" in zf.namelist() and "dsgan_cli/cli.py" in zf.namelist()
+        assert "dsgan_cli/commands/demo.py" in zf.namelist() and "dsgan_cli/cli.py" in zf.namelist()
+        # Every module of the source tree, subpackages included (pyproject.toml lists the packages one by one).
+        missing = {p.relative_to(REPO).as_posix() for p in package_modules().values()} - set(zf.namelist())
+        assert not missing, f"modules left out of the wheel: {sorted(missing)}"
+
+
+def test_pyproject_ships_every_folder_of_the_package():
+    """A subpackage missing from [tool.setuptools] packages works in the repository and is absent from the wheel."""
+    import tomllib
+
+    shipped = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "dsgan_cli").rglob("*.py")}
+    assert "dsgan_cli.engines" in folders and shipped == folders | {"dsgan_cli.recipes"}
 
 
 @pytest.mark.slow
@@ -140,7 +152,8 @@ def test_non_editable_install_runs_the_quick_demo(wheel, tmp_path):
     proc = subprocess.run([str(site / "bin" / "dsgan"), "train", "recipes/nope.toml"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not a built-in recipe" in proc.stderr
-    check = subprocess.run([sys.executable, "-c", "from dsgan_cli.recipe import resolve_recipe; print(resolve_recipe('recipes/idphoto.toml'))"],
+    code = "from dsgan_cli.method.recipe import resolve_recipe; print(resolve_recipe('recipes/idphoto.toml'))"
+    check = subprocess.run([sys.executable, "-c", code],
                            cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert Path(check.stdout.strip()) == site / "dsgan_cli" / "recipes" / "idphoto.toml", check.stdout + check.stderr
     assert "using the built-in recipe idphoto" in check.stderr

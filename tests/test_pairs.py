@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import read_only, run_cli, small_generator_file, synthetic_face_like, write_images
-from dsgan_cli.checkpoint import load_generator
-from dsgan_cli.models import downscale
+from dsgan_cli.engines.checkpoint import load_generator
+from dsgan_cli.method.models import downscale
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +233,9 @@ def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, no
 
 def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(tmp_path, ckpt, noise_ckpt):
     """pairs -c A; pairs -c B --overwrite (interrupted: only its record written); pairs -c B must not call A's pairs B's."""
-    from dsgan_cli.checkpoint import read_generator_file
-    from dsgan_cli.output_record import output_record, write_output_record
-    from dsgan_cli.pairs import SETTINGS_FILE
+    from dsgan_cli.commands.pairs import SETTINGS_FILE
+    from dsgan_cli.engines.checkpoint import read_generator_file
+    from dsgan_cli.plumbing.output_record import output_record, write_output_record
 
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp, 3, 24)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from dsgan_cli import fid
+from dsgan_cli.metrics import fid
 
 skdata = pytest.importorskip("skimage.data")
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import REPO
-from dsgan_cli import plots
+from dsgan_cli.plumbing import plots
 
 
 def test_line_plot_writes_a_marked_png_of_the_asked_size_atomically(tmp_path):
@@ -59,7 +59,7 @@ def test_is_own_plot_refuses_other_pngs(tmp_path):
 
 def test_plotting_needs_no_display(tmp_path):
     """A display-less environment with an interactive backend configured: plotting still works (no pyplot)."""
-    code = ("import sys; from dsgan_cli import plots; "
+    code = ("import sys; from dsgan_cli.plumbing import plots; "
             "plots.line_plot({'a': ([0, 1, 2], [3, 1, 2])}, sys.argv[1], size=(320, 240)); "
             "assert 'matplotlib.pyplot' not in sys.modules")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}

@@ -13,11 +13,11 @@ from PIL import Image
 from rich.console import Console
 
 from conftest import synthetic_face_like
-from dsgan_cli.errors import DsganError
-from dsgan_cli.images import ImageReadError, image_size, load_rgb, tensor_to_uint8, to_uint8
-from dsgan_cli.jsonl import read_jsonl
-from dsgan_cli.progress import progress_bar
-from dsgan_cli.trainlog import truncate_metrics
+from dsgan_cli.data.images import ImageReadError, image_size, load_rgb, tensor_to_uint8, to_uint8
+from dsgan_cli.engines.trainlog import truncate_metrics
+from dsgan_cli.plumbing.errors import DsganError
+from dsgan_cli.plumbing.jsonl import read_jsonl
+from dsgan_cli.plumbing.progress import progress_bar
 
 
 def test_read_jsonl_skips_a_torn_last_line_and_non_records(tmp_path):

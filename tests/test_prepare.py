@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsgan_cli.align import similarity_transform, apply_transform, template_points
-from dsgan_cli.faces import FaceDetector
-from dsgan_cli.prepare import MANIFEST, prepare_folder
+from dsgan_cli.commands.prepare import MANIFEST, prepare_folder
+from dsgan_cli.data.align import similarity_transform, apply_transform, template_points
+from dsgan_cli.data.faces import FaceDetector
 
 from conftest import run_cli
 
@@ -149,7 +149,7 @@ def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
 
 def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path, monkeypatch):
     """Whatever one photo raises while being aligned or written, the others are written and it is listed."""
-    import dsgan_cli.align as align
+    import dsgan_cli.data.align as align
 
     real = align.align_face
 
@@ -200,9 +200,9 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])
 def test_an_unreadable_settings_record_is_refused_like_degrades_not_taken_for_empty(raw, tmp_path, content):
     """prepare, degrade and pairs read their folder's record the same way (output_record.read_output_record)."""
-    from dsgan_cli.errors import DsganError
-    from dsgan_cli.output_record import read_output_record
-    from dsgan_cli.prepare import SETTINGS_RECORD
+    from dsgan_cli.commands.prepare import SETTINGS_RECORD
+    from dsgan_cli.plumbing.errors import DsganError
+    from dsgan_cli.plumbing.output_record import read_output_record
 
     out = tmp_path / "o"
     out.mkdir()

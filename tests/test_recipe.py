@@ -1,7 +1,7 @@
 import pytest
 
-from dsgan_cli.errors import DsganError
-from dsgan_cli.recipe import load_recipe, parse_override, recipe_help
+from dsgan_cli.method.recipe import load_recipe, parse_override, recipe_help
+from dsgan_cli.plumbing.errors import DsganError
 
 from conftest import REPO, run_cli
 
@@ -15,7 +15,7 @@ def test_idphoto_recipe_has_the_reference_settings():
 
 
 def test_idphoto_schedule_is_the_originals_constant_then_linear_to_zero():
-    from dsgan_cli.train import lr_at
+    from dsgan_cli.engines.train import lr_at
 
     r = load_recipe(REPO / "recipes" / "idphoto.toml")
     assert (r.optim.lr_decay, r.optim.decay_start) == ("linear", 40_000)

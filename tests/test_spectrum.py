@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_face_like, write_images
-from dsgan_cli import plots, spectrum
-from dsgan_cli.evaluate import Reporter, default_plot_path, evaluate
+from dsgan_cli.commands.evaluate import Reporter, default_plot_path, evaluate
+from dsgan_cli.metrics import spectrum
+from dsgan_cli.plumbing import plots
 
 
 def smooth_image(size: int = 64) -> np.ndarray:

@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import run_cli, write_images
-from dsgan_cli.checkpoint import load_generator
-from dsgan_cli.errors import EXIT_NONFINITE, DsganError
-from dsgan_cli.recipe import load_recipe
+from dsgan_cli.engines.checkpoint import load_generator
+from dsgan_cli.method.recipe import load_recipe
+from dsgan_cli.plumbing.errors import EXIT_NONFINITE, DsganError
 
 # Smaller than tests/tiny.toml: 16 px HR, 8 px LR, batch 2, so a step costs well under a second.
 SMALL = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "data.num_workers=0"]
@@ -103,7 +103,7 @@ def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
 @pytest.mark.parametrize("variant", [(), ("optim.ema=0.5",), ("model.noise_channels=1", "model.output_noise=true")],
                          ids=["plain", "ema", "noise"])
 def test_resume_equals_straight_run(tmp_path, tiny_recipe, data, variant):
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     opts = ("train.checkpoint_every=2", "train.sample_every=100", "data.flip=true", "data.crop_size=6", NO_VGG, *variant)
     straight = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=4", *opts), progress=False)
@@ -129,7 +129,7 @@ def test_resume_equals_straight_run(tmp_path, tiny_recipe, data, variant):
 
 
 def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_recipe, data, monkeypatch):
-    import dsgan_cli.train as tr
+    import dsgan_cli.engines.train as tr
 
     out = tmp_path / "run"
     real_save = tr.save_generator
@@ -163,8 +163,8 @@ def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_r
 
 
 def test_non_finite_loss_stops_with_exit_3_and_keeps_checkpoint(tmp_path, tiny_recipe, data, monkeypatch):
-    import dsgan_cli.losses as losses
-    from dsgan_cli.train import train
+    import dsgan_cli.method.losses as losses
+    from dsgan_cli.engines.train import train
 
     real = losses.gan_loss_discriminator
     calls = {"n": 0}
@@ -187,8 +187,8 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_checkpoint(tmp_path, tiny_r
 
 
 def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tiny_recipe, data, monkeypatch):
-    import dsgan_cli.losses as losses
-    import dsgan_cli.train as tr
+    import dsgan_cli.engines.train as tr
+    import dsgan_cli.method.losses as losses
 
     real = losses.gan_loss_discriminator
     calls = {"n": 0}
@@ -213,7 +213,7 @@ def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tin
 def test_losses_are_synchronised_only_at_log_and_checkpoint_steps(tmp_path, tiny_recipe, data, monkeypatch):
     import accelerate
 
-    import dsgan_cli.train as tr
+    import dsgan_cli.engines.train as tr
 
     reduced_at = []
     real_reduce = accelerate.Accelerator.reduce
@@ -233,7 +233,7 @@ def test_losses_are_synchronised_only_at_log_and_checkpoint_steps(tmp_path, tiny
 
 @pytest.mark.parametrize("case", ["missing", "empty", "wrong_size", "all_unreadable", "same_folder"])
 def test_bad_data_folders_give_one_line_errors(tmp_path, tiny_recipe, case):
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     data = tmp_path / "data"
     write_images(data / "lr", 2, 8, seed=1)
@@ -280,14 +280,14 @@ def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
 def test_loader_workers_are_capped_by_the_usable_cpus(monkeypatch):
     import os
 
-    from dsgan_cli.train import loader_workers
+    from dsgan_cli.engines.train import loader_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert loader_workers(4) == 2 and loader_workers(1) == 1 and loader_workers(0) == 0
 
 
 def test_resize_mismatched_and_deterministic_sampling(tmp_path):
-    from dsgan_cli.data import MicroBatches, load_image_set, stream_indices
+    from dsgan_cli.data.data import MicroBatches, load_image_set, stream_indices
 
     write_images(tmp_path / "hr", 2, 16, seed=0)
     write_images(tmp_path / "hr", 1, 24, seed=5, suffix=".jpg")
@@ -315,7 +315,7 @@ def test_resize_mismatched_and_deterministic_sampling(tmp_path):
 
 
 def test_linear_lr_decay(tiny_recipe):
-    from dsgan_cli.train import lr_at
+    from dsgan_cli.engines.train import lr_at
 
     r = load_recipe(tiny_recipe, ["train.iterations=100", "optim.lr_decay=\"linear\"", "optim.decay_start=50", "optim.lr=1e-3"])
     assert lr_at(0, r) == lr_at(49, r) == 1e-3
@@ -327,7 +327,7 @@ def test_linear_lr_decay(tiny_recipe):
 def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recipe, data, option):
     """Memory layout and torch.compile change speed only: same weights after two steps, same checkpoint names,
     and a run with the option resumes from a checkpoint written without it."""
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     opts = ("train.checkpoint_every=1", "train.sample_every=100", "data.crop_size=6", NO_VGG)
     plain = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=2", *opts), progress=False)
@@ -352,7 +352,7 @@ def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recip
 def two_checkpoints(tmp_path_factory, data) -> Path:
     """A run folder with complete checkpoints at steps 2 and 4 of 6 (copy it before damaging it)."""
     from conftest import TINY_RECIPE as tiny_recipe
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     out = tmp_path_factory.mktemp("ckpts") / "run"
     train(small_recipe(tiny_recipe, data, out, "train.iterations=4", "train.checkpoint_every=2", "train.keep_last=2",
@@ -395,7 +395,7 @@ def test_resume_refuses_a_damaged_checkpoint_naming_the_file(tmp_path, tiny_reci
     ({"step": 4, "files": {"../x": {"size": 1, "sha256": "0"}}}, "files is not a list"),
 ])
 def test_resume_refuses_a_malformed_trainer_state_and_moves_nothing(tmp_path, tiny_recipe, data, two_checkpoints, state, reason):
-    from dsgan_cli.train import train
+    from dsgan_cli.engines.train import train
 
     out = damaged_copy(two_checkpoints, tmp_path / "run",
                        lambda c: (c / "trainer_state.json").write_text(json.dumps(state)))
@@ -408,7 +408,7 @@ def test_resume_refuses_a_malformed_trainer_state_and_moves_nothing(tmp_path, ti
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(tmp_path, tiny_recipe, data, monkeypatch):
     """Disk full shows up as torch's zip writer error; the partial folder must not stay and keep the disk full."""
-    import dsgan_cli.train as tr
+    import dsgan_cli.engines.train as tr
     from accelerate import Accelerator
 
     def full_disk(self, *a, **k):
@@ -442,7 +442,7 @@ def test_progress_reaches_a_log_where_no_bar_can_draw(tmp_path, tiny_recipe, dat
 def test_line_progress_prints_at_most_every_interval_and_at_the_end():
     import io
 
-    from dsgan_cli.progress import LineProgress
+    from dsgan_cli.plumbing.progress import LineProgress
 
     now = [0.0]
     buf = io.StringIO()
@@ -458,7 +458,7 @@ def test_line_progress_prints_at_most_every_interval_and_at_the_end():
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_fast_bf16(monkeypatch):
-    import dsgan_cli.train as tr
+    import dsgan_cli.engines.train as tr
 
     monkeypatch.setattr(tr, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert tr.auto_precision(False) == ("bf16", "this CPU has avx512_bf16")

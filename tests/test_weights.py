@@ -7,10 +7,11 @@ import urllib.error
 import pytest
 import torch
 
-from dsgan_cli import fid, weights
-from dsgan_cli.errors import DsganError
-from dsgan_cli.losses import VGGFeatures, check_perceptual_weights
-from dsgan_cli.lpips_alex import LPIPSAlex
+from dsgan_cli.method import weights
+from dsgan_cli.method.losses import VGGFeatures, check_perceptual_weights
+from dsgan_cli.method.lpips_alex import LPIPSAlex
+from dsgan_cli.metrics import fid
+from dsgan_cli.plumbing.errors import DsganError
 
 #: Each backbone built the way the subcommands build it, with its default (pretrained) weights.
 BUILDERS = {

@@ -1,17 +1,16 @@
-"""One gate for every write: outside ``dsgan_cli/writes.py`` no module of the package creates, replaces, truncates
-or removes a file or folder itself. The check reads the package's syntax tree, so a new write anywhere fails here
-until it goes through the gate (which refuses symlinks and special files, and writes atomically)."""
+"""One gate for every write: outside ``dsgan_cli/plumbing/writes.py`` no module of the package creates, replaces,
+truncates or removes a file or folder itself. The check reads the package's syntax tree, so a new write anywhere fails
+here until it goes through the gate (which refuses symlinks and special files, and writes atomically)."""
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, package_modules
 
-GATE = "writes.py"
+GATE = REPO / "dsgan_cli" / "plumbing" / "writes.py"
 
 #: module.function calls that write, create or remove paths.
 WRITING_FUNCTIONS = {
@@ -85,12 +84,14 @@ def writes_in(source: str) -> list[tuple[int, str]]:
 
 def test_every_write_of_the_package_goes_through_the_gate():
     offenders = []
-    for path in sorted((REPO / "dsgan_cli").rglob("*.py")):
-        if path.name == GATE:
+    paths = package_modules().values()
+    assert GATE in paths, f"the gate {GATE} is not a module of the package"
+    for path in paths:
+        if path == GATE:
             continue
         for line, call in writes_in(path.read_text(encoding="utf-8")):
             offenders.append(f"{path.relative_to(REPO)}:{line}: {call}")
-    assert not offenders, "writes outside dsgan_cli/writes.py:\n" + "\n".join(offenders)
+    assert not offenders, "writes outside dsgan_cli/plumbing/writes.py:\n" + "\n".join(offenders)
 
 
 @pytest.mark.parametrize("code", [

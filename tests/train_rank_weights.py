@@ -26,7 +26,7 @@ def weights_hash(tensors: dict[str, torch.Tensor]) -> str:
 
 def main() -> None:
     """Train with recording G/D classes, then write rank{R}_{generator,discriminator}.sha256."""
-    import dsgan_cli.models as models
+    import dsgan_cli.method.models as models
     from dsgan_cli.cli import main as cli_main
 
     folder, argv = Path(sys.argv[1]), sys.argv[2:]

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, TextIO
 from PIL import Image
 
 from .errors import DsganError, file_error
-from .images import file_kind
+from ..data.images import file_kind
 
 
 def _umask() -> int:

@@ -1,7 +1,7 @@
 """``dsgan eval``: FID/KID between a fake and a real folder, plus the frequency/noise report.
 
 The steps: collect the sets -> decode each set once into the memory-mapped uint8
-cache that ``train`` uses (:mod:`dsgan_cli.datacache`; a later run with unchanged
+cache that ``train`` uses (:mod:`dsgan_cli.data.datacache`; a later run with unchanged
 files maps it instead of decoding) -> per-set frequency statistics and Inception
 features, cached by the decoded set's content key -> FID/KID -> frequency report
 -> the report dict.
@@ -21,12 +21,13 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from . import __version__, writes
-from .data import ImageSet
-from .errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
-from .images import ImageReadError, image_size, load_rgb, require_images
-from .writes import check_output_file
-from .progress import progress_bar
+from .. import __version__
+from ..plumbing import writes
+from ..data.data import ImageSet
+from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
+from ..data.images import ImageReadError, image_size, load_rgb, require_images
+from ..plumbing.writes import check_output_file
+from ..plumbing.progress import progress_bar
 
 #: Names of the sets in the report.
 FAKE, REAL, REFERENCE = "fake", "real", "reference"
@@ -97,8 +98,8 @@ def _load_plain(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool, bo
 
 def _load_reference(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool, bool]:
     """Bicubic Xb of an HR image: ``models.downscale`` by scale = HR width / analysis width."""
-    from .images import image_to_tensor, tensor_to_uint8
-    from .models import downscale
+    from ..data.images import image_to_tensor, tensor_to_uint8
+    from ..method.models import downscale
 
     img, converted_from = load_rgb(path)
     scale = img.width / size[0]
@@ -128,10 +129,10 @@ def reference_artefacts(fake: ImageSet, fake_dir: Path, ref: ImageSet, ref_dir: 
     """Colour shift and border ratio of each fake image against the bicubic Xb of its own HR image.
 
     Pairs are matched by relative path without the extension (what ``degrade`` writes) and compared
-    at the analysis size. These are :mod:`dsgan_cli.paired` figures that need no target: a good
+    at the analysis size. These are :mod:`dsgan_cli.metrics.paired` figures that need no target: a good
     generator keeps colours (shift ~0 levels) and treats the border like the interior (ratio ~1).
     """
-    from .paired import border_energy, colour_shift
+    from ..metrics.paired import border_energy, colour_shift
 
     refs = {p.relative_to(ref_dir).with_suffix("").as_posix(): i for i, p in enumerate(ref.paths)}
     shifts, outer, inner, pairs = [], 0.0, 0.0, 0
@@ -179,7 +180,7 @@ def default_plot_path(json_path: str | Path | None, input_dirs: list[Path], repo
     otherwise a free numbered name is used. Never inside an input folder (it would be counted as an image):
     then no plot, with a warning.
     """
-    from .plots import is_own_plot
+    from ..plumbing.plots import is_own_plot
 
     if json_path in (None, "-"):
         return None
@@ -215,7 +216,7 @@ def jsonable(value: Any) -> Any:
 
 def write_json(result: dict, json_path: str | Path) -> None:
     """Write the report as JSON to ``json_path`` atomically, or to stdout for ``-``."""
-    from .writes import write_bytes_atomic
+    from ..plumbing.writes import write_bytes_atomic
 
     text = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
     if str(json_path) == "-":
@@ -271,7 +272,7 @@ def collect_sets(fake_dir, real_dir, reference_dir, *, fid: bool, batch_size: in
 @contextmanager
 def data_cache(cache_dir: str | Path | None) -> Iterator[Path]:
     """The decoded-image cache folder: the one given, train's default, or for "none" a temporary one removed afterwards."""
-    from .datacache import default_cache_dir
+    from ..data.datacache import default_cache_dir
 
     if str(cache_dir) != "none":
         yield Path(cache_dir) if cache_dir not in (None, "") else default_cache_dir()
@@ -281,8 +282,8 @@ def data_cache(cache_dir: str | Path | None) -> Iterator[Path]:
 
 
 def decode_sets(inputs: Inputs, size: tuple[int, int], cache_dir: Path, bar) -> dict[str, tuple[ImageSet, dict]]:
-    """Every set decoded once into the memory-mapped uint8 cache (see :mod:`dsgan_cli.datacache`); a later run maps it."""
-    from .datacache import cached_decode
+    """Every set decoded once into the memory-mapped uint8 cache (see :mod:`dsgan_cli.data.datacache`); a later run maps it."""
+    from ..data.datacache import cached_decode
 
     workers = max(1, min(4, os.cpu_count() or 1))
     out = {}
@@ -298,7 +299,7 @@ def decode_sets(inputs: Inputs, size: tuple[int, int], cache_dir: Path, bar) -> 
 
 def _stats_keys(data_key: str, weights) -> dict[str, str]:
     """Statistics cache keys of one decoded set (frequency; Inception with ``weights``)."""
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     keys = {"frequency": fidmod.cache_key("frequency", data_key)}
     if weights is not None:
@@ -311,8 +312,8 @@ def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> 
     """Frequency statistics and (with ``model``) Inception features, mean and covariance of one decoded set."""
     import torch
 
-    from . import fid as fidmod
-    from . import spectrum
+    from ..metrics import fid as fidmod
+    from ..metrics import spectrum
 
     out = {}
     if "frequency" in kinds:
@@ -331,7 +332,7 @@ def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> 
 
 def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar) -> tuple[dict[str, dict], dict[str, bool]]:
     """Per-set statistics from the cache, else computed once and cached; (stats, cached)."""
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     keys = {name: _stats_keys(meta["key"], weights) for name, (_, meta) in decoded.items()}
     # Looked up before anything is computed, so "cached" means an entry from an earlier run.
@@ -362,7 +363,7 @@ FLOOR_SEED = 0
 
 def fid_between(a: dict, b: dict) -> float:
     """FID between two sets given as {features, mu, sigma}."""
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     return fidmod.frechet_distance(a, b, a["features"], b["features"])
 
@@ -371,7 +372,7 @@ def fid_kid_between(a: dict, b: dict) -> dict:
     """FID and KID between two sets given as {features, mu, sigma}."""
     import torch
 
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     subset = fidmod.kid_subset_size(len(a["features"]), len(b["features"]))
     kid_mean, kid_std = fidmod.kernel_inception_distance(torch.from_numpy(a["features"]), torch.from_numpy(b["features"]), subset)
@@ -382,7 +383,7 @@ def feature_set(features: np.ndarray) -> dict:
     """{features, mu, sigma} of a feature array."""
     import torch
 
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     return {"features": features, **fidmod.fid_statistics(torch.from_numpy(features))}
 
@@ -422,7 +423,7 @@ def verdict_at_equal_sizes(fake: dict, xb: dict, halves: tuple[dict, dict], floo
 def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
     """FID and KID of the fake against the real set; the real floor (two halves); with a reference, those of
     its Xb against the real set; and how far the fake set closes the way from Xb to the floor."""
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     fake, real = stats[FAKE]["inception"], stats[REAL]["inception"]
     n_fake, n_real = len(fake["features"]), len(real["features"])
@@ -445,7 +446,7 @@ def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
 
 def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
     """The frequency report (spectra, noise, spectral distances to the real set) from the per-set statistics."""
-    from . import spectrum
+    from ..metrics import spectrum
 
     per_set = {}
     for name, s in stats.items():
@@ -479,7 +480,7 @@ def _warn_about_sets(decoded: dict, size: tuple[int, int], rep: Reporter) -> dic
 
 def _draw_plot(frequency: dict, plot_path: Path) -> str:
     """The spectra of every set as one log-scale line plot; returns its path."""
-    from .plots import line_plot
+    from ..plumbing.plots import line_plot
 
     freqs = frequency["frequencies"]
     labels = {FAKE: "fake", REAL: "real", REFERENCE: "reference Xb (bicubic)"}
@@ -491,7 +492,7 @@ def _draw_plot(frequency: dict, plot_path: Path) -> str:
 
 def build_report(inputs: Inputs, decoded: dict, metrics: dict, frequency: dict, run: dict, rep: Reporter) -> dict:
     """The report dict (keys in the README, section "dsgan eval"), JSON-safe."""
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     size, weights = run["size"], run["weights"]
     meta = {name: m for name, (_, m) in decoded.items()}
@@ -537,7 +538,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
     """
     from rich.console import Console
 
-    from . import fid as fidmod
+    from ..metrics import fid as fidmod
 
     rep = Reporter(console if console is not None else Console(stderr=True))
     inputs = collect_sets(fake_dir, real_dir, reference_dir, fid=fid, batch_size=batch_size, plot_path=plot_path, json_path=json_path)

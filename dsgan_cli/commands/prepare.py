@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DsganError, file_error, write_stdout
-from .images import ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
-from .jsonl import read_jsonl
-from .progress import progress_bar
-from .writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
+from ..plumbing.errors import DsganError, file_error, write_stdout
+from ..data.images import ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
+from ..plumbing.jsonl import read_jsonl
+from ..plumbing.progress import progress_bar
+from ..plumbing.writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
                      write_bytes_atomic)
 
 STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash", "failed")
@@ -120,7 +120,7 @@ _DETECTOR = None
 def _worker_init(kind: str) -> None:
     """Load dlib models once per worker process."""
     global _DETECTOR
-    from .faces import FaceDetector
+    from ..data.faces import FaceDetector
 
     _DETECTOR = FaceDetector(kind)
 
@@ -162,7 +162,7 @@ RUN_STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.
 def _align_and_write(img, record: dict[str, Any], out_dir: str, out_rel: str, size: int, margin: float, min_face: int,
                      overwrite: bool) -> dict[str, Any]:
     """Detect, align and write one decoded photo's crop; fills and returns its record."""
-    from .align import align_face
+    from ..data.align import align_face
 
     faces = _DETECTOR.detect(img)
     if not faces:
@@ -218,7 +218,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
                        [input_dir], files)
     ours = check_settings_record(out_dir, settings, overwrite)
     check_writable_dir(out_dir)
-    from .faces import FaceDetector
+    from ..data.faces import FaceDetector
 
     FaceDetector(detector)  # fail fast (missing models, bad kind) before starting workers
     write_bytes_atomic(out_dir / SETTINGS_RECORD, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
@@ -265,7 +265,7 @@ def _settings(size: int, margin: float, min_face: int, detector: str) -> dict[st
 
 def check_settings_record(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> bool:
     """Refuse, without ``--overwrite``, a folder whose crops were made with other settings; True when this command made it."""
-    from .output_record import read_output_record
+    from ..plumbing.output_record import read_output_record
 
     path = out_dir / SETTINGS_RECORD
     old = read_output_record(path)
@@ -314,7 +314,7 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .errors import EXIT_ITEMS_FAILED, EXIT_OK
+    from ..plumbing.errors import EXIT_ITEMS_FAILED, EXIT_OK
 
     console = Console(stderr=True)
     for path, reason in summary.unreadable:

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from accelerate.tracking import GeneralTracker
 
-from .images import tensor_to_image
-from .jsonl import read_jsonl
-from .models import FilterHigh
-from .writes import make_dirs, open_append, save_image_atomic, write_bytes_atomic
+from ..data.images import tensor_to_image
+from ..plumbing.jsonl import read_jsonl
+from ..method.models import FilterHigh
+from ..plumbing.writes import make_dirs, open_append, save_image_atomic, write_bytes_atomic
 
 METRICS_FILE = "metrics.jsonl"
 

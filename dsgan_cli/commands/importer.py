@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .checkpoint import save_generator
-from .errors import DsganError, file_error
-from .images import file_sha256
-from .models import Generator
+from ..engines.checkpoint import save_generator
+from ..plumbing.errors import DsganError, file_error
+from ..data.images import file_sha256
+from ..method.models import Generator
 
 #: Key of the generator's state dict in the original checkpoints.
 GENERATOR_KEY = "model_g_state_dict"

@@ -1,4 +1,4 @@
-"""Reading and converting images; finding them in folders (writing goes through :mod:`dsgan_cli.writes`).
+"""Reading and converting images; finding them in folders (writing goes through :mod:`dsgan_cli.plumbing.writes`).
 
 Every subcommand reads user photos through :func:`load_rgb` (and image
 headers through :func:`image_size`) so that EXIF orientation, odd modes
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import file_error
+from ..plumbing.errors import file_error
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 

@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from . import writes
+from ..plumbing import writes
 from .data import ImageSet
-from .errors import DsganError, file_error
+from ..plumbing.errors import DsganError, file_error
 from .images import ImageReadError, decode_square, file_sha256, image_size, open_regular, require_images
-from .writes import write_bytes_atomic
+from ..plumbing.writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1

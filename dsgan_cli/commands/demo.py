@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from . import writes
-from .errors import EXIT_ITEMS_FAILED, DsganError
-from .jsonl import read_jsonl
+from ..plumbing import writes
+from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError
+from ..plumbing.jsonl import read_jsonl
 
 #: The built-in recipe the demo trains with (``--recipe`` takes another name or a file).
 DEFAULT_RECIPE = "learn"
@@ -138,8 +138,8 @@ def bicubic_down(patch: np.ndarray, scale: int) -> np.ndarray:
     """The package's own antialiased bicubic downscale (the one that makes Xb) on one uint8 image."""
     import torch
 
-    from .images import tensor_to_uint8
-    from .models import downscale
+    from ..data.images import tensor_to_uint8
+    from ..method.models import downscale
 
     t = torch.from_numpy(patch.copy()).permute(2, 0, 1).float().div_(255.0)[None]
     return tensor_to_uint8(downscale(t, scale)[0])
@@ -157,7 +157,7 @@ def real_degradation(lr: np.ndarray, sigma: float, quality: int, rng: np.random.
 
 def _save_set(folder: Path, images: list[np.ndarray], prefix: str) -> None:
     """Write images as lossless PNGs (the JPEG damage is already baked in)."""
-    from .writes import save_image_atomic
+    from ..plumbing.writes import save_image_atomic
 
     writes.make_dirs(folder)
     for i, arr in enumerate(images):
@@ -201,7 +201,7 @@ def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = prin
             f"+ Gaussian noise sigma {spec.noise_sigma:g}/255 per pixel and channel, then JPEG quality {spec.jpeg_quality}"
         ),
     }
-    from .writes import write_bytes_atomic
+    from ..plumbing.writes import write_bytes_atomic
 
     text = json.dumps(manifest, indent=2)
     write_bytes_atomic(manifest_path, text.encode())
@@ -221,8 +221,8 @@ def _complete(data_dir: Path, manifest: dict[str, Any]) -> bool:
 
 def write_bicubic_set(hr_dir: Path, out_dir: Path, scale: int) -> list[Path]:
     """Xb for every held-out HR image, made with the package's downscale (what ``degrade`` feeds G)."""
-    from .images import list_images, load_rgb
-    from .writes import save_image_atomic
+    from ..data.images import list_images, load_rgb
+    from ..plumbing.writes import save_image_atomic
 
     paths = []
     for src in list_images(hr_dir):
@@ -241,8 +241,8 @@ def high_pass_view(arr: np.ndarray) -> np.ndarray:
     """High-pass of a uint8 image as shown in the training sample grids."""
     import torch
 
-    from .images import tensor_to_uint8
-    from .trainlog import highpass_view
+    from ..data.images import tensor_to_uint8
+    from ..engines.trainlog import highpass_view
 
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)[None]
     return tensor_to_uint8(highpass_view(t)[0])
@@ -253,7 +253,7 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pat
     one held-out photo per row, enlarged without smoothing."""
     from PIL import ImageDraw
 
-    from .writes import save_image_atomic
+    from ..plumbing.writes import save_image_atomic
 
     titles = ["Xb (bicubic)", "Xd = G(Xb)", "target (real degr.)", "high-pass Xb", "high-pass Xd", "high-pass target"]
     h, w = rows[0][0].shape[:2]
@@ -288,7 +288,7 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 def loss_plot(records: list[dict[str, Any]], path: Path) -> list[str]:
     """Draw the training losses (smoothed) with ``plots.line_plot``; returns the series drawn."""
-    from .plots import line_plot
+    from ..plumbing.plots import line_plot
 
     keys = ["loss_g", "loss_d", "loss_color", "loss_gan", "loss_perceptual"]
     window = max(1, len(records) // 25)
@@ -311,7 +311,7 @@ EVAL_SET_NAMES = {"reference": "Xb", "fake": "Xd", "real": "real LR"}
 
 def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, Any]:
     """Noise level and spectral distance to the real LR per set, from ``eval``'s frequency report; draws the spectra."""
-    from .plots import line_plot
+    from ..plumbing.plots import line_plot
 
     per_set = {EVAL_SET_NAMES[k]: v for k, v in frequency["sets"].items() if k in EVAL_SET_NAMES}
     missing = sorted(set(EVAL_SET_NAMES.values()) - set(per_set))
@@ -343,7 +343,7 @@ def holdout_targets(xb_paths: list[Path], spec: DataSpec) -> list[np.ndarray]:
 
 def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, Any]:
     """Did G learn the known degradation? Paired figures on the held-out photos against their targets."""
-    from .paired import TARGETS, paired_report, verdict
+    from ..metrics.paired import TARGETS, paired_report, verdict
 
     figures = paired_report(xbs, xds, targets, min_flat=32)
     checks = verdict(figures, grain=True, sharpness=False)
@@ -380,7 +380,7 @@ class DemoOptions:
 
 def vgg_cache_path() -> Path:
     """Where the pretrained VGG19 file is kept (the torch hub cache)."""
-    from .weights import VGG19, hub_cache_file
+    from ..method.weights import VGG19, hub_cache_file
 
     return hub_cache_file(VGG19)
 
@@ -449,7 +449,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the whole demo and return its summary; a failed step raises, leaving ``failed.json``."""
     from rich.console import Console
 
-    from .writes import write_bytes_atomic
+    from ..plumbing.writes import write_bytes_atomic
 
     console = Console(stderr=False, highlight=False)
     steps = StepLog(console)
@@ -499,7 +499,7 @@ def run_steps(opts: DemoOptions, steps: StepLog, state: dict[str, Any], xd_dir: 
 
 def write_failure(out: Path, steps: StepLog, state: dict[str, Any]) -> None:
     """Leave a record of a failed run where the summary would have been."""
-    from .writes import write_bytes_atomic
+    from ..plumbing.writes import write_bytes_atomic
 
     report = {"ok": False, "steps": steps.records, "mode": state.get("mode")}
     write_bytes_atomic(out / "failed.json", json.dumps(report, indent=2).encode())
@@ -512,7 +512,7 @@ def _toml_string(value: str | Path) -> str:
 
 def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], console) -> Any:
     """The demo recipe with the demo's folders, the quick-mode sizes and the perceptual weights filled in."""
-    from .recipe import load_recipe, resolve_recipe
+    from ..method.recipe import load_recipe, resolve_recipe
 
     weights, sentence = choose_perceptual_weights(opts.perceptual_weights)
     overrides = [
@@ -549,7 +549,7 @@ def data_spec(recipe: Any, quick: bool) -> DataSpec:
 
 def run_train(recipe: Any, progress: bool) -> Any:
     """The ``train`` code path, into a fresh run folder."""
-    from .train import train
+    from ..engines.train import train
 
     run_dir = Path(recipe.train.output_dir)
     if run_dir.exists():
@@ -566,8 +566,8 @@ def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths
                  report_dir: Path, opts: DemoOptions, console) -> dict[str, Any]:
     """Train the small SR net on bicubic pairs and on DSGAN pairs (``pairs`` code path) of the training HR set,
     apply both to the held-out real-LR photos and score them against HR; one picture per photo."""
-    from . import srcheck
-    from .images import list_images
+    from ..metrics import srcheck
+    from ..data.images import list_images
     from .pairs import make_pairs
 
     summary = make_pairs(data_dir / "hr", pairs_dir, generator_path, overwrite=True, progress=opts.progress)
@@ -605,7 +605,7 @@ def sr_picture(real_lr: np.ndarray, sr_bicubic: np.ndarray, sr_dsgan: np.ndarray
     """real LR | SR from bicubic pairs | SR from DSGAN pairs | HR, each titled (with its PSNR), enlarged without smoothing."""
     from PIL import ImageDraw
 
-    from .writes import save_image_atomic
+    from ..plumbing.writes import save_image_atomic
 
     up = np.asarray(Image.fromarray(real_lr).resize(hr.shape[1::-1], Image.Resampling.NEAREST))
     tiles = [("real LR", up), (f"SR, bicubic pairs {scores['bicubic']:.2f} dB", sr_bicubic),
@@ -635,7 +635,7 @@ def find_inception_weights(explicit: str | None) -> str | None:
     """A local Inception-v3 weights file for FID: given, or already in torch-fidelity's cache; else None (no download)."""
     if explicit:
         return explicit
-    from .weights import INCEPTION, hub_cache_file
+    from ..method.weights import INCEPTION, hub_cache_file
 
     cached = hub_cache_file(INCEPTION)
     return str(cached) if cached.is_file() else None
@@ -660,7 +660,7 @@ def run_eval(xd_dir: Path, real_dir: Path, hr_dir: Path, report_dir: Path, cache
 
 def _load_arrays(paths: list[Path]) -> list[np.ndarray]:
     """uint8 RGB arrays of image files, through the package's reader."""
-    from .images import load_rgb
+    from ..data.images import load_rgb
 
     return [np.asarray(load_rgb(p)[0]) for p in paths]
 
@@ -670,7 +670,7 @@ def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir:
     """Sample grid, loss curves, spectrum plot and the summary numbers; returns the summary."""
     from .evaluate import jsonable
 
-    from .images import list_images
+    from ..data.images import list_images
 
     xd_by_stem = {p.stem: p for p in list_images(xd_dir)}
     pairs = [(xb, xd_by_stem[xb.stem]) for xb in xb_paths if xb.stem in xd_by_stem]

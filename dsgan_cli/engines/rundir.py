@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import writes
-from .errors import file_error
+from ..plumbing import writes
+from ..plumbing.errors import file_error
 
 LOCK_FILE = ".dsgan-train.lock"
 ABANDONED = "abandoned"

@@ -8,7 +8,7 @@ Checkpoints live in ``OUT/checkpoints/step_NNNNNNNN/``. Each is written into a
 hidden ``.step_NNNNNNNN.partial`` folder and renamed into place only when
 complete, and only folders holding ``trainer_state.json`` count, so a kill at
 any moment never leaves a checkpoint that looks complete but is not. The data
-order is a pure function of (seed, step) (see :mod:`dsgan_cli.data`), so a
+order is a pure function of (seed, step) (see :mod:`dsgan_cli.data.data`), so a
 checkpoint needs only the step to resume the data stream exactly.
 """
 
@@ -27,14 +27,15 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, writes
+from .. import __version__
+from ..plumbing import writes
 from .checkpoint import save_generator
-from .errors import EXIT_NONFINITE, DsganError, file_error
-from .images import file_sha256
-from .progress import progress_bar
-from .recipe import Recipe
+from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
+from ..data.images import file_sha256
+from ..plumbing.progress import progress_bar
+from ..method.recipe import Recipe
 from .rundir import check_resume, data_digest, lock_run_folder, set_aside_newer, unlock_run_folder
-from .writes import check_output_dir, check_writable_dir, write_bytes_atomic
+from ..plumbing.writes import check_output_dir, check_writable_dir, write_bytes_atomic
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -314,7 +315,7 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
 
     Returns the data digest. Checks that need no folder run first, so a failing run creates nothing.
     """
-    from .losses import check_perceptual_weights
+    from ..method.losses import check_perceptual_weights
 
     if recipe.loss.w_perceptual > 0:
         check_perceptual_weights(recipe.perceptual.weights, recipe.perceptual.net)
@@ -332,13 +333,13 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
 
 
 def load_data(recipe: Recipe, show: bool, writer: bool = True):
-    """Both image sets as uint8 tensors, via the shared memory-mapped cache (see :mod:`dsgan_cli.datacache`).
+    """Both image sets as uint8 tensors, via the shared memory-mapped cache (see :mod:`dsgan_cli.data.datacache`).
 
     Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
     """
-    from .data import check_data_dirs, load_image_set
-    from .datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
-    from .images import require_images
+    from ..data.data import check_data_dirs, load_image_set
+    from ..data.datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
+    from ..data.images import require_images
 
     d = recipe.data
     check_data_dirs(d.hr_dir, d.lr_dir, d.hr_size, d.lr_size)
@@ -385,7 +386,7 @@ def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool)
 def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format]):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
     network in its layout from ``fmts`` (see :func:`memory_formats_for`)."""
-    from . import losses, models
+    from ..method import losses, models
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
@@ -484,7 +485,7 @@ def set_lr(optimisers, lr: float) -> None:
 def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format]):
     """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
     in G's and D's layouts."""
-    from .models import downscale
+    from ..method.models import downscale
 
     xbs, reals = [], []
     for _ in range(accum):
@@ -507,7 +508,7 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
     With accumulation (``keep_graph`` False) G runs without a graph here and again in the G step, so that
     only one micro-batch graph is alive at a time.
     """
-    from . import losses
+    from ..method import losses
 
     accum = len(xbs)
     opt_d.zero_grad(set_to_none=True)
@@ -601,7 +602,7 @@ class RankCheck:
 
 def sample_batch(hr_set, lr_set, scale: int, device: torch.device):
     """A fixed batch of (Xb, real LR) for the sample grids."""
-    from .models import downscale
+    from ..method.models import downscale
 
     n = min(4, len(hr_set.images), len(lr_set.images))
     return downscale(hr_set.images[:n].float().div(255), scale).to(device), lr_set.images[:n].float().div(255).to(device)
@@ -654,7 +655,7 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
     (seed, m, rank), so a resume continues the same stream."""
-    from .data import MicroBatches, make_loader
+    from ..data.data import MicroBatches, make_loader
 
     accum = r.train.grad_accum
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,

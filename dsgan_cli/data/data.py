@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DsganError, file_error
+from ..plumbing.errors import DsganError, file_error
 from .images import decode_square, require_images
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.

@@ -8,7 +8,7 @@ the five layers are summed. The loss is the mean over the batch.
 
 Weights: the linear layers are the v0.1 ``alex.pth`` shipped inside the
 ``lpips`` wheel (read without unpickling code); the backbone is torchvision's
-ImageNet AlexNet, found by :mod:`dsgan_cli.weights` (a local file, the torch hub cache, or a
+ImageNet AlexNet, found by :mod:`dsgan_cli.method.weights` (a local file, the torch hub cache, or a
 download there unless ``DSGAN_OFFLINE`` is set), or ``random`` (tests only, with a warning).
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_weights_file
-from .errors import DsganError
+from ..engines.checkpoint import load_weights_file
+from ..plumbing.errors import DsganError
 
 #: ``features`` indices of AlexNet's five ReLUs, the layers LPIPS compares.
 TAPS = (1, 4, 7, 9, 11)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DsganError, file_error
-from .images import image_size, require_images
-from .writes import check_destinations, check_output_dir, check_writable_dir, write_bytes_atomic
-from .inference import FolderSummary, Job, check_options, output_format, run_jobs
-from .output_record import check_output_record, output_record, write_output_record
+from ..plumbing.errors import DsganError, file_error
+from ..data.images import image_size, require_images
+from ..plumbing.writes import check_destinations, check_output_dir, check_writable_dir, write_bytes_atomic
+from ..engines.inference import FolderSummary, Job, check_options, output_format, run_jobs
+from ..plumbing.output_record import check_output_record, output_record, write_output_record
 
 META_INFO = "meta_info.txt"
 #: The pairs folder's record of the generator and settings that made its pairs (see output_record).

@@ -5,7 +5,7 @@
   299x299 inside the network exactly as torch-fidelity does).
 * Weights: ``--inception-weights PATH`` / ``DSGAN_INCEPTION_WEIGHTS``, else
   torch-fidelity's file in the torch hub cache, else downloaded there (not
-  when ``DSGAN_OFFLINE`` is set), found by :mod:`dsgan_cli.weights`. Files are read with
+  when ``DSGAN_OFFLINE`` is set), found by :mod:`dsgan_cli.method.weights`. Files are read with
   ``torch.load(weights_only=True)`` or safetensors and handed to the
   extractor, because torch-fidelity's own loader unpickles user files.
 * FID: torch-fidelity's ``fid_features_to_statistics`` for mean and
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images
-from . import weights as pretrained
-from .checkpoint import load_weights_file
-from .errors import DsganError, file_error
+from ..data import images
+from ..method import weights as pretrained
+from ..engines.checkpoint import load_weights_file
+from ..plumbing.errors import DsganError, file_error
 
 #: torch-fidelity's Inception-v3 weights (converted from the TensorFlow FID graph).
 INCEPTION_URL = pretrained.INCEPTION.url
@@ -235,14 +235,14 @@ def kernel_inception_distance(f1: torch.Tensor, f2: torch.Tensor, subset_size: i
 
 
 def default_cache_dir() -> Path:
-    """The statistics cache: ``$XDG_CACHE_HOME/dsgan-cli/fid`` (see :func:`dsgan_cli.datacache.user_cache_dir`)."""
-    from .datacache import user_cache_dir
+    """The statistics cache: ``$XDG_CACHE_HOME/dsgan-cli/fid`` (see :func:`dsgan_cli.data.datacache.user_cache_dir`)."""
+    from ..data.datacache import user_cache_dir
 
     return user_cache_dir("fid")
 
 
 def cache_key(kind: str, data_key: str, **settings) -> str:
-    """Hex key over a decoded set's content key (:mod:`dsgan_cli.datacache`) and everything else that changes the numbers."""
+    """Hex key over a decoded set's content key (:mod:`dsgan_cli.data.datacache`) and everything else that changes the numbers."""
     payload = json.dumps({"v": CACHE_VERSION, "kind": kind, "data": data_key, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -282,7 +282,7 @@ def cache_save(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     """Write arrays to a safetensors cache file atomically; False (no error) when the cache is not writable."""
     from safetensors.numpy import save
 
-    from .writes import write_bytes_atomic
+    from ..plumbing.writes import write_bytes_atomic
 
     try:
         write_bytes_atomic(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))

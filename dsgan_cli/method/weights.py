@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_weights_file
-from .errors import DsganError, file_error
-from .writes import download
+from ..engines.checkpoint import load_weights_file
+from ..plumbing.errors import DsganError, file_error
+from ..plumbing.writes import download
 
 OFFLINE_ENV = "DSGAN_OFFLINE"
 #: Values of ``DSGAN_OFFLINE`` that leave downloads on; any other value turns them off.

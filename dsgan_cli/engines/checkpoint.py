@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from safetensors.torch import save as safetensors_save
 
-from . import __version__
-from .errors import DsganError, file_error
-from .images import open_regular
-from .writes import write_bytes_atomic
-from .models import Generator
+from .. import __version__
+from ..plumbing.errors import DsganError, file_error
+from ..data.images import open_regular
+from ..plumbing.writes import write_bytes_atomic
+from ..method.models import Generator
 
 GENERATOR_FORMAT = "dsgan-generator/1"
 

@@ -2,7 +2,7 @@
 
 For every input image: Xb = :func:`models.downscale` by the checkpoint's scale,
 Xd = G(Xb), written under the output folder with the same relative path and
-stem. The work is :mod:`dsgan_cli.inference`'s (shared with ``pairs``); this
+stem. The work is :mod:`dsgan_cli.engines.inference`'s (shared with ``pairs``); this
 module plans the outputs and keeps the folder's record of what made them.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import EXIT_USAGE, DsganError, file_error
-from .images import require_images, unique_output_names
-from .writes import check_destinations, check_output_dir, check_writable_dir
-from .inference import FolderSummary, Job, check_options, output_format, run_jobs
-from .output_record import check_output_record, output_record, write_output_record
-from .models import Generator
+from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
+from ..data.images import require_images, unique_output_names
+from ..plumbing.writes import check_destinations, check_output_dir, check_writable_dir
+from ..engines.inference import FolderSummary, Job, check_options, output_format, run_jobs
+from ..plumbing.output_record import check_output_record, output_record, write_output_record
+from ..method.models import Generator
 
 #: Hidden file in the output folder naming the generator and settings that made its outputs.
 RUN_RECORD = ".dsgan-degrade.json"
@@ -57,7 +57,7 @@ def resolve_scale(meta_scale: int | None, scale: int | None, downscale_inputs: b
 
 def load_for_folder(checkpoint: Path, input_dir: Path, scale: int | None, downscale_inputs: bool) -> tuple[Generator, dict, int]:
     """The checkpoint's generator, its metadata and the run's scale; a missing input folder is refused."""
-    from .checkpoint import load_generator
+    from ..engines.checkpoint import load_generator
 
     generator, meta = load_generator(checkpoint)
     run_scale = resolve_scale(meta.get("scale"), scale, downscale_inputs, checkpoint)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DsganError
+from ..plumbing.errors import DsganError
 
 #: Smallest image side AlexNet's stride-4 convolution and two 3x3/2 poolings accept.
 LPIPS_MIN_SIDE = 31
@@ -294,7 +294,7 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    builtin = importlib.resources.files(f"{__package__}.recipes")
+    builtin = importlib.resources.files("dsgan_cli.recipes")
     names = sorted(p.name.removesuffix(".toml") for p in builtin.iterdir() if p.name.endswith(".toml"))
     if str(name_or_path) in names:
         return Path(str(builtin.joinpath(f"{name_or_path}.toml")))

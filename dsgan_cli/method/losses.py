@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import DsganError
+from ..plumbing.errors import DsganError
 from .models import FilterHigh, FilterLow
 from .weights import ALEXNET, VGG19, check_available, load_features, load_pretrained, resolve, warn_random_net
 

@@ -32,12 +32,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import writes
-from .errors import EXIT_USAGE, DsganError
-from .images import ImageReadError, image_to_tensor, load_rgb, to_uint8
-from .writes import partial_prefix, save_image_atomic
-from .models import Generator, downscale
-from .progress import progress_bar
+from ..plumbing import writes
+from ..plumbing.errors import EXIT_USAGE, DsganError
+from ..data.images import ImageReadError, image_to_tensor, load_rgb, to_uint8
+from ..plumbing.writes import partial_prefix, save_image_atomic
+from ..method.models import Generator, downscale
+from ..plumbing.progress import progress_bar
 
 
 #: ``--format`` value -> (PIL format name, file suffix).

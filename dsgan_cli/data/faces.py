@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import DsganError
+from ..plumbing.errors import DsganError
 
 #: Photos are searched for faces on a copy whose longest side is at most this.
 DETECT_MAX_SIDE = 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import file_error
-from .images import open_regular
+from ..data.images import open_regular
 from .writes import write_bytes_atomic
 
 

@@ -90,7 +90,7 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = 2) -> float:
 
 def lpips_scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str) -> list[float]:
     """LPIPS-AlexNet distance per image (the package's LPIPS with the given AlexNet weights)."""
-    from .lpips_alex import LPIPSAlex
+    from ..method.lpips_alex import LPIPSAlex
 
     net = LPIPSAlex(alexnet).eval()
     with torch.no_grad():

@@ -1,0 +1,1 @@
+"""One module per subcommand (prepare, degrade, pairs, eval, demo, import), called by the CLI."""

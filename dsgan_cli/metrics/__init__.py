@@ -1,0 +1,1 @@
+"""Metrics: FID/KID, power spectra, the paired figures and the downstream SR check."""

@@ -1,0 +1,1 @@
+"""Plumbing shared by everything: the write gate, progress bars, errors, JSON lines, output records, plots."""
