@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
+from dsgan_cli.allocator import keep_freed_memory  # noqa: E402
 from dsgan_cli.data import MicroBatches  # noqa: E402
 from dsgan_cli.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator)
@@ -361,14 +362,18 @@ def main() -> None:
     ap.add_argument("--variants", default="nchw",
                     help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
                          "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)")
+    ap.add_argument("--malloc", default="default", choices=("default", "keep"),
+                    help="'keep': the allocator setting `dsgan train` makes on a CPU (dsgan_cli/allocator.py), for "
+                         "the whole process, so for the original's step too; compare two runs for its own effect")
     args = ap.parse_args()
 
+    malloc = keep_freed_memory() if args.malloc == "keep" else "default"
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.vs_original:
         report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                   "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32 unless a variant says +bf16",
-                  "steps": args.steps, "warmup": args.warmup, **vs_original(args, recipe, device)}
+                  "steps": args.steps, "warmup": args.warmup, "malloc": malloc, **vs_original(args, recipe, device)}
         for k, v in report["ratio_original_over_ours"].items():
             print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
                   f"original/ours = {v:.2f}x")
@@ -383,7 +388,7 @@ def main() -> None:
         "device": device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "recipe": str(args.recipe),
         "batch": args.batch, "lr_size": args.size, "hr_size": args.size * recipe.data.scale,
-        "precision": args.precision, "steps": args.steps, "warmup": args.warmup,
+        "precision": args.precision, "steps": args.steps, "warmup": args.warmup, "malloc": malloc,
         "results": results, "fastest_layout": fastest,
     }
     header = f"{'net':<12}{'layout':<14}{'s/step':>9}{'steps/s':>9}{'img/s':>8}" + "".join(f"{p:>17}" for p in PHASES)
