@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_train.py --batch 8 --size 128            # CPU: slow, keep --steps small
     .venv/bin/python scripts/bench_train.py --batch 16 --size 128 --steps 20 --precision bf16   # GPU
     .venv/bin/python scripts/bench_train.py --vs-original --steps 2    # ours vs the original implementation's step
+    .venv/bin/python scripts/bench_train.py --profile 25 --variants G=cl,D=cl --malloc keep   # where a step's time goes
 
 Runs the training step of ``dsgan_cli.engines.train`` (same models, losses, data
 sampler, D step then G step) on in-memory images, with a timer around each
@@ -42,11 +43,12 @@ sys.path.insert(0, str(REPO))
 
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from dsgan_cli.data.data import MicroBatches  # noqa: E402
+from dsgan_cli.data.sampling import MicroBatches  # noqa: E402
 from dsgan_cli.method.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator)
 from dsgan_cli.method.models import Discriminator, Generator, downscale  # noqa: E402
 from dsgan_cli.method.recipe import load_recipe  # noqa: E402
+from dsgan_cli.plumbing.allocator import keep_freed_memory  # noqa: E402
 
 PHASES = ["data", "g_forward", "d_step", "perceptual_fwd", "g_loss_fwd", "g_backward_step"]
 
@@ -336,6 +338,27 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     }
 
 
+def profile_step(args, recipe, device: torch.device) -> dict:
+    """Where one step of ours (the first ``--variants`` entry) spends its time: torch profiler, ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    get = batch_maker(recipe, args.batch, args.size, device)
+    step = ours_step(recipe, device, args.variants.split(";")[0], args.perceptual_weights)
+    for i in range(args.warmup):
+        step(*get(i))
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step(*get(args.warmup))
+    ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    rows = [{"op": e.key, "shapes": str(e.input_shapes)[:120], "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total} for e in ops[:args.profile]]
+    by_kind: dict[str, float] = {}
+    for e in ops:
+        kind = "convolution" if "conv" in e.key else "other"
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_cpu_time_total / total
+    return {"variant": args.variants.split(";")[0], "step_s": total / 1e6, "top_ops": rows, "share_by_kind": by_kind}
+
+
 def device_name(device: torch.device) -> str:
     """GPU name, or the CPU's architecture and core count."""
     if device.type == "cuda":
@@ -361,14 +384,29 @@ def main() -> None:
     ap.add_argument("--variants", default="nchw",
                     help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
                          "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)")
+    ap.add_argument("--malloc", default="default", choices=("default", "keep"),
+                    help="'keep': the allocator setting `dsgan train` makes on a CPU (dsgan_cli/plumbing/allocator.py), for "
+                         "the whole process, so for the original's step too; compare two runs for its own effect")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="profile one step of ours (first --variants entry) and print its N costliest ops")
     args = ap.parse_args()
 
+    malloc = keep_freed_memory() if args.malloc == "keep" else "default"
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.profile:
+        report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "batch": args.batch, "lr_size": args.size, "malloc": malloc, **profile_step(args, recipe, device)}
+        print(f"{'op':<34}{'calls':>6}{'self s':>9}{'share':>8}  input shapes")
+        for r in report["top_ops"]:
+            print(f"{r['op']:<34}{r['calls']:>6}{r['self_s']:>9.3f}{100 * r['share']:>7.1f}%  {r['shapes']}")
+        print(f"step {report['step_s']:.2f} s (profiled); " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in report["share_by_kind"].items()))
+        emit_json(report, args.json)
+        return
     if args.vs_original:
         report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                   "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32 unless a variant says +bf16",
-                  "steps": args.steps, "warmup": args.warmup, **vs_original(args, recipe, device)}
+                  "steps": args.steps, "warmup": args.warmup, "malloc": malloc, **vs_original(args, recipe, device)}
         for k, v in report["ratio_original_over_ours"].items():
             print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
                   f"original/ours = {v:.2f}x")
@@ -383,7 +421,7 @@ def main() -> None:
         "device": device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "recipe": str(args.recipe),
         "batch": args.batch, "lr_size": args.size, "hr_size": args.size * recipe.data.scale,
-        "precision": args.precision, "steps": args.steps, "warmup": args.warmup,
+        "precision": args.precision, "steps": args.steps, "warmup": args.warmup, "malloc": malloc,
         "results": results, "fastest_layout": fastest,
     }
     header = f"{'net':<12}{'layout':<14}{'s/step':>9}{'steps/s':>9}{'img/s':>8}" + "".join(f"{p:>17}" for p in PHASES)

@@ -311,7 +311,7 @@ def run_cli_many(cases: list[list[str]], cwd: Path | None = None, timeout: float
 _ZYGOTE = r"""
 import json, os, sys
 import torch, accelerate, PIL.Image, safetensors  # noqa: F401 - imported once, inherited by every child
-import dsgan_cli.cli, dsgan_cli.commands.degrade, dsgan_cli.data.data  # noqa
+import dsgan_cli.cli, dsgan_cli.commands.degrade, dsgan_cli.data.sampling  # noqa
 import dsgan_cli.engines.checkpoint, dsgan_cli.engines.train, dsgan_cli.method.models  # noqa
 for line in sys.stdin:
     req = json.loads(line)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dsgan_cli.data.data import MicroBatches, check_data_dirs, load_image_set, make_loader, stream_indices
+from dsgan_cli.data.sampling import MicroBatches, check_data_dirs, load_image_set, make_loader, stream_indices
 from dsgan_cli.plumbing.errors import DsganError
 
 

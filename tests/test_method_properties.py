@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
-import dsgan_cli.data.data as data_mod
+import dsgan_cli.data.sampling as data_mod
 import dsgan_cli.method.models as models_mod
 from conftest import TINY_RECIPE, run_cli, write_images
 from dsgan_cli.method.losses import ColorLoss, GeneratorLoss

@@ -187,7 +187,7 @@ def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
-                        "output_noise": False, "blur_size": 5, "noise_filter": 1}
+                        "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0}
     h = Generator(**g.arch())
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):

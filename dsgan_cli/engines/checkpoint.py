@@ -112,13 +112,14 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         # Files written before these options existed hold the paper's network.
         options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
                    "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False")),
-                   "blur_size": int(raw.get("blur_size", 5)), "noise_filter": int(raw.get("noise_filter", 1))}
+                   "blur_size": int(raw.get("blur_size", 5)), "noise_filter": int(raw.get("noise_filter", 1)),
+                   "grid_period": int(raw.get("grid_period", 0))}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
-    _check_metadata(path, meta, n_res_blocks, channels, tensors, options["noise_channels"])
+    _check_metadata(path, meta, n_res_blocks, channels, tensors, options["noise_channels"] + 2 * options["grid_period"])
     try:
         generator = Generator(n_res_blocks=n_res_blocks, channels=channels, **options)
     except ValueError as e:
@@ -143,7 +144,7 @@ MAX_SCALE = 16
 
 
 def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channels: int,
-                    tensors: dict[str, torch.Tensor], noise_channels: int = 0) -> None:
+                    tensors: dict[str, torch.Tensor], extra_inputs: int = 0) -> None:
     """Refuse metadata out of range or at odds with the tensors, and non-finite weights, before building the network.
 
     The architecture numbers must match the tensors in the file, so the
@@ -157,9 +158,9 @@ def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channel
         raise file_error(path, "not a DSGAN generator checkpoint (no block_input.0.weight tensor)")
     if channels != first.shape[0]:
         raise file_error(path, f"checkpoint metadata channels={channels} does not match the weights ({first.shape[0]})")
-    if 3 + noise_channels != first.shape[1]:
-        raise file_error(path, f"checkpoint metadata noise_channels={noise_channels} does not match the weights "
-                               f"({first.shape[1]} input channels)")
+    if 3 + extra_inputs != first.shape[1]:
+        raise file_error(path, f"checkpoint metadata noise_channels={meta.get('noise_channels', 0)} and "
+                               f"grid_period={meta.get('grid_period', 0)} do not match the weights ({first.shape[1]} input channels)")
     try:
         blocks = _count_res_blocks(tensors)
     except KeyError:

@@ -301,7 +301,8 @@ def image_noise(generator: Generator, x: torch.Tensor, keys: list[str], seed: in
 
 
 def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.device,
-                  precision: str = "fp32", channels_last: bool = True, noise: torch.Tensor | None = None) -> torch.Tensor:
+                  precision: str = "fp32", channels_last: bool = True, noise: torch.Tensor | None = None,
+                  origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """G(x) for a (N, 3, h, w) batch, on ``device``; returns float32 on ``device``."""
     x = x.to(device, non_blocking=True)
     if channels_last:
@@ -309,7 +310,7 @@ def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.dev
     if noise is not None:
         noise = noise.to(device, non_blocking=True)
     with torch.inference_mode(), _autocast(device, precision):
-        return generator(x, noise).float()
+        return generator(x, noise, origin=origin).float()
 
 
 def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: torch.device,
@@ -323,7 +324,8 @@ def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: tor
     kept output pixel sees exactly the input it would see in a whole-image
     pass, including the padding at the true image border; the tile-edge
     padding only touches the discarded margin. A noise input is cut from the
-    whole image's ``noise`` map the same way. Returns float32 on the CPU.
+    whole image's ``noise`` map the same way, and G is told each window's
+    origin (a block grid stays the whole image's). Returns float32 on the CPU.
     """
     if margin is None:
         margin = generator.receptive_radius
@@ -336,7 +338,7 @@ def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: tor
             x1 = min(w, x0 + tile)
             b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
             z = noise[:, :, a0:a1, b0:b1] if noise is not None else None
-            y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last, z)
+            y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last, z, origin=(a0, b0))
             out[:, :, y0:y1, x0:x1] = y[:, :, y0 - a0:y1 - a0, x0 - b0:x1 - b0].cpu()
     return out
 

@@ -8,7 +8,7 @@ Checkpoints live in ``OUT/checkpoints/step_NNNNNNNN/``. Each is written into a
 hidden ``.step_NNNNNNNN.partial`` folder and renamed into place only when
 complete, and only folders holding ``trainer_state.json`` count, so a kill at
 any moment never leaves a checkpoint that looks complete but is not. The data
-order is a pure function of (seed, step) (see :mod:`dsgan_cli.data.data`), so a
+order is a pure function of (seed, step) (see :mod:`dsgan_cli.data.sampling`), so a
 checkpoint needs only the step to resume the data stream exactly.
 """
 
@@ -337,7 +337,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
 
     Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
     """
-    from ..data.data import check_data_dirs, load_image_set
+    from ..data.sampling import check_data_dirs, load_image_set
     from ..data.datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
     from ..data.images import require_images
 
@@ -363,6 +363,16 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
         return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
                                       writer=writer, progress=progress(what), scanned=scan)[0]
                      for (what, folder, size), scan in zip(sets, scans))
+
+
+def tune_device(device: torch.device) -> None:
+    """Settings for fixed-size steps: cuDNN's fastest algorithms on CUDA; on the CPU, freed memory kept for reuse."""
+    from ..plumbing.allocator import keep_freed_memory
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    elif device.type == "cpu":
+        keep_freed_memory()
 
 
 def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
@@ -391,8 +401,10 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
                          output_noise=r.model.output_noise, blur_size=r.model.blur_size,
-                         noise_init=r.model.noise_init, noise_filter=r.model.noise_filter).to(memory_format=fmts["G"])
-    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm).to(memory_format=fmts["D"])
+                         noise_init=r.model.noise_init, noise_filter=r.model.noise_filter,
+                         grid_period=r.model.grid_period).to(memory_format=fmts["G"])
+    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm,
+                             grid_period=r.model.grid_period).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
@@ -655,12 +667,13 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
     (seed, m, rank), so a resume continues the same stream."""
-    from ..data.data import MicroBatches, make_loader
+    from ..data.sampling import MicroBatches, make_loader
 
     accum = r.train.grad_accum
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip)
+                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip,
+                           grid=r.model.grid_period)
     return iter(make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
                             accelerator.device.type == "cuda"))
 
@@ -720,8 +733,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     G_ema, G_out = ema_and_export(accelerator, G, r)
     if resume_from is not None:
         load_resume(accelerator, resume_from, r, start_step)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes
+    tune_device(device)
 
     # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
     if is_main and (resume_from is None or not (out / "recipe.json").is_file()):  # a resume keeps the first recipe

@@ -111,6 +111,8 @@ class ResidualBlock(nn.Module):
 #: Generator options beyond the paper's architecture, with the paper's values as defaults.
 PADDINGS = ("zeros", "reflect", "replicate")
 OUTPUTS = ("sigmoid", "residual", "blur")
+#: Longest block grid (``grid_period``) G and D can be told about: JPEG's is 8, video codecs' up to 64.
+MAX_GRID_PERIOD = 64
 #: Largest per-pixel blur kernel (``output="blur"``): 15x15 taps already span 7 pixels each way.
 MAX_BLUR_SIZE = 15
 
@@ -150,11 +152,18 @@ class Generator(nn.Module):
       convex filter cannot add a new extreme, so the deterministic part is
       a blur (any shape, varying across the image) by construction, and the
       noise comes from ``output_noise``.
+    - ``grid_period``: JPEG and other block codecs leave artefacts on a grid
+      fixed to the image's origin (8 px for JPEG). A convolutional G has no
+      way to know where that grid lies, so it can only draw artefacts at no
+      particular phase. With a period P, G also gets the pixel's position
+      modulo P (one-hot rows and columns, 2P channels); ``forward`` takes the
+      ``origin`` of its input in the whole image so that tiles see the
+      whole image's grid.
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
                  noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
-                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1):
+                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1, grid_period: int = 0):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -166,11 +175,14 @@ class Generator(nn.Module):
             raise ValueError(f"noise_init must be in (0, 255], got {noise_init}")
         if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
             raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
+        if not 0 <= grid_period <= MAX_GRID_PERIOD or grid_period == 1:
+            raise ValueError(f"grid_period must be 0 (off) or 2 to {MAX_GRID_PERIOD}, got {grid_period}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
         self.output_noise, self.blur_size, self.noise_filter = bool(output_noise), blur_size, noise_filter
+        self.grid_period = grid_period
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
-        self.block_input = nn.Sequential(conv(3 + noise_channels, channels), nn.PReLU())
+        self.block_input = nn.Sequential(conv(3 + noise_channels + 2 * grid_period, channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
         if output == "blur":
             taps = blur_size * blur_size
@@ -217,7 +229,7 @@ class Generator(nn.Module):
         """The constructor arguments, as stored in an exported generator file."""
         return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
                 "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise,
-                "blur_size": self.blur_size, "noise_filter": self.noise_filter}
+                "blur_size": self.blur_size, "noise_filter": self.noise_filter, "grid_period": self.grid_period}
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -228,14 +240,18 @@ class Generator(nn.Module):
                         device=x.device if generator is None else generator.device)
         return z.to(x.device, x.dtype)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False):
-        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise), from one pass."""
-        inp = x
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False,
+                origin: tuple[int, int] = (0, 0)):
+        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise), from one pass.
+        ``origin``: where ``x`` starts in the whole image (a tile's offset; only a block grid depends on it)."""
+        inp = [x]
         if self.noise_dim:
             z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
         if self.noise_channels:
-            inp = torch.cat([x, z[:, :self.noise_channels]], dim=1)
-        features = self.res_blocks(self.block_input(inp))
+            inp.append(z[:, :self.noise_channels])
+        if self.grid_period:
+            inp.append(grid_phase(x, self.grid_period, origin))
+        features = self.res_blocks(self.block_input(torch.cat(inp, dim=1) if len(inp) > 1 else x))
         if self.output == "blur":
             out = self.local_blur(x, self.blur_weights(features))
         else:
@@ -266,6 +282,15 @@ class Generator(nn.Module):
         # Softmax in at least fp32: in half precision the weights would not sum to 1.
         weights = torch.softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(x.dtype)
         return (patches * weights[:, None]).sum(dim=2)
+
+
+def grid_phase(x: torch.Tensor, period: int, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Each pixel's row and column modulo ``period``, one-hot: (n, 2 * period, h, w) like ``x``'s batch, dtype, device."""
+    n, _, h, w = x.shape
+    rows = F.one_hot((torch.arange(h, device=x.device) + origin[0]) % period, period).to(x.dtype)  # (h, P)
+    cols = F.one_hot((torch.arange(w, device=x.device) + origin[1]) % period, period).to(x.dtype)  # (w, P)
+    grid = torch.cat([rows.t()[:, :, None].expand(period, h, w), cols.t()[:, None, :].expand(period, h, w)])
+    return grid.expand(n, -1, -1, -1)
 
 
 #: Normalisation between the discriminator's convolutions.
@@ -304,15 +329,23 @@ class DiscriminatorBasic(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """High-pass filter followed by :class:`DiscriminatorBasic`; returns per-pixel logits."""
+    """High-pass filter followed by :class:`DiscriminatorBasic`; returns per-pixel logits.
 
-    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch"):
+    With ``grid_period`` P, D also sees each pixel's position modulo P (see :class:`Generator`): its
+    inputs start on the grid (training crops are taken at multiples of P), so it can ask for block
+    artefacts at the grid's phase, not just anywhere."""
+
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch", grid_period: int = 0):
         super().__init__()
         self.filter = FilterHigh(kernel_size, gaussian=gaussian)
-        self.net = DiscriminatorBasic(3, norm)
+        self.grid_period = grid_period
+        self.net = DiscriminatorBasic(3 + 2 * grid_period, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.filter(x))
+        high = self.filter(x)
+        if self.grid_period:
+            high = torch.cat([high, grid_phase(high, self.grid_period)], dim=1)
+        return self.net(high)
 
 
 def count_parameters(module: nn.Module) -> int:

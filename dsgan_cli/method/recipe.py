@@ -67,6 +67,9 @@ class ModelConfig:
     d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
                                  "strength) or 'none'", choices=("batch", "none"))
     blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)
+    grid_period: int = _spec(0, "period in LR pixels of a block grid fixed to the images' origin (8: JPEG saved at LR size): "
+                                "G and D see each pixel's position modulo it, LR training crops start on it; 0 = off",
+                             min=0, max=64)
     output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
                                       "standard deviation (independent per channel, like sensor noise)")
 
@@ -233,6 +236,8 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    if r.model.grid_period == 1:
+        raise DsganError(f"{source}: model.grid_period must be 0 (off) or at least 2, got 1")
     if r.model.noise_filter % 2 == 0:
         raise DsganError(f"{source}: model.noise_filter must be odd, got {r.model.noise_filter}")
     if r.model.blur_size % 2 == 0:

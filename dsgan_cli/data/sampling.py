@@ -102,10 +102,10 @@ class MicroBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False):
+                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False, grid: int = 0):
         self.hr, self.lr = hr, lr
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.scale, self.crop_size, self.flip = scale, crop_size, flip
+        self.scale, self.crop_size, self.flip, self.grid = scale, crop_size, flip, grid
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the loop decides where to stop
@@ -121,16 +121,21 @@ class MicroBatches(torch.utils.data.Dataset):
         return hr, lr
 
     def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips."""
+        """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips.
+
+        With a block ``grid`` (model.grid_period), every crop starts on it, so that each crop's grid lies where
+        G and D are told it does, and real LR images are not flipped (that would move their grid)."""
+        step = max(self.grid, 1)
         if self.crop_size:
             c, s = self.crop_size, self.scale
-            hr = torch.stack([_crop(x, c * s, g, step=s) for x in hr])
-            lr = torch.stack([_crop(x, c, g) for x in lr])
+            hr = torch.stack([_crop(x, c * s, g, step=s * step) for x in hr])
+            lr = torch.stack([_crop(x, c, g, step=step) for x in lr])
         if self.flip:
             fh = torch.rand(len(hr), generator=g) < 0.5
             fl = torch.rand(len(lr), generator=g) < 0.5
             hr = torch.where(fh[:, None, None, None], hr.flip(-1), hr)
-            lr = torch.where(fl[:, None, None, None], lr.flip(-1), lr)
+            if not self.grid:
+                lr = torch.where(fl[:, None, None, None], lr.flip(-1), lr)
         return hr.contiguous(), lr.contiguous()
 
 

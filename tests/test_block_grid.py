@@ -1,0 +1,110 @@
+"""model.grid_period: G and D told where a block codec's grid lies, crops that keep it, tiles that see the whole image's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY_RECIPE, run_cli, write_images
+from dsgan_cli.data.sampling import MicroBatches
+from dsgan_cli.engines.checkpoint import load_generator, save_generator
+from dsgan_cli.engines.inference import generate_tiled
+from dsgan_cli.method.models import Discriminator, Generator, grid_phase
+
+
+def _grid_generator(period: int = 8) -> Generator:
+    torch.manual_seed(3)
+    g = Generator(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
+                  grid_period=period).eval()
+    with torch.no_grad():  # the residual head starts at 0: give it weights so the grid channels reach the output
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return g
+
+
+def test_grid_phase_is_one_hot_rows_and_columns_from_the_origin():
+    x = torch.zeros(2, 3, 5, 7)
+    grid = grid_phase(x, 4, origin=(2, 3))
+    assert grid.shape == (2, 8, 5, 7)
+    assert torch.equal(grid.sum(1), torch.full((2, 5, 7), 2.0)), "each pixel must have exactly one row and one column phase"
+    rows, cols = grid[0, :4].argmax(0), grid[0, 4:].argmax(0)
+    assert torch.equal(rows[:, 0], (torch.arange(5) + 2) % 4) and torch.equal(cols[0], (torch.arange(7) + 3) % 4)
+    assert torch.equal(rows, rows[:, :1].expand(5, 7)) and torch.equal(cols, cols[:1].expand(5, 7))
+
+
+def test_grid_generator_depends_on_the_phase_and_tiles_see_the_whole_images_grid():
+    g = _grid_generator()
+    x = torch.rand(1, 3, 29, 37)
+    z = g.make_noise(x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = g(x, z)
+        shifted = g(x, z, origin=(3, 0))
+        period_shift = g(x, z, origin=(8, 16))
+    assert (whole - shifted).abs().max() > 1e-3, "G's output ignores where its input lies on the grid"
+    assert torch.equal(whole, period_shift), "an origin shifted by whole periods must change nothing"
+    for tile in (6, 9, 40):
+        tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=z)
+        assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
+            f"tile {tile}: tiled G differs from the whole image by {(tiled - whole).abs().max():.3g}: tiles are not told their origin")
+
+
+def test_grid_generator_round_trips_through_the_generator_file(tmp_path):
+    g = _grid_generator(period=4)
+    save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
+    h, _ = load_generator(tmp_path / "g.safetensors")
+    assert h.grid_period == 4 and h.arch() == g.arch()
+    x = torch.rand(1, 3, 12, 12)
+    z = g.make_noise(x, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(h(x, z, origin=(1, 2)), g(x, z, origin=(1, 2)))
+    with pytest.raises(ValueError, match="grid_period"):
+        Generator(grid_period=1)
+
+
+def test_discriminator_sees_the_phase():
+    torch.manual_seed(0)
+    d = Discriminator(grid_period=8, norm="none").eval()
+    assert d.net.net[0].in_channels == 3 + 16
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        a, b = d(x), d(x.roll(3, dims=-1))
+    # Rolling the image by 3 px moves the content against the grid: the logits are not just rolled.
+    assert (a.roll(3, dims=-1) - b)[..., 8:16, 8:16].abs().max() > 1e-4
+
+
+def test_crops_start_on_the_grid_and_real_lr_is_not_flipped():
+    s, grid, crop = 2, 8, 16
+    # Pixel values encode their position (channel 0: row, 1: column), so a crop tells where it came from.
+    def coded(side):
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        return torch.stack([ys, xs, torch.zeros_like(ys)]).to(torch.uint8).expand(6, 3, side, side).contiguous()
+    hr, lr = coded(64), coded(40)
+    data = MicroBatches(hr, lr, batch_size=6, seed=0, scale=s, crop_size=crop, flip=True, grid=grid)
+    for m in range(20):
+        hr_c, lr_c = data[m]
+        assert hr_c.shape[-1] == crop * s and lr_c.shape[-1] == crop
+        top, left = lr_c[:, 0, 0, 0], lr_c[:, 1, 0, 0]
+        assert bool((top % grid == 0).all()) and bool((left % grid == 0).all()), "a real-LR crop starts off the grid"
+        assert bool((lr_c[:, 1, 0, 1] == left + 1).all()), "a real-LR crop was flipped: its grid would move"
+        hr_top, hr_left = hr_c[:, 0, 0, 0], hr_c[:, 1, :, :].amin(dim=(1, 2))  # HR may be flipped: its leftmost column
+        assert bool((hr_top % (grid * s) == 0).all()) and bool((hr_left % (grid * s) == 0).all()), (
+            "an HR crop starts off the grid: its Xb would not")
+    plain = MicroBatches(hr, lr, batch_size=6, seed=0, scale=s, crop_size=crop, flip=True)
+    assert any(bool((plain[m][1][:, 1, 0, 1] < plain[m][1][:, 1, 0, 0]).any()) for m in range(20)), (
+        "without a grid, real LR images must still be flipped sometimes")
+
+
+def test_cli_trains_and_degrades_with_a_grid(tmp_path):
+    write_images(tmp_path / "hr", 4, 32, seed=1)
+    write_images(tmp_path / "lr", 4, 16, seed=2, noise=8)
+    run = tmp_path / "run"
+    sets = ["--set", f"data.hr_dir='{tmp_path / 'hr'}'", "--set", f"data.lr_dir='{tmp_path / 'lr'}'",
+            "--set", "model.grid_period=4", "--set", "data.crop_size=8", "--set", f"train.output_dir='{run}'"]
+    r = run_cli("train", str(TINY_RECIPE), *sets)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("degrade", str(tmp_path / "hr"), str(tmp_path / "out"), "--checkpoint", str(run / "generator.safetensors"),
+                "--tile", "7")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+    r = run_cli("train", str(TINY_RECIPE), *sets[:-2], "--set", "model.grid_period=1", "--set", f"train.output_dir='{tmp_path / 'r2'}'")
+    assert r.returncode == 2 and "grid_period" in r.stderr and len(r.stderr.strip().splitlines()) == 1
