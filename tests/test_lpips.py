@@ -58,7 +58,13 @@ def test_linear_layers_come_from_the_lpips_wheel(reference_and_file):
     ours = LPIPSAlex(weights=str(path))
     wheel = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth", map_location="cpu", weights_only=True)
     for i in range(5):
-        assert torch.equal(getattr(ours, f"lin{i}"), wheel[f"lin{i}.model.1.weight"])
+        assert torch.equal(ours.net.lins[i].model[-1].weight, wheel[f"lin{i}.model.1.weight"])
+    # ...and the backbone from the file given, not the random init the package was built with.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert torch.equal(dict(ours.net.net.slice5.named_children())["10"].weight, state["features.10.weight"])
+    assert not ours.training and not any(p.requires_grad for p in ours.parameters())
+    ours.train()
+    assert not ours.training, "a frozen feature net must stay in eval mode whatever train() asks"
 
 
 def test_generator_gets_gradients_and_lpips_stays_frozen(reference_and_file):

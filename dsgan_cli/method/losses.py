@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ..plumbing.errors import DsganError
 from .models import FilterHigh, FilterLow
-from .weights import ALEXNET, VGG19, check_available, load_features, load_pretrained, resolve, warn_random_net
+from .weights import ALEXNET, VGG19, FrozenFeatures, check_available, load_features, load_pretrained, resolve, warn_random_net
 
 #: Names of VGG19 ``features`` layers by index (conv/relu/pool, torchvision order).
 VGG19_LAYERS: dict[str, int] = {}
@@ -172,23 +172,21 @@ def perceptual_distance(feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch
     return total / len(feats_x)
 
 
-class PerceptualLoss(nn.Module):
+class PerceptualLoss(FrozenFeatures):
     """VGG19 feature distance between two images in [0, 1]."""
 
     def __init__(self, layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4"), weights: str = "torchvision"):
         super().__init__()
         self.vgg = VGGFeatures(layers, weights)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, y_feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Distance between ``x`` and ``y``; pass precomputed ``y_feats`` to skip the second pass."""
-        if y_feats is None:
-            with torch.no_grad():
-                y_feats = self.vgg(y)
-        return perceptual_distance(self.vgg(x), y_feats)
+        self.freeze()
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The features ``forward`` compares (to precompute ``y_feats``)."""
+        """The features the distance compares (to precompute ``y_feats``)."""
         return self.vgg(x)
+
+    def distance(self, feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch.Tensor]) -> torch.Tensor:
+        """:func:`perceptual_distance` (already the batch mean)."""
+        return perceptual_distance(feats_x, feats_y)
 
 
 def build_perceptual(net: str, layers: Sequence[str], weights: str) -> nn.Module:

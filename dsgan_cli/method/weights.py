@@ -144,3 +144,34 @@ def warn_random_net(net: str) -> None:
         "fine for tests, benchmarks and the demo, not for a real model",
         file=sys.stderr,
     )
+
+
+class FrozenFeatures(nn.Module):
+    """A frozen pretrained network and a distance on its features, for the perceptual losses.
+
+    Subclasses give :meth:`features` (activations for images in [0, 1]) and :meth:`distance` (per image,
+    or already averaged); ``forward`` is the mean distance, with the target's features precomputable
+    (the G step computes Xb's once, without a graph). Never trained: ``train()`` keeps it in eval mode,
+    whatever Accelerate or DDP call on it.
+    """
+
+    def train(self, mode: bool = True) -> "FrozenFeatures":
+        return super().train(False)
+
+    def freeze(self) -> "FrozenFeatures":
+        """No gradients for the network's own weights, eval mode: call at the end of ``__init__``."""
+        self.requires_grad_(False)
+        return self.train(False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, y_feats: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Mean distance between ``x`` and ``y``; pass precomputed ``y_feats`` to skip the second pass."""
+        if y_feats is None:
+            with torch.no_grad():
+                y_feats = self.features(y)
+        return self.distance(self.features(x), y_feats).mean()
