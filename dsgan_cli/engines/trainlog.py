@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 from pathlib import Path
 from typing import Any
@@ -69,12 +71,8 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 def trackers_for(logging_dir: Path, keep_until_step: int | None) -> list:
     """JSONL always; TensorBoard as well when it is installed."""
     trackers: list = [JSONLTracker(logging_dir, keep_until_step)]
-    try:
-        import tensorboard  # noqa: F401
-
+    if importlib.util.find_spec("tensorboard") is not None:
         trackers.append("tensorboard")
-    except ImportError:
-        pass
     return trackers
 
 

@@ -95,7 +95,7 @@ def lpips_scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str) -> 
     net = LPIPSAlex(alexnet).eval()
     with torch.no_grad():
         f_sr, f_hr = net.features(to_tensor(srs)), net.features(to_tensor(hrs))
-        return [float(net.distance([f[i:i + 1] for f in f_sr], [f[i:i + 1] for f in f_hr])) for i in range(len(srs))]
+        return net.distance(f_sr, f_hr).tolist()
 
 
 def scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str | None) -> dict[str, float]:
