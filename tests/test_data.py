@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dsgan_cli.data.sampling import MicroBatches, check_data_dirs, load_image_set, make_loader, stream_indices
+from dsgan_cli.data.sampling import MicroBatches, make_loader, stream_indices
+from dsgan_cli.data.sets import check_data_dirs, load_image_set
 from dsgan_cli.plumbing.errors import DsganError
 
 

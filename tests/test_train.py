@@ -287,7 +287,8 @@ def test_loader_workers_are_capped_by_the_usable_cpus(monkeypatch):
 
 
 def test_resize_mismatched_and_deterministic_sampling(tmp_path):
-    from dsgan_cli.data.sampling import MicroBatches, load_image_set, stream_indices
+    from dsgan_cli.data.sampling import MicroBatches, stream_indices
+    from dsgan_cli.data.sets import load_image_set
 
     write_images(tmp_path / "hr", 2, 16, seed=0)
     write_images(tmp_path / "hr", 1, 24, seed=5, suffix=".jpg")

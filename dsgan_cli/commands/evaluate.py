@@ -23,7 +23,7 @@ from PIL import Image
 
 from .. import __version__
 from ..plumbing import writes
-from ..data.sampling import ImageSet
+from ..data.sets import ImageSet
 from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
 from ..data.images import ImageReadError, image_size, load_rgb, require_images
 from ..plumbing.writes import check_output_file

@@ -43,7 +43,7 @@ import torch
 from filelock import FileLock
 
 from ..plumbing import writes
-from .sampling import ImageSet
+from .sets import ImageSet
 from ..plumbing.errors import DsganError, file_error
 from .images import ImageReadError, decode_square, file_sha256, image_size, open_regular, require_images
 from ..plumbing.writes import write_bytes_atomic

@@ -337,7 +337,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
 
     Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
     """
-    from ..data.sampling import check_data_dirs, load_image_set
+    from ..data.sets import check_data_dirs, load_image_set
     from ..data.datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
     from ..data.images import require_images
 
