@@ -19,7 +19,6 @@ Writes OUT/results.json, OUT/table.md and OUT/CASE/grid.png; prints the table.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -31,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dsgan_cli.data import known  # noqa: E402
 from dsgan_cli.metrics.paired import TARGETS, paired_report, verdict  # noqa: E402
 from dsgan_cli.plumbing.jsonl import read_jsonl  # noqa: E402
 
@@ -41,6 +40,9 @@ from dsgan_cli.plumbing.jsonl import read_jsonl  # noqa: E402
 HR_PHOTOS = ("astronaut", "coffee", "camera", "brick", "immunohistochemistry")
 REAL_PHOTOS = ("chelsea", "retina", "gravel", "hubble_deep_field", "coins")
 HELDOUT_PHOTOS = ("rocket", "stereo_motorcycle", "clock", "moon")
+#: Short sides the photos are shrunk to (each photo at each side) before training and held-out patches are cut.
+TRAIN_SIDES = (320, 224)
+HELDOUT_SIDES = (384, 256)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class Case:
     jpeg: int = 0            # JPEG quality after the noise (0 = none)
     grain: bool = False      # the grain target applies
     sharpness: bool = False  # the blur target applies
+
+    def degrade(self, lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The case's degradation of a clean uint8 LR image: blur, noise, then JPEG (:func:`known.degrade`)."""
+        return known.degrade(lr, rng, blur=self.blur, noise=self.noise, jpeg=self.jpeg)
 
     def describe(self) -> str:
         parts = [f"blur sigma {self.blur:g}"] * bool(self.blur) + [f"noise sigma {self.noise:g}/255"] * bool(self.noise)
@@ -72,78 +78,17 @@ CASES = {
 # ----------------------------------------------------------------------------- data
 
 
-def photo(name: str) -> np.ndarray:
-    """A bundled scikit-image photograph as uint8 RGB."""
-    import skimage.data as skdata
-
-    arr = getattr(skdata, name)()
-    arr = np.asarray(arr[0] if isinstance(arr, tuple) else arr)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return np.ascontiguousarray(arr[..., :3].astype(np.uint8))
-
-
-def shrink(arr: np.ndarray, short_side: int) -> np.ndarray:
-    """Antialiased resize so the shorter side is ``short_side`` (photos hold scenes, not blur)."""
-    h, w = arr.shape[:2]
-    f = short_side / min(h, w)
-    if f >= 1:
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((round(w * f), round(h * f)), Image.Resampling.LANCZOS))
-
-
-def patches(names, n: int, size: int, rng: np.random.Generator, short_sides=(320, 224)) -> list[np.ndarray]:
-    """``n`` random ``size``-pixel crops spread evenly over the photos at each short side."""
-    sources = [shrink(photo(nm), s) for nm in names for s in short_sides]
-    out = []
-    for i in range(n):
-        img = sources[i % len(sources)]
-        y, x = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
-        out.append(np.ascontiguousarray(img[y:y + size, x:x + size]))
-    return out
-
-
-def xb_of(hr: np.ndarray) -> np.ndarray:
-    """Xb exactly as ``degrade`` makes it: the package's antialiased bicubic x2, rounded to uint8."""
-    import torch
-
-    from dsgan_cli.method.models import downscale
-
-    t = torch.from_numpy(hr.copy()).permute(2, 0, 1).float().div(255)[None]
-    return downscale(t, 2)[0].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-
-
-def degrade_known(lr: np.ndarray, case: Case, rng: np.random.Generator) -> np.ndarray:
-    """Apply the case's degradation to a clean uint8 LR image."""
-    x = lr.astype(np.float64)
-    if case.blur:
-        x = ndimage.gaussian_filter(x, sigma=(case.blur, case.blur, 0), mode="reflect")
-    if case.noise:
-        x = x + rng.normal(0.0, case.noise, x.shape)
-    x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-    if case.jpeg:
-        buf = io.BytesIO()
-        Image.fromarray(x).save(buf, format="JPEG", quality=case.jpeg)
-        x = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return x
-
-
-def save_pngs(folder: Path, images: list[np.ndarray], prefix: str) -> None:
-    """Write lossless PNGs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, a in enumerate(images):
-        Image.fromarray(a).save(folder / f"{prefix}_{i:04d}.png")
-
-
 def build_case_data(root: Path, case: Case, n_train: int, n_heldout: int, hr_size: int, seed: int) -> dict:
     """HR and real-LR training folders plus held-out (Xb, target) arrays for one case."""
     rng = np.random.default_rng(seed)
-    hr = patches(HR_PHOTOS, n_train, hr_size, rng)
-    real = [degrade_known(xb_of(p), case, rng) for p in patches(REAL_PHOTOS, n_train, hr_size, rng)]
-    held_xb = [xb_of(p) for p in patches(HELDOUT_PHOTOS, n_heldout, 2 * 64, rng, short_sides=(384, 256))]
-    held_target = [degrade_known(x, case, rng) for x in held_xb]
-    save_pngs(root / "hr", hr, "hr")
-    save_pngs(root / "lr_real", real, "lr")
+    hr = known.patches(known.pyramid(HR_PHOTOS, TRAIN_SIDES), n_train, hr_size, rng, flip=False)
+    real_clean = known.patches(known.pyramid(REAL_PHOTOS, TRAIN_SIDES), n_train, hr_size, rng, flip=False)
+    real = [case.degrade(known.xb_of(p, 2), rng) for p in real_clean]
+    held_hr = known.patches(known.pyramid(HELDOUT_PHOTOS, HELDOUT_SIDES), n_heldout, 2 * 64, rng, flip=False)
+    held_xb = [known.xb_of(p, 2) for p in held_hr]
+    held_target = [case.degrade(x, rng) for x in held_xb]
+    known.save_pngs(root / "hr", hr, "hr")
+    known.save_pngs(root / "lr_real", real, "lr")
     return {"xb": held_xb, "target": held_target}
 
 

@@ -38,8 +38,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_learning import CASES, HELDOUT_PHOTOS, Case, build_case_data, patches, train_case, xb_of  # noqa: E402
-from bench_learning import degrade_known  # noqa: E402
+from bench_learning import CASES, HELDOUT_PHOTOS, HELDOUT_SIDES, Case, build_case_data, train_case  # noqa: E402
+from dsgan_cli.data import known  # noqa: E402
 from dsgan_cli.metrics.srcheck import scores, super_resolve, train_sr  # noqa: E402
 
 KINDS = ("bicubic", "dsgan", "oracle")
@@ -71,10 +71,10 @@ def pair_sets(data: Path, case: Case, generator: Path, pairs_dir: Path, seed: in
     """The HR training images and, per kind, the LR each SR training sees (same order, same HR)."""
     hr = read_pngs(data / "hr")
     names = sorted(hr)
-    xb = {n: xb_of(hr[n]) for n in names}
+    xb = {n: known.xb_of(hr[n], 2) for n in names}
     dsgan = write_dsgan_pairs(data / "hr", generator, pairs_dir, seed)
     rng = np.random.default_rng(seed + 7)
-    oracle = {n: degrade_known(xb[n], case, rng) for n in names}
+    oracle = {n: case.degrade(xb[n], rng) for n in names}
     lrs = {"bicubic": [xb[n] for n in names], "dsgan": [dsgan[n] for n in names], "oracle": [oracle[n] for n in names]}
     return [hr[n] for n in names], lrs
 
@@ -82,8 +82,8 @@ def pair_sets(data: Path, case: Case, generator: Path, pairs_dir: Path, seed: in
 def heldout_set(case: Case, n: int, hr_size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Held-out (HR, real LR) pairs: photos no training set uses, LR = the true degradation of Xb."""
     rng = np.random.default_rng(seed + 1_000)
-    hr = patches(HELDOUT_PHOTOS, n, hr_size, rng, short_sides=(384, 256))
-    return hr, [degrade_known(xb_of(h), case, rng) for h in hr]
+    hr = known.patches(known.pyramid(HELDOUT_PHOTOS, HELDOUT_SIDES), n, hr_size, rng, flip=False)
+    return hr, [case.degrade(known.xb_of(h, 2), rng) for h in hr]
 
 
 def residual_stats(xbs: list[np.ndarray], lrs: list[np.ndarray]) -> dict[str, float]:

@@ -118,7 +118,7 @@ def test_real_degradation_adds_high_frequencies():
     rng = np.random.default_rng(0)
     ramp = np.linspace(60, 190, 32)
     clean = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=2).round().astype(np.uint8)  # smooth: no high frequencies
-    degraded = demo.real_degradation(clean, 12.0, 80, rng)
+    degraded = demo.DataSpec(noise_sigma=12.0, jpeg_quality=80).degrade(clean, rng)
 
     def laplacian_energy(a: np.ndarray) -> float:
         g = a.astype(np.float64).mean(axis=2)

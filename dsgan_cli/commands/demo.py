@@ -14,7 +14,6 @@ Run with ``dsgan demo [--out demo_output] [--quick]`` (``make demo``).
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from ..data import known
 from ..plumbing import writes
 from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError
 from ..plumbing.jsonl import read_jsonl
@@ -69,99 +69,12 @@ class DataSpec:
         """Side of the LR images."""
         return self.hr_size // self.scale
 
+    def degrade(self, lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The demo's "real" degradation of a clean LR image: Gaussian noise, then JPEG (:func:`known.degrade`)."""
+        return known.degrade(lr, rng, noise=self.noise_sigma, jpeg=self.jpeg_quality)
+
 
 QUICK_SPEC = DataSpec(hr_size=32, n_hr=24, n_lr=24, n_holdout=6, source_short_side=(96,))
-
-
-def _require_skimage():
-    """Import ``skimage.data`` or say how to install it."""
-    try:
-        import skimage.data as skdata
-    except ImportError:
-        raise DsganError("the demo needs scikit-image for its photographs: pip install 'dsgan-cli[demo]' (make demo does this)") from None
-    return skdata
-
-
-def load_source(name: str) -> np.ndarray:
-    """One scikit-image photograph as uint8 RGB (H, W, 3)."""
-    skdata = _require_skimage()
-    arr = getattr(skdata, name)()
-    if isinstance(arr, tuple):  # stereo pairs: keep the left view
-        arr = arr[0]
-    arr = np.asarray(arr)
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(arr * 255.0 if arr.max() <= 1.0 else arr), 0, 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return np.ascontiguousarray(arr[..., :3])
-
-
-def _shrink(arr: np.ndarray, short_side: int) -> np.ndarray:
-    """Antialiased resize so the shorter side is ``short_side`` (never enlarges)."""
-    h, w = arr.shape[:2]
-    f = short_side / min(h, w)
-    if f >= 1:
-        return arr
-    img = Image.fromarray(arr).resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
-    return np.asarray(img)
-
-
-def pyramid(sources: dict[str, np.ndarray], short_sides: tuple[int, ...]) -> list[np.ndarray]:
-    """Every source photo shrunk to each short side (so patches hold scenes, not blur)."""
-    return [_shrink(arr, s) for arr in sources.values() for s in short_sides]
-
-
-def split_columns(images: list[np.ndarray], at: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Left (``< at`` of the width) and right parts of each image."""
-    cuts = [round(img.shape[1] * at) for img in images]
-    return [img[:, :c] for img, c in zip(images, cuts)], [img[:, c:] for img, c in zip(images, cuts)]
-
-
-def random_patches(images: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``n`` random ``size`` x ``size`` crops (with flips), spread evenly over ``images``."""
-    images = [img for img in images if min(img.shape[:2]) >= size]
-    if not images:
-        raise DsganError(f"demo: no source photo region is at least {size} pixels on its short side")
-    out = []
-    for i in range(n):
-        img = images[i % len(images)]
-        y = int(rng.integers(0, img.shape[0] - size + 1))
-        x = int(rng.integers(0, img.shape[1] - size + 1))
-        patch = img[y:y + size, x:x + size]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        out.append(np.ascontiguousarray(patch))
-    return out
-
-
-def bicubic_down(patch: np.ndarray, scale: int) -> np.ndarray:
-    """The package's own antialiased bicubic downscale (the one that makes Xb) on one uint8 image."""
-    import torch
-
-    from ..data.images import tensor_to_uint8
-    from ..method.models import downscale
-
-    t = torch.from_numpy(patch.copy()).permute(2, 0, 1).float().div_(255.0)[None]
-    return tensor_to_uint8(downscale(t, scale)[0])
-
-
-def real_degradation(lr: np.ndarray, sigma: float, quality: int, rng: np.random.Generator) -> np.ndarray:
-    """The demo's "real" degradation: Gaussian noise (sigma, 0-255 units) then JPEG at ``quality``."""
-    noisy = np.clip(np.rint(lr.astype(np.float64) + rng.normal(0.0, sigma, lr.shape)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(noisy).save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _save_set(folder: Path, images: list[np.ndarray], prefix: str) -> None:
-    """Write images as lossless PNGs (the JPEG damage is already baked in)."""
-    from ..plumbing.writes import save_image_atomic
-
-    writes.make_dirs(folder)
-    for i, arr in enumerate(images):
-        save_image_atomic(Image.fromarray(arr, "RGB"), folder / f"{prefix}_{i:04d}.png")
 
 
 def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -182,14 +95,14 @@ def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = prin
     writes.remove_own(manifest_path)
     log(f"Building demo data in {data_dir} from scikit-image photographs ...")
     rng = np.random.default_rng(spec.seed)
-    hr = random_patches(pyramid({n: load_source(n) for n in HR_SOURCES}, spec.source_short_side), spec.n_hr, spec.hr_size, rng)
-    lr_regions, holdout_regions = split_columns(pyramid({n: load_source(n) for n in LR_SOURCES}, spec.source_short_side), HOLDOUT_SPLIT)
-    lr_clean = random_patches(lr_regions, spec.n_lr, spec.hr_size, rng)
-    lr_real = [real_degradation(bicubic_down(p, spec.scale), spec.noise_sigma, spec.jpeg_quality, rng) for p in lr_clean]
-    holdout = random_patches(holdout_regions, spec.n_holdout, spec.hr_size, rng)
-    _save_set(data_dir / "hr", hr, "hr")
-    _save_set(data_dir / "lr_real", lr_real, "lr")
-    _save_set(data_dir / "holdout_hr", holdout, "holdout")
+    hr = known.patches(known.pyramid(HR_SOURCES, spec.source_short_side), spec.n_hr, spec.hr_size, rng, flip=True)
+    lr_regions, holdout_regions = known.split_columns(known.pyramid(LR_SOURCES, spec.source_short_side), HOLDOUT_SPLIT)
+    lr_clean = known.patches(lr_regions, spec.n_lr, spec.hr_size, rng, flip=True)
+    lr_real = [spec.degrade(known.xb_of(p, spec.scale), rng) for p in lr_clean]
+    holdout = known.patches(holdout_regions, spec.n_holdout, spec.hr_size, rng, flip=True)
+    known.save_pngs(data_dir / "hr", hr, "hr")
+    known.save_pngs(data_dir / "lr_real", lr_real, "lr")
+    known.save_pngs(data_dir / "holdout_hr", holdout, "holdout")
     manifest = {
         "spec": wanted,
         "sources": {"hr": list(HR_SOURCES), "lr_real": list(LR_SOURCES), "holdout_hr": list(LR_SOURCES)},
@@ -229,7 +142,7 @@ def write_bicubic_set(hr_dir: Path, out_dir: Path, scale: int) -> list[Path]:
         dest = out_dir / (src.stem + ".png")
         if not dest.is_file():
             img, _ = load_rgb(src)
-            save_image_atomic(Image.fromarray(bicubic_down(np.asarray(img), scale)), dest)
+            save_image_atomic(Image.fromarray(known.xb_of(np.asarray(img), scale)), dest)
         paths.append(dest)
     return paths
 
@@ -338,7 +251,7 @@ def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, A
 def holdout_targets(xb_paths: list[Path], spec: DataSpec) -> list[np.ndarray]:
     """The known answer for each held-out Xb: the demo's real degradation applied to it (seeded)."""
     rng = np.random.default_rng(spec.seed + 1)
-    return [real_degradation(xb, spec.noise_sigma, spec.jpeg_quality, rng) for xb in _load_arrays(xb_paths)]
+    return [spec.degrade(xb, rng) for xb in _load_arrays(xb_paths)]
 
 
 def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, Any]:
@@ -576,7 +489,7 @@ def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths
         raise DsganError(f"pairs: {len(summary.failed)} image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
     hr_paths = list_images(data_dir / "hr")
     hr = _load_arrays(hr_paths)
-    lr = {"bicubic": [bicubic_down(h, spec.scale) for h in hr],
+    lr = {"bicubic": [known.xb_of(h, spec.scale) for h in hr],
           "DSGAN": _load_arrays([pairs_dir / "lr" / p.name for p in hr_paths])}
     held_hr = _load_arrays([data_dir / "holdout_hr" / (p.stem + ".png") for p in xb_paths])
     held_lr = holdout_targets(xb_paths, spec)
