@@ -153,9 +153,9 @@ def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_p
 _PAUSE_IN_CHECKPOINT = r"""
 import os, signal, threading
 from pathlib import Path
-import dsgan_cli.engines.train as train_mod
+import dsgan_cli.engines.rundir as rundir_mod
 marker, nth = Path(os.environ["PAUSE_MARKER"]), int(os.environ["PAUSE_NTH"])
-real_save, calls = train_mod.save_generator, []
+real_save, calls = rundir_mod.save_generator, []
 def pausing_save(g, path, **kw):
     if Path(path).parent.name.endswith(".partial"):
         calls.append(path)
@@ -163,7 +163,7 @@ def pausing_save(g, path, **kw):
             marker.write_text(str(path))
             signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
     return real_save(g, path, **kw)
-train_mod.save_generator = pausing_save
+rundir_mod.save_generator = pausing_save
 """
 
 
@@ -201,7 +201,7 @@ def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygo
     names = ckpt_steps(run)
     assert "step_00000001" in names and "step_00000002" not in names, names
     assert any(n.startswith(".step_00000002") for n in names), names
-    from dsgan_cli.engines.train import complete_checkpoints
+    from dsgan_cli.engines.rundir import complete_checkpoints
 
     assert [s for s, _ in complete_checkpoints(run / "checkpoints")] == [1]
     _, meta = load_generator(run / "generator.safetensors")  # the exported file is intact (step 1)

@@ -129,10 +129,11 @@ def test_resume_equals_straight_run(tmp_path, tiny_recipe, data, variant):
 
 
 def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_recipe, data, monkeypatch):
+    import dsgan_cli.engines.rundir as rd
     import dsgan_cli.engines.train as tr
 
     out = tmp_path / "run"
-    real_save = tr.save_generator
+    real_save = rd.save_generator
     calls = {"n": 0}
 
     def dying_save(g, path, **kw):
@@ -143,19 +144,19 @@ def test_interrupted_checkpoint_is_ignored_and_resume_continues(tmp_path, tiny_r
                 raise KeyboardInterrupt
         return real_save(g, path, **kw)
 
-    monkeypatch.setattr(tr, "save_generator", dying_save)
+    monkeypatch.setattr(rd, "save_generator", dying_save)
     with pytest.raises(KeyboardInterrupt):
         tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=4", NO_VGG), progress=False)
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == [".step_00000004.partial", "step_00000002"]
     # a non-hidden folder without trainer_state.json (e.g. copied half-way) is not complete either
     shutil.copytree(out / "checkpoints" / ".step_00000004.partial", out / "checkpoints" / "step_00000005")
-    assert tr.resolve_resume("latest", out) == out / "checkpoints" / "step_00000002"
+    assert rd.resolve_resume("latest", out) == out / "checkpoints" / "step_00000002"
     with pytest.raises(DsganError, match="not a complete training checkpoint"):
-        tr.resolve_resume(str(out / "checkpoints" / "step_00000005"), out)
+        rd.resolve_resume(str(out / "checkpoints" / "step_00000005"), out)
     shutil.rmtree(out / "checkpoints" / "step_00000005")
 
-    monkeypatch.setattr(tr, "save_generator", real_save)
+    monkeypatch.setattr(rd, "save_generator", real_save)
     result = tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=4", NO_VGG), resume="latest", progress=False)
     assert result.checkpoint_dir == out / "checkpoints" / "step_00000004"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
