@@ -72,26 +72,63 @@ def test_discriminator_sees_the_phase():
     assert (a.roll(3, dims=-1) - b)[..., 8:16, 8:16].abs().max() > 1e-4
 
 
-def test_crops_start_on_the_grid_and_real_lr_is_not_flipped():
+def test_crops_share_a_grid_phase_per_micro_batch_and_real_lr_is_not_flipped():
     s, grid, crop = 2, 8, 16
+
     # Pixel values encode their position (channel 0: row, 1: column), so a crop tells where it came from.
     def coded(side):
         ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
         return torch.stack([ys, xs, torch.zeros_like(ys)]).to(torch.uint8).expand(6, 3, side, side).contiguous()
     hr, lr = coded(64), coded(40)
     data = MicroBatches(hr, lr, batch_size=6, seed=0, scale=s, crop_size=crop, flip=True, grid=grid)
-    for m in range(20):
+    phases = set()
+    for m in range(30):
         hr_c, lr_c = data[m]
+        oy, ox = data.grid_phase(m)
+        assert data.grid_phase(m) == (oy, ox) and 0 <= oy < grid and 0 <= ox < grid
+        phases.add((oy, ox))
         assert hr_c.shape[-1] == crop * s and lr_c.shape[-1] == crop
         top, left = lr_c[:, 0, 0, 0], lr_c[:, 1, 0, 0]
-        assert bool((top % grid == 0).all()) and bool((left % grid == 0).all()), "a real-LR crop starts off the grid"
+        assert bool((top % grid == oy).all()) and bool((left % grid == ox).all()), (
+            "a real-LR crop does not start at its micro-batch's grid phase")
         assert bool((lr_c[:, 1, 0, 1] == left + 1).all()), "a real-LR crop was flipped: its grid would move"
         hr_top, hr_left = hr_c[:, 0, 0, 0], hr_c[:, 1, :, :].amin(dim=(1, 2))  # HR may be flipped: its leftmost column
-        assert bool((hr_top % (grid * s) == 0).all()) and bool((hr_left % (grid * s) == 0).all()), (
-            "an HR crop starts off the grid: its Xb would not")
+        assert bool((hr_top % (grid * s) == s * oy).all()) and bool((hr_left % (grid * s) == s * ox).all()), (
+            "an HR crop's Xb does not start at the micro-batch's grid phase")
+    # Phases vary, so a phase says nothing about the distance to a crop's border.
+    assert len(phases) > 10, f"only {len(phases)} grid phases in 30 micro-batches"
     plain = MicroBatches(hr, lr, batch_size=6, seed=0, scale=s, crop_size=crop, flip=True)
+    assert plain.grid_phase(3) == (0, 0)
     assert any(bool((plain[m][1][:, 1, 0, 1] < plain[m][1][:, 1, 0, 0]).any()) for m in range(20)), (
         "without a grid, real LR images must still be flipped sometimes")
+
+
+def test_training_steps_place_g_and_d_on_each_micro_batchs_grid_phase():
+    from accelerate import Accelerator
+
+    from dsgan_cli.engines.train import discriminator_step, generator_step
+    from dsgan_cli.method.losses import GeneratorLoss
+
+    seen = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, **kw):
+            seen.append((type(self.net).__name__, kw.get("origin")))
+            return self.net(x, **kw)
+
+    torch.manual_seed(0)
+    g, d = Recording(_grid_generator(4).train()), Recording(Discriminator(grid_period=4, norm="none"))
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    xbs, reals, origins = [torch.rand(2, 3, 8, 8)] * 2, [torch.rand(2, 3, 8, 8)] * 2, [(1, 2), (3, 0)]
+    acc = Accelerator(cpu=True)
+    xds = discriminator_step(acc, g, d, opt_d, xbs, reals, keep_graph=False, origins=origins)[0]
+    generator_step(acc, g, d, opt_g, GeneratorLoss(), xbs, xds, keep_graph=False, origins=origins)
+    assert seen and all(o in origins for _, o in seen), f"a network ran without its micro-batch's origin: {seen}"
+    assert {o for n, o in seen if n == "Discriminator"} == set(origins) == {o for n, o in seen if n == "Generator"}
 
 
 def test_cli_trains_and_degrades_with_a_grid(tmp_path):

@@ -767,7 +767,8 @@ def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
     hr = [torch.from_numpy(_random_unclipped((16, 12), s)).permute(2, 0, 1)[None] for s in (1, 2, 3)]
     lr = [torch.randint(0, 256, (1, 3, 8, 6), generator=torch.Generator().manual_seed(s), dtype=torch.uint8) for s in (1, 2, 3)]
     batches = iter(list(zip(hr, lr)))
-    xbs, reals = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
+    xbs, reals, origins = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
+    assert origins is None, "without a block grid there are no origins to pass"
     assert len(xbs) == len(reals) == 2, "next_inputs must draw grad_accum micro-batches"
     for m in range(2):
         ref = _pil_bicubic(hr[m][0].permute(1, 2, 0).numpy(), 2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.
-_STREAM_HR, _STREAM_LR, _STREAM_AUG = 1, 2, 3
+_STREAM_HR, _STREAM_LR, _STREAM_AUG, _STREAM_GRID = 1, 2, 3, 4
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -62,19 +62,35 @@ class MicroBatches(torch.utils.data.Dataset):
         lr = self.lr[stream_indices(len(self.lr), start, b, self.seed, _STREAM_LR)]
         if self.crop_size or self.flip:
             g = _seeded(self.seed, _STREAM_AUG, m, self.rank)
-            hr, lr = self._augment(hr, lr, g)
+            hr, lr = self._augment(hr, lr, g, self.grid_phase(m))
         return hr, lr
 
-    def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def grid_phase(self, m: int) -> tuple[int, int]:
+        """Where micro-batch ``m``'s crops start on the block grid (model.grid_period), the same for Xb and real LR.
+
+        Drawn per micro-batch, so that a crop's position on the grid says nothing about its distance to the
+        crop's border (with crops always starting on the grid, G learned border effects as a periodic pattern).
+        (0, 0) without a grid or crops."""
+        if not (self.grid and self.crop_size):
+            return 0, 0
+        room = min(self.hr.shape[-2] // self.scale, self.hr.shape[-1] // self.scale,
+                   self.lr.shape[-2], self.lr.shape[-1]) - self.crop_size
+        g = _seeded(self.seed, _STREAM_GRID, m, self.rank)
+        oy, ox = torch.randint(0, min(self.grid - 1, room) + 1, (2,), generator=g).tolist()
+        return oy, ox
+
+    def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator,
+                 phase: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips.
 
-        With a block ``grid`` (model.grid_period), every crop starts on it, so that each crop's grid lies where
-        G and D are told it does, and real LR images are not flipped (that would move their grid)."""
+        With a block ``grid`` (model.grid_period), every crop starts ``phase`` pixels past a grid line, so that
+        each crop's grid lies where G and D are told it does, and real LR images are not flipped (that
+        would move their grid)."""
         step = max(self.grid, 1)
         if self.crop_size:
             c, s = self.crop_size, self.scale
-            hr = torch.stack([_crop(x, c * s, g, step=s * step) for x in hr])
-            lr = torch.stack([_crop(x, c, g, step=step) for x in lr])
+            hr = torch.stack([_crop(x, c * s, g, step=s * step, first=(s * phase[0], s * phase[1])) for x in hr])
+            lr = torch.stack([_crop(x, c, g, step=step, first=phase) for x in lr])
         if self.flip:
             fh = torch.rand(len(hr), generator=g) < 0.5
             fl = torch.rand(len(lr), generator=g) < 0.5
@@ -84,11 +100,11 @@ class MicroBatches(torch.utils.data.Dataset):
         return hr.contiguous(), lr.contiguous()
 
 
-def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1) -> torch.Tensor:
-    """Random ``size`` x ``size`` crop of (3, H, W) with offsets on multiples of ``step``."""
+def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1, first: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Random ``size`` x ``size`` crop of (3, H, W) with offsets ``first`` + multiples of ``step``."""
     h, w = x.shape[-2:]
-    top = int(torch.randint(0, (h - size) // step + 1, (1,), generator=g)) * step
-    left = int(torch.randint(0, (w - size) // step + 1, (1,), generator=g)) * step
+    top = first[0] + int(torch.randint(0, (h - size - first[0]) // step + 1, (1,), generator=g)) * step
+    left = first[1] + int(torch.randint(0, (w - size - first[1]) // step + 1, (1,), generator=g)) * step
     return x[:, top: top + size, left: left + size]
 
 

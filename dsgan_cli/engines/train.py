@@ -262,26 +262,33 @@ def set_lr(optimisers, lr: float) -> None:
             group["lr"] = lr
 
 
-def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format]):
+def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format],
+                phase_of=None, first: int = 0):
     """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
-    in G's and D's layouts."""
+    in G's and D's layouts; with ``phase_of``, also each micro-batch's origin on the block grid (from ``first`` on)."""
     from ..method.models import downscale
 
     xbs, reals = [], []
+    origins = [phase_of(first + k) for k in range(accum)] if phase_of else None
     for _ in range(accum):
         hr_u8, lr_u8 = next(batches)
         hr = hr_u8.to(device, non_blocking=True).float().div_(255)
         xbs.append(downscale(hr, scale).contiguous(memory_format=fmts["G"]))
         reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmts["D"]))
-    return xbs, reals
+    return xbs, reals, origins
 
 
-def run_g(G, xb, deterministic: bool):
+def at(origins, m: int) -> dict:
+    """Keyword arguments placing micro-batch ``m`` on the block grid (none when no origins are given)."""
+    return {} if origins is None else {"origin": origins[m]}
+
+
+def run_g(G, xb, deterministic: bool, **origin):
     """(Xd, Xd without its output noise, or None): the second only when the added-detail loss needs it."""
-    return G(xb, with_deterministic=True) if deterministic else (G(xb), None)
+    return G(xb, with_deterministic=True, **origin) if deterministic else (G(xb, **origin), None)
 
 
-def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, deterministic: bool = False):
+def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, deterministic: bool = False, origins=None):
     """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns ((Xd, deterministic Xd) per micro-batch,
     D stats on the device).
 
@@ -297,8 +304,8 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
         with sync, accelerator.autocast():
             with torch.set_grad_enabled(keep_graph):
-                xd, xd_det = run_g(G, xbs[m], deterministic)
-            real_logits, fake_logits = D(reals[m]), D(xd.detach())
+                xd, xd_det = run_g(G, xbs[m], deterministic, **at(origins, m))
+            real_logits, fake_logits = D(reals[m], **at(origins, m)), D(xd.detach(), **at(origins, m))
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
         xds.append((xd, xd_det))
@@ -310,7 +317,7 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
 
 
 def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False,
-                   reals=None) -> dict:
+                   reals=None, origins=None) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
     + added detail (of the deterministic Xd, when asked)."""
     accum, perceptual = len(xbs), g_loss_fn.perceptual
@@ -320,10 +327,10 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_gra
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
         with sync, accelerator.autocast():
-            xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic)
+            xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic, **at(origins, m))
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m] if reals else None)
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd, **at(origins, m)), xb_feats, xd_det, reals[m] if reals else None)
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -434,7 +441,7 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 
 def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
-    (seed, m, rank), so a resume continues the same stream."""
+    (seed, m, rank), so a resume continues the same stream; with a block grid, also m -> its crops' grid phase."""
     from ..data.sampling import MicroBatches, make_loader
 
     accum = r.train.grad_accum
@@ -442,8 +449,9 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
                            scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip,
                            grid=r.model.grid_period)
-    return iter(make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
-                            accelerator.device.type == "cuda"))
+    loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
+                         accelerator.device.type == "cuda")
+    return iter(loader), (dataset.grid_phase if r.model.grid_period else None)
 
 
 def ema_and_export(accelerator, G, r: Recipe):
@@ -485,7 +493,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     device = accelerator.device
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
-    batches = training_batches(r, hr_set, lr_set, accelerator, start_step)
+    batches, phase_of = training_batches(r, hr_set, lr_set, accelerator, start_step)
 
     # --- models, losses, optimisers (prepared once)
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
@@ -512,10 +520,10 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
-            xbs, reals = next_inputs(batches, accum, device, scale, fmts)
+            xbs, reals, origins = next_inputs(batches, accum, device, scale, fmts, phase_of, step * accum)
             det = g_loss_fn.needs_deterministic
-            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det)
-            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det, reals)
+            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det, origins)
+            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det, reals, origins)
             if G_ema is not None:
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1

@@ -331,9 +331,9 @@ class DiscriminatorBasic(nn.Module):
 class Discriminator(nn.Module):
     """High-pass filter followed by :class:`DiscriminatorBasic`; returns per-pixel logits.
 
-    With ``grid_period`` P, D also sees each pixel's position modulo P (see :class:`Generator`): its
-    inputs start on the grid (training crops are taken at multiples of P), so it can ask for block
-    artefacts at the grid's phase, not just anywhere."""
+    With ``grid_period`` P, D also sees each pixel's position modulo P (see :class:`Generator`), from the
+    ``origin`` its crop has on the grid, so it can ask for block artefacts at the grid's phase, not just
+    anywhere."""
 
     def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch", grid_period: int = 0):
         super().__init__()
@@ -341,10 +341,11 @@ class Discriminator(nn.Module):
         self.grid_period = grid_period
         self.net = DiscriminatorBasic(3 + 2 * grid_period, norm)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Per-pixel logits; ``origin``: where ``x`` starts on the block grid (its crop's phase)."""
         high = self.filter(x)
         if self.grid_period:
-            high = torch.cat([high, grid_phase(high, self.grid_period)], dim=1)
+            high = torch.cat([high, grid_phase(high, self.grid_period, origin)], dim=1)
         return self.net(high)
 
 
