@@ -130,7 +130,7 @@ def main() -> int:
             summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
                                      progress=False, stats=stats)
             wall = time.perf_counter() - t
-            assert summary.converted == args.images and not summary.failed, summary
+            assert summary.written == args.images and not summary.failed, summary
             rows.append({"raw_ips": raw, "e2e_ips": summary.images_per_second, "e2e_wall_ips": args.images / wall,
                          "ratio": summary.images_per_second / raw, "stages_s": stats,
                          "load_average_1min": os.getloadavg()[0]})
@@ -139,7 +139,7 @@ def main() -> int:
 
                 p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
                                progress=False)
-                assert p.converted == args.images and not p.failed, p
+                assert p.written == args.images and not p.failed, p
                 rows[-1]["pairs_ips"] = p.images_per_second
                 rows[-1]["pairs_over_degrade"] = p.images_per_second / summary.images_per_second
             print(f"repeat {r + 1}: raw {raw:.3f} img/s, end-to-end {summary.images_per_second:.3f} img/s "

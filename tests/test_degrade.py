@@ -59,8 +59,8 @@ def test_cli_end_to_end_mirrors_tree_and_halves_sizes(tmp_path, ckpt):
     res = run_cli("degrade", inp, out, "--checkpoint", ckpt.parent, "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["converted"] == 4 and summary["skipped"] == 0 and summary["failed"] == []
-    assert "converted 4, skipped 0" in res.stderr
+    assert summary["written"] == 4 and summary["skipped"] == 0 and summary["failed"] == []
+    assert "wrote 4, skipped 0" in res.stderr
     for src in srcs:
         dest = out / src.relative_to(inp).with_suffix(".png")
         assert dest.is_file(), dest
@@ -75,7 +75,7 @@ def test_output_equals_direct_generator_computation(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "out"
     srcs = write_images(inp, 3, 32, noise=8)
     summary = run(inp, out, ckpt)
-    assert summary.converted == 3
+    assert summary.written == 3
     for src in srcs:
         got = read(out / src.name)
         assert np.array_equal(got, expected_output(ckpt, src))
@@ -84,7 +84,7 @@ def test_output_equals_direct_generator_computation(tmp_path, ckpt):
 def test_existing_outputs_skipped_unless_overwrite(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "out"
     srcs = write_images(inp, 3, 32)
-    assert run(inp, out, ckpt).converted == 3
+    assert run(inp, out, ckpt).written == 3
     marker = out / srcs[0].name
     Image.new("RGB", (5, 5), (1, 2, 3)).save(marker)
     (out / srcs[1].name).unlink()
@@ -92,11 +92,11 @@ def test_existing_outputs_skipped_unless_overwrite(tmp_path, ckpt):
     stale = out / f".{srcs[1].name}.k1ll3d.partial"
     stale.write_bytes(b"\x89PNG half")
     second = run(inp, out, ckpt)
-    assert (second.converted, second.skipped) == (1, 2)
+    assert (second.written, second.skipped) == (1, 2)
     assert not stale.exists()
     assert read(marker).shape == (5, 5, 3)  # never overwritten unasked
     third = run(inp, out, ckpt, overwrite=True)
-    assert (third.converted, third.skipped) == (3, 0)
+    assert (third.written, third.skipped) == (3, 0)
     assert np.array_equal(read(marker), expected_output(ckpt, srcs[0]))
 
 
@@ -122,7 +122,7 @@ def test_mixed_sizes_with_worker_process(tmp_path, ckpt):
         srcs.append(inp / f"m{i}.png")
         Image.fromarray(arr).save(srcs[-1])
     summary = run(inp, out, ckpt, workers=1, batch_size=2)
-    assert summary.converted == len(shapes) and not summary.failed
+    assert summary.written == len(shapes) and not summary.failed
     for src, (h, w) in zip(srcs, shapes):
         got = read(out / src.name)
         assert got.shape == (round(h / 2), round(w / 2), 3)
@@ -148,7 +148,7 @@ def test_tiled_folder_run_matches_untiled(tmp_path, ckpt):
     write_images(inp, 2, 44, noise=10)
     run(inp, tmp_path / "whole", ckpt, tile=0)
     summary = run(inp, tmp_path / "tiled", ckpt, tile=7)
-    assert summary.converted == 2
+    assert summary.written == 2
     for p in sorted((tmp_path / "whole").glob("*.png")):
         a, b = read(p).astype(int), read(tmp_path / "tiled" / p.name).astype(int)
         # Equal up to float summation order; a value exactly at a rounding boundary may move by one level.
@@ -180,7 +180,7 @@ def _odd_mode_images(folder: Path) -> dict[str, Path]:
 def test_odd_modes_converted_and_counted(tmp_path, ckpt):
     paths = _odd_mode_images(tmp_path / "hr")
     summary = run(tmp_path / "hr", tmp_path / "out", ckpt)
-    assert summary.converted == 6 and not summary.failed
+    assert summary.written == 6 and not summary.failed
     assert sum(summary.converted_modes.values()) == 5
     assert {"L", "P", "CMYK"} <= set(summary.converted_modes)
     assert any(m.startswith("I") for m in summary.converted_modes)
@@ -201,7 +201,7 @@ def test_unreadable_files_fail_run_goes_on_and_json(tmp_path, ckpt):
     res = run_cli("degrade", inp, out, "--checkpoint", ckpt, "--json")
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["converted"] == 2
+    assert summary["written"] == 2
     reasons = {Path(f["path"]).name: f["reason"] for f in summary["failed"]}
     assert set(reasons) == {"notes.png", "empty.jpg", "cut.png"}
     assert "not an image" in reasons["notes.png"] and "empty" in reasons["empty.jpg"]
@@ -214,7 +214,7 @@ def test_same_stem_inputs_do_not_overwrite_each_other(tmp_path, ckpt):
     write_images(inp, 1, 16, suffix=".png")
     write_images(inp, 1, 16, seed=5, suffix=".jpg")
     summary = run(inp, tmp_path / "out", ckpt)
-    assert summary.converted == 1 and len(summary.failed) == 1
+    assert summary.written == 1 and len(summary.failed) == 1
     assert "same stem" in summary.failed[0][1]
 
 
@@ -222,7 +222,7 @@ def test_no_downscale_and_format(tmp_path, ckpt):
     inp = tmp_path / "lr"
     write_images(inp, 1, 20)
     summary = run(inp, tmp_path / "out", ckpt, downscale=False, fmt="jpg")
-    assert summary.converted == 1 and summary.scale == 1
+    assert summary.written == 1 and summary.scale == 1
     with Image.open(tmp_path / "out" / "img_000.jpg") as im:
         assert im.format == "JPEG" and im.size == (20, 20)
     with pytest.raises(DsganError, match="unknown output format"):
@@ -319,7 +319,7 @@ def test_two_processes_write_each_file_once(tmp_path, ckpt):
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)  # printed once, by the main process only
-    assert summary["processes"] == 2 and summary["converted"] == len(srcs) and summary["skipped"] == 0
+    assert summary["processes"] == 2 and summary["written"] == len(srcs) and summary["skipped"] == 0
     outs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".dsgan-degrade.json")
     assert outs == sorted(s.relative_to(inp).with_suffix(".png").as_posix() for s in srcs)
     for s in srcs:
@@ -371,7 +371,7 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
     # What was written before the failure is complete, and a rerun finishes the rest.
     monkeypatch.undo()
     summary = run(inp, out, ckpt)
-    assert summary.converted + summary.skipped == 8 and summary.converted >= 1 and not summary.failed
+    assert summary.written + summary.skipped == 8 and summary.written >= 1 and not summary.failed
 
 
 def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch):
@@ -396,7 +396,7 @@ def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch
     monkeypatch.setattr(inference, "run_generator", failing)
     summary = run(inp, tmp_path / "out", ckpt, batch_size=4, workers=0)
     assert [p for p, _ in summary.failed] == [str(bad)] and "generator cannot process" in summary.failed[0][1]
-    assert summary.converted == 4
+    assert summary.written == 4
     for src in srcs:
         if src != bad:
             assert (tmp_path / "out" / src.name).read_bytes() == (tmp_path / "normal" / src.name).read_bytes()
@@ -424,7 +424,7 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_bytes(tmp_path, ckpt,
     run(inp, tmp_path / "normal", ckpt, batch_size=4, workers=0)
     shapes = _oom_above(monkeypatch, lambda s: s[0] > 1)
     summary = run(inp, tmp_path / "oom", ckpt, batch_size=4, workers=0)
-    assert summary.converted == 6 and not summary.failed
+    assert summary.written == 6 and not summary.failed
     assert (4, 3, 16, 16) in shapes and (1, 3, 16, 16) in shapes  # a batch was refused, then split
     for src in srcs:
         assert (tmp_path / "oom" / src.name).read_bytes() == (tmp_path / "normal" / src.name).read_bytes()
@@ -438,7 +438,7 @@ def test_out_of_memory_for_one_image_falls_back_to_tiles(tmp_path, ckpt, monkeyp
     # images fail and 64-pixel tiles (windows of at most 64 + 6 at the border) fit.
     shapes = _oom_above(monkeypatch, lambda s: s[0] > 1 or max(s[-2:]) > 80)
     summary = run(inp, tmp_path / "oom", ckpt, batch_size=2, workers=0)
-    assert summary.converted == 2 and not summary.failed
+    assert summary.written == 2 and not summary.failed
     assert (1, 3, 128, 128) in shapes and max(max(s[-2:]) for s in shapes[-4:]) <= 80  # refused whole, then tiled
     for src in srcs:
         a, b = read(tmp_path / "normal" / src.name).astype(int), read(tmp_path / "oom" / src.name).astype(int)

@@ -128,7 +128,7 @@ def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_p
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["failed"] == []
-    assert (summary["skipped"], summary["converted"]) == (5, len(expected) - 5)
+    assert (summary["skipped"], summary["written"]) == (5, len(expected) - 5)
     assert outputs(out) == sorted(expected)  # none missing, none extra, none duplicated
     # Same pixels as one uninterrupted run.
     ref = tmp_path / "ref"

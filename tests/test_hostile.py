@@ -147,7 +147,7 @@ def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
     (res,) = run_cli_many([degrade_args(inp, tmp_path / "out", gens["g1"], "--json")])
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["converted"] == 1 and len(summary["failed"]) == 1
+    assert summary["written"] == 1 and len(summary["failed"]) == 1
     assert "same stem" in summary["failed"][0]["reason"]
 
 

@@ -376,7 +376,7 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     res = run_cli("degrade", inp, tmp_path / "out", "--checkpoint", ckpt, "--tile", "12", "--batch-size", "3",
                   "--no-progress", "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["converted"] == len(sizes)
+    assert json.loads(res.stdout)["written"] == len(sizes)
 
     ref = Generator(n_res_blocks=2, channels=16)
     ref.load_state_dict(load_file(ckpt))

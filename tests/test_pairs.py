@@ -228,7 +228,7 @@ def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, no
     assert [f["path"] for f in summary["failed"]] == [str(inp / "tiny.png")]
     assert len((tmp_path / "pairs" / "meta_info.txt").read_text().splitlines()) == 4
     res = run_cli("degrade", inp, tmp_path / "deg", "-c", noise_ckpt, "--json")
-    assert res.returncode == 1 and json.loads(res.stdout)["converted"] == 4, res.stderr
+    assert res.returncode == 1 and json.loads(res.stdout)["written"] == 4, res.stderr
 
 
 def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(tmp_path, ckpt, noise_ckpt):
@@ -256,7 +256,7 @@ def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path
     odd = inp / os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
     write_image(odd, 24, 24, 5)
     res = run_cli("degrade", inp, tmp_path / "deg", "-c", noise_ckpt, "--json")
-    assert res.returncode == 0 and json.loads(res.stdout)["converted"] == 3, res.stderr
+    assert res.returncode == 0 and json.loads(res.stdout)["written"] == 3, res.stderr
     res = run_cli("pairs", inp, tmp_path / "pairs", "-c", noise_ckpt, "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["pairs"] == 3, res.stderr
     assert b"caf\xe9.png (24,24,3)" in (tmp_path / "pairs" / "meta_info.txt").read_bytes()

@@ -98,7 +98,7 @@ def test_rerun_reuses_records_and_keeps_outputs(raw, tmp_path):
     first = (out / MANIFEST).read_bytes()
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
-    assert again.reused == 3 and again.written == 0
+    assert again.skipped == 3 and again.written == 0
     assert (out / MANIFEST).read_bytes() == first
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
 
@@ -124,7 +124,7 @@ def test_overwrite_recomputes_outputs(raw, tmp_path):
     kept = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
     assert kept.written == 0 and (out / "small.png").read_bytes() == b"stale"
     again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False, overwrite=True)
-    assert again.written == 3 and again.reused == 0
+    assert again.written == 3 and again.skipped == 0
     assert Image.open(out / "small.png").size == (SIZE, SIZE)
 
 
@@ -164,7 +164,7 @@ def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path,
     records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
     assert records["large.png"]["status"] == "failed" and "injected failure" in records["large.png"]["reason"]
     assert records["rotated.png"]["status"] == "ok" and (out / "rotated.png").is_file()
-    assert ("injected failure" in " ".join(r for _, r in summary.unreadable))
+    assert ("injected failure" in " ".join(r for _, r in summary.failed))
     monkeypatch.setattr(align, "align_face", real)
     again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, again.manifest.read_text().splitlines())}
@@ -183,7 +183,7 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
     prepare_folder(src, out, size=SIZE, workers=1, progress=False)
     os.chmod(src / "large.png", 0o600)
     again = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
-    assert again.reused == 3 and again.written == 0, "a chmod made a photo be processed again"
+    assert again.skipped == 3 and again.written == 0, "a chmod made a photo be processed again"
     target = src / "small.png"
     st = target.stat()
     other = (src / "rotated.png").read_bytes()
@@ -194,7 +194,7 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
     while target.stat().st_ctime_ns == st.st_ctime_ns:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     third = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
-    assert third.reused == 2, "the photo rewritten in place was taken for the old one"
+    assert third.skipped == 2, "the photo rewritten in place was taken for the old one"
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe"])

@@ -104,7 +104,7 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
 
 
 def report(summary: FolderSummary, console) -> None:
-    """Print the human summary (converted / skipped / failed) on ``console``."""
+    """Print the human summary (written / skipped / failed) on ``console``."""
     if summary.converted_modes:
         detail = ", ".join(f"{m}: {n}" for m, n in summary.converted_modes.items())
         n = sum(summary.converted_modes.values())
@@ -112,7 +112,7 @@ def report(summary: FolderSummary, console) -> None:
     for path, reason in summary.failed:
         console.print(f"failed: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(
-        f"converted {summary.converted}, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
+        f"wrote {summary.written}, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
         f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output_dir}",
         markup=False, highlight=False, soft_wrap=True,
     )

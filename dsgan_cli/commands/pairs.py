@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import image_size, require_images
@@ -28,16 +27,10 @@ SETTINGS_FILE = "pairs.json"
 
 @dataclass
 class PairsSummary(FolderSummary):
-    """What a ``pairs`` run did: ``converted`` pairs written, and ``pairs`` complete in the folder after it."""
+    """What a ``pairs`` run did: ``written`` pairs this run, and ``pairs`` complete in the folder after it."""
 
     pairs: int = 0
     cleanup_factor: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; pairs written this run are ``written``."""
-        d = super().to_dict()
-        d["written"] = d.pop("converted")
-        return d
 
 
 def pair_name(rel: Path, suffix: str) -> str:
@@ -129,7 +122,7 @@ def report(summary: PairsSummary, console) -> None:
     for path, reason in summary.failed:
         console.print(f"failed: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(
-        f"wrote {summary.converted} pairs, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
+        f"wrote {summary.written} pairs, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
         f"in {summary.seconds:.1f} s; {summary.pairs} pairs (x{summary.scale}, clean-up x{summary.cleanup_factor}) "
         f"in {summary.output_dir}/hr, /lr and {META_INFO}",
         markup=False, highlight=False, soft_wrap=True,

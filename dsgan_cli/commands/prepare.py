@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from ..plumbing.errors import DsganError, file_error, write_stdout
 from ..data.images import ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
 from ..plumbing.jsonl import read_jsonl
+from ..plumbing.output_record import RunSummary
 from ..plumbing.progress import progress_bar
 from ..plumbing.writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
                      write_bytes_atomic)
@@ -45,22 +46,12 @@ SETTINGS_RECORD = ".dsgan-prepare.json"
 
 
 @dataclass
-class PrepareSummary:
-    """Counts per status plus where things went."""
+class PrepareSummary(RunSummary):
+    """The shared summary (``written``: crops written; ``skipped``: inputs whose records were reused; ``failed``:
+    inputs not processed) plus the manifest's path and the count of inputs per status."""
 
-    output_dir: Path
-    manifest: Path
+    manifest: Path = field(kw_only=True)
     counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
-    written: int = 0
-    reused: int = 0
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return {"output_dir": str(self.output_dir), "manifest": str(self.manifest), "counts": self.counts,
-                "written": self.written, "reused": self.reused,
-                "unreadable": [{"path": p, "reason": r} for p, r in self.unreadable], "seconds": round(self.seconds, 3)}
 
 
 def default_output_dir(input_dir: Path, size: int) -> Path:
@@ -238,7 +229,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
         else:
             # A crop in a folder this command made is stale once its record is not reused: replace it.
             tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite or ours))
-    summary = PrepareSummary(output_dir=out_dir, manifest=out_dir / MANIFEST, reused=len(records) - len(clashes))
+    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - len(clashes))
     journal_path = out_dir / JOURNAL
     with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -253,7 +244,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     for rec in ordered:
         summary.counts[rec["status"]] += 1
         if rec["status"] in FAILED:
-            summary.unreadable.append((str(input_dir / rec["input"]), rec["reason"]))
+            summary.failed.append((str(input_dir / rec["input"]), rec["reason"]))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -317,7 +308,7 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     from ..plumbing.errors import EXIT_ITEMS_FAILED, EXIT_OK
 
     console = Console(stderr=True)
-    for path, reason in summary.unreadable:
+    for path, reason in summary.failed:
         console.print(f"not processed: {path}: {reason}", markup=False, highlight=False)
     table = Table(title=f"prepare: {summary.output_dir}")
     table.add_column("status")
@@ -325,8 +316,8 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     for status, n in summary.counts.items():
         table.add_row(status, str(n))
     console.print(table)
-    console.print(f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.reused} records reused)",
+    console.print(f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.skipped} records reused)",
                   markup=False, highlight=False)
     if as_json:
         write_stdout(json.dumps(summary.to_dict(), indent=2) + "\n")
-    return EXIT_ITEMS_FAILED if summary.unreadable else EXIT_OK
+    return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK

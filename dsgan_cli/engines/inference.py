@@ -26,7 +26,7 @@ import time
 import zlib
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,6 +34,7 @@ import torch
 
 from ..plumbing import writes
 from ..plumbing.errors import EXIT_USAGE, DsganError
+from ..plumbing.output_record import RunSummary
 from ..data.images import ImageReadError, image_to_tensor, load_rgb, to_uint8
 from ..plumbing.writes import partial_prefix, save_image_atomic
 from ..method.models import Generator, downscale
@@ -65,25 +66,15 @@ BATCH_PIXEL_BUDGET = 2**20
 
 
 @dataclass
-class FolderSummary:
-    """What a folder run (``degrade``, ``pairs``) did, over all processes when several ran."""
+class FolderSummary(RunSummary):
+    """What a folder run (``degrade``, ``pairs``) did, over all processes when several ran: the shared
+    summary plus the modes converted to 8-bit RGB, the throughput and where it ran."""
 
-    converted: int = 0
-    skipped: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
     converted_modes: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
     images_per_second: float = 0.0
-    output_dir: str = ""
     scale: int = 1
     device: str = "cpu"
     processes: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (failures as ``{"path", "reason"}`` objects)."""
-        d = asdict(self)
-        d["failed"] = [{"path": p, "reason": r} for p, r in self.failed]
-        return d
 
 
 @dataclass(frozen=True)
@@ -526,7 +517,7 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
         def on_done(job: Job, err: str | None) -> None:
             with lock:
                 if err is None:
-                    summary.converted += 1
+                    summary.written += 1
                 else:
                     summary.failed.append((str(job.src), err))
             bar.advance(task)
@@ -578,25 +569,25 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
             writer.cancel()
     summary.seconds = time.perf_counter() - start
     summary.converted_modes = dict(sorted(modes.items()))
-    summary.images_per_second = summary.converted / summary.seconds if summary.seconds > 0 else 0.0
+    summary.images_per_second = summary.written / summary.seconds if summary.seconds > 0 else 0.0
     stats["encode_write"] = writer.encode_seconds
     stats["total"] = summary.seconds
     return summary
 
 
-def merge_summaries(parts: list[dict[str, Any]]) -> FolderSummary:
+def merge_summaries(parts: list[FolderSummary]) -> FolderSummary:
     """Combine per-process summaries into one."""
     total = FolderSummary()
     modes: Counter[str] = Counter()
     for p in parts:
-        total.converted += p["converted"]
-        total.skipped += p["skipped"]
-        total.failed.extend((f["path"], f["reason"]) for f in p["failed"])
-        modes.update(p["converted_modes"])
-        total.seconds = max(total.seconds, p["seconds"])
+        total.written += p.written
+        total.skipped += p.skipped
+        total.failed.extend(p.failed)
+        modes.update(p.converted_modes)
+        total.seconds = max(total.seconds, p.seconds)
     total.failed.sort()
     total.converted_modes = dict(sorted(modes.items()))
-    total.images_per_second = total.converted / total.seconds if total.seconds > 0 else 0.0
+    total.images_per_second = total.written / total.seconds if total.seconds > 0 else 0.0
     return total
 
 
@@ -666,7 +657,8 @@ def run_jobs(jobs: list[Job], generator: Generator, *, scale: int, fmt: str, ove
     part = process_jobs(todo, generator, device, settings, progress=progress and accelerator.is_main_process, label=label,
                         stats=stats, seed=seed, pairs=pairs, cleanup_factor=cleanup_factor)
     part.skipped = len(mine) - len(todo)
-    parts = gather_object([part.to_dict()]) if world > 1 else [part.to_dict()]
+    # The summaries themselves are gathered (pickled), not their JSON form: the sums use the unrounded seconds.
+    parts = gather_object([part]) if world > 1 else [part]
     if world > 1:
         # Tear the process group down here: left to interpreter exit, gloo's threads can abort a rank
         # (measured: "terminate called without an active exception", exit -6, after all files were written).

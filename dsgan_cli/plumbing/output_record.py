@@ -1,20 +1,48 @@
-"""The record an output folder keeps of what made its files, and the ``--overwrite`` policy built on it.
+"""The record an output folder keeps of what made its files, the ``--overwrite`` policy built on it, and the
+summary every command that fills an output folder reports (:class:`RunSummary`).
 
 ``degrade`` and ``pairs`` write one JSON record per output folder: the generator's SHA-256 and every setting
 that changes the pixels. A later run with other settings is refused unless ``--overwrite``; while such a
 run replaces the outputs, the record says so (``replacing_earlier_outputs``), so an interrupted replacement
 is never taken for a finished one.
+
+``prepare``, ``degrade`` and ``pairs`` report their runs as a :class:`RunSummary` (each adds its own fields), so
+their ``--json`` summaries share the keys ``output_dir``, ``written``, ``skipped``, ``failed`` and ``seconds``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import file_error
 from ..data.images import open_regular
 from .writes import write_bytes_atomic
+
+
+@dataclass
+class RunSummary:
+    """What a run did to its output folder: the part of the summary ``prepare``, ``degrade`` and ``pairs`` share.
+
+    ``written``: outputs this run wrote; ``skipped``: inputs whose outputs were already there and were kept
+    (or, for ``prepare``, whose records were reused); ``failed``: ``(path, reason)`` of the inputs not processed.
+    Commands derive their own summary from it and add only their own fields.
+    """
+
+    output_dir: str = ""
+    written: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: failures as ``{"path", "reason"}`` objects, paths as strings, seconds to the millisecond."""
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        d["failed"] = [{"path": p, "reason": r} for p, r in self.failed]
+        d["seconds"] = round(self.seconds, 3)
+        return d
 
 
 def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None, seed: int | None = None,
