@@ -14,8 +14,8 @@ GATE = REPO / "dsgan_cli" / "plumbing" / "writes.py"
 
 #: module.function calls that write, create or remove paths.
 WRITING_FUNCTIONS = {
-    "os": {"replace", "rename", "renames", "remove", "unlink", "rmdir", "removedirs", "truncate", "makedirs", "mkdir",
-           "symlink", "link", "mkfifo", "mknod", "chmod", "chown"},
+    "os": {"replace", "rename", "renames", "remove", "unlink", "rmdir", "removedirs", "truncate", "ftruncate", "pwrite",
+           "makedirs", "mkdir", "symlink", "link", "mkfifo", "mknod", "chmod", "chown"},
     "shutil": {"copy", "copy2", "copyfile", "copyfileobj", "copytree", "move", "rmtree", "make_archive"},
     "tempfile": {"mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory", "TemporaryFile", "SpooledTemporaryFile"},
     "torch": {"save"},
@@ -27,6 +27,8 @@ WRITING_METHODS = {"write_text", "write_bytes", "touch", "mkdir", "symlink_to", 
                    "save_state", "save_model", "download_url_to_file", "save_file", "to_csv"}
 #: Methods that write to their first argument unless it is an in-memory buffer (named ``buf``).
 SAVING_METHODS = {"save", "savefig", "imsave"}
+#: filelock's classes: each creates its lock file.
+LOCK_CLASSES = {"FileLock", "SoftFileLock", "UnixFileLock"}
 #: os.open flags that create or write.
 WRITE_FLAGS = {"O_CREAT", "O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"}
 
@@ -57,6 +59,8 @@ def writes_in(source: str) -> list[tuple[int, str]]:
         if isinstance(fn, ast.Name):
             if fn.id == "open" and any(c in (_mode(node, 1) or "r") for c in "wax+"):
                 found.append((node.lineno, text))
+            elif fn.id in LOCK_CLASSES:  # creates its lock file
+                found.append((node.lineno, text))
             continue
         if not isinstance(fn, ast.Attribute):
             continue
@@ -67,7 +71,7 @@ def writes_in(source: str) -> list[tuple[int, str]]:
         elif owner == "os" and fn.attr == "fdopen":
             if any(c in (_mode(node, 1) or "r") for c in "wax+"):
                 found.append((node.lineno, text))
-        elif owner in WRITING_FUNCTIONS and fn.attr in WRITING_FUNCTIONS[owner]:
+        elif owner in WRITING_FUNCTIONS and fn.attr in WRITING_FUNCTIONS[owner] or fn.attr in LOCK_CLASSES:
             found.append((node.lineno, text))
         elif fn.attr in WRITING_METHODS:
             found.append((node.lineno, text))
@@ -101,6 +105,7 @@ def test_every_write_of_the_package_goes_through_the_gate():
     "shutil.rmtree(p)", "shutil.copy(a, b)", "shutil.move(a, b)", "tempfile.mkstemp(dir=d)", "torch.save(x, p)",
     "np.save(p, a)", "np.memmap(p, dtype=np.uint8, mode='w+', shape=(1,))", "img.save(p)", "fig.savefig(path)",
     "accelerator.save_state(d)", "torch.hub.download_url_to_file(u, p)", "safetensors.torch.save_file(t, p)",
+    "FileLock(str(p))", "filelock.FileLock(p)", "os.ftruncate(fd, 0)", "os.pwrite(fd, b'x', 0)",
 ])
 def test_the_gate_check_sees_each_kind_of_write(code):
     """The checker itself: every kind of write it looks for is found (else the test above proves nothing)."""

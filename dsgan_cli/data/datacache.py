@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 
 from ..plumbing import writes
 from .sets import ImageSet
@@ -291,7 +290,7 @@ def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str
     except OSError as e:
         raise file_error(cache_dir, f"cannot create the image cache folder ({e.strerror}); set data.cache_dir") from None
     data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    with FileLock(str(cache_dir / f".{key}.lock")):
+    with writes.file_lock(cache_dir / f".{key}.lock"):
         meta = _read_meta(meta_file, data_file, size, warn=False)
         if meta is not None:
             return meta, False

@@ -6,9 +6,9 @@
   any moment never leaves a checkpoint that looks complete but is not. The
   state lists every file's size and SHA-256, checked before a resume loads them.
 
-* A lock (``fcntl.flock`` on ``.dsgan-train.lock``) keeps a second training
-  out of a folder in use; the OS drops it when the process dies, so a
-  killed run never leaves a stale lock behind.
+* A lock (``filelock``'s native ``flock`` on ``.dsgan-train.lock``) keeps a
+  second training out of a folder in use; the OS drops it when the process
+  dies, so a killed run never leaves a stale lock behind.
 * Resuming from an older checkpoint moves the newer ones (an abandoned
   branch) aside into ``abandoned/``, so ``--resume latest`` follows the run
   that goes on. Nothing is deleted.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..data.images import file_sha256
@@ -43,44 +43,39 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".dsgan-train.lock"
 ABANDONED = "abandoned"
 
-#: Locks this process holds, by lock file identity: a second ``train()`` in one process reuses its own lock.
-_held: dict[tuple[int, int], Any] = {}
+#: The run-folder lock of this process, by folder: kept so that it is not released (nor garbage-collected) early.
+_held: dict[Path, FileLock] = {}
 
 
 def lock_run_folder(out: Path) -> None:
-    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it."""
-    import fcntl
+    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it.
 
+    ``filelock``'s native lock (``flock``): the OS drops it when the process dies, it never follows a link
+    at the lock's name (``O_NOFOLLOW``) nor truncates what another holder wrote. Reentrant within a process.
+    """
     path = out / LOCK_FILE
-    f = writes.open_lock_file(path)
-    st = os.fstat(f.fileno())
-    if (st.st_dev, st.st_ino) in _held:
-        f.close()
-        return
+    lock = writes.file_lock(path, holder=True, blocking=False, is_singleton=True, preserve_lock_file=True,
+                            fallback_to_soft=False)
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = path.read_text(encoding="utf-8", errors="replace").strip()[:80] or "another process"
+        except OSError:
+            holder = "another process"
         raise file_error(out, f"another training is running in this folder ({holder}); "
                               "wait for it to finish or choose another train.output_dir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}\n")
-    f.flush()
-    _held[(st.st_dev, st.st_ino)] = f
+    except OSError as e:
+        raise file_error(path, f"cannot lock the run folder ({e.strerror or e}); remove the lock file if it is a "
+                               "link or not a file") from None
+    _held[out.resolve()] = lock
 
 
 def unlock_run_folder(out: Path) -> None:
     """Release this process's lock on ``out`` (the lock file stays; it holds no state)."""
-    try:
-        st = os.stat(out / LOCK_FILE)
-    except OSError:
-        return
-    f = _held.pop((st.st_dev, st.st_ino), None)
-    if f is not None:
-        f.close()
+    lock = _held.pop(out.resolve(), None)
+    if lock is not None:
+        lock.release(force=True)
 
 
 def set_aside_newer(checkpoints: list[tuple[int, Path]], resume_step: int, out: Path) -> Path | None:

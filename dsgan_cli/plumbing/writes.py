@@ -14,6 +14,7 @@ syntax tree and fails on any other), so every destination is checked the same wa
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
@@ -23,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
+from filelock import FileLock
 from PIL import Image
 
 from .errors import DsganError, file_error
@@ -246,18 +248,19 @@ def download(url: str, dest: str | Path, hash_prefix: str | None) -> None:
     torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix, progress=sys.stderr.isatty())
 
 
-def open_lock_file(path: str | Path) -> TextIO:
-    """``path`` opened read-write for locking (created if needed): never through a symlink (O_NOFOLLOW: a link
-    planted at the lock's name is refused, never followed to truncate its target), never a special file."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        raise file_error(path, f"cannot open the lock file ({e.strerror or e}); remove it if it is a link") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise file_error(path, f"the lock file is {file_kind(mode)}; remove it")
-    return os.fdopen(fd, "r+", encoding="utf-8")
+def file_lock(path: str | Path, *, holder: bool = False, **options) -> FileLock:
+    """A ``filelock`` lock at ``path`` (created if needed). filelock opens it without following a link
+    (``O_NOFOLLOW``) or truncating it; with ``holder``, the lock's owner writes its pid into it once it holds it
+    (a FIFO or device planted there is refused then, before anything is written)."""
+    return FileLock(str(path), on_acquired=_write_lock_holder if holder else None, **options)
+
+
+def _write_lock_holder(fd: int) -> None:
+    """Replace the contents of the locked regular file ``fd`` with this process's pid."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
 
 
 def replace(src: str | Path, dest: str | Path) -> None:
