@@ -67,9 +67,13 @@ def test_discriminator_sees_the_phase():
     assert d.net.net[0].in_channels == 3 + 16
     x = torch.rand(2, 3, 24, 24)
     with torch.no_grad():
-        a, b = d(x), d(x.roll(3, dims=-1))
-    # Rolling the image by 3 px moves the content against the grid: the logits are not just rolled.
-    assert (a.roll(3, dims=-1) - b)[..., 8:16, 8:16].abs().max() > 1e-4
+        moved = (d(x) - d(x, origin=(0, 3))).abs().max()
+        shifted_by_periods = (d(x) - d(x, origin=(8, 16))).abs().max()
+    assert moved > 1e-4, "D's logits ignore where its input lies on the grid"
+    assert shifted_by_periods == 0, "an origin moved by whole periods must change nothing"
+    plain = Discriminator(norm="none").eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), plain(x, origin=(0, 3))), "a D without a grid must ignore the origin"
 
 
 def test_crops_share_a_grid_phase_per_micro_batch_and_real_lr_is_not_flipped():
@@ -112,23 +116,37 @@ def test_training_steps_place_g_and_d_on_each_micro_batchs_grid_phase():
     seen = []
 
     class Recording(torch.nn.Module):
-        def __init__(self, net):
+        """Records (network, which micro-batch's input, origin): each input is filled with its micro-batch number."""
+
+        def __init__(self, net, name):
             super().__init__()
-            self.net = net
+            self.net, self.name = net, name
 
         def forward(self, x, **kw):
-            seen.append((type(self.net).__name__, kw.get("origin")))
+            seen.append((self.name, x, kw.get("origin")))
             return self.net(x, **kw)
 
     torch.manual_seed(0)
-    g, d = Recording(_grid_generator(4).train()), Recording(Discriminator(grid_period=4, norm="none"))
+    g, d = Recording(_grid_generator(4).train(), "G"), Recording(Discriminator(grid_period=4, norm="none"), "D")
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
-    xbs, reals, origins = [torch.rand(2, 3, 8, 8)] * 2, [torch.rand(2, 3, 8, 8)] * 2, [(1, 2), (3, 0)]
+    xbs = [torch.full((2, 3, 8, 8), float(m)) for m in range(3)]
+    reals = [torch.full((2, 3, 8, 8), 10.0 + m) for m in range(3)]
+    origins = [(1, 2), (3, 0), (0, 1)]
     acc = Accelerator(cpu=True)
-    xds = discriminator_step(acc, g, d, opt_d, xbs, reals, keep_graph=False, origins=origins)[0]
-    generator_step(acc, g, d, opt_g, GeneratorLoss(), xbs, xds, keep_graph=False, origins=origins)
-    assert seen and all(o in origins for _, o in seen), f"a network ran without its micro-batch's origin: {seen}"
-    assert {o for n, o in seen if n == "Discriminator"} == set(origins) == {o for n, o in seen if n == "Generator"}
+    for keep_graph in (True, False):
+        seen.clear()
+        xds = discriminator_step(acc, g, d, opt_d, xbs, reals, keep_graph=keep_graph, origins=origins)[0]
+        generator_step(acc, g, d, opt_g, GeneratorLoss(), xbs, xds, keep_graph=keep_graph, origins=origins)
+        fakes = {id(xd): m for m, (xd, _) in enumerate(xds)}
+        for name, x, origin in seen:
+            if name == "G" or float(x.min()) >= 10:  # an Xb or a real LR batch: its value names its micro-batch
+                m = int(x.flatten()[0]) % 10
+            else:  # D on a generated batch: the same tensor, or detached from it, as G's output m
+                m = next((fakes[k] for k in fakes if k == id(x)), None)
+                if m is None:
+                    m = min(range(3), key=lambda j: float((x - xds[j][0]).abs().max()))
+            assert origin == origins[m], f"{name} ran on micro-batch {m} with origin {origin}, not {origins[m]}"
+        assert {n for n, _, _ in seen} == {"G", "D"} and len(seen) >= 9
 
 
 def test_cli_trains_and_degrades_with_a_grid(tmp_path):
@@ -145,3 +163,21 @@ def test_cli_trains_and_degrades_with_a_grid(tmp_path):
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
     r = run_cli("train", str(TINY_RECIPE), *sets[:-2], "--set", "model.grid_period=1", "--set", f"train.output_dir='{tmp_path / 'r2'}'")
     assert r.returncode == 2 and "grid_period" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_generator_file_cannot_trade_noise_channels_for_grid_channels(tmp_path):
+    """Metadata that adds up to the weights' input channels with a negative noise count is refused at load."""
+    from safetensors.torch import load_file, save_file
+
+    from dsgan_cli.plumbing.errors import DsganError
+
+    g = Generator(n_res_blocks=1, channels=8)
+    save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
+    tensors = load_file(str(tmp_path / "g.safetensors"))
+    first = tensors["block_input.0.weight"]
+    tensors["block_input.0.weight"] = torch.zeros(first.shape[0], 3 + 16 - 16, *first.shape[2:])  # 3 channels: 3 - 16 + 2*8
+    meta = {"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8",
+            "noise_channels": "-16", "grid_period": "8"}
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(DsganError, match="noise_channels"):
+        load_generator(tmp_path / "bad.safetensors")

@@ -1,4 +1,4 @@
-"""The ``--json`` summaries of ``prepare``, ``degrade`` and ``pairs`` share their keys, with the same meaning."""
+"""The ``--json`` summaries of ``prepare``, ``degrade`` and ``pairs`` share their keys (``written``, ``skipped``, ``failed``, ...)."""
 
 from __future__ import annotations
 

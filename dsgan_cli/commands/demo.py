@@ -270,8 +270,8 @@ def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray
 DEMO_OVERRIDES = ("data.hr_size=128", "data.lr_size=64", "data.num_workers=0")
 
 #: The demo's real LR photos are JPEGs saved at their own size, so their 8-px block grid starts at each image's
-#: origin: G and D are told where it lies (BENCHMARKS.md, "A block grid": SR on the pairs closes 0.52 of the
-#: gap to true-degradation pairs on this data instead of 0.11).
+#: origin: G and D get each pixel's position on it (BENCHMARKS.md, "A block grid": on the downstream benchmark's
+#: demo case, the same degradation on other photos, SR on the pairs closes 0.52 of the gap instead of 0.11).
 DATA_OVERRIDES = ("model.grid_period=8",)
 
 #: Recipe overrides of the quick mode (CI): tiny images, a tiny generator, a few steps.

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -66,8 +67,9 @@ def lock_run_folder(out: Path) -> None:
         raise file_error(out, f"another training is running in this folder ({holder}); "
                               "wait for it to finish or choose another train.output_dir") from None
     except OSError as e:
-        raise file_error(path, f"cannot lock the run folder ({e.strerror or e}); remove the lock file if it is a "
-                               "link or not a file") from None
+        planted = e.errno in (errno.ELOOP, errno.EISDIR, errno.EINVAL)  # a link, a folder, a FIFO or device
+        hint = "remove it: the lock file must be a regular file" if planted else "choose another train.output_dir"
+        raise file_error(path, f"cannot lock the run folder ({e.strerror or e}); {hint}") from None
     _held[out.resolve()] = lock
 
 

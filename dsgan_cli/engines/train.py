@@ -149,14 +149,16 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
                      for (what, folder, size), scan in zip(sets, scans))
 
 
-def tune_device(device: torch.device) -> None:
-    """Settings for fixed-size steps: cuDNN's fastest algorithms on CUDA; on the CPU, freed memory kept for reuse."""
+def tune_device(device: torch.device) -> str:
+    """Settings for fixed-size steps: cuDNN's fastest algorithms on CUDA; on the CPU, freed memory kept for reuse
+    (for the rest of the process: it holds its peak memory; MALLOC_* or GLIBC_TUNABLES in the environment turn it
+    off). Returns what was done, for the run's first line."""
     from ..plumbing.allocator import keep_freed_memory
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    elif device.type == "cpu":
-        keep_freed_memory()
+        return "cuDNN benchmark mode"
+    return keep_freed_memory() if device.type == "cpu" else ""
 
 
 def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
@@ -218,7 +220,7 @@ class RunTiming:
     #: A CPU run expected to take longer than this gets the hint.
     SLOW_CPU_S = 3600.0
 
-    def __init__(self, accelerator, r: Recipe, start_step: int, iters: int):
+    def __init__(self, accelerator, r: Recipe, start_step: int, iters: int, tuned: str = ""):
         self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
         self.cpu = accelerator.device.type == "cpu"
         where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
@@ -226,8 +228,8 @@ class RunTiming:
         if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
             why = f" (auto: {auto_precision(on_cuda())[1]})"
         print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
-              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR",
-              file=sys.stderr, flush=True)
+              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR"
+              + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
 
     def step(self, done: int) -> None:
         """Call after each step; prints the estimate once."""
@@ -502,7 +504,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     G_ema, G_out = ema_and_export(accelerator, G, r)
     if resume_from is not None:
         load_resume(accelerator, resume_from, r, start_step)
-    tune_device(device)
+    tuned = tune_device(device)
 
     # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
     if is_main and (resume_from is None or not (out / "recipe.json").is_file()):  # a resume keeps the first recipe
@@ -514,7 +516,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     keep_graph = accum == 1  # with accumulation, G(Xb) is recomputed in the G step (one graph alive at a time)
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
-    timing = RunTiming(accelerator, r, start_step, iters) if is_main and progress else None
+    timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
     with progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):

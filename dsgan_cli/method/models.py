@@ -113,6 +113,8 @@ PADDINGS = ("zeros", "reflect", "replicate")
 OUTPUTS = ("sigmoid", "residual", "blur")
 #: Longest block grid (``grid_period``) G and D can be told about: JPEG's is 8, video codecs' up to 64.
 MAX_GRID_PERIOD = 64
+#: Most noise input channels (the recipe's range).
+MAX_NOISE_CHANNELS = 64
 #: Largest per-pixel blur kernel (``output="blur"``): 15x15 taps already span 7 pixels each way.
 MAX_BLUR_SIZE = 15
 
@@ -153,12 +155,13 @@ class Generator(nn.Module):
       a blur (any shape, varying across the image) by construction, and the
       noise comes from ``output_noise``.
     - ``grid_period``: JPEG and other block codecs leave artefacts on a grid
-      fixed to the image's origin (8 px for JPEG). A convolutional G has no
-      way to know where that grid lies, so it can only draw artefacts at no
-      particular phase. With a period P, G also gets the pixel's position
-      modulo P (one-hot rows and columns, 2P channels); ``forward`` takes the
-      ``origin`` of its input in the whole image so that tiles see the
-      whole image's grid.
+      fixed to the image's origin (8 px for JPEG), and a convolutional G has
+      no way to know where that grid lies. With a period P, G (and D) also
+      get the pixel's position modulo P (one-hot rows and columns, 2P
+      channels); ``forward`` takes the ``origin`` of its input in the whole
+      image so that tiles see the whole image's grid. Measured, it improves
+      SR on JPEG data, but through D (whose first layer the one-hot
+      channels dominate), not by G drawing blocks (BENCHMARKS.md).
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
@@ -175,6 +178,8 @@ class Generator(nn.Module):
             raise ValueError(f"noise_init must be in (0, 255], got {noise_init}")
         if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
             raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
+        if not 0 <= noise_channels <= MAX_NOISE_CHANNELS:
+            raise ValueError(f"noise_channels must be 0 to {MAX_NOISE_CHANNELS}, got {noise_channels}")
         if not 0 <= grid_period <= MAX_GRID_PERIOD or grid_period == 1:
             raise ValueError(f"grid_period must be 0 (off) or 2 to {MAX_GRID_PERIOD}, got {grid_period}")
         self.n_res_blocks, self.channels = n_res_blocks, channels

@@ -68,7 +68,8 @@ class ModelConfig:
                                  "strength) or 'none'", choices=("batch", "none"))
     blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)
     grid_period: int = _spec(0, "period in LR pixels of a block grid fixed to the images' origin (8: JPEG saved at LR size): "
-                                "G and D see each pixel's position modulo it, LR training crops start on it; 0 = off",
+                                "G and D see each pixel's position modulo it, each micro-batch's crops start at a random "
+                                "phase of it told to both, real LR is not flipped; 0 = off",
                              min=0, max=64)
     output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
                                       "standard deviation (independent per channel, like sensor noise)")
