@@ -187,7 +187,7 @@ def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
-                        "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0}
+                        "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0}
     h = Generator(**g.arch())
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
@@ -408,3 +408,21 @@ def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_
     assert g.receptive_radius == max(1 + 2 + 1, 2)
     with pytest.raises(ValueError, match="noise_filter"):
         Generator(output_noise=True, noise_filter=4)
+
+
+def test_a_contrast_free_discriminator_sees_the_pattern_of_the_detail_not_its_strength():
+    """Scaling every edge's contrast (about a flat grey) leaves its view unchanged; the plain view changes."""
+    torch.manual_seed(0)
+    x = 0.5 + 0.2 * torch.randn(2, 3, 24, 24).clamp(-2, 2)
+    stronger = 0.5 + 1.5 * (x - 0.5)
+    free = Discriminator(norm="none", contrast_free=True).eval()
+    plain = Discriminator(norm="none").eval()
+    plain.load_state_dict(free.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(free(stronger), free(x), atol=2e-3), "the contrast-free view depends on the detail's strength"
+        assert (plain(stronger) - plain(x)).abs().max() > 1e-2, "the plain view should see the stronger detail"
+        # Below the floor (flat 8-bit areas) it does not amplify rounding into full-strength texture.
+        faint = 0.5 + 0.2 * (x - 0.5) / 255
+        assert free.filter(faint).abs().max() < free.filter(x).abs().max() / 100
+        from dsgan_cli.method.models import local_contrast_normalise
+        assert local_contrast_normalise(free.filter(faint), 5).abs().max() < 0.05

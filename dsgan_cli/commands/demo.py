@@ -269,11 +269,6 @@ def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray
 #: in RAM and so small that DataLoader workers would only compete with training for the cores.
 DEMO_OVERRIDES = ("data.hr_size=128", "data.lr_size=64", "data.num_workers=0")
 
-#: The demo's real LR photos are JPEGs saved at their own size, so their 8-px block grid starts at each image's
-#: origin: G and D get each pixel's position on it (BENCHMARKS.md, "A block grid": on the downstream benchmark's
-#: demo case, the same degradation on other photos, SR on the pairs closes 0.52 of the gap instead of 0.11).
-DATA_OVERRIDES = ("model.grid_period=8",)
-
 #: Recipe overrides of the quick mode (CI): tiny images, a tiny generator, a few steps.
 QUICK_OVERRIDES = (
     "data.hr_size=32", "data.lr_size=16", "data.crop_size=0", "data.num_workers=0",
@@ -439,7 +434,7 @@ def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], consol
         f"train.output_dir={_toml_string(out / 'run')}",
         f"perceptual.weights={_toml_string(weights)}",
     ]
-    overrides += list(DATA_OVERRIDES) + list(QUICK_OVERRIDES if opts.quick else DEMO_OVERRIDES)
+    overrides += list(QUICK_OVERRIDES if opts.quick else DEMO_OVERRIDES)
     overrides += opts.overrides
     recipe = load_recipe(opts.recipe, overrides)
     style = "bold yellow" if weights == "random" else ""

@@ -111,9 +111,9 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
         # Files written before these options existed hold the paper's network.
         options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
-                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False")),
+                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False"), "output_noise"),
                    "blur_size": int(raw.get("blur_size", 5)), "noise_filter": int(raw.get("noise_filter", 1)),
-                   "grid_period": int(raw.get("grid_period", 0))}
+                   "grid_period": int(raw.get("grid_period", 0)), "jpeg_quality": int(raw.get("jpeg_quality", 0))}
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
@@ -132,10 +132,10 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
     return generator.eval(), meta
 
 
-def _flag(text: str) -> bool:
+def _flag(text: str, name: str) -> bool:
     """A boolean stored as text in safetensors metadata ("True"/"False")."""
     if text not in ("True", "False"):
-        raise ValueError(f"output_noise={text!r}")
+        raise ValueError(f"{name}={text!r}")
     return text == "True"
 
 

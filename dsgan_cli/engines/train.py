@@ -179,18 +179,33 @@ def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool)
     )
 
 
-def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format]):
+def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
+    """G's JPEG quality: ``model.jpeg_quality`` as given, or with -1 the one read off the real LR (0 when they
+    show none); ``say`` prints what was found. The same on every rank: all read the same images."""
+    from ..method.codec import estimate_quality
+
+    if r.model.jpeg_quality >= 0:
+        return r.model.jpeg_quality
+    quality, read = estimate_quality(lr_set.images)
+    if say:
+        print(f"real LR: JPEG quality {quality}, read off {read} images; G ends in JPEG at it" if quality else
+              f"real LR: no JPEG blocks at their size in {read} images; G's JPEG stage is off", file=sys.stderr, flush=True)
+    return quality
+
+
+def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
-    network in its layout from ``fmts`` (see :func:`memory_formats_for`)."""
+    network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
+    (0: none; see :func:`jpeg_quality_for`)."""
     from ..method import losses, models
 
     G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
                          noise_channels=r.model.noise_channels, output=r.model.output,
                          output_noise=r.model.output_noise, blur_size=r.model.blur_size,
                          noise_init=r.model.noise_init, noise_filter=r.model.noise_filter,
-                         grid_period=r.model.grid_period).to(memory_format=fmts["G"])
+                         grid_period=r.model.grid_period, jpeg_quality=jpeg_quality).to(memory_format=fmts["G"])
     D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm,
-                             grid_period=r.model.grid_period).to(memory_format=fmts["D"])
+                             grid_period=r.model.grid_period, contrast_free=r.model.d_contrast_free).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
@@ -498,7 +513,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     batches, phase_of = training_batches(r, hr_set, lr_set, accelerator, start_step)
 
     # --- models, losses, optimisers (prepared once)
-    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality_for(r, lr_set, say=is_main and progress))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     G_ema, G_out = ema_and_export(accelerator, G, r)

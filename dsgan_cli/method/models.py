@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .codec import MCU, jpeg
+
 __all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters", "downscale"]
 
 
@@ -166,7 +168,8 @@ class Generator(nn.Module):
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
                  noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
-                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1, grid_period: int = 0):
+                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1, grid_period: int = 0,
+                 jpeg_quality: int = 0):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -182,10 +185,13 @@ class Generator(nn.Module):
             raise ValueError(f"noise_channels must be 0 to {MAX_NOISE_CHANNELS}, got {noise_channels}")
         if not 0 <= grid_period <= MAX_GRID_PERIOD or grid_period == 1:
             raise ValueError(f"grid_period must be 0 (off) or 2 to {MAX_GRID_PERIOD}, got {grid_period}")
+        if not 0 <= jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be 0 (off) or 1 to 100, got {jpeg_quality}")
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
         self.output_noise, self.blur_size, self.noise_filter = bool(output_noise), blur_size, noise_filter
         self.grid_period = grid_period
+        self.jpeg_quality = int(jpeg_quality)
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding)  # noqa: E731
         self.block_input = nn.Sequential(conv(3 + noise_channels + 2 * grid_period, channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(channels, conv) for _ in range(n_res_blocks)])
@@ -228,13 +234,16 @@ class Generator(nn.Module):
         # The blur's weights at a pixel come from the convolutions there; its taps reach blur_size // 2 further
         # from the same pixel, so the two radii do not add.
         noise = self.noise_filter // 2 if self.output_noise else 0
-        return max(convs, noise, self.blur_size // 2 if self.output == "blur" else 0)
+        radius = max(convs, noise, self.blur_size // 2 if self.output == "blur" else 0)
+        # A JPEG block's pixels depend on each other: the whole 16-px unit must be inside the window.
+        return radius + (MCU - 1 if self.jpeg_quality else 0)
 
     def arch(self) -> dict[str, int | str]:
         """The constructor arguments, as stored in an exported generator file."""
         return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
                 "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise,
-                "blur_size": self.blur_size, "noise_filter": self.noise_filter, "grid_period": self.grid_period}
+                "blur_size": self.blur_size, "noise_filter": self.noise_filter, "grid_period": self.grid_period,
+                "jpeg_quality": self.jpeg_quality}
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -246,16 +255,18 @@ class Generator(nn.Module):
         return z.to(x.device, x.dtype)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False,
-                origin: tuple[int, int] = (0, 0)):
-        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise), from one pass.
-        ``origin``: where ``x`` starts in the whole image (a tile's offset; only a block grid depends on it)."""
+                origin: tuple[int, int] | None = None):
+        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise or JPEG), from one pass.
+        ``origin``: where ``x`` starts in the whole image (a tile's offset; only a block grid and JPEG's blocks
+        depend on it). Without one, (0, 0); but a training crop's JPEG blocks start at a random phase, as a
+        real photo's crops do."""
         inp = [x]
         if self.noise_dim:
             z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
         if self.noise_channels:
             inp.append(z[:, :self.noise_channels])
         if self.grid_period:
-            inp.append(grid_phase(x, self.grid_period, origin))
+            inp.append(grid_phase(x, self.grid_period, origin or (0, 0)))
         features = self.res_blocks(self.block_input(torch.cat(inp, dim=1) if len(inp) > 1 else x))
         if self.output == "blur":
             out = self.local_blur(x, self.blur_weights(features))
@@ -265,6 +276,10 @@ class Generator(nn.Module):
         deterministic = out
         if self.output_noise:
             out = out + F.softplus(self.noise_scale(features)) * self.coloured(z[:, self.noise_channels:])
+        if self.jpeg_quality:
+            if origin is None and self.training:
+                origin = tuple(torch.randint(0, MCU, (2,)).tolist())
+            out = jpeg(out, self.jpeg_quality, origin or (0, 0))
         return (out, deterministic) if with_deterministic else out
 
     def coloured(self, z: torch.Tensor) -> torch.Tensor:
@@ -340,18 +355,34 @@ class Discriminator(nn.Module):
     ``origin`` its crop has on the grid, so it can ask for block artefacts at the grid's phase, not just
     anywhere."""
 
-    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch", grid_period: int = 0):
+    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch", grid_period: int = 0,
+                 contrast_free: bool = False):
         super().__init__()
         self.filter = FilterHigh(kernel_size, gaussian=gaussian)
+        self.contrast_free = contrast_free
         self.grid_period = grid_period
         self.net = DiscriminatorBasic(3 + 2 * grid_period, norm)
 
     def forward(self, x: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Per-pixel logits; ``origin``: where ``x`` starts on the block grid (its crop's phase)."""
         high = self.filter(x)
+        if self.contrast_free:
+            high = local_contrast_normalise(high, self.filter.low.kernel_size)
         if self.grid_period:
             high = torch.cat([high, grid_phase(high, self.grid_period, origin)], dim=1)
         return self.net(high)
+
+
+#: Local RMS (in 0-1 units) below which D's contrast-free view does not amplify: about 2 levels of 255, so that
+#: the rounding of flat 8-bit areas does not come out as full-strength texture.
+CONTRAST_FLOOR = 2 / 255
+
+
+def local_contrast_normalise(high: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """``high`` divided by its local RMS (over colours and a ``kernel_size`` window, floored): the pattern of the
+    detail without its strength, which differs between two photo collections more than their degradations do."""
+    energy = F.avg_pool2d(high.float().pow(2).mean(1, keepdim=True), kernel_size, 1, kernel_size // 2, count_include_pad=False)
+    return (high.float() / (energy + CONTRAST_FLOOR**2).sqrt()).to(high.dtype)
 
 
 def count_parameters(module: nn.Module) -> int:

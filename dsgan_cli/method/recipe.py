@@ -73,6 +73,12 @@ class ModelConfig:
                              min=0, max=64)
     output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
                                       "standard deviation (independent per channel, like sensor noise)")
+    d_contrast_free: bool = _spec(False, "D sees its high-pass divided by the local RMS: the detail's pattern, not its "
+                                         "strength (the real and clean collections' edges differ in strength more than "
+                                         "their degradations do); the noise level is then the level loss's alone")
+    jpeg_quality: int = _spec(0, "G's output goes through JPEG (4:2:0, 8x8 blocks on the image's grid, the standard tables) "
+                                 "at this quality, 1-100; -1 = the quality the real LR were saved at, read off their "
+                                 "DCT coefficients (off when they show none); 0 = off", min=-1, max=100)
 
 
 @dataclass

@@ -1,0 +1,163 @@
+"""JPEG as G's last stage (``model.jpeg_quality``), and the quality read off the real photos.
+
+Photos that went through JPEG lose fine detail inside 8-px blocks and gain steps at the blocks' edges.
+A convolutional G learns the first (a blur) but not the second, and an SR net trained on blurred but
+blockless pairs learns to sharpen, which on real JPEGs sharpens their block edges too: measured, such pairs
+trained SR below plain bicubic pairs (BENCHMARKS.md "Downstream"). With this stage G's output goes through
+baseline JPEG as libjpeg codes it (full-range YCbCr, 4:2:0 chroma by 2x2 averages, 8x8 DCT, the standard
+tables scaled by quality), so blocks come out where a codec puts them.
+
+The quality is not left to the GAN (through the quantiser's rounding its gradient pointed to finer steps,
+away from the real photos' quality). It is read off the real LR: the DCT coefficients of a decoded JPEG's
+blocks lie on multiples of the quantiser's steps, whatever the photo shows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: JPEG's minimum coded unit with 4:2:0 chroma: the period of its block grid in pixels.
+MCU = 16
+
+# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), row-major.
+_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+         14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+         49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+           47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
+
+
+
+def tables(quality: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """libjpeg's luma and chroma quantisation tables (8, 8) for a quality 1-100 (jcparam.c's scaling)."""
+    q = min(max(int(quality), 1), 100)
+    percent = 5000 // q if q < 50 else 200 - 2 * q
+    scaled = lambda base: ((torch.tensor(base, dtype=torch.float64) * percent + 50) // 100).clamp(1, 255)  # noqa: E731
+    return scaled(_LUMA).view(8, 8).float(), scaled(_CHROMA).view(8, 8).float()
+
+
+def dct_matrix(n: int = 8) -> torch.Tensor:
+    """The orthonormal DCT-II matrix: coefficients = D @ block @ D.T."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.float()
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """JFIF full-range YCbCr of RGB in levels 0-255, with Cb and Cr centred on 0."""
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b
+    return torch.stack([y, cb, cr], 1)
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rgb_to_ycbcr`."""
+    y, cb, cr = x.unbind(1)
+    return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+
+
+def straight_round(x: torch.Tensor) -> torch.Tensor:
+    """round(x) in value, the identity in gradient (G learns through the quantiser as if it were not there)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def quantise_blocks(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Each 8x8 block of ``plane`` (n, c, H, W; H, W multiples of 8) through DCT, quantiser and inverse DCT."""
+    n, c, h, w = plane.shape
+    d = dct_matrix().to(plane.device)
+    blocks = plane.reshape(n, c, h // 8, 8, w // 8, 8).transpose(3, 4)
+    coef = d @ blocks @ d.t()
+    coef = straight_round(coef / table) * table
+    blocks = d.t() @ coef @ d
+    return blocks.transpose(3, 4).reshape(n, c, h, w)
+
+
+def jpeg(x: torch.Tensor, quality: int, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """``x`` (n, 3, h, w, values 0-1) through baseline 4:2:0 JPEG at ``quality`` (1-100), decoded.
+
+    ``origin`` is where ``x`` starts in the whole image, so that blocks lie on the whole image's grid; blocks
+    cut by ``x``'s edges are completed by repeating its edge pixels, as an encoder does at an image's edge.
+    Chroma is upsampled by repetition (libjpeg's decoder interpolates), which keeps each 16-px unit on its own.
+    """
+    n, _, h, w = x.shape
+    top, left = origin[0] % MCU, origin[1] % MCU
+    pad = (left, (-(left + w)) % MCU, top, (-(top + h)) % MCU)
+    with torch.autocast(x.device.type, enabled=False):
+        v = F.pad(x.float().clamp(0, 1) * 255, pad, mode="replicate")
+        luma, chroma = (t.to(v.device) for t in tables(quality))
+        ycc = rgb_to_ycbcr(v)
+        y = quantise_blocks(ycc[:, :1] - 128, luma) + 128
+        c = quantise_blocks(F.avg_pool2d(ycc[:, 1:], 2), chroma)
+        c = c.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+        out = ycbcr_to_rgb(torch.cat([y, c], 1)).clamp(0, 255) / 255
+    return out[:, :, top: top + h, left: left + w].to(x.dtype)
+
+
+def block_dct(y: torch.Tensor, top: int = 0, left: int = 0) -> torch.Tensor:
+    """DCT coefficients (blocks, 8, 8) of the whole 8x8 blocks of plane ``y`` (h, w) starting at (top, left)."""
+    y = y[top:, left:]
+    h, w = (y.shape[0] // 8) * 8, (y.shape[1] // 8) * 8
+    d = dct_matrix().to(y)
+    return d @ y[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(1, 2).reshape(-1, 8, 8) @ d.t()
+
+
+def block_phase(y: torch.Tensor) -> tuple[int, int]:
+    """Where the 8-px block grid of a decoded JPEG's luma plane ``y`` (h, w) lies: the offsets (0-7) at which
+    the most AC coefficients are about 0 (a quantiser zeroes most of them; off its grid they spread)."""
+    def zeros(top: int, left: int) -> float:
+        coef = block_dct(y, top, left).flatten(1)[:, 1:]
+        return float((coef.abs() < 1).double().mean()) if coef.numel() else 0.0
+    return max(((t, l) for t in range(8) for l in range(8)), key=lambda tl: zeros(*tl))
+
+
+def comb_scores(coef: torch.Tensor) -> torch.Tensor:
+    """For each quality 1-100, how well the luma DCT coefficients ``coef`` (blocks, 8, 8) sit on multiples of
+    that quality's steps: the mean of cos(2 pi c / step) over the coefficients a quantiser with those steps
+    would not zero (|c| >= step / 2; the zeros sit on every comb), 1 on a comb, about 0 or below off one;
+    -1 where fewer than 64 coefficients count."""
+    out = torch.full((100,), -1.0, dtype=torch.float64)
+    for q in range(1, 101):
+        step = tables(q)[0].double().expand_as(coef)
+        use = (step >= 2) & (coef.abs() >= step / 2)
+        if int(use.sum()) >= 64:
+            out[q - 1] = torch.cos(2 * math.pi * coef[use] / step[use]).mean()
+    return out
+
+
+#: A comb score this high says the image was decoded from JPEG (white noise or plain photos score near 0).
+COMB_MIN = 0.3
+
+
+def image_coefficients(rgb: torch.Tensor) -> torch.Tensor:
+    """The luma DCT coefficients (blocks, 8, 8) of an image (3, h, w, levels 0-255) on its own block grid."""
+    y = rgb_to_ycbcr(rgb[None].double())[0, 0] - 128
+    return block_dct(y, *block_phase(y))
+
+
+def quality_of(coef: torch.Tensor) -> int:
+    """The quality whose steps the coefficients (blocks, 8, 8) sit on, or 0 when they sit on none."""
+    if len(coef) == 0:
+        return 0
+    scores = comb_scores(coef)
+    best = int(scores.argmax())
+    return best + 1 if scores[best] >= COMB_MIN else 0
+
+
+def image_quality(rgb: torch.Tensor) -> int:
+    """The JPEG quality an image (3, h, w, uint8 or levels 0-255) was last saved at; 0 when its blocks show
+    none (not a decoded JPEG at this size)."""
+    return quality_of(image_coefficients(rgb))
+
+
+def estimate_quality(images: torch.Tensor, max_images: int = 64) -> tuple[int, int]:
+    """(quality, images read) for a set of real LR images (n, 3, h, w): the quality the blocks of an even spread of
+    at most ``max_images`` of them sit on together (small images have too few blocks each), 0 for none."""
+    pick = torch.linspace(0, len(images) - 1, min(len(images), max_images)).round().long().unique().tolist()
+    return quality_of(torch.cat([image_coefficients(images[i]) for i in pick])), len(pick)
