@@ -164,6 +164,9 @@ class Generator(nn.Module):
       image so that tiles see the whole image's grid. Measured, it improves
       SR on JPEG data, but through D (whose first layer the one-hot
       channels dominate), not by G drawing blocks (BENCHMARKS.md).
+    - ``jpeg_quality``: the output (noise included) goes through a JPEG codec
+      at that quality (:mod:`dsgan_cli.method.codec`), its blocks on the
+      whole image's grid from ``origin`` (training crops: a random phase).
     """
 
     def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
