@@ -30,7 +30,6 @@ _CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 2
            47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
 
 
-
 def tables(quality: int) -> tuple[torch.Tensor, torch.Tensor]:
     """libjpeg's luma and chroma quantisation tables (8, 8) for a quality 1-100 (jcparam.c's scaling)."""
     q = min(max(int(quality), 1), 100)
