@@ -14,7 +14,7 @@ from safetensors import safe_open
 from conftest import TINY_RECIPE, run_cli, synthetic_face_like, write_images
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import generate_tiled
-from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr
+from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr, tables
 from dsgan_cli.method.models import Generator
 
 
@@ -44,14 +44,19 @@ def test_the_codec_is_much_closer_to_libjpegs_output_than_its_input_is(quality):
     arr = _photo(64, 1, noise=4)
     ref = _libjpeg(arr, quality)
     ours = (jpeg(_tensor(arr)[None].float() / 255, quality)[0].permute(1, 2, 0).numpy() * 255).round()
-    assert _psnr(ours, ref) > _psnr(arr, ref) + 5, (
+    assert _psnr(ours, ref) > max(35.0, _psnr(arr, ref) + 5), (
         f"q{quality}: codec output {_psnr(ours, ref):.1f} dB from libjpeg's, its input {_psnr(arr, ref):.1f} dB")
 
 
-def test_the_codec_passes_gradients_to_its_input():
-    x = torch.rand(1, 3, 32, 32, requires_grad=True)
-    jpeg(x, 30).mul(torch.randn(1, 3, 32, 32)).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0, "G could not learn through its JPEG stage"
+def test_the_tables_are_libjpegs_at_every_quality():
+    arr = _photo(16, 0)
+    for quality in range(1, 101):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+        written = Image.open(buf).quantization  # {table id: 64 steps, row by row}
+        luma, chroma = tables(quality)
+        assert luma.flatten().int().tolist() == list(written[0]), f"luma table at q{quality}"
+        assert chroma.flatten().int().tolist() == list(written[1]), f"chroma table at q{quality}"
 
 
 @pytest.mark.parametrize("quality", [30, 60, 80, 95])
@@ -76,6 +81,21 @@ def test_images_that_were_not_saved_as_jpeg_show_no_quality():
     assert image_quality(_tensor(shrunk)) == 0
     mixed = torch.stack([_tensor(a) for a in plain[:3]] + [_tensor(_libjpeg(_photo(64, 9), 40))])
     assert estimate_quality(mixed) == (0, 4), "one JPEG in four must not switch the stage on"
+
+
+def _with_background(arr: np.ndarray, share: float, colour: tuple[int, int, int]) -> np.ndarray:
+    out = arr.copy()
+    out[: int(len(out) * share)] = colour
+    return out
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (230, 230, 230), (200, 220, 240), (0, 0, 0)])
+def test_flat_and_clipped_backgrounds_neither_fake_a_quality_nor_hide_one(colour):
+    """Blocks of one flat colour (or clipped at 0/255, as ID photos' white backgrounds are) have the same large
+    DC everywhere, which lands on a coarse quality's steps by chance."""
+    photos = [_with_background(_photo(64, s, noise=3), 0.6, colour) for s in range(4)]
+    assert estimate_quality(torch.stack([_tensor(a) for a in photos]))[0] == 0
+    assert estimate_quality(torch.stack([_tensor(_libjpeg(a, 30)) for a in photos]))[0] == 30
 
 
 def _jpeg_generator(quality: int = 30) -> Generator:
@@ -115,6 +135,39 @@ def test_training_crops_get_blocks_at_random_phases():
         steps = (y[0, :, 0].diff(dim=-1).abs().sum(0))  # along a row: the block edges carry the steps
         phases.add(int(steps.argmax()) % 8)
     assert len(phases) >= 3, f"training crops always get their blocks at phase {phases}: D would learn where crops start"
+
+
+def test_an_origin_means_no_random_phase_and_no_draw_from_the_global_rng():
+    """Sample grids call G (in training mode) with an origin: a checkpoint saved after them must hold the RNG
+    state a straight run would have."""
+    g = _jpeg_generator().train()
+    x = torch.rand(1, 3, 32, 32)
+    z = torch.zeros(1, 3, 32, 32)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        a, b = g(x, z, origin=(0, 0)), g(x, z, origin=(0, 0))
+    assert torch.equal(torch.get_rng_state(), state) and torch.equal(a, b)
+    with torch.no_grad():
+        g(x, z)
+    assert not torch.equal(torch.get_rng_state(), state), "without an origin a training crop draws its phase"
+
+
+def test_whole_images_through_a_jpeg_stage_train_on_the_grid():
+    """Real LR saved as JPEG have their blocks at the image's corner; uncropped training images must too."""
+    from types import SimpleNamespace
+
+    from dsgan_cli.engines.train import on_the_grid, training_batches
+    from dsgan_cli.method.recipe import load_recipe
+
+    images = SimpleNamespace(images=torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    small = SimpleNamespace(images=torch.zeros(4, 3, 16, 16, dtype=torch.uint8))
+    acc = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
+    whole = load_recipe(str(TINY_RECIPE), ["data.crop_size=0"])
+    crops = load_recipe(str(TINY_RECIPE), ["data.crop_size=8"])
+    assert training_batches(whole, images, small, acc, 0, jpeg_quality=30)[1] is on_the_grid
+    assert training_batches(whole, images, small, acc, 0, jpeg_quality=0)[1] is None
+    assert training_batches(crops, images, small, acc, 0, jpeg_quality=30)[1] is None, "crops: a random phase"
+    assert on_the_grid(7) == (0, 0)
 
 
 def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_path):

@@ -88,7 +88,7 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
               metadata={"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8"})
     loaded_old, _ = load_generator(tmp_path / "old.safetensors")
     assert loaded_old.arch() == {"n_res_blocks": 1, "channels": 8, "padding": "zeros", "noise_channels": 0, "output": "sigmoid",
-                                "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0}
+                                "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0}
 
 
 # ----------------------------------------------------------------------------- degrade with a noise input

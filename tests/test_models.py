@@ -423,6 +423,5 @@ def test_a_contrast_free_discriminator_sees_the_pattern_of_the_detail_not_its_st
         assert (plain(stronger) - plain(x)).abs().max() > 1e-2, "the plain view should see the stronger detail"
         # Below the floor (flat 8-bit areas) it does not amplify rounding into full-strength texture.
         faint = 0.5 + 0.2 * (x - 0.5) / 255
-        assert free.filter(faint).abs().max() < free.filter(x).abs().max() / 100
         from dsgan_cli.method.models import local_contrast_normalise
         assert local_contrast_normalise(free.filter(faint), 5).abs().max() < 0.05

@@ -430,7 +430,7 @@ def save_samples(accelerator, G, path: Path, sample_xb, sample_real, r: Recipe) 
     # save is left alone (drawing from it here made a resumed noise-input run differ from a straight one).
     noise = g.make_noise(sample_xb, torch.Generator(device=sample_xb.device).manual_seed(0))
     with torch.no_grad(), accelerator.autocast():
-        sample_xd = g(sample_xb, noise)
+        sample_xd = g(sample_xb, noise, origin=(0, 0))  # an origin: no random block phase, no global RNG draw
     save_sample_grid(path, sample_xb, sample_xd, sample_real, r.model.filter_kernel)
 
 
@@ -456,9 +456,10 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 # ----------------------------------------------------------------------------- the training loop
 
 
-def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
+def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jpeg_quality: int = 0):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
-    (seed, m, rank), so a resume continues the same stream; with a block grid, also m -> its crops' grid phase."""
+    (seed, m, rank), so a resume continues the same stream; with a block grid, also m -> its crops' grid phase.
+    Whole images (no crops) through a JPEG stage start on the grid, as the real LR do: m -> (0, 0)."""
     from ..data.sampling import MicroBatches, make_loader
 
     accum = r.train.grad_accum
@@ -468,7 +469,14 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int):
                            grid=r.model.grid_period)
     loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
                          accelerator.device.type == "cuda")
-    return iter(loader), (dataset.grid_phase if r.model.grid_period else None)
+    if r.model.grid_period:
+        return iter(loader), dataset.grid_phase
+    return iter(loader), (on_the_grid if jpeg_quality and not r.data.crop_size else None)
+
+
+def on_the_grid(m: int) -> tuple[int, int]:
+    """The block-grid origin of every micro-batch of whole images."""
+    return 0, 0
 
 
 def ema_and_export(accelerator, G, r: Recipe):
@@ -510,10 +518,11 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     device = accelerator.device
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
-    batches, phase_of = training_batches(r, hr_set, lr_set, accelerator, start_step)
+    jpeg_quality = jpeg_quality_for(r, lr_set, say=is_main)
+    batches, phase_of = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)
-    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality_for(r, lr_set, say=is_main and progress))
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     G_ema, G_out = ema_and_export(accelerator, G, r)

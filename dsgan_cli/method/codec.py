@@ -116,28 +116,47 @@ def block_phase(y: torch.Tensor) -> tuple[int, int]:
     return max(((t, l) for t in range(8) for l in range(8)), key=lambda tl: zeros(*tl))
 
 
+#: Fewest AC coefficients a quality's comb score is taken over (fewer land on some comb by chance).
+COMB_COUNT = 128
+
+#: A comb score this high says the image was decoded from JPEG (white noise or plain photos score near 0).
+COMB_MIN = 0.5
+
+
 def comb_scores(coef: torch.Tensor) -> torch.Tensor:
-    """For each quality 1-100, how well the luma DCT coefficients ``coef`` (blocks, 8, 8) sit on multiples of
-    that quality's steps: the mean of cos(2 pi c / step) over the coefficients a quantiser with those steps
-    would not zero (|c| >= step / 2; the zeros sit on every comb), 1 on a comb, about 0 or below off one;
-    -1 where fewer than 64 coefficients count."""
+    """For each quality 1-100, how well the luma AC coefficients ``coef`` (blocks, 8, 8; DC ignored) sit on
+    multiples of that quality's steps: the mean of cos(2 pi c / step) over the coefficients a quantiser with
+    those steps would not zero (|c| >= step / 2; the zeros sit on every comb), 1 on a comb, about 0 or below
+    off one; -1 where fewer than ``COMB_COUNT`` coefficients count. DC is left out: a flat or clipped block's
+    DC is the same large number everywhere and lands on a coarse comb by chance."""
+    mag = coef.abs()
+    ac = torch.ones(8, 8, dtype=torch.bool)
+    ac[0, 0] = False
     out = torch.full((100,), -1.0, dtype=torch.float64)
     for q in range(1, 101):
         step = tables(q)[0].double().expand_as(coef)
-        use = (step >= 2) & (coef.abs() >= step / 2)
-        if int(use.sum()) >= 64:
+        use = ac & (step >= 2) & (mag >= step / 2)
+        if int(use.sum()) >= COMB_COUNT:
             out[q - 1] = torch.cos(2 * math.pi * coef[use] / step[use]).mean()
     return out
 
 
-#: A comb score this high says the image was decoded from JPEG (white noise or plain photos score near 0).
-COMB_MIN = 0.3
+#: Side of the central crop each image is read on: enough blocks, bounded time for large photos.
+READ_SIDE = 256
 
 
 def image_coefficients(rgb: torch.Tensor) -> torch.Tensor:
-    """The luma DCT coefficients (blocks, 8, 8) of an image (3, h, w, levels 0-255) on its own block grid."""
-    y = rgb_to_ycbcr(rgb[None].double())[0, 0] - 128
-    return block_dct(y, *block_phase(y))
+    """The luma DCT coefficients (blocks, 8, 8) of an image (3, h, w, levels 0-255) on its own block grid, from
+    a central crop of at most ``READ_SIDE`` px (cut at multiples of 8, which keeps the grid's phase), leaving
+    out blocks with a clipped pixel (0 or 255 in a channel: the codec's output was cut there, off its comb)."""
+    h, w = rgb.shape[-2:]
+    top, left = max(0, (h - READ_SIDE) // 16 * 8), max(0, (w - READ_SIDE) // 16 * 8)
+    rgb = rgb[:, top: top + READ_SIDE, left: left + READ_SIDE].double()
+    y = rgb_to_ycbcr(rgb[None])[0, 0] - 128
+    phase = block_phase(y)
+    coef = block_dct(y, *phase)
+    clipped = block_dct(((rgb <= 0) | (rgb >= 255)).any(0).double(), *phase).flatten(1)[:, 0] > 0
+    return coef[~clipped]
 
 
 def quality_of(coef: torch.Tensor) -> int:
