@@ -469,14 +469,9 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jp
                            grid=r.model.grid_period)
     loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
                          accelerator.device.type == "cuda")
-    if r.model.grid_period:
-        return iter(loader), dataset.grid_phase
-    return iter(loader), (on_the_grid if jpeg_quality and not r.data.crop_size else None)
-
-
-def on_the_grid(m: int) -> tuple[int, int]:
-    """The block-grid origin of every micro-batch of whole images."""
-    return 0, 0
+    # grid_phase is (0, 0) for whole images; crops without a grid leave G to draw a random JPEG phase.
+    placed = r.model.grid_period or (jpeg_quality and not r.data.crop_size)
+    return iter(loader), (dataset.grid_phase if placed else None)
 
 
 def ema_and_export(accelerator, G, r: Recipe):

@@ -14,6 +14,7 @@ blocks lie on multiples of the quantiser's steps, whatever the photo shows.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -67,10 +68,16 @@ def straight_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def quantise_blocks(plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Each 8x8 block of ``plane`` (n, c, H, W; H, W multiples of 8) through DCT, quantiser and inverse DCT."""
+@functools.lru_cache(maxsize=16)
+def codec_constants(quality: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(DCT matrix, luma table, chroma table) on ``device``: built once, not on every forward."""
+    luma, chroma = tables(quality)
+    return dct_matrix().to(device), luma.to(device), chroma.to(device)
+
+
+def quantise_blocks(plane: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Each 8x8 block of ``plane`` (n, c, H, W; H, W multiples of 8) through DCT ``d``, quantiser and inverse DCT."""
     n, c, h, w = plane.shape
-    d = dct_matrix().to(plane.device)
     blocks = plane.reshape(n, c, h // 8, 8, w // 8, 8).transpose(3, 4)
     coef = d @ blocks @ d.t()
     coef = straight_round(coef / table) * table
@@ -90,10 +97,10 @@ def jpeg(x: torch.Tensor, quality: int, origin: tuple[int, int] = (0, 0)) -> tor
     pad = (left, (-(left + w)) % MCU, top, (-(top + h)) % MCU)
     with torch.autocast(x.device.type, enabled=False):
         v = F.pad(x.float().clamp(0, 1) * 255, pad, mode="replicate")
-        luma, chroma = (t.to(v.device) for t in tables(quality))
+        d, luma, chroma = codec_constants(int(quality), v.device)
         ycc = rgb_to_ycbcr(v)
-        y = quantise_blocks(ycc[:, :1] - 128, luma) + 128
-        c = quantise_blocks(F.avg_pool2d(ycc[:, 1:], 2), chroma)
+        y = quantise_blocks(ycc[:, :1] - 128, luma, d) + 128
+        c = quantise_blocks(F.avg_pool2d(ycc[:, 1:], 2), chroma, d)
         c = c.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
         out = ycbcr_to_rgb(torch.cat([y, c], 1)).clamp(0, 255) / 255
     return out[:, :, top: top + h, left: left + w].to(x.dtype)
