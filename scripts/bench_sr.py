@@ -23,7 +23,7 @@ results of such runs into one family table: a row per draw, then the median, the
 below bicubic pairs and the wall time.
 
 Usage:
-    .venv/bin/python scripts/bench_sr.py [--recipe learn|idphoto|FILE.toml] [--set KEY=VALUE ...]
+    .venv/bin/python scripts/bench_sr.py [--recipe idphoto|paper|FILE.toml] [--set KEY=VALUE ...]
         [--cases noise,blur_noise,jpeg,demo] [--budget-min 5] [--sr-steps 600] [--sr-seeds 0,1] [--out DIR]
     .venv/bin/python scripts/bench_sr.py --family 12 [--draws 0-5] --sr-seeds 0,1,2 --out DIR
     .venv/bin/python scripts/bench_sr.py --summarize DIR1 DIR2 --out DIR
@@ -261,7 +261,7 @@ def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="learn", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
+    ap.add_argument("--recipe", default="idphoto", help="built-in recipe name (idphoto, paper) or a recipe TOML file")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
     ap.add_argument("--cases", default="noise,blur_noise,jpeg,demo", help=f"comma-separated subset of {', '.join(CASES)}")
     ap.add_argument("--budget-min", type=float, default=5.0, help="DSGAN training time limit per case (minutes)")

@@ -256,7 +256,7 @@ class RunTiming:
             hint = ""
             if self.cpu and left > self.SLOW_CPU_S:
                 hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                        "or train the built-in 'learn' recipe, which runs in minutes")
+                        "or train the built-in 'idphoto' recipe, which runs in minutes")
             print(f"{per_step:.2f} s/step: about {left / 3600:.1f} h to step {self.iters}{hint}" if left >= 3600 else
                   f"{per_step:.2f} s/step: about {left / 60:.0f} min to step {self.iters}{hint}", file=sys.stderr, flush=True)
             self.t1 = None

@@ -298,7 +298,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def resolve_recipe(name_or_path: str | Path) -> Path:
-    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``).
+    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``paper``).
 
     ``recipes/NAME.toml`` that does not exist here (the project's own layout, typed in another folder) is the
     built-in NAME, with a one-line note.
