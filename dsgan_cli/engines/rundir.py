@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import re
@@ -28,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..data.images import file_sha256
 from ..method.recipe import Recipe
 from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error
+from ..plumbing.folder_lock import lock_folder, unlock_folder
 from ..plumbing.writes import check_writable_dir, write_bytes_atomic
 from .checkpoint import save_generator
 
@@ -44,40 +43,16 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".dsgan-train.lock"
 ABANDONED = "abandoned"
 
-#: The run-folder lock of this process, by folder: kept so that it is not released (nor garbage-collected) early.
-_held: dict[Path, FileLock] = {}
-
-
 def lock_run_folder(out: Path) -> None:
-    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it.
-
-    ``filelock``'s native lock (``flock``): the OS drops it when the process dies, it never follows a link
-    at the lock's name (``O_NOFOLLOW``) nor truncates what another holder wrote. Reentrant within a process.
-    """
-    path = out / LOCK_FILE
-    lock = writes.file_lock(path, holder=True, blocking=False, is_singleton=True, preserve_lock_file=True,
-                            fallback_to_soft=False)
-    try:
-        lock.acquire()
-    except Timeout:
-        try:
-            holder = path.read_text(encoding="utf-8", errors="replace").strip()[:80] or "another process"
-        except OSError:
-            holder = "another process"
-        raise file_error(out, f"another training is running in this folder ({holder}); "
-                              "wait for it to finish or choose another train.output_dir") from None
-    except OSError as e:
-        planted = e.errno in (errno.ELOOP, errno.EISDIR, errno.EINVAL)  # a link, a folder, a FIFO or device
-        hint = "remove it: the lock file must be a regular file" if planted else "choose another train.output_dir"
-        raise file_error(path, f"cannot lock the run folder ({e.strerror or e}); {hint}") from None
-    _held[out.resolve()] = lock
+    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it
+    (see :mod:`dsgan_cli.plumbing.folder_lock`, which every folder command shares). Reentrant within a process."""
+    lock_folder(out, LOCK_FILE, None, "another training is running in this folder ({holder}); "
+                                      "wait for it to finish or choose another train.output_dir", "the run folder")
 
 
 def unlock_run_folder(out: Path) -> None:
     """Release this process's lock on ``out`` (the lock file stays; it holds no state)."""
-    lock = _held.pop(out.resolve(), None)
-    if lock is not None:
-        lock.release(force=True)
+    unlock_folder(out)
 
 
 def set_aside_newer(checkpoints: list[tuple[int, Path]], resume_step: int, out: Path) -> Path | None:
