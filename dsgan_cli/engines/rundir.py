@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -102,15 +103,36 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any]) -> None:
+def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
+    """The recipe a checkpoint was saved with: its own (in its ``generator.safetensors``), else its run's first
+    (``recipe.json`` of the run folder holding it); None when neither can be read."""
+    from .checkpoint import read_metadata
+
+    with contextlib.suppress(DsganError, ValueError):
+        recipe = json.loads(read_metadata(ckpt / "generator.safetensors").get("recipe") or "null")
+        if isinstance(recipe, dict) and recipe:
+            return recipe
+    try:
+        first = json.loads((ckpt.parent.parent / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return first if isinstance(first, dict) else None
+
+
+def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any],
+                 ckpt: Path | None = None) -> None:
     """Refuse a resume that changes the model, the data or the world size; warn on any other recipe change.
 
-    ``before``/``now`` are the checkpoint's and this run's state (``world_size``, ``data_sha256``).
+    ``before``/``now`` are the checkpoint's and this run's state (``world_size``, ``data_sha256``). The recipe is
+    compared with the checkpoint's own (:func:`checkpoint_recipe`), wherever the checkpoint lives, else with the
+    run's first (``out/recipe.json``).
     """
-    try:
-        first = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        first = None
+    first = checkpoint_recipe(ckpt) if ckpt is not None else None
+    if first is None:
+        try:
+            first = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            first = None
     changed = []
     if first is not None:
         old, new = _flat(first), _flat(recipe)
@@ -124,7 +146,7 @@ def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now:
         hard.append("the images in data.hr_dir/data.lr_dir")
     if hard:
         what = ", ".join(hard)
-        raise file_error(out, f"cannot resume exactly: {what} changed since the run began; "
+        raise file_error(out, f"cannot resume exactly: {what} changed since the checkpoint was saved; "
                               "restore them, or start a new run in another train.output_dir")
     if changed:
         print(f"warning: resuming with changed {', '.join(changed)}; recipe.json keeps the run's first recipe",
@@ -331,7 +353,7 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
     if resume_from is not None:
         state = read_state(resume_from)
         before = {"world_size": state.get("world_size"), "data_sha256": state.get("data", {}).get("sha256")}
-        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest})
+        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest}, resume_from)
         set_aside_newer(complete_checkpoints(out / "checkpoints"), start_step, out)
     return digest
 
