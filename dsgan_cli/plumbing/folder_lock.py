@@ -12,13 +12,14 @@ with ``error: FOLDER: ...`` naming the holder and exit code 2 (:data:`~dsgan_cli
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from . import writes
-from .errors import file_error
+from .errors import DsganError, file_error
 
 #: The lock of ``prepare``, ``degrade`` and ``pairs`` in their output folders (``train`` keeps its own name).
 OUTPUT_LOCK = ".dsgan.lock"
@@ -57,9 +58,12 @@ def lock_folder(folder: Path, lock_name: str, command: str | None, busy: str, no
 
 
 def unlock_folder(folder: Path) -> None:
-    """Release this process's lock on ``folder`` (the lock file stays; it holds no state)."""
+    """Release this process's lock on ``folder``. The lock file stays (removing it would let two later runs lock
+    two different files), emptied first: a finished run's pid is no holder to name."""
     lock = _held.pop(folder.resolve(), None)
     if lock is not None:
+        with contextlib.suppress(OSError, DsganError):
+            writes.truncate(lock.lock_file, 0)  # still held here: no other run writes it meanwhile
         lock.release(force=True)
 
 
