@@ -206,7 +206,7 @@ def test_unreadable_files_fail_run_goes_on_and_json(tmp_path, ckpt):
     assert set(reasons) == {"notes.png", "empty.jpg", "cut.png"}
     assert "not an image" in reasons["notes.png"] and "empty" in reasons["empty.jpg"]
     assert "failed 3" in res.stderr and "notes.png" in res.stderr
-    assert sorted(p.name for p in out.iterdir() if p.name != ".dsgan-degrade.json") == sorted(p.name for p in good)
+    assert sorted(p.name for p in out.iterdir() if p.name not in (".dsgan-degrade.json", ".dsgan.lock")) == sorted(p.name for p in good)
 
 
 def test_same_stem_inputs_do_not_overwrite_each_other(tmp_path, ckpt):
@@ -320,7 +320,8 @@ def test_two_processes_write_each_file_once(tmp_path, ckpt):
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)  # printed once, by the main process only
     assert summary["processes"] == 2 and summary["written"] == len(srcs) and summary["skipped"] == 0
-    outs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".dsgan-degrade.json")
+    outs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if p.is_file() and p.name not in (".dsgan-degrade.json", ".dsgan.lock"))
     assert outs == sorted(s.relative_to(inp).with_suffix(".png").as_posix() for s in srcs)
     for s in srcs:
         assert np.array_equal(read(out / s.relative_to(inp).with_suffix(".png")), expected_output(ckpt, s))

@@ -139,8 +139,9 @@ def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_p
         b = np.asarray(Image.open(ref / p.relative_to(out)))
         assert a.shape == b.shape and np.array_equal(a, b), p
     leftovers = [p for p in out.rglob("*") if p.is_file() and p not in expected]
-    # The output record is the only file besides the images; no temporary of a killed run is left.
-    leftovers = [p for p in leftovers if p.name != ".dsgan-degrade.json"]
+    # The output record and the folder's lock are the only files besides the images; no temporary of a killed
+    # run is left.
+    leftovers = [p for p in leftovers if p.name not in (".dsgan-degrade.json", ".dsgan.lock")]
     assert leftovers == [], f"temporaries of killed runs were not cleaned up: {leftovers}"
     assert tree_digest(inp) == before
 

@@ -217,7 +217,7 @@ def test_huge_declared_networks_and_tensors_without_values_are_refused_before_al
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for name in ("far_block", "wide_stride0"):
-        with pytest.raises(DsganError, match="not a DSGAN generator"):
+        with pytest.raises(DsganError, match="not a DSGAN generator|not stored densely"):
             convert_state(tmp_path / f"{name}.tar", cases[name])
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 

@@ -2,19 +2,21 @@
 
 For every input image: Xb = :func:`models.downscale` by the checkpoint's scale,
 Xd = G(Xb), written under the output folder with the same relative path and
-stem. The work is :mod:`dsgan_cli.engines.inference`'s (shared with ``pairs``); this
-module plans the outputs and keeps the folder's record of what made them.
+stem. The work is :mod:`dsgan_cli.engines.inference`'s, and the folder's lock and record
+:mod:`dsgan_cli.engines.folder_job`'s (both shared with ``pairs``); this module plans the outputs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
-from ..data.images import require_images, unique_output_names
-from ..plumbing.writes import check_destinations, check_output_dir, check_writable_dir
-from ..engines.inference import FolderSummary, Job, check_options, output_format, run_jobs
-from ..plumbing.output_record import check_output_record, output_record, write_output_record
+from ..plumbing.writes import check_destinations, check_output_dir
+from ..engines.folder_job import FolderTarget, Planned, plan_outputs, run_folder
+from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..plumbing.output_record import output_record
 from ..method.models import Generator
 
 #: Hidden file in the output folder naming the generator and settings that made its outputs.
@@ -23,21 +25,17 @@ RUN_RECORD = ".dsgan-degrade.json"
 
 # --------------------------------------------------------------------------- planning
 
-def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Map every input image to its output path; inputs whose output name is already taken fail.
+def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Planned], list[Job], list[tuple[str, str]]]:
+    """Map every input image to its output path (same relative path, ``suffix``); inputs whose output name is
+    already taken, or that cannot be read by their kind, fail (:func:`folder_job.plan_outputs`).
 
     Raises :class:`DsganError` when any output would land inside the input
     tree (e.g. through a symlinked output subfolder), before anything is written.
     """
-    sources = require_images(input_dir)
-    rels = {src.relative_to(input_dir): src for src in sources}
-    names, refused = unique_output_names(rels, suffix)
-    jobs = [Job(rels[rel], output_dir / out, rel.as_posix()) for rel, out in names.items()]
-    check_destinations([j.dest for j in jobs], [input_dir], sources)
-    # a.png and a.jpg would both become a.png: never let one silently replace the other.
-    failed = [(str(rels[rel]), f"output {output_dir / names[owner]} is already the output of {rels[owner]} (same stem)")
-              for rel, owner in refused.items()]
-    return jobs, failed
+    planned, failed = plan_outputs(input_dir, lambda rel: rel.with_suffix(suffix).as_posix(), lambda name: (name,))
+    jobs = [Job(p.src, output_dir / p.outputs[0], p.rel.as_posix()) for p in planned]
+    check_destinations([j.dest for j in jobs], [input_dir], [p.src for p in planned])
+    return planned, jobs, failed
 
 
 def resolve_scale(meta_scale: int | None, scale: int | None, downscale_inputs: bool, checkpoint: Path) -> int:
@@ -78,27 +76,38 @@ def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = Non
     """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
 
     Raises :class:`DsganError` (exit 2) for usage problems: a bad checkpoint,
-    a missing or empty input folder, an output folder inside the input.
+    a missing or empty input folder, an output folder inside the input, a folder another run is writing into.
     Per-image problems are returned in ``summary.failed``. ``stats``, when
     given, receives this process's per-stage seconds (for the benchmark).
     ``seed`` seeds the generator's noise input (for generators that take one).
     """
-    input_dir, output_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
-    _, suffix = output_format(fmt)
-    check_options(batch_size, workers, tile, precision)
-    generator, meta, run_scale = load_for_folder(checkpoint, input_dir, scale, downscale)
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      encoder_threads=encoder_threads, channels_last=channels_last, progress=progress, seed=seed,
+                      stats=stats)
+    return degrade_with(Path(input_dir), Path(output_dir), Path(checkpoint), opts,
+                        DegradeScale(scale, downscale), overwrite)
+
+
+@dataclass(frozen=True)
+class DegradeScale:
+    """``--scale`` (None: the checkpoint's) and whether inputs are downscaled at all (``--no-downscale``)."""
+
+    scale: int | None = None
+    downscale: bool = True
+
+
+def degrade_with(input_dir: Path, output_dir: Path, checkpoint: Path, opts: RunOptions, how: DegradeScale,
+                 overwrite: bool) -> FolderSummary:
+    """:func:`degrade_folder` with its options gathered."""
+    _, suffix = output_format(opts.fmt)
+    check_options(opts.batch_size, opts.workers, opts.tile, opts.precision)
+    generator, meta, run_scale = load_for_folder(checkpoint, input_dir, how.scale, how.downscale)
     check_output_dir(input_dir, output_dir)
-    jobs, failed = plan_jobs(input_dir, output_dir, suffix)
-    record = output_record(meta["sha256"], run_scale, suffix, precision, seed if generator.noise_dim else None)
-    replacing = check_output_record(output_dir / RUN_RECORD, record, overwrite)
-    check_writable_dir(output_dir)
-    summary, main = run_jobs(jobs, generator, scale=run_scale, fmt=fmt, overwrite=overwrite, cpu=cpu, tile=tile,
-                             batch_size=batch_size, workers=workers, precision=precision, encoder_threads=encoder_threads,
-                             channels_last=channels_last, progress=progress, label="degrading", seed=seed, stats=stats,
-                             on_start=lambda: write_output_record(output_dir / RUN_RECORD, record, replacing))
+    planned, jobs, failed = plan_jobs(input_dir, output_dir, suffix)
+    record = output_record(meta["sha256"], run_scale, suffix, opts.precision, opts.seed if generator.noise_dim else None)
+    target = FolderTarget(output_dir, RUN_RECORD, record, "degrade")
+    summary, _ = run_folder(target, planned, jobs, generator, run_scale, opts, overwrite)
     summary.failed = sorted(failed + summary.failed)
-    if main and replacing:
-        write_output_record(output_dir / RUN_RECORD, record)
     summary.output_dir = str(output_dir)
     return summary
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .. import __version__
 from ..plumbing import writes
 from ..data.sets import ImageSet
 from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
-from ..data.images import ImageReadError, image_size, load_rgb, require_images
+from ..data.images import ImageReadError, file_kind, image_size, load_rgb, require_images
 from ..plumbing.writes import check_output_file
 from ..plumbing.progress import progress_bar
 
@@ -413,12 +414,22 @@ def closes(fid_fake: float, fid_xb: float | None, fid_floor: float | None) -> fl
 
 def verdict_at_equal_sizes(fake: dict, xb: dict, halves: tuple[dict, dict], floor_fid: float) -> dict:
     """The fake set's and Xb's FID against the second real half, each with as many images as the first half:
-    FID grows as sets shrink, so the floor (half against half) is compared with numbers of the same sizes."""
+    FID grows as sets shrink, so the floor (half against half) is compared with numbers of the same sizes.
+
+    A set smaller than the half gives no verdict (``no_verdict`` says why): its FID would be measured on fewer
+    images than the floor's and read as worse than it is. ``sizes`` are the counts actually used: each of the
+    fake set and Xb, and the real half they are compared with."""
     a, b = halves
     n = len(a["features"])
+    short = [f"{name} has {len(s['features'])}" for name, s in (("the fake set", fake), ("the reference Xb", xb))
+             if len(s["features"]) < n]
+    if short:
+        return {"fake_fid": None, "xb_fid": None, "floor_fid": floor_fid, "sizes": None, "closes": None,
+                "no_verdict": f"{' and '.join(short)} images, fewer than the {n} of the real half the floor is "
+                              "measured on; FID is compared only at equal sizes"}
     f = fid_between(feature_set(seeded_subset(fake["features"], n, FLOOR_SEED + 1)), b)
     x = fid_between(feature_set(seeded_subset(xb["features"], n, FLOOR_SEED + 1)), b)
-    return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [min(n, len(fake["features"])), len(b["features"])],
+    return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [n, len(b["features"])],
             "closes": closes(f, x, floor_fid)}
 
 
@@ -442,6 +453,8 @@ def fid_kid(stats: dict[str, dict], rep: Reporter) -> dict:
         floor = {**fid_kid_between(*halves), "halves": [len(h["features"]) for h in halves], "seed": FLOOR_SEED}
     ref = stats.get(REFERENCE, {}).get("inception")
     xb = fid_kid_between(ref, real) if ref is not None and len(ref["features"]) >= 2 else None
+    if xb is not None:
+        xb["sizes"] = [len(ref["features"]), n_real]
     equal = verdict_at_equal_sizes(fake, ref, halves, floor["fid"]) if floor is not None and xb is not None else None
     return {**out, "floor": floor, "reference_xb": xb, "equal_sizes": equal, "closes": equal and equal["closes"]}
 
@@ -559,6 +572,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
     rep = Reporter(console if console is not None else Console(stderr=True))
     inputs = collect_sets(fake_dir, real_dir, reference_dir, fid=fid, batch_size=batch_size, plot_path=plot_path, json_path=json_path)
     requested = parse_size(size)
+    check_cache_folders({"--cache-dir": cache_dir, "--data-cache-dir": None if str(data_cache_dir) == "none" else data_cache_dir})
     weights = fidmod.resolve_weights(inception_weights, allow_random_inception) if fid else None
     if weights is not None and weights.kind == "random":
         rep.warn("Inception-v3 with RANDOM weights (--random-inception, meant for tests): FID/KID say nothing about image quality")
@@ -585,6 +599,22 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
     return result
 
 
+def check_cache_folders(folders: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, a cache option naming something that exists and is no folder: the cache would be
+    silently unused (statistics) or fail late (decoded images)."""
+    for option, folder in folders.items():
+        if folder in (None, ""):
+            continue
+        try:
+            mode = os.stat(folder).st_mode
+        except FileNotFoundError:
+            continue  # created when first written
+        except OSError as e:
+            raise file_error(folder, f"cannot use it as the {option} folder ({e.strerror or e})") from None
+        if not stat.S_ISDIR(mode):
+            raise file_error(folder, f"exists and is {file_kind(mode)}; {option} names a folder for the cache")
+
+
 def exit_code(result: dict) -> int:
     """0, or 1 when some images could not be read."""
     return EXIT_ITEMS_FAILED if result.get("unreadable") else 0
@@ -596,6 +626,8 @@ def verdict_line(result: dict) -> str:
     if part is not None:
         return (f"Xd closes {100 * part:.0f}% of the way from Xb to the real floor (at {eq['sizes'][0]} vs "
                 f"{eq['sizes'][1]} images: Xb FID {eq['xb_fid']:.2f}, Xd {eq['fake_fid']:.2f}, floor {floor['fid']:.2f})")
+    if eq and eq.get("no_verdict"):
+        return f"no verdict: {eq['no_verdict']}"
     if xb and floor:
         return (f"Xb is already at the real floor (FID {eq['xb_fid']:.2f} vs {floor['fid']:.2f} at equal sizes): "
                 "FID cannot rank Xd here")
@@ -639,7 +671,8 @@ def print_report(result: dict, console) -> None:
             t.add_row("FID real floor", f"{floor['fid']:.4f}", f"two random halves of the real set ({floor['halves'][0]} vs "
                       f"{floor['halves'][1]}): the best any fake set can do; KID {floor['kid_mean']:.6f}")
         if xb:
-            t.add_row("FID Xb", f"{xb['fid']:.4f}", f"bicubic of the reference vs real: what Xd must beat; KID {xb['kid_mean']:.6f}")
+            t.add_row("FID Xb", f"{xb['fid']:.4f}", f"bicubic of the reference ({xb['sizes'][0]} images) vs real "
+                      f"({xb['sizes'][1]}): what Xd must beat; KID {xb['kid_mean']:.6f}")
         console.print(t)
         console.print(verdict_line(result), markup=False, highlight=False)
     freq = result["frequency"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..engines.checkpoint import save_generator
+from ..engines.checkpoint import check_loaded_tensors, save_generator
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import file_sha256
 from ..method.models import Generator
@@ -121,10 +121,9 @@ def convert_state(path: Path, original: Any) -> tuple[dict[str, torch.Tensor], i
         mine = our_key(str(key))
         if mine is None:
             raise file_error(path, f"{GENERATOR_KEY} has {key!r}, which the DSGAN generator does not have")
-        if value.layout != torch.strided or value.is_meta or value.is_quantized:
-            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] is a {value.layout} {'meta ' if value.is_meta else ''}tensor; "
-                                   "only dense tensors with values are read")
         renamed[mine] = (key, value)
+    # Layout, density and the byte bound first: nothing below may allocate more than the file holds.
+    check_loaded_tensors(path, {str(k): v for k, v in original.items()}, GENERATOR_KEY)
     first = renamed.get("block_input.0.weight", (None, None))[1]
     if first is None or first.ndim != 4:
         raise file_error(path, f"{GENERATOR_KEY} has no block_input.0.weight convolution")

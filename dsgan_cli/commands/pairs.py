@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..plumbing.errors import DsganError, file_error
-from ..data.images import image_size, require_images
-from ..plumbing.writes import check_destinations, check_output_dir, check_writable_dir, write_bytes_atomic
-from ..engines.inference import FolderSummary, Job, check_options, output_format, run_jobs
-from ..plumbing.output_record import check_output_record, output_record, write_output_record
+from ..data.images import image_size
+from ..plumbing.writes import check_destinations, check_output_dir, write_bytes_atomic
+from ..engines.folder_job import FolderJob, FolderTarget, Planned, plan_outputs, run_folder, safe_name
+from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..plumbing.output_record import output_record
 
 META_INFO = "meta_info.txt"
 #: The pairs folder's record of the generator and settings that made its pairs (see output_record).
@@ -34,25 +35,19 @@ class PairsSummary(FolderSummary):
 
 
 def pair_name(rel: Path, suffix: str) -> str:
-    """Flat output name for an input's relative path: ``a/b/face.jpg`` -> ``a__b__face.png``.
+    """Flat output name for an input's relative path: ``a/b/face.jpg`` -> ``a__b__face.png``; whitespace and
+    control characters become ``_`` (``my photo.png`` -> ``my_photo.png``).
 
-    BasicSR lists only the top level of each folder and pairs files by base
-    name, so a nested tree is flattened instead of mirrored.
+    BasicSR lists only the top level of each folder and pairs files by base name, so a nested tree is flattened
+    instead of mirrored; it reads ``meta_info.txt`` one pair per line, the name up to its first space.
     """
-    return "__".join(rel.with_suffix("").parts) + suffix
+    return safe_name("__".join(rel.with_suffix("").parts)) + suffix
 
 
-def plan_pairs(input_dir: Path, out_dir: Path, suffix: str) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """(source, name) for every input image; inputs whose flat name is already taken fail."""
-    jobs, failed, owner = [], [], {}
-    for src in require_images(input_dir):
-        name = pair_name(src.relative_to(input_dir), suffix)
-        if name in owner:
-            failed.append((str(src), f"pair name {name} is already used by {owner[name]}"))
-            continue
-        owner[name] = src
-        jobs.append((src, name))
-    return jobs, failed
+def plan_pairs(input_dir: Path, out_dir: Path, suffix: str) -> tuple[list[Planned], list[tuple[str, str]]]:
+    """Every input image with its pair's ``hr/NAME`` and ``lr/NAME``; inputs whose flat name is already taken
+    (compared without case, after the mapping of :func:`pair_name`) fail."""
+    return plan_outputs(input_dir, lambda rel: pair_name(rel, suffix), lambda name: (f"hr/{name}", f"lr/{name}"))
 
 
 def check_pairs_dir(input_dir: Path, out_dir: Path) -> None:
@@ -83,37 +78,41 @@ def make_pairs(input_dir, output_dir, checkpoint, *, scale: int | None = None, c
     LR = G(bicubic downscale of HR) through the same engine as ``degrade``: for the same image, seed and
     generator, a pair's LR is byte for byte ``degrade``'s output.
     """
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress, seed=seed)
+    return pairs_with(Path(input_dir), Path(output_dir), Path(checkpoint), opts, scale, cleanup_factor, overwrite)
+
+
+def pairs_with(input_dir: Path, out_dir: Path, checkpoint: Path, opts: RunOptions, scale: int | None,
+               cleanup_factor: int, overwrite: bool) -> PairsSummary:
+    """:func:`make_pairs` with the generator's run options gathered."""
     from .degrade import load_for_folder
 
-    input_dir, out_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
-    _, suffix = output_format(fmt)
+    _, suffix = output_format(opts.fmt)
     if cleanup_factor < 1:
         raise DsganError(f"--cleanup-factor must be 1 (none) or more, got {cleanup_factor}")
-    check_options(batch_size, workers, tile, precision)
+    check_options(opts.batch_size, opts.workers, opts.tile, opts.precision)
     generator, meta, scale = load_for_folder(checkpoint, input_dir, scale, True)
     check_pairs_dir(input_dir, out_dir)
     planned, failed = plan_pairs(input_dir, out_dir, suffix)
-    jobs = [Job(src, out_dir / "lr" / name, src.relative_to(input_dir).as_posix(), out_dir / "hr" / name)
-            for src, name in planned]
-    record = output_record(meta["sha256"], scale, suffix, precision, seed if generator.noise_dim else None,
-                           cleanup_factor=cleanup_factor)
-    replacing = check_output_record(out_dir / SETTINGS_FILE, record, overwrite)
-    check_writable_dir(out_dir)
+    jobs = [Job(p.src, out_dir / p.outputs[1], p.rel.as_posix(), out_dir / p.outputs[0]) for p in planned]
     check_destinations([d for j in jobs for d in (j.hr_dest, j.dest)] + [out_dir / META_INFO, out_dir / SETTINGS_FILE],
-                       [input_dir], [src for src, _ in planned])
-    # Replacing pairs made otherwise: every pair is remade, or a later run would skip the old ones as done.
-    part, main = run_jobs(jobs, generator, scale=scale, fmt=fmt, overwrite=overwrite or replacing, cpu=cpu, tile=tile,
-                          batch_size=batch_size, workers=workers, precision=precision, progress=progress, label="pairs",
-                          seed=seed, pairs=True, cleanup_factor=cleanup_factor,
-                          on_start=lambda: write_output_record(out_dir / SETTINGS_FILE, record, replacing))
+                       [input_dir], [p.src for p in planned])
+    record = output_record(meta["sha256"], scale, suffix, opts.precision, opts.seed if generator.noise_dim else None,
+                           cleanup_factor=cleanup_factor)
+    complete: list[str] = []
+
+    def list_pairs(job: FolderJob) -> None:
+        # Runs after the record is up to date, so a stale pair removed as the tool's own is not listed.
+        names = [p.outputs[0].removeprefix("hr/") for p in planned if all((out_dir / o).is_file() for o in p.outputs)]
+        write_meta_info(out_dir, names)
+        complete.extend(names)
+
+    target = FolderTarget(out_dir, SETTINGS_FILE, record, "pairs", cleanup_factor=cleanup_factor)
+    part, _ = run_folder(target, planned, jobs, generator, scale, opts, overwrite, after=list_pairs)
     summary = PairsSummary(**{**vars(part), "output_dir": str(out_dir)}, cleanup_factor=cleanup_factor)
     summary.failed = sorted(failed + summary.failed)
-    if main:
-        complete = [name for _, name in planned if (out_dir / "hr" / name).is_file() and (out_dir / "lr" / name).is_file()]
-        write_meta_info(out_dir, complete)
-        summary.pairs = len(complete)
-        if replacing and len(complete) == len(planned):
-            write_output_record(out_dir / SETTINGS_FILE, record)
+    summary.pairs = len(complete)
     return summary
 
 

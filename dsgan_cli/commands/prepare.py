@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..plumbing.errors import DsganError, file_error, write_stdout
-from ..data.images import ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
+from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
+from ..engines.folder_job import remove_recorded
 from ..plumbing.jsonl import read_jsonl
-from ..plumbing.output_record import RunSummary
+from ..plumbing.folder_lock import lock_output_folder, unlock_folder
+from ..plumbing.output_record import RunSummary, recorded_outputs
 from ..plumbing.progress import progress_bar
 from ..plumbing.writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
                      write_bytes_atomic)
@@ -207,29 +209,62 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     outputs, clashes = plan_outputs(files, input_dir)
     check_destinations([out_dir / o for o in outputs.values()] + [out_dir / MANIFEST, out_dir / JOURNAL],
                        [input_dir], files)
-    ours = check_settings_record(out_dir, settings, overwrite)
+    check_settings_record(out_dir, settings, overwrite)  # a refusal creates nothing
     check_writable_dir(out_dir)
     from ..data.faces import FaceDetector
 
     FaceDetector(detector)  # fail fast (missing models, bad kind) before starting workers
+    # One run at a time in the folder (the lock every folder command takes); its record is read under the lock.
+    lock_output_folder(out_dir, "prepare")
+    try:
+        ours = check_settings_record(out_dir, settings, overwrite)
+        return _prepare_locked(files, input_dir, out_dir, PrepareRun(settings, outputs, clashes, ours, overwrite),
+                               progress, workers, started)
+    finally:
+        unlock_folder(out_dir)
+
+
+@dataclass(frozen=True)
+class PrepareRun:
+    """A prepare run's plan: its settings, each input's output name, the refused inputs, whether this command
+    made the folder, and ``--overwrite``."""
+
+    settings: dict[str, Any]
+    outputs: dict[Path, Path]
+    clashes: dict[Path, Path]
+    ours: bool
+    overwrite: bool
+
+
+def _prepare_locked(files: list[Path], input_dir: Path, out_dir: Path, run: PrepareRun, progress: bool,
+                    workers: int | None, started: float) -> PrepareSummary:
+    """The work of :func:`prepare_folder` once the output folder is locked."""
+    settings, outputs, clashes, ours, overwrite = run.settings, run.outputs, run.clashes, run.ours, run.overwrite
+    size, margin, min_face, detector = settings["size"], settings["margin"], settings["min_face"], settings["detector"]
     write_bytes_atomic(out_dir / SETTINGS_RECORD, (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode())
 
-    previous = {} if overwrite else {**_read_records(out_dir / MANIFEST), **_read_records(out_dir / JOURNAL)}
+    earlier = {**_read_records(out_dir / MANIFEST), **_read_records(out_dir / JOURNAL)}
+    # The crops earlier manifests list are this command's own: those no input keeps are removed at the end.
+    owned = recorded_outputs({"outputs": [rec.get("output") for rec in earlier.values()]})
+    previous = {} if overwrite else earlier
     records: dict[str, dict[str, Any]] = {}
-    tasks = []
+    tasks, n_clashes = [], 0
     for f in files:
         rel = f.relative_to(input_dir).as_posix()
-        if f in clashes:
+        if f in clashes and f.suffix.lower() not in UNSUPPORTED_SUFFIXES:
             owner = clashes[f]
             records[rel] = _clash_record(rel, owner.relative_to(input_dir), outputs[owner], settings)
+            n_clashes += 1
             continue
         rec = previous.get(rel)
         if rec is not None and rec.get("settings") == settings and _reusable(rec, f, out_dir):
             records[rel] = rec
         else:
             # A crop in a folder this command made is stale once its record is not reused: replace it.
-            tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite or ours))
-    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - len(clashes))
+            # An unsupported file (no output name of its own when another input took it) is read and reported.
+            out_rel = outputs.get(f, Path(rel)).as_posix()
+            tasks.append((str(f), rel, out_rel, str(out_dir), size, margin, min_face, overwrite or ours))
+    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - n_clashes)
     journal_path = out_dir / JOURNAL
     with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -241,6 +276,8 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     ordered = [records[f.relative_to(input_dir).as_posix()] for f in files]
     write_bytes_atomic(summary.manifest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered).encode())
     remove_own(journal_path)
+    # A crop whose input is gone, or now has no face (or too small a one), would still be read as training data.
+    remove_recorded(out_dir, owned - {rec["output"] for rec in ordered if rec.get("output")})
     for rec in ordered:
         summary.counts[rec["status"]] += 1
         if rec["status"] in FAILED:

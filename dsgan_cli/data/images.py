@@ -54,8 +54,8 @@ class ImageReadError(Exception):
 
 
 def file_kind(mode: int) -> str:
-    """Words for a file type that is not a regular file."""
-    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    """Words for a file type (a regular file too: a folder was expected there)."""
+    for test, words in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return words
@@ -269,12 +269,13 @@ def unique_output_names(rels: Iterable[Path], suffix: str) -> tuple[dict[Path, P
     they would on a macOS or Windows disk). In sorted order the first input
     keeps a name; every later one is refused and mapped to that owner, so
     two inputs never share one output and nothing is renamed into a name
-    that could collide again.
+    that could collide again. Inputs of a kind that is not decoded (``anim.gif``) come last: they fail anyway,
+    so they never take a name a readable image needs.
     """
     names: dict[Path, Path] = {}
     refused: dict[Path, Path] = {}
     owner: dict[str, Path] = {}
-    for rel in sorted(rels):
+    for rel in sorted(rels, key=lambda r: (r.suffix.lower() in UNSUPPORTED_SUFFIXES, r)):
         out = rel.with_suffix(suffix)
         key = out.as_posix().casefold()
         if key in owner:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,40 @@ def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, s
     write_bytes_atomic(path, safetensors_save(generator_state_for_export(generator), metadata=metadata))
 
 
+def dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements each have their own place in its storage, with no gaps: strides of a contiguous
+    layout in some order of the dimensions. A stride-0 (``expand``) or overlapping view fails: it stands for more
+    elements than its storage holds."""
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def check_loaded_tensors(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse, before any of them is copied or computed on, tensors that are not plain dense arrays, or that
+    together stand for more bytes than the file ``path`` holds: a file of a few KB whose tensors are stride-0 views
+    would otherwise expand to gigabytes in memory."""
+    total = 0
+    for name, t in tensors.items():
+        if t.layout != torch.strided or t.is_meta or t.is_quantized or t.is_sparse:
+            raise file_error(path, f"{what}[{name!r}] is a {t.layout} {'meta ' if t.is_meta else ''}tensor; "
+                                   "only dense tensors with values are read")
+        if not dense(t):
+            raise file_error(path, f"{what}[{name!r}] is not stored densely (strides {tuple(t.stride())} for shape "
+                                   f"{tuple(t.shape)}: a stride-0 or overlapping view); only plain tensors are read")
+        total += t.numel() * t.element_size()
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise file_error(path, f"cannot read {what} ({e.strerror or e})") from None
+    if total > size:
+        raise file_error(path, f"{what} would take {total} bytes, more than the {size} bytes the file holds; "
+                               "refused (its tensors share or repeat their storage)")
+
+
 def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """Read a state dict without unpickling code: safetensors, or ``torch.load(weights_only=True)``."""
     path = Path(path)
@@ -66,7 +101,29 @@ def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise file_error(path, f"not a state dict of tensors (expected {what})")
+    check_loaded_tensors(path, state, what)
     return state
+
+
+#: Largest safetensors header read for its metadata alone (a real one is a few KB).
+MAX_HEADER = 16 * 2**20
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file, read from its header only (no tensor is loaded)."""
+    path = Path(path)
+    try:
+        with open_regular(path) as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= min(MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
+                raise file_error(path, "not a safetensors file (bad header length)")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise file_error(path, f"cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise file_error(path, f"not a safetensors file ({e})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -199,4 +256,4 @@ def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
 
 
 __all__ = ["GENERATOR_FORMAT", "DEFAULT_GENERATOR", "default_generator", "save_generator", "load_generator", "read_generator_file", "generator_state_for_export",
-           "load_weights_file"]
+           "load_weights_file", "check_loaded_tensors", "dense"]

@@ -396,19 +396,22 @@ class Writer:
         from PIL import Image
 
         t = time.perf_counter()
+        dest = job.dest  # the file being written, named in an error (a pair's HR, then its LR)
         try:
             if hr is not None:
-                save_image_atomic(Image.fromarray(hr.numpy(), "RGB"), job.hr_dest, format=self.pil_format, **self.params)
+                dest = job.hr_dest
+                save_image_atomic(Image.fromarray(hr.numpy(), "RGB"), dest, format=self.pil_format, **self.params)
+                dest = job.dest
             if arr.dtype != torch.uint8:
                 arr = to_uint8(arr)
-            save_image_atomic(Image.fromarray(arr.numpy(), "RGB"), job.dest, format=self.pil_format, **self.params)
+            save_image_atomic(Image.fromarray(arr.numpy(), "RGB"), dest, format=self.pil_format, **self.params)
             err = None
         except OSError as e:
-            err = f"cannot write {job.dest} ({e.strerror or e})"
+            err = f"cannot write {dest} ({e.strerror or e})"
         except DsganError as e:  # e.g. the output path is a symlink or FIFO (writes.refuse_special)
             err = str(e)
         except Exception as e:  # noqa: BLE001 - one bad output must not stop the run
-            err = f"cannot encode {job.dest} ({e})"
+            err = f"cannot encode {dest} ({e})"
         with self._lock:
             self.encode_seconds += time.perf_counter() - t
         return job, err
@@ -619,25 +622,42 @@ def remove_stale_partials(jobs: list[Job]) -> int:
 
 
 
-def run_jobs(jobs: list[Job], generator: Generator, *, scale: int, fmt: str, overwrite: bool, cpu: bool = False,
-             tile: int | None = None, batch_size: int | None = None, workers: int | None = None,
-             precision: str | None = None, encoder_threads: int | None = None, channels_last: bool | None = None,
-             progress: bool = True, label: str = "degrading", seed: int = 0, pairs: bool = False, cleanup_factor: int = 1,
-             stats: dict[str, float] | None = None, on_start: Callable[[], None] | None = None) -> tuple[FolderSummary, bool]:
+@dataclass(frozen=True)
+class RunOptions:
+    """How G runs over a folder: the options ``degrade`` and ``pairs`` share (None: the device's default, see
+    :func:`default_settings`). ``stats``, when given, receives this process's per-stage seconds."""
+
+    fmt: str = "png"
+    cpu: bool = False
+    tile: int | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    precision: str | None = None
+    encoder_threads: int | None = None
+    channels_last: bool | None = None
+    progress: bool = True
+    seed: int = 0
+    stats: dict[str, float] | None = None
+
+
+def run_jobs(jobs: list[Job], generator: Generator, scale: int, opts: RunOptions, *, overwrite: bool,
+             label: str = "degrading", cleanup_factor: int | None = None,
+             on_start: Callable[[], None] | None = None) -> tuple[FolderSummary, bool]:
     """Run G over a planned folder job list in this process's share; returns the summary over every
     process and whether this is the main process.
 
-    ``on_start`` runs on the main process once every process has checked its folder (e.g. writes the folder's
-    record); jobs whose outputs exist are skipped unless ``overwrite``.
+    ``cleanup_factor`` (not None) makes pairs: each job's HR is written too. ``on_start`` runs on the main
+    process once every process has checked its folder (e.g. writes the folder's record); jobs whose outputs
+    exist are skipped unless ``overwrite``.
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    accelerator = Accelerator(cpu=cpu)
+    accelerator = Accelerator(cpu=opts.cpu)
     device = accelerator.device
-    settings = default_settings(device, scale=scale, fmt=fmt, batch_size=batch_size, workers=workers, tile=tile,
-                                encoder_threads=encoder_threads, precision=precision, channels_last=channels_last,
-                                num_processes=accelerator.num_processes)
+    settings = default_settings(device, scale=scale, fmt=opts.fmt, batch_size=opts.batch_size, workers=opts.workers,
+                                tile=opts.tile, encoder_threads=opts.encoder_threads, precision=opts.precision,
+                                channels_last=opts.channels_last, num_processes=accelerator.num_processes)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     generator = generator.to(device)
@@ -654,8 +674,9 @@ def run_jobs(jobs: list[Job], generator: Generator, *, scale: int, fmt: str, ove
     # Only this process writes its share's outputs, so every leftover temporary of them is stale.
     remove_stale_partials(mine + [Job(j.src, j.hr_dest) for j in mine if j.hr_dest is not None])
     label = label if world == 1 else f"{label} (process 0 of {world})"
-    part = process_jobs(todo, generator, device, settings, progress=progress and accelerator.is_main_process, label=label,
-                        stats=stats, seed=seed, pairs=pairs, cleanup_factor=cleanup_factor)
+    part = process_jobs(todo, generator, device, settings, progress=opts.progress and accelerator.is_main_process,
+                        label=label, stats=opts.stats, seed=opts.seed, pairs=cleanup_factor is not None,
+                        cleanup_factor=cleanup_factor or 1)
     part.skipped = len(mine) - len(todo)
     # The summaries themselves are gathered (pickled), not their JSON form: the sums use the unrounded seconds.
     parts = gather_object([part]) if world > 1 else [part]

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import hashlib
 import json
 import re
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..data.images import file_sha256
 from ..method.recipe import Recipe
 from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error
+from ..plumbing.folder_lock import lock_folder, unlock_folder
 from ..plumbing.writes import check_writable_dir, write_bytes_atomic
 from .checkpoint import save_generator
 
@@ -44,40 +44,16 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".dsgan-train.lock"
 ABANDONED = "abandoned"
 
-#: The run-folder lock of this process, by folder: kept so that it is not released (nor garbage-collected) early.
-_held: dict[Path, FileLock] = {}
-
-
 def lock_run_folder(out: Path) -> None:
-    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it.
-
-    ``filelock``'s native lock (``flock``): the OS drops it when the process dies, it never follows a link
-    at the lock's name (``O_NOFOLLOW``) nor truncates what another holder wrote. Reentrant within a process.
-    """
-    path = out / LOCK_FILE
-    lock = writes.file_lock(path, holder=True, blocking=False, is_singleton=True, preserve_lock_file=True,
-                            fallback_to_soft=False)
-    try:
-        lock.acquire()
-    except Timeout:
-        try:
-            holder = path.read_text(encoding="utf-8", errors="replace").strip()[:80] or "another process"
-        except OSError:
-            holder = "another process"
-        raise file_error(out, f"another training is running in this folder ({holder}); "
-                              "wait for it to finish or choose another train.output_dir") from None
-    except OSError as e:
-        planted = e.errno in (errno.ELOOP, errno.EISDIR, errno.EINVAL)  # a link, a folder, a FIFO or device
-        hint = "remove it: the lock file must be a regular file" if planted else "choose another train.output_dir"
-        raise file_error(path, f"cannot lock the run folder ({e.strerror or e}); {hint}") from None
-    _held[out.resolve()] = lock
+    """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it
+    (see :mod:`dsgan_cli.plumbing.folder_lock`, which every folder command shares). Reentrant within a process."""
+    lock_folder(out, LOCK_FILE, None, "another training is running in this folder ({holder}); "
+                                      "wait for it to finish or choose another train.output_dir", "the run folder")
 
 
 def unlock_run_folder(out: Path) -> None:
     """Release this process's lock on ``out`` (the lock file stays; it holds no state)."""
-    lock = _held.pop(out.resolve(), None)
-    if lock is not None:
-        lock.release(force=True)
+    unlock_folder(out)
 
 
 def set_aside_newer(checkpoints: list[tuple[int, Path]], resume_step: int, out: Path) -> Path | None:
@@ -127,15 +103,36 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any]) -> None:
+def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
+    """The recipe a checkpoint was saved with: its own (in its ``generator.safetensors``), else its run's first
+    (``recipe.json`` of the run folder holding it); None when neither can be read."""
+    from .checkpoint import read_metadata
+
+    with contextlib.suppress(DsganError, ValueError):
+        recipe = json.loads(read_metadata(ckpt / "generator.safetensors").get("recipe") or "null")
+        if isinstance(recipe, dict) and recipe:
+            return recipe
+    try:
+        first = json.loads((ckpt.parent.parent / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return first if isinstance(first, dict) else None
+
+
+def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any],
+                 ckpt: Path | None = None) -> None:
     """Refuse a resume that changes the model, the data or the world size; warn on any other recipe change.
 
-    ``before``/``now`` are the checkpoint's and this run's state (``world_size``, ``data_sha256``).
+    ``before``/``now`` are the checkpoint's and this run's state (``world_size``, ``data_sha256``). The recipe is
+    compared with the checkpoint's own (:func:`checkpoint_recipe`), wherever the checkpoint lives, else with the
+    run's first (``out/recipe.json``).
     """
-    try:
-        first = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        first = None
+    first = checkpoint_recipe(ckpt) if ckpt is not None else None
+    if first is None:
+        try:
+            first = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            first = None
     changed = []
     if first is not None:
         old, new = _flat(first), _flat(recipe)
@@ -149,7 +146,7 @@ def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now:
         hard.append("the images in data.hr_dir/data.lr_dir")
     if hard:
         what = ", ".join(hard)
-        raise file_error(out, f"cannot resume exactly: {what} changed since the run began; "
+        raise file_error(out, f"cannot resume exactly: {what} changed since the checkpoint was saved; "
                               "restore them, or start a new run in another train.output_dir")
     if changed:
         print(f"warning: resuming with changed {', '.join(changed)}; recipe.json keeps the run's first recipe",
@@ -356,7 +353,7 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
     if resume_from is not None:
         state = read_state(resume_from)
         before = {"world_size": state.get("world_size"), "data_sha256": state.get("data", {}).get("sha256")}
-        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest})
+        check_resume(out, recipe.to_dict(), before, {"world_size": world_size, "data_sha256": digest}, resume_from)
         set_aside_newer(complete_checkpoints(out / "checkpoints"), start_step, out)
     return digest
 

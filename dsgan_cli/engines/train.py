@@ -182,15 +182,15 @@ def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool)
 def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
     """G's JPEG quality: ``model.jpeg_quality`` as given, or with -1 the one read off the real LR (0 when they
     show none); ``say`` prints what was found. The same on every rank: all read the same images."""
-    from ..method.codec import estimate_quality
+    from ..method.codec import read_quality
 
     if r.model.jpeg_quality >= 0:
         return r.model.jpeg_quality
-    quality, read = estimate_quality(lr_set.images)
+    reading = read_quality(lr_set.images)
     if say:
-        print(f"real LR: JPEG quality {quality}, read off {read} images; G ends in JPEG at it" if quality else
-              f"real LR: no JPEG blocks at their size in {read} images; G's JPEG stage is off", file=sys.stderr, flush=True)
-    return quality
+        then = "G ends in JPEG at it" if reading.quality else "G's JPEG stage is off"
+        print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
+    return reading.quality
 
 
 def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0):

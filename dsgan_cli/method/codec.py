@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -129,23 +130,92 @@ COMB_COUNT = 128
 #: A comb score this high says the image was decoded from JPEG (white noise or plain photos score near 0).
 COMB_MIN = 0.5
 
+#: Fewest distinct quantised values (frequency, multiple of its step) the coefficients on a comb must take. A
+#: smooth gradient repeats one value per frequency in every block, and a few repeated values sit on some
+#: quality's comb by chance (a linear gradient read as q53, a radial one as q26); a decoded photo takes hundreds.
+DISTINCT_MIN = 32
 
-def comb_scores(coef: torch.Tensor) -> torch.Tensor:
-    """For each quality 1-100, how well the luma AC coefficients ``coef`` (blocks, 8, 8; DC ignored) sit on
-    multiples of that quality's steps: the mean of cos(2 pi c / step) over the coefficients a quantiser with
-    those steps would not zero (|c| >= step / 2; the zeros sit on every comb), 1 on a comb, about 0 or below
-    off one; -1 where fewer than ``COMB_COUNT`` coefficients count. DC is left out: a flat or clipped block's
-    DC is the same large number everywhere and lands on a coarse comb by chance."""
-    mag = coef.abs()
+#: Least evidence, in standard deviations of the score of values off any comb (score x sqrt(2 x distinct values)),
+#: for a quality to be read: 100 qualities are tried, so a few sigma arise by chance.
+SIGMA_MIN = 8.0
+
+
+def _comb(coef: torch.Tensor, quality: int) -> tuple[float, int, int]:
+    """(score, coefficients, distinct values) of the luma AC coefficients ``coef`` (blocks, 8, 8) on ``quality``'s
+    comb. Only coefficients a quantiser with those steps would not zero count (|c| >= step / 2; the zeros sit on
+    every comb); DC is left out (a flat or clipped block's DC is the same large number everywhere). The score is
+    the mean of cos(2 pi c / step) over the distinct values (frequency, nearest multiple), each value's
+    coefficients averaged first: 1 on a comb, about 0 or below off one, and a value repeated in many blocks
+    counts once."""
+    step = tables(quality)[0].double().expand_as(coef)
     ac = torch.ones(8, 8, dtype=torch.bool)
     ac[0, 0] = False
+    use = ac & (step >= 2) & (coef.abs() >= step / 2)
+    n = int(use.sum())
+    if n == 0:
+        return -1.0, 0, 0
+    k = torch.round(coef[use] / step[use]).long()
+    pos = torch.arange(64).view(8, 8).expand_as(coef)[use]
+    keys, inverse = torch.unique(pos * (1 << 20) + k, return_inverse=True)
+    cos = torch.cos(2 * math.pi * coef[use] / step[use])
+    per_value = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inverse, cos)
+    per_value /= torch.bincount(inverse, minlength=len(keys)).double()
+    return float(per_value.mean()), n, len(keys)
+
+
+def comb_scores(coef: torch.Tensor) -> torch.Tensor:
+    """For each quality 1-100, how well the luma AC coefficients ``coef`` (blocks, 8, 8) sit on multiples of that
+    quality's steps (see :func:`_comb`); -1 where fewer than ``COMB_COUNT`` coefficients count."""
     out = torch.full((100,), -1.0, dtype=torch.float64)
     for q in range(1, 101):
-        step = tables(q)[0].double().expand_as(coef)
-        use = ac & (step >= 2) & (mag >= step / 2)
-        if int(use.sum()) >= COMB_COUNT:
-            out[q - 1] = torch.cos(2 * math.pi * coef[use] / step[use]).mean()
+        score, n, _ = _comb(coef, q)
+        if n >= COMB_COUNT:
+            out[q - 1] = score
     return out
+
+
+@dataclass(frozen=True)
+class QualityReading:
+    """What the blocks of a set of images say about their JPEG quality: the best-fitting quality, its comb score
+    and the distinct values behind it, and the verdict (``quality``, 0 for none) with how sure it is."""
+
+    best: int
+    score: float
+    distinct: int
+    read: int = 1
+
+    @property
+    def sigma(self) -> float:
+        """The evidence in standard deviations of a score off any comb (about 0 for a photo never saved as JPEG)."""
+        return self.score * math.sqrt(2 * self.distinct) if self.distinct else 0.0
+
+    @property
+    def quality(self) -> int:
+        """The quality read, or 0 unless the evidence is strong (score, distinct values and sigma all high)."""
+        strong = self.score >= COMB_MIN and self.distinct >= DISTINCT_MIN and self.sigma >= SIGMA_MIN
+        return self.best if self.best and strong else 0
+
+    def describe(self) -> str:
+        """One line: the quality read (or none) and how sure that is."""
+        evidence = (f"comb score {self.score:.2f} over {self.distinct} distinct quantised values, {self.sigma:.1f} sigma"
+                    if self.best else "too few coefficients to tell")
+        if self.quality:
+            return f"JPEG quality {self.quality}, read off {self.read} images ({evidence})"
+        fit = f"best fit q{self.best}: " if self.best else ""
+        return (f"no JPEG quality read off {self.read} images ({fit}{evidence}; a reading needs a score of at least "
+                f"{COMB_MIN}, {DISTINCT_MIN} distinct values and {SIGMA_MIN:g} sigma)")
+
+
+def read_coefficients(coef: torch.Tensor, read: int = 1) -> QualityReading:
+    """The :class:`QualityReading` of luma coefficients (blocks, 8, 8) taken from ``read`` images."""
+    if len(coef) == 0:
+        return QualityReading(0, -1.0, 0, read)
+    scores = comb_scores(coef)
+    best = int(scores.argmax()) + 1
+    if scores[best - 1] < -0.5:  # no quality had enough coefficients
+        return QualityReading(0, -1.0, 0, read)
+    score, _, distinct = _comb(coef, best)
+    return QualityReading(best, score, distinct, read)
 
 
 #: Side of the central crop each image is read on: enough blocks, bounded time for large photos.
@@ -167,22 +237,24 @@ def image_coefficients(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def quality_of(coef: torch.Tensor) -> int:
-    """The quality whose steps the coefficients (blocks, 8, 8) sit on, or 0 when they sit on none."""
-    if len(coef) == 0:
-        return 0
-    scores = comb_scores(coef)
-    best = int(scores.argmax())
-    return best + 1 if scores[best] >= COMB_MIN else 0
+    """The quality whose steps the coefficients (blocks, 8, 8) sit on, or 0 unless the evidence is strong."""
+    return read_coefficients(coef).quality
 
 
 def image_quality(rgb: torch.Tensor) -> int:
     """The JPEG quality an image (3, h, w, uint8 or levels 0-255) was last saved at; 0 when its blocks show
-    none (not a decoded JPEG at this size)."""
+    none (not a decoded JPEG at this size, or too smooth to tell)."""
     return quality_of(image_coefficients(rgb))
 
 
-def estimate_quality(images: torch.Tensor, max_images: int = 64) -> tuple[int, int]:
-    """(quality, images read) for a set of real LR images (n, 3, h, w): the quality the blocks of an even spread of
-    at most ``max_images`` of them sit on together (small images have too few blocks each), 0 for none."""
+def read_quality(images: torch.Tensor, max_images: int = 64) -> QualityReading:
+    """What the blocks of an even spread of at most ``max_images`` real LR images (n, 3, h, w) say together (small
+    images have too few blocks each)."""
     pick = torch.linspace(0, len(images) - 1, min(len(images), max_images)).round().long().unique().tolist()
-    return quality_of(torch.cat([image_coefficients(images[i]) for i in pick])), len(pick)
+    return read_coefficients(torch.cat([image_coefficients(images[i]) for i in pick]), len(pick))
+
+
+def estimate_quality(images: torch.Tensor, max_images: int = 64) -> tuple[int, int]:
+    """(quality, images read) for a set of real LR images (see :func:`read_quality`), 0 for none."""
+    reading = read_quality(images, max_images)
+    return reading.quality, reading.read

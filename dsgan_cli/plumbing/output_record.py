@@ -4,7 +4,8 @@ summary every command that fills an output folder reports (:class:`RunSummary`).
 ``degrade`` and ``pairs`` write one JSON record per output folder: the generator's SHA-256 and every setting
 that changes the pixels. A later run with other settings is refused unless ``--overwrite``; while such a
 run replaces the outputs, the record says so (``replacing_earlier_outputs``), so an interrupted replacement
-is never taken for a finished one.
+is never taken for a finished one. The record also lists, under ``outputs``, the files the tool wrote there
+(paths relative to the folder): only those are ever removed as stale (:mod:`dsgan_cli.engines.folder_job`).
 
 ``prepare``, ``degrade`` and ``pairs`` report their runs as a :class:`RunSummary` (each adds its own fields), so
 their ``--json`` summaries share the keys ``output_dir``, ``written``, ``skipped``, ``failed`` and ``seconds``.
@@ -69,6 +70,26 @@ def read_output_record(path: Path) -> dict[str, Any] | None:
     return old if isinstance(old, dict) else {"unreadable": True}
 
 
+#: Key of the record's list of the files the tool wrote in the folder; not a setting, so never compared.
+OUTPUTS = "outputs"
+#: Key of the mark an unfinished replacing run leaves.
+REPLACING = "replacing_earlier_outputs"
+
+
+def recorded_outputs(old: dict[str, Any] | None) -> set[str]:
+    """The outputs a record lists as the tool's own: relative paths inside the folder only (an absolute path, a
+    ``..`` or an empty part is ignored, so a damaged or planted record cannot point the tool at other files)."""
+    listed = (old or {}).get(OUTPUTS)
+    if not isinstance(listed, list):
+        return set()
+    own = set()
+    for rel in listed:
+        if isinstance(rel, str) and rel and not rel.startswith("/") and "\0" not in rel \
+                and all(part not in ("", ".", "..") for part in rel.split("/")):
+            own.add(rel)
+    return own
+
+
 def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> bool:
     """Refuse, without ``--overwrite``, a folder whose outputs another generator or other settings made.
 
@@ -78,12 +99,13 @@ def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> 
     old = read_output_record(path)
     if old is None:
         return False
+    old = {k: v for k, v in old.items() if k != OUTPUTS}
     if old == record:
         return False
     if not overwrite:
-        if old.get("replacing_earlier_outputs") and {k: v for k, v in old.items() if k != "replacing_earlier_outputs"} == record:
-            raise file_error(path, "an earlier run that was replacing this folder's outputs did not finish, so some may "
-                                   "still be the old ones; pass --overwrite to remake them all")
+        if old.get(REPLACING) and {k: v for k, v in old.items() if k != REPLACING} == record:
+            raise file_error(path, "an earlier run that was replacing this folder's outputs did not finish rewriting them "
+                                   "(it failed on some, or was stopped); pass --overwrite to remake them all")
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v) or "record incomplete"
         raise file_error(path, f"the outputs in this folder were made with another generator or settings ({changed}); "
                                "pass --overwrite to replace them, or choose another output folder")
@@ -92,5 +114,5 @@ def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> 
 
 def write_output_record(path: Path, record: dict[str, Any], replacing: bool = False) -> None:
     """Write the folder's record; ``replacing`` marks outputs of an earlier generator as possibly still present."""
-    data = {**record, "replacing_earlier_outputs": True} if replacing else record
+    data = {**record, REPLACING: True} if replacing else record
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

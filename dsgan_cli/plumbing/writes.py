@@ -22,7 +22,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from filelock import FileLock
 from PIL import Image
@@ -248,19 +248,34 @@ def download(url: str, dest: str | Path, hash_prefix: str | None) -> None:
     torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix, progress=sys.stderr.isatty())
 
 
-def file_lock(path: str | Path, *, holder: bool = False, **options) -> FileLock:
+def file_lock(path: str | Path, *, holder: bool | str = False, **options) -> FileLock:
     """A ``filelock`` lock at ``path`` (created if needed). filelock opens it without following a link
-    (``O_NOFOLLOW``) or truncating it; with ``holder``, the lock's owner writes its pid into it once it holds it
-    (a FIFO or device planted there is refused then, before anything is written)."""
-    return FileLock(str(path), on_acquired=_write_lock_holder if holder else None, **options)
+    (``O_NOFOLLOW``) or truncating it; with ``holder``, the lock's owner writes its pid (and, when ``holder`` is
+    text, that text: the command) into it once it holds it. A FIFO or device planted there, or a hard link to
+    another file, is refused then, before anything is written."""
+    if not holder:
+        return FileLock(str(path), **options)
+    label = f" ({holder})" if isinstance(holder, str) else ""
+    # One callback per label: filelock's singleton locks refuse a second instance with a different callback.
+    if label not in _holder_writers:
+        _holder_writers[label] = lambda fd: _write_lock_holder(fd, label)
+    return FileLock(str(path), on_acquired=_holder_writers[label], **options)
 
 
-def _write_lock_holder(fd: int) -> None:
-    """Replace the contents of the locked regular file ``fd`` with this process's pid."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+_holder_writers: dict[str, Callable[[int], None]] = {}
+
+
+def _write_lock_holder(fd: int, label: str = "") -> None:
+    """Replace the contents of the locked regular file ``fd`` with this process's pid and ``label``."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file")
+    # A hard link planted at the lock's name shares its content with a file elsewhere: writing the pid would
+    # destroy that file, so the lock is refused instead.
+    if st.st_nlink > 1:
+        raise OSError(errno.EMLINK, f"it has {st.st_nlink - 1} other hard link(s), so it is another file too")
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"pid {os.getpid()}{label}\n".encode(), 0)
 
 
 def replace(src: str | Path, dest: str | Path) -> None:
