@@ -26,7 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_state = {"debug": os.environ.get("DSGAN_DEBUG") == "1"}
+_state = {"debug": os.environ.get("DSGAN_DEBUG") == "1", "argv": []}
 
 
 def _version_callback(value: bool) -> None:
@@ -89,9 +89,11 @@ def train_cmd(
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.0, help="Stop (with a checkpoint) after this much training time; --resume latest continues.")] = None,
 ) -> int:
     from .method.recipe import load_recipe
+    from .engines.interrupt import resume_command
     from .engines.train import train
 
-    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes)
+    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes,
+          resume_command=resume_command(_state["argv"]))
     return 0
 
 
@@ -255,7 +257,7 @@ def demo_cmd(
 
 #: What Ctrl-C leaves behind per subcommand, and how to go on.
 _RESUME_HINTS = {
-    "train": "training stopped; complete checkpoints are kept: continue with `dsgan train RECIPE --resume latest`",
+    "train": "training stopped while it started, before its first step: run the same command again",
     "degrade": "degrade stopped; finished outputs are kept: run the same command again to convert the rest",
     "pairs": "pairs stopped; complete pairs are kept: run the same command again to write the rest",
     "import": "import stopped; no output file was written: run the same command again",
@@ -271,21 +273,14 @@ def interrupted_message(argv: list[str] | None) -> str:
     command = next((a for a in args if a in _RESUME_HINTS), None)
     if command is None:
         return "interrupted"
-    hint = _RESUME_HINTS[command]
-    if command == "train":  # name the recipe the user typed, not a placeholder
-        rest, recipe = iter(args[args.index("train") + 1:]), "RECIPE"
-        for a in rest:
-            if a in ("--set", "--resume", "--max-minutes"):
-                next(rest, None)  # the option's value
-            elif not a.startswith("-"):
-                recipe = a
-                break
-        hint = hint.replace("RECIPE", recipe)
-    return f"interrupted: {hint}"
+    return f"interrupted: {_RESUME_HINTS[command]}"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn errors into one-line messages and exit codes."""
+    from .engines.interrupt import TrainingStopped
+
+    _state["argv"] = sys.argv[1:] if argv is None else [str(a) for a in argv]  # for the command that resumes a training
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="dsgan")
         sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
@@ -302,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except TrainingStopped as e:  # its checkpoint and the command that resumes are printed already
         sys.exit(e.exit_code)
     except TyperException as e:
         # Usage errors (missing argument, bad option value) show usage and exit 2.

@@ -25,6 +25,7 @@ import torch
 from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
 from ..plumbing.progress import progress_bar
 from ..method.recipe import Recipe
+from .interrupt import StopOnSignal, TrainingStopped
 from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
 from ..plumbing.writes import check_output_dir, write_bytes_atomic
 
@@ -442,11 +443,15 @@ def data_counts(hr_set, lr_set) -> dict:
             "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
 
 
-def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt) -> None:
-    """Where the run's outputs are."""
+def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt,
+                  signum: int | None = None, resume: str | None = None) -> None:
+    """Where the run's outputs are, and, for a run that stopped early, the command that continues it."""
+    import signal
+
     print(f"trained {done - start_step} steps (now at step {done} of {iters})")
     if done < iters:
-        print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")
+        why = f"{signal.Signals(signum).name}" if signum else f"the {max_minutes:g}-minute limit"
+        print(f"stopped after step {done} on {why}; continue with --resume latest" + (f": {resume}" if resume else ""))
     print(f"generator:  {out / 'generator.safetensors'}")
     print(f"checkpoint: {last_ckpt}")
     print(f"samples:    {out / 'samples'}")
@@ -482,11 +487,14 @@ def ema_and_export(accelerator, G, r: Recipe):
     return G_ema, (G if G_ema is None else G_ema.module)
 
 
-def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None) -> TrainResult:
+def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None,
+          resume_command: str | None = None) -> TrainResult:
     """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
 
     ``max_minutes`` ends the run early (with a checkpoint) once that much training time has passed;
-    ``--resume latest`` continues it where it stopped.
+    ``--resume latest`` continues it where it stopped. With ``resume_command`` (the command line that does
+    that), SIGINT and SIGTERM also stop the run after the current step with a checkpoint, that command is
+    printed, and :class:`~.interrupt.TrainingStopped` is raised (see :mod:`.interrupt`).
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
@@ -536,7 +544,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
-    with progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
+    stop = StopOnSignal(accelerator, say=is_main, resume=resume_command) if resume_command is not None else None
+    with stop or contextlib.nullcontext(), \
+            progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
@@ -549,12 +559,15 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1
 
-            # 4. all ranks agree on finite losses and the time limit (a host sync: only at these steps)
+            # 4. all ranks agree on a stop signal (every step), finite losses and the time limit (a host sync:
+            #    only at these steps, and before the checkpoint a signal asks for)
+            signalled = stop is not None and stop.agreed()
             stats = {"loss_d": d_stats["loss_d"], **g_stats, "d_real": d_stats["d_real"], "d_fake": d_stats["d_fake"]}
             checks.record(stats)
             stop_early = False
-            if checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
+            if signalled or checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
                 losses, stop_early = checks.check(done, stats, last_ckpt)
+            stop_early = stop_early or (signalled and done < iters)
 
             # 5. log, samples, checkpoint
             elapsed = time.perf_counter() - checks.t_start
@@ -573,8 +586,11 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 break
 
     accelerator.end_training()
+    stopped_by = stop.signum if signalled and done < iters else None  # as agreed: the same on every rank
     if is_main:
         unlock_run_folder(out)
-        print_summary(out, start_step, done, iters, max_minutes, last_ckpt)
+        print_summary(out, start_step, done, iters, max_minutes, last_ckpt, stopped_by, resume_command)
+    if stopped_by:
+        raise TrainingStopped(stopped_by)
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
                        steps=done, last_losses=losses)
