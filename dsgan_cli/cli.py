@@ -47,7 +47,7 @@ def _root(
 # Arguments and options shared by the folder commands (prepare, degrade, pairs).
 CpuOption = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")]
 JsonSummaryOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
-ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress: a bar at a terminal, else a plain line every 30 s (DSGAN_PROGRESS_SECONDS).")]
 HRFolderArgument = Annotated[Path, typer.Argument(help="Folder of clean HR images (searched recursively).")]
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, "
@@ -71,12 +71,12 @@ def prepare_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: all CPU cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute and replace existing outputs.")] = False,
     json_out: JsonSummaryOption = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> int:
     from .commands.prepare import prepare_folder, report
 
     summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
-                             workers=workers, overwrite=overwrite, progress=progress and sys.stderr.isatty())
+                             workers=workers, overwrite=overwrite, progress=progress)
     return report(summary, json_out)
 
 
@@ -180,7 +180,7 @@ def pairs_cmd(
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
     summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
-                         overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty(), seed=seed, tile=tile,
+                         overwrite=overwrite, cpu=cpu, progress=progress, seed=seed, tile=tile,
                          batch_size=batch_size, workers=workers, precision=precision)
     return _summarise(summary, report, json_out, show=main_process)
 
@@ -226,7 +226,7 @@ def eval_cmd(
         plot = default_plot_path(json_out, inputs, Reporter(err))
     result = evaluate(
         fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
-        batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=err.is_terminal,
+        batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=True,
         allow_random_inception=random_inception, size=size, console=err,
     )
     print_report(result, console)
@@ -250,7 +250,7 @@ def demo_cmd(
     run_demo(DemoOptions(
         out=out or Path("demo_output/quick" if quick else "demo_output"), quick=quick, recipe=recipe, overrides=set_ or [],
         perceptual_weights=perceptual_weights, inception_weights=inception_weights, require_learning=require_learning,
-        progress=not no_progress and sys.stderr.isatty(),
+        progress=not no_progress,
     ))
     return 0
 

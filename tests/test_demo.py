@@ -35,8 +35,17 @@ def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_quick_demo_writes_report_and_numbers(tmp_path):
     out = tmp_path / "demo out"
-    proc = run_demo("--quick", "--out", str(out), "--no-progress", cwd=tmp_path)
+    proc = run_demo("--quick", "--out", str(out), cwd=tmp_path)  # piped: no terminal
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Piped, progress still shows: plain lines (never a bar), the first one right after the first step
+    # with its rate and ETA, not after a timer, so a slow first step cannot leave a log silent.
+    lines = proc.stderr.splitlines()
+    first = next((ln for ln in lines if ln.startswith("train: 1/")), None)
+    assert first is not None and " it/s" in first and "ETA" in first, proc.stderr[-3000:]
+    assert any("s/step (first step, with warm-up): about" in ln for ln in lines), proc.stderr[-3000:]
+    assert any(ln.startswith("degrading: 1/") for ln in lines), proc.stderr[-3000:]
+    assert "\x1b[" not in proc.stderr and "━" not in proc.stderr, "bar frames reached a pipe"
 
     report = out / "report"
     for name in ("samples.png", "losses.png", "spectrum.png", "summary.json"):

@@ -162,6 +162,8 @@ def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weigh
     assert data["frequency"]["sets"]["reference"]["noise"] < data["frequency"]["sets"]["fake"]["noise"]
     assert "FID" in proc.stderr and "biased" in proc.stderr
     assert data["plot"] == str(plot) and Image.open(plot).format == "PNG"
+    # Piped, progress goes to stderr as plain lines (stdout stays the JSON alone).
+    assert any(ln.startswith("decode") and "img/s" in ln for ln in proc.stderr.splitlines()), proc.stderr
 
 
 def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):

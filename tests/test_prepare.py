@@ -133,10 +133,14 @@ def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
     src.mkdir()
     for f in (raw / "variants").iterdir():
         (src / f.name).write_bytes(f.read_bytes())
+    (src / "notes.txt").write_text("shot on 2026-05-01\n")  # not an image: left alone, as degrade does
     res = run_cli("prepare", src, "--size", "64", "--workers", "2", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["counts"]["ok"] == 3
+    assert summary["counts"]["ok"] == 3 and summary["failed"] == [] and summary["not_images"] == ["notes.txt"]
+    assert "note: skipped 1 file(s) without an image suffix (notes.txt)" in res.stderr
+    # Piped, progress shows as plain lines from the first photo on.
+    assert any(ln.startswith("prepare: 1/3 (33%), ") for ln in res.stderr.splitlines()), res.stderr
     assert summary["output_dir"] == str((tmp_path / "photos_aligned_64").resolve())
     assert len(list((tmp_path / "photos_aligned_64").glob("*.png"))) == 3
     res = run_cli("prepare", raw, "--out", tmp_path / "o", "--size", "64", "--workers", "1")

@@ -52,6 +52,8 @@ class PrepareSummary(RunSummary):
 
     manifest: Path = field(kw_only=True)
     counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    #: Files without an image suffix (notes, sidecars), left alone as degrade and pairs leave them.
+    not_images: list[str] = field(default_factory=list)
 
 
 def default_output_dir(input_dir: Path, size: int) -> Path:
@@ -197,9 +199,12 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
         raise DsganError(f"--size must be at least 16, got {size}")
     if not 0 <= margin <= 4:  # also catches NaN
         raise DsganError(f"--margin must be between 0 and 4, got {margin}")
-    files = list_images(input_dir, all_files=True)
+    every_file = list_images(input_dir, all_files=True)
+    files = list_images(input_dir)
     if not files:
-        raise file_error(input_dir, "input folder holds no files")
+        raise file_error(input_dir, "input folder holds no images" if every_file else "input folder holds no files")
+    images = set(files)
+    not_images = [f.relative_to(input_dir).as_posix() for f in every_file if f not in images]
     out_dir = Path(output_dir) if output_dir is not None else default_output_dir(input_dir, size)
     check_output_dir(input_dir, out_dir)
     min_face = default_min_face(size) if min_face is None else min_face
@@ -229,7 +234,8 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
         else:
             # A crop in a folder this command made is stale once its record is not reused: replace it.
             tasks.append((str(f), rel, outputs[f].as_posix(), str(out_dir), size, margin, min_face, overwrite or ours))
-    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - len(clashes))
+    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - len(clashes),
+                             not_images=not_images)
     journal_path = out_dir / JOURNAL
     with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -308,6 +314,10 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     from ..plumbing.errors import EXIT_ITEMS_FAILED, EXIT_OK
 
     console = Console(stderr=True)
+    if summary.not_images:
+        shown = ", ".join(summary.not_images[:5]) + (", ..." if len(summary.not_images) > 5 else "")
+        console.print(f"note: skipped {len(summary.not_images)} file(s) without an image suffix ({shown})",
+                      markup=False, highlight=False, soft_wrap=True)
     for path, reason in summary.failed:
         console.print(f"not processed: {path}: {reason}", markup=False, highlight=False)
     table = Table(title=f"prepare: {summary.output_dir}")

@@ -223,21 +223,19 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     return G, D, g_loss_fn, opt_g, opt_d
 
 
-#: Seconds between progress lines where no bar can draw (accelerate's pipe, nohup, a scheduler's log).
-LINE_EVERY_S = 30.0
-
-
 class RunTiming:
-    """The run's first line (devices, precision) and, once a few steps are timed, the estimated time to the end,
-    with a hint when a recipe sized for a GPU runs on a CPU."""
+    """The run's first line (devices, precision), the estimated time to the end measured on the first step
+    (a slow run must say so at once, not minutes later), and again once a few more steps are timed (the
+    first one also builds caches and warms up), with a hint when a recipe sized for a GPU runs on a CPU."""
 
-    #: Steps timed before the estimate (the first step also builds caches and warms up).
+    #: Steps timed after the first one for the second estimate.
     TIMED = 3
     #: A CPU run expected to take longer than this gets the hint.
     SLOW_CPU_S = 3600.0
 
     def __init__(self, accelerator, r: Recipe, start_step: int, iters: int, tuned: str = ""):
         self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
+        self.t0 = time.perf_counter()
         self.cpu = accelerator.device.type == "cpu"
         where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
         why = ""
@@ -248,19 +246,23 @@ class RunTiming:
               + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
 
     def step(self, done: int) -> None:
-        """Call after each step; prints the estimate once."""
+        """Call after each step; prints the estimate after the first step and after TIMED more."""
         if done == self.start_step + 1:
             self.t1 = time.perf_counter()
+            self.estimate(self.t1 - self.t0, done, " (first step, with warm-up)")
         elif self.t1 is not None and done == self.start_step + 1 + self.TIMED:
-            per_step = (time.perf_counter() - self.t1) / self.TIMED
-            left = per_step * (self.iters - done)
-            hint = ""
-            if self.cpu and left > self.SLOW_CPU_S:
-                hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                        "or train the built-in 'learn' recipe, which runs in minutes")
-            print(f"{per_step:.2f} s/step: about {left / 3600:.1f} h to step {self.iters}{hint}" if left >= 3600 else
-                  f"{per_step:.2f} s/step: about {left / 60:.0f} min to step {self.iters}{hint}", file=sys.stderr, flush=True)
+            self.estimate((time.perf_counter() - self.t1) / self.TIMED, done, "")
             self.t1 = None
+
+    def estimate(self, per_step: float, done: int, what: str) -> None:
+        """Print the rate and the time left at ``per_step`` seconds a step."""
+        left = per_step * (self.iters - done)
+        hint = ""
+        if self.cpu and left > self.SLOW_CPU_S:
+            hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
+                    "or train the built-in 'learn' recipe, which runs in minutes")
+        eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+        print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 
 
 def loader_workers(asked: int) -> int:
@@ -546,7 +548,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
     stop = StopOnSignal(accelerator, say=is_main, resume=resume_command) if resume_command is not None else None
     with stop or contextlib.nullcontext(), \
-            progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
+            progress_bar(progress and is_main, unit="it", fields=("losses",)) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
