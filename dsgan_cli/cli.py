@@ -276,6 +276,13 @@ def interrupted_message(argv: list[str] | None) -> str:
     return f"interrupted: {_RESUME_HINTS[command]}"
 
 
+def _error_line(line: str) -> None:
+    """Print an error line in one write: the processes of `accelerate launch` share one stderr, and print()'s
+    separate write of the newline let their lines run into each other."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn errors into one-line messages and exit codes."""
     from .engines.interrupt import TrainingStopped
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     except DsganError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        _error_line(f"error: {e}")
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug
         if _state["debug"]:
             raise
-        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        _error_line(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(1)
     if rv == EXIT_INTERRUPTED:
         # Typer turns Ctrl-C into a silent Exit(130) when not standalone; no command returns 130 itself.
