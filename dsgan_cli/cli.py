@@ -199,6 +199,18 @@ def import_cmd(
     return 0
 
 
+@app.command("weights", help="Download the pretrained networks into the torch hub cache and check them: VGG19 and AlexNet "
+                             "(perceptual losses) by default, inception (FID) when named. Offline, copy the files there "
+                             "from a machine with internet access, or name a file with --set perceptual.weights=PATH.")
+def weights_cmd(
+    nets: Annotated[Optional[list[str]], typer.Argument(metavar="[vgg19|alexnet|inception]...", help="Networks to fetch [default: vgg19 alexnet].")] = None,
+) -> int:
+    from .commands.weights import fetch_all
+
+    fetch_all(nets or [])
+    return 0
+
+
 @app.command("eval", help="Compare fake and real LR folders: FID/KID and a frequency/noise report.")
 def eval_cmd(
     fake_dir: Annotated[Path, typer.Argument(help="Folder of generated (degraded) images.")],
