@@ -215,7 +215,7 @@ def weights_cmd(
 def eval_cmd(
     fake_dir: Annotated[Path, typer.Argument(help="Folder of generated (degraded) images.")],
     real_dir: Annotated[Path, typer.Argument(help="Folder of real low-quality images.")],
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="HR folder the fake images were made from: adds its bicubic Xb to the frequency report, and the colour shift and border ratio of each fake image against its own Xb (paired by name).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="HR folder the fake images were made from. Adds the baseline: the FID of its bicubic Xb against the real set; and the verdict: how much of the way from that Xb FID down to the real floor (FID between two halves of the real set, at equal sizes) the fake set closes. Also adds Xb to the frequency report, and each fake image's colour shift and border ratio against its own Xb (paired by name).")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the report as JSON to PATH, or to stdout with '-'.")] = None,
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", envvar="DSGAN_INCEPTION_WEIGHTS", help="Local torch-fidelity Inception-v3 weights file (for offline machines).")] = None,
     no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID/KID; frequency/noise report only (needs no weights).")] = False,

@@ -275,3 +275,12 @@ def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp
     else:
         assert data["closes"] is None and "Xb is already at the real floor" in proc.stdout
     assert data["plot"] == str(tmp_path / "r_spectrum.png"), "the plot goes beside the JSON report"
+
+
+def test_eval_help_says_what_reference_adds(cli):
+    res = cli("eval", "--help", env={"COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    said = " ".join(res.stdout.split())
+    reference = said[said.index("--reference"):said.index("--json")]
+    for what in ("baseline", "Xb", "real floor", "two halves of the real set", "verdict"):
+        assert what in reference, (what, reference)
