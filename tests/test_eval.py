@@ -17,7 +17,7 @@ from dsgan_cli.commands.evaluate import evaluate
 from dsgan_cli.metrics import fid
 from dsgan_cli.plumbing.errors import DsganError
 
-#: Keys of the report, as documented in the README.
+#: Keys of the report, as documented in docs/file-formats.md.
 TOP_KEYS = {"fid", "kid_mean", "kid_std", "kid_subset_size", "counts", "unreadable", "image_size", "resized",
             "resized_counts", "converted_counts", "real_stats_cached", "warnings", "settings", "frequency", "plot"}
 SET_KEYS = {"count", "noise", "noise_std", "spectral_distance", "spectral_distance_high", "spectrum"}
