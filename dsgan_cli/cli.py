@@ -89,11 +89,13 @@ def train_cmd(
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.0, help="Stop (with a checkpoint) after this much training time; --resume latest continues.")] = None,
 ) -> int:
     from .method.recipe import load_recipe
-    from .engines.interrupt import resume_command
+    from .engines.interrupt import TrainingStopped, resume_command
     from .engines.train import train
 
-    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes,
-          resume_command=resume_command(_state["argv"]))
+    result = train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes,
+                   resume_command=resume_command(_state["argv"]))
+    if result.stopped_by:
+        raise TrainingStopped(result.stopped_by)
     return 0
 
 
@@ -276,6 +278,7 @@ _RESUME_HINTS = {
     "prepare": "prepare stopped; finished crops and records are kept: run the same command again to continue",
     "eval": "eval stopped before writing its report: run the same command again",
     "demo": "demo stopped; its built data is kept and reused: run the same command again",
+    "weights": "weights stopped; a download is kept only when complete and checked: run the same command again",
 }
 
 

@@ -55,15 +55,16 @@ class StopOnSignal:
     ``say``: this process prints (the main process; the others stay quiet). ``resume``: the command line
     that continues the run, printed at the first signal, because a launcher may kill the process before
     it can print anything later. Handlers are installed only in the main thread (Python allows no other).
+    Not ``active`` (a training called as a function, as the demo does), it changes nothing and never stops.
     """
 
-    def __init__(self, accelerator, say: bool, resume: str | None):
-        self.say, self.resume = say, resume
+    def __init__(self, accelerator, say: bool, resume: str | None, active: bool = True):
+        self.say, self.resume, self.active = say, resume, active
         self.signum: int | None = None
         self.previous: dict[int, object] = {}
         self.group = None
         self.world = accelerator.num_processes
-        if self.world > 1:
+        if self.world > 1 and active:
             import torch.distributed as dist
 
             # The flag is agreed on at every step: over gloo it is a host-side exchange of one number,
@@ -72,7 +73,7 @@ class StopOnSignal:
                 self.group = dist.new_group(backend="gloo")
 
     def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
+        if self.active and threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
                 self.previous[s] = signal.signal(s, self._handle)
         return self
@@ -95,7 +96,7 @@ class StopOnSignal:
 
     def agreed(self) -> bool:
         """Whether any process got a stop signal: the same answer on every process. Call at every step, on all."""
-        if self.world == 1:
+        if not self.active or self.world == 1:
             return self.signum is not None
         import torch
         import torch.distributed as dist

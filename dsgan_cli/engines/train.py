@@ -25,7 +25,7 @@ import torch
 from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
 from ..plumbing.progress import progress_bar
 from ..method.recipe import Recipe
-from .interrupt import StopOnSignal, TrainingStopped
+from .interrupt import StopOnSignal
 from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
 from ..plumbing.writes import check_output_dir, write_bytes_atomic
 
@@ -41,6 +41,7 @@ class TrainResult:
     checkpoint_dir: Path | None   # last full-state checkpoint folder
     steps: int
     last_losses: dict[str, float]
+    stopped_by: int | None = None  # the signal that stopped the run early (see .interrupt), same on every rank
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -384,15 +385,16 @@ class RankCheck:
         return (done >= self.next_check or done == self.iters or done == self.start_step + 1
                 or any(done % n == 0 for n in every))
 
-    def check(self, done: int, stats: dict, last_ckpt: Path | None) -> tuple[dict[str, float], bool]:
-        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early)."""
+    def check(self, done: int, stats: dict, last_ckpt: Path | None, signalled: bool = False) -> tuple[dict[str, float], bool]:
+        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early: out of time
+        or ``signalled``, before the last step)."""
         device = self.accelerator.device
         elapsed = time.perf_counter() - self.t_start
         out_of_time = float(self.max_minutes is not None and elapsed > 60 * self.max_minutes)
         values = torch.stack([*stats.values(), self.nonfinite.float(), torch.tensor(out_of_time, device=device),
                               torch.tensor(elapsed, device=device)]).float()
         values = self.accelerator.reduce(values, reduction="mean").tolist()
-        mean_elapsed, stop_early, any_bad = values.pop(), values.pop() > 0 and done < self.iters, values.pop() > 0
+        mean_elapsed, stop_early, any_bad = values.pop(), (values.pop() > 0 or signalled) and done < self.iters, values.pop() > 0
         losses = dict(zip(stats, values))
         if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
             self.accelerator.end_training()
@@ -493,10 +495,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
           resume_command: str | None = None) -> TrainResult:
     """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
 
-    ``max_minutes`` ends the run early (with a checkpoint) once that much training time has passed;
-    ``--resume latest`` continues it where it stopped. With ``resume_command`` (the command line that does
-    that), SIGINT and SIGTERM also stop the run after the current step with a checkpoint, that command is
-    printed, and :class:`~.interrupt.TrainingStopped` is raised (see :mod:`.interrupt`).
+    ``max_minutes`` and, given ``resume_command`` (printed), SIGINT and SIGTERM (see :mod:`.interrupt`) end the
+    run early with a checkpoint; ``--resume latest`` continues it where it stopped.
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
@@ -546,9 +546,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
-    stop = StopOnSignal(accelerator, say=is_main, resume=resume_command) if resume_command is not None else None
-    with stop or contextlib.nullcontext(), \
-            progress_bar(progress and is_main, unit="it", fields=("losses",)) as bar:
+    stop = StopOnSignal(accelerator, say=is_main, resume=resume_command, active=resume_command is not None)
+    with stop, progress_bar(progress and is_main, unit="it", fields=("losses",)) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
@@ -561,15 +560,13 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1
 
-            # 4. all ranks agree on a stop signal (every step), finite losses and the time limit (a host sync:
-            #    only at these steps, and before the checkpoint a signal asks for)
-            signalled = stop is not None and stop.agreed()
+            # 4. all ranks agree on a stop signal (each step), finite losses and the time limit (host syncs: only here)
+            signalled = stop.agreed()
             stats = {"loss_d": d_stats["loss_d"], **g_stats, "d_real": d_stats["d_real"], "d_fake": d_stats["d_fake"]}
             checks.record(stats)
             stop_early = False
             if signalled or checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
-                losses, stop_early = checks.check(done, stats, last_ckpt)
-            stop_early = stop_early or (signalled and done < iters)
+                losses, stop_early = checks.check(done, stats, last_ckpt, signalled)
 
             # 5. log, samples, checkpoint
             elapsed = time.perf_counter() - checks.t_start
@@ -592,7 +589,5 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     if is_main:
         unlock_run_folder(out)
         print_summary(out, start_step, done, iters, max_minutes, last_ckpt, stopped_by, resume_command)
-    if stopped_by:
-        raise TrainingStopped(stopped_by)
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
-                       steps=done, last_losses=losses)
+                       steps=done, last_losses=losses, stopped_by=stopped_by)
