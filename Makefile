@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | 
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo]'
+	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -37,7 +37,7 @@ demo: venv
 # Mutation testing of the method's core ([tool.mutmut] in pyproject.toml; results in docs/mutation.md).
 # MUTANTS narrows the run, e.g. MUTANTS='dsgan_cli.method.models*'.
 mutation: venv
-	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,mutation]'
+	$(PY) -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS) -e '.[test,demo,bench,mutation]'
 	$(VENV)/bin/mutmut run $(MUTANTS)
 	$(VENV)/bin/mutmut results
 
@@ -47,7 +47,7 @@ TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' $(CONSTRAINTS))
 lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --disable-pip-version-check -q $(TORCH_PINS) -e '.[test,demo]'
+	.venv-lock/bin/python -m pip install --disable-pip-version-check -q $(TORCH_PINS) -e '.[test,demo,bench]'
 	{ sed -n '1,/^$$/{/^#/p}' $(CONSTRAINTS); .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf .venv-lock

@@ -82,7 +82,7 @@ def prepare_cmd(
 
 @app.command("train", help="Train DSGAN from a TOML recipe (run under `accelerate launch` for GPUs).")
 def train_cmd(
-    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="A built-in recipe (idphoto, learn) or a recipe TOML file.")],
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="A built-in recipe (idphoto, paper) or a recipe TOML file.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe key: section.key=value (repeatable).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run: 'latest' (newest complete checkpoint in train.output_dir) or a checkpoints/step_... folder.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Do not show the progress bar.")] = False,
@@ -252,7 +252,7 @@ def eval_cmd(
 def demo_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Demo folder [default: demo_output, or demo_output/quick with --quick].")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes and a few steps: checks the pipeline in seconds (CI).")] = False,
-    recipe: Annotated[str, typer.Option("--recipe", metavar="NAME|FILE", help="Training recipe: a built-in name (idphoto, learn) or a TOML file.")] = "learn",
+    recipe: Annotated[str, typer.Option("--recipe", metavar="NAME|FILE", help="Training recipe: a built-in name (idphoto, paper) or a TOML file.")] = "idphoto",
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override a recipe key, e.g. --set train.iterations=1000 (repeatable).")] = None,
     perceptual_weights: Annotated[str, typer.Option("--perceptual-weights", help="'auto' (pretrained VGG19 when cached, else random, said on screen), 'torchvision', 'random' or a file.")] = "auto",
     inception_weights: Annotated[Optional[str], typer.Option("--inception-weights", envvar="DSGAN_INCEPTION_WEIGHTS", help="Local Inception-v3 weights for FID [default: torch-fidelity's cache if present, else FID is skipped].")] = None,

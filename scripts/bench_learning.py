@@ -10,7 +10,7 @@ no filter shared with training): grain in flat regions, colour shift, border rat
 JPEG blockiness, residual spectrum distance.
 
 Usage:
-    .venv/bin/python scripts/bench_learning.py [--recipe learn|FILE.toml] [--set KEY=VALUE ...]
+    .venv/bin/python scripts/bench_learning.py [--recipe idphoto|paper|FILE.toml] [--set KEY=VALUE ...]
         [--cases noise,jpeg,blur_noise,demo] [--budget-min 10] [--out bench_learning_out]
 
 Writes OUT/results.json, OUT/table.md and OUT/CASE/grid.png; prints the table.
@@ -194,7 +194,7 @@ def combined_table(dirs: list[Path]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="learn", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
+    ap.add_argument("--recipe", default="idphoto", help="built-in recipe name (idphoto, paper) or a recipe TOML file")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
     ap.add_argument("--budget-min", type=float, default=10.0, help="training time limit per case (minutes)")

@@ -15,9 +15,18 @@ For each known-degradation case of ``bench_learning.py`` (noise, blur + noise, J
 
 Repeated over ``--sr-seeds`` SR seeds (same DSGAN generator), so the spread of the SR training is in the table.
 
+``--family N`` runs the same test on N degradations drawn from :mod:`dsgan_cli.data.family` (seed
+``--family-seed``; ``--draws`` picks a subset, so that a family can be split over processes) instead of the named
+cases. The gap closed is pooled over SR seeds (sum of DSGAN gains / sum of oracle gains); draws where the oracle
+gains less than ``--min-oracle-gain`` dB are shown but not counted. ``--summarize DIR [DIR ...]`` merges the
+results of such runs into one family table: a row per draw, then the median, the minimum, the number of draws
+below bicubic pairs and the wall time.
+
 Usage:
-    .venv/bin/python scripts/bench_sr.py [--recipe learn|idphoto|FILE.toml] [--set KEY=VALUE ...]
+    .venv/bin/python scripts/bench_sr.py [--recipe idphoto|paper|FILE.toml] [--set KEY=VALUE ...]
         [--cases noise,blur_noise,jpeg,demo] [--budget-min 5] [--sr-steps 600] [--sr-seeds 0,1] [--out DIR]
+    .venv/bin/python scripts/bench_sr.py --family 12 [--draws 0-5] --sr-seeds 0,1,2 --out DIR
+    .venv/bin/python scripts/bench_sr.py --summarize DIR1 DIR2 --out DIR
 
 Writes OUT/results.json, OUT/table.md and OUT/CASE/sr_grid.png; prints the table.
 """
@@ -174,9 +183,85 @@ def table(rows: list[str], lpips: bool) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
 
 
+# ----------------------------------------------------------------------------- the family
+
+
+def parse_draws(spec: str | None, n: int) -> list[int]:
+    """Draw indices from ``"0-5"``, ``"1,4,7"`` or None (all ``n``)."""
+    if not spec:
+        return list(range(n))
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    if any(not 0 <= i < n for i in out):
+        raise SystemExit(f"--draws {spec}: indices must lie in 0..{n - 1}")
+    return out
+
+
+def gains(r: dict) -> dict[str, list[float]]:
+    """PSNR gains over bicubic pairs per SR seed, of DSGAN and of oracle pairs (dB)."""
+    return {k: [s["metrics"][k]["psnr"] - s["metrics"]["bicubic"]["psnr"] for s in r["per_seed"]] for k in ("dsgan", "oracle")}
+
+
+def family_row(name: str, r: dict, min_gain: float) -> dict:
+    """One draw's pooled gap closed (sum of DSGAN gains / sum of oracle gains over SR seeds), per-seed spread, and
+    whether it counts (the oracle gains at least ``min_gain`` dB) or lies below bicubic pairs."""
+    g = gains(r)
+    oracle, dsgan = float(np.mean(g["oracle"])), float(np.mean(g["dsgan"]))
+    per_seed = [d / o if abs(o) > 1e-9 else None for d, o in zip(g["dsgan"], g["oracle"])]
+    return {"draw": name, "degradation": r["degradation"], "oracle_gain_db": oracle, "dsgan_gain_db": dsgan,
+            "gap_closed": dsgan / oracle if abs(oracle) > 1e-9 else None,
+            "per_seed": per_seed, "counted": oracle >= min_gain, "below_bicubic": dsgan < 0,
+            "dsgan_seconds": r["dsgan_seconds"], "case_seconds": r["case_seconds"]}
+
+
+def family_summary(rows: list[dict]) -> dict:
+    """Median and minimum pooled gap closed over the counted draws, draws below bicubic pairs, wall time."""
+    counted = [r["gap_closed"] for r in rows if r["counted"]]
+    return {"draws": len(rows), "counted": len(counted),
+            "median_gap_closed": float(np.median(counted)) if counted else None,
+            "min_gap_closed": float(min(counted)) if counted else None,
+            "below_bicubic": sum(r["below_bicubic"] for r in rows),
+            "max_dsgan_minutes": max(r["dsgan_seconds"] for r in rows) / 60,
+            "total_minutes": sum(r["case_seconds"] for r in rows) / 60}
+
+
+def family_table(rows: list[dict], summary: dict) -> str:
+    """Markdown: a row per draw, then the summary lines."""
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    out = ["| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | counted | DSGAN min |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['draw']} | {r['degradation']} | {r['oracle_gain_db']:+.2f} | {r['dsgan_gain_db']:+.2f} | "
+                   f"**{fmt(r['gap_closed'])}** | {', '.join(fmt(x) for x in r['per_seed'])} | "
+                   f"{'yes' if r['counted'] else 'no'} | {r['dsgan_seconds'] / 60:.1f} |")
+    out += ["", f"Counted draws: {summary['counted']} of {summary['draws']}; median gap closed "
+                f"**{fmt(summary['median_gap_closed'])}**, minimum {fmt(summary['min_gap_closed'])}; "
+                f"below bicubic pairs: {summary['below_bicubic']}; DSGAN part at most {summary['max_dsgan_minutes']:.1f} min "
+                f"a draw; all draws {summary['total_minutes']:.0f} min of run time."]
+    return "\n".join(out)
+
+
+def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
+    """Merge the ``results.json`` of family runs into OUT/family.json and OUT/family.md."""
+    reports = [json.loads((d / "results.json").read_text()) for d in dirs]
+    cases = {k: v for rep in reports for k, v in rep["cases"].items()}
+    rows = [family_row(k, cases[k], min_gain) for k in sorted(cases)]
+    summary = family_summary(rows)
+    text = family_table(rows, summary)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {k: reports[0].get(k) for k in ("recipe", "sets", "family_seed", "sr_steps", "sr_seeds", "machine")}
+    (out / "family.json").write_text(json.dumps({**meta, "sources": [str(d) for d in dirs], "rows": rows,
+                                                 "summary": summary, "cases": cases}, indent=2) + "\n")
+    (out / "family.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="learn", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
+    ap.add_argument("--recipe", default="idphoto", help="built-in recipe name (idphoto, paper) or a recipe TOML file")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override KEY=VALUE (repeatable)")
     ap.add_argument("--cases", default="noise,blur_noise,jpeg,demo", help=f"comma-separated subset of {', '.join(CASES)}")
     ap.add_argument("--budget-min", type=float, default=5.0, help="DSGAN training time limit per case (minutes)")
@@ -191,23 +276,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lpips-alexnet", default=None, help="torchvision AlexNet weights file: adds LPIPS")
     ap.add_argument("--seed", type=int, default=0, help="data and pairs seed")
     ap.add_argument("--out", default="bench_sr_out")
+    ap.add_argument("--family", type=int, default=0, help="run N drawn degradations (dsgan_cli.data.family) instead of --cases")
+    ap.add_argument("--family-seed", type=int, default=0, help="seed the family is drawn from")
+    ap.add_argument("--draws", default=None, help="subset of the family's draws, e.g. 0-5 or 1,4 (default: all)")
+    ap.add_argument("--min-oracle-gain", type=float, default=0.2, help="dB the oracle must gain over bicubic for a draw to count")
+    ap.add_argument("--summarize", nargs="+", type=Path, default=None, help="merge family runs' output folders into --out")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize, Path(args.out), args.min_oracle_gain)
     args.sr_seeds = [int(s) for s in args.sr_seeds.split(",")]
     out = Path(args.out)
+    if args.family:
+        from dsgan_cli.data.family import sample_family
+
+        family = sample_family(args.family_seed, args.family)
+        cases = {family[i].name: family[i] for i in parse_draws(args.draws, args.family)}
+    else:
+        cases = {name: CASES[name] for name in args.cases.split(",")}
     results, rows = {}, []
-    for name in args.cases.split(","):
+    for name, case in cases.items():
         root = out / name
         if root.exists():
             raise SystemExit(f"{root}: exists; choose another --out")
-        results[name] = run_case(CASES[name], root, args)
+        results[name] = run_case(case, root, args)
+        if args.family:
+            results[name]["steps"] = case.params()
         rows.append(row(name, results[name]))
         print(rows[-1], flush=True)
-    report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "sr_steps": args.sr_steps,
-              "sr_seeds": args.sr_seeds, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                     "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+        # Written after every case: a long family run that stops keeps what it finished.
+        report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "sr_steps": args.sr_steps,
+                  "family_seed": args.family_seed if args.family else None,
+                  "sr_seeds": args.sr_seeds, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                         "python": platform.python_version()},
+                  "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(rows, bool(args.lpips_alexnet))
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "table.md").write_text(text + "\n")
     print(text)
     return 0

@@ -368,7 +368,7 @@ def device_name(device: torch.device) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default="idphoto", help="built-in recipe name (idphoto, learn) or a recipe TOML file")
+    ap.add_argument("--recipe", default="paper", help="built-in recipe name (idphoto, paper) or a recipe TOML file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=128, help="LR side (Xb, Xd, real LR); HR is size x data.scale")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per layout")

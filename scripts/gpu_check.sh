@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check, for a machine with a CUDA GPU (about 8 minutes; installs nothing beyond the project):
-#   1. the training step of the idphoto recipe at batch 16, LR 128 px, in fp32, bf16 and fp16;
+#   1. the training step of the idphoto recipe (the card's) and of the paper recipe at batch 16, LR 128 px,
+#      in fp32, bf16 and fp16;
 #   2. with 2+ GPUs, a 2-process `accelerate launch` smoke run of `dsgan train`;
 #   3. `dsgan degrade` throughput on 1,000 generated 256 px images (128 px outputs).
 # Everything lands in one JSON (default gpu_check.json; OUT=path to change). Targets (BENCHMARKS.md):
@@ -20,10 +21,12 @@ if [ "$gpus" -eq 0 ]; then
 fi
 "$PY" -c 'import torch; print("gpu_check:", torch.cuda.device_count(), "x", torch.cuda.get_device_name(0), "torch", torch.__version__)' >&2
 
-# 1. training step, three precisions (random perceptual weights keep it offline; same cost)
-for p in no bf16 fp16; do
-    "$PY" scripts/bench_train.py --recipe idphoto --batch 16 --size 128 --steps 20 --warmup 5 --precision "$p" \
-        --perceptual-weights random --json "$WORK/train_$p.json" >&2
+# 1. training step, two recipes, three precisions (random perceptual weights keep it offline; same cost)
+for r in idphoto paper; do
+    for p in no bf16 fp16; do
+        "$PY" scripts/bench_train.py --recipe "$r" --batch 16 --size 128 --steps 20 --warmup 5 --precision "$p" \
+            --perceptual-weights random --json "$WORK/train_${r}_$p.json" >&2
+    done
 done
 
 # 2. two processes, when there are two GPUs: a few steps of a shrunk recipe through the real launcher
@@ -59,7 +62,8 @@ import json
 import sys
 from pathlib import Path
 work, out, gpus, multi = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-result = {"gpus": gpus, "train": {p: json.loads((work / f"train_{p}.json").read_text()) for p in ("no", "bf16", "fp16")},
+result = {"gpus": gpus, "train": {r: {p: json.loads((work / f"train_{r}_{p}.json").read_text()) for p in ("no", "bf16", "fp16")}
+                                  for r in ("idphoto", "paper")},
           "two_process_run": multi, "degrade": json.loads((work / "degrade.json").read_text())}
 out.write_text(json.dumps(result, indent=2))
 print(f"gpu_check: wrote {out}")

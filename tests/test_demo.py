@@ -95,7 +95,7 @@ def test_quick_demo_writes_report_and_numbers(tmp_path):
     assert len(list((out / "pairs" / "lr").glob("*.png"))) == demo.QUICK_SPEC.n_hr
     assert summary["paired"]["images"] == demo.QUICK_SPEC.n_holdout
     # The default recipe is the built-in one, read from the package.
-    assert Path(summary["recipe_file"]) == Path(demo.__file__).parents[2] / "recipes" / "learn.toml"
+    assert Path(summary["recipe_file"]) == Path(demo.__file__).parents[2] / "recipes" / "idphoto.toml"
 
 
 def test_data_is_reused_and_sets_are_disjoint(tmp_path):
@@ -168,7 +168,7 @@ def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path)
     proc = run_demo("--quick", "--out", str(out), "--no-progress", "--recipe", "no_such_recipe", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
-        "error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, learn)"]
+        "error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, paper)"]
     failed = json.loads((out / "failed.json").read_text())
     assert failed["ok"] is False and [s["step"] for s in failed["steps"]] == ["recipe"]
     assert failed["steps"][0]["ok"] is False and "no_such_recipe" in failed["steps"][0]["error"]

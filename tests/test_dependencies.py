@@ -57,7 +57,7 @@ def test_torch_and_torchvision_are_ranges_pinned_by_the_constraints_file():
 def test_every_dependency_make_installs_is_pinned_within_its_range():
     """The lock covers pyproject.toml (with the extras make installs), and each pin lies in its range."""
     pins = constraints()
-    for name, req in project_requirements(("test", "demo")).items():
+    for name, req in project_requirements(("test", "demo", "bench")).items():
         assert name in pins, f"constraints.txt does not pin {req.name} (run make lock)"
         assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt's {name} {pins[name]} is outside {req}"
 
@@ -75,9 +75,10 @@ def test_every_third_party_import_of_the_package_is_declared():
     import sys
 
     import_names = {"PIL": "pillow", "face_recognition_models": "face-recognition-models", "dlib": "dlib-bin",
-                    "torch_fidelity": "torch-fidelity", "skimage": "scikit-image", "yaml": "pyyaml"}
+                    "torch_fidelity": "torch-fidelity", "skimage": "scikit-image", "yaml": "pyyaml",
+                    "cv2": "opencv-python-headless"}
     declared = set(project_requirements())
-    optional = set(project_requirements(("demo",))) - declared
+    optional = set(project_requirements(("demo", "bench"))) - declared
     missing = {}
     for path in package_modules().values():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -77,7 +77,9 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert set(data["frequency"]["sets"]) == {"fake", "real"}
     assert SET_KEYS <= set(data["frequency"]["sets"]["fake"])
     assert len(data["frequency"]["frequencies"]) == len(data["frequency"]["sets"]["real"]["spectrum"]) == 16
-    assert Image.open(tmp_path / "same.png").size == (800, 500)
+    width, height = Image.open(tmp_path / "same.png").size
+    assert width == 800 and height > 800, "the radial spectra over each set's 2-D spectrum and autocorrelation map"
+    assert set(data["structure"]["sets"]) == {"fake", "real"} and data["structure"]["sets"]["fake"]["distance"] is not None
 
     far = evaluate(noisy, a, **kw)
     assert far["real_stats_cached"] is True  # real folder unchanged: stats served from the cache
@@ -85,7 +87,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert far["kid_mean"] > same["kid_mean"]
     assert far["frequency"]["sets"]["fake"]["noise"] > far["frequency"]["sets"]["real"]["noise"] + 5
     assert far["frequency"]["sets"]["real"] == same["frequency"]["sets"]["real"]
-    assert {p.name.split("-")[0] for p in folders["cache"].iterdir()} == {"frequency", "inception"}
+    assert {p.name.split("-")[0] for p in folders["cache"].iterdir()} == {"frequency", "structure", "inception"}
 
 
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
@@ -109,7 +111,7 @@ def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_p
     after = evaluate(folders["noisy"], real, **kw)
     assert after["real_stats_cached"] is False
     assert after["fid"] > 0.1
-    assert len(set(folders["cache"].iterdir()) - entries) == 2  # new frequency + inception entries for the new content
+    assert len(set(folders["cache"].iterdir()) - entries) == 3  # new frequency, structure and inception entries for the new content
 
 
 def test_weights_errors_name_the_file(tmp_path):

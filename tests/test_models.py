@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -396,7 +398,7 @@ def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_
         xd, det = g(x, z, with_deterministic=True)
         n = (xd - det) * 255
         assert abs(n.std().item() - 6.0) < 0.3 and abs((n[..., 1:] * n[..., :-1]).mean().item()) < 0.05 * 36
-        g.noise_colour.copy_(torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(1)))
+        g.noise_colour.copy_(torch.rand(3, 3, 5, 5, generator=torch.Generator().manual_seed(1)))
         xd, det = g(x, z, with_deterministic=True)
         n = (xd - det)[..., 8:-8, 8:-8] * 255
     lag1 = ((n[..., 1:] * n[..., :-1]).mean() / n.var()).item()
@@ -408,6 +410,53 @@ def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_
     assert g.receptive_radius == max(1 + 2 + 1, 2)
     with pytest.raises(ValueError, match="noise_filter"):
         Generator(output_noise=True, noise_filter=4)
+
+
+def _noise_of(g: Generator, size: int = 128) -> torch.Tensor:
+    """G's output noise (Xd minus its deterministic part) in 0-255 units, borders cut."""
+    x = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        xd, det = g(x, g.make_noise(x, torch.Generator().manual_seed(3)), with_deterministic=True)
+    return ((xd - det) * 255)[..., 4:-4, 4:-4]
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.5, 0.9])
+def test_structured_noise_correlates_colours_as_its_kernel_says(mix):
+    """A kernel whose output channels mix a shared input with their own: the measured channel correlation equals
+    the normalised rows' inner products (W W^T), the level stays noise_init."""
+    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3).eval()
+    w = torch.eye(3) * math.sqrt(1 - mix) + torch.tensor([[1.0, 0, 0]] * 3) * math.sqrt(mix)
+    w[0] = torch.tensor([1.0, 0, 0])  # channel 0 is the shared source itself
+    with torch.no_grad():
+        g.noise_colour.zero_()
+        g.noise_colour[:, :, 1, 1] = w
+    n = _noise_of(g)
+    flat = n.permute(1, 0, 2, 3).reshape(3, -1)
+    measured = torch.corrcoef(flat)
+    rows = w / w.norm(dim=1, keepdim=True)
+    expected = rows @ rows.t()
+    assert torch.allclose(measured, expected, atol=0.03), f"channel correlation {measured} != {expected}"
+    assert (flat.std(dim=1) - 6.0).abs().max() < 0.3
+
+
+@pytest.mark.parametrize("taps", [[1.0], [1.0, 1.0], [1.0, 2.0, 1.0]])
+def test_structured_noise_correlates_in_space_as_its_kernel_says(taps):
+    """A horizontal per-channel kernel: lag-1 correlation along x equals sum(k_i k_i+1) / sum(k_i^2), about 0
+    along y; colours stay independent."""
+    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3).eval()
+    k = torch.zeros(3)
+    k[:len(taps)] = torch.tensor(taps)
+    with torch.no_grad():
+        g.noise_colour.zero_()
+        for c in range(3):
+            g.noise_colour[c, c, 1, :] = k
+    n = _noise_of(g)
+    lag_x = ((n[..., 1:] * n[..., :-1]).mean() / n.var()).item()
+    lag_y = ((n[..., 1:, :] * n[..., :-1, :]).mean() / n.var()).item()
+    expected = float((k[1:] * k[:-1]).sum() / (k * k).sum())
+    assert abs(lag_x - expected) < 0.03 and abs(lag_y) < 0.03, (lag_x, lag_y, expected)
+    corr = torch.corrcoef(n.permute(1, 0, 2, 3).reshape(3, -1))
+    assert (corr - torch.eye(3)).abs().max() < 0.03
 
 
 def test_a_contrast_free_discriminator_sees_the_pattern_of_the_detail_not_its_strength():

@@ -19,7 +19,7 @@ from conftest import REPO, TINY_RECIPE, package_modules, run_cli
 
 #: The one copy of the built-in recipes: the top-level recipes/ folder, installed as the package dsgan_cli.recipes.
 PACKAGE_RECIPES = REPO / "recipes"
-BUILTIN = ("idphoto", "learn")
+BUILTIN = ("idphoto", "paper")
 
 
 # ----------------------------------------------------------------------------- resolving a recipe argument
@@ -32,8 +32,8 @@ def test_builtin_names_resolve_to_the_package_files(tmp_path, monkeypatch):
         assert resolve_recipe(name) == PACKAGE_RECIPES / f"{name}.toml"
         assert load_recipe(name).train.output_dir == f"runs/{name}"
     # A folder of that name (e.g. runs/ or data/ layouts) does not hide a built-in recipe.
-    (tmp_path / "learn").mkdir()
-    assert resolve_recipe("learn") == PACKAGE_RECIPES / "learn.toml"
+    (tmp_path / "paper").mkdir()
+    assert resolve_recipe("paper") == PACKAGE_RECIPES / "paper.toml"
 
 
 def test_a_path_is_read_as_a_file_and_a_file_wins_over_a_builtin_name(tmp_path, monkeypatch):
@@ -52,7 +52,7 @@ def test_unknown_name_lists_the_builtin_names(tmp_path, monkeypatch):
     for arg in ("idphoto.toml", "recipes/nope.toml", "nope"):
         with pytest.raises(DsganError) as e:
             resolve_recipe(arg)
-        assert str(e.value) == f"{arg}: recipe file not found, and not a built-in recipe (idphoto, learn)"
+        assert str(e.value) == f"{arg}: recipe file not found, and not a built-in recipe (idphoto, paper)"
         assert e.value.exit_code == EXIT_USAGE
 
 
@@ -62,19 +62,19 @@ def test_the_design_cards_recipe_path_works_here_and_falls_back_elsewhere(tmp_pa
     assert resolve_recipe("recipes/idphoto.toml") == Path("recipes/idphoto.toml")
     assert capsys.readouterr().err == ""
     monkeypatch.chdir(tmp_path)
-    assert resolve_recipe("recipes/learn.toml") == PACKAGE_RECIPES / "learn.toml"
+    assert resolve_recipe("recipes/paper.toml") == PACKAGE_RECIPES / "paper.toml"
     note = capsys.readouterr().err
-    assert note.startswith("note: recipes/learn.toml is not in this folder; using the built-in recipe learn") and note.count("\n") == 1
+    assert note.startswith("note: recipes/paper.toml is not in this folder; using the built-in recipe paper") and note.count("\n") == 1
     # A file of the user's own at that path wins.
     (tmp_path / "recipes").mkdir()
-    shutil.copy(TINY_RECIPE, tmp_path / "recipes" / "learn.toml")
-    assert resolve_recipe("recipes/learn.toml") == Path("recipes/learn.toml")
+    shutil.copy(TINY_RECIPE, tmp_path / "recipes" / "paper.toml")
+    assert resolve_recipe("recipes/paper.toml") == Path("recipes/paper.toml")
 
 
 def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
     proc = run_cli("train", "nope", "--no-progress", cwd=tmp_path)
     assert proc.returncode == EXIT_USAGE
-    assert proc.stderr.strip().splitlines() == ["error: nope: recipe file not found, and not a built-in recipe (idphoto, learn)"]
+    assert proc.stderr.strip().splitlines() == ["error: nope: recipe file not found, and not a built-in recipe (idphoto, paper)"]
     # The built-in recipe is read: training then stops at its (missing) data folder, named from the recipe.
     proc = run_cli("train", "idphoto", "--no-progress", cwd=tmp_path)
     assert proc.returncode == EXIT_USAGE
@@ -146,7 +146,7 @@ def test_non_editable_install_runs_the_quick_demo(wheel, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "report" / "summary.json").read_text())
     # The installed package ran and read its own recipe (not the repository's).
-    assert Path(summary["recipe_file"]) == site / "dsgan_cli" / "recipes" / "learn.toml"
+    assert Path(summary["recipe_file"]) == site / "dsgan_cli" / "recipes" / "idphoto.toml"
     assert summary["ok"] is True and Path(summary["train"]["generator"]).is_file()
     # Outside the repository, the design card's recipe path falls back to the installed built-in one.
     proc = subprocess.run([str(site / "bin" / "dsgan"), "train", "recipes/nope.toml"], cwd=work, env=env,

@@ -6,18 +6,18 @@ from dsgan_cli.plumbing.errors import DsganError
 from conftest import REPO, run_cli
 
 
-def test_idphoto_recipe_has_the_reference_settings():
-    r = load_recipe(REPO / "recipes" / "idphoto.toml")
+def test_paper_recipe_has_the_reference_settings():
+    r = load_recipe(REPO / "recipes" / "paper.toml")
     assert (r.data.hr_size, r.data.lr_size, r.data.scale, r.data.crop_size) == (256, 128, 2, 0)
     assert r.optim.lr == 2e-4 and (r.optim.beta1, r.optim.beta2) == (0.5, 0.999)
     assert r.train.iterations == 80_000
     assert (r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual) == (1.0, 0.005, 0.01)
 
 
-def test_idphoto_schedule_is_the_originals_constant_then_linear_to_zero():
+def test_paper_schedule_is_the_originals_constant_then_linear_to_zero():
     from dsgan_cli.engines.train import lr_at
 
-    r = load_recipe(REPO / "recipes" / "idphoto.toml")
+    r = load_recipe(REPO / "recipes" / "paper.toml")
     assert (r.optim.lr_decay, r.optim.decay_start) == ("linear", 40_000)
     lrs = [lr_at(s, r) for s in range(0, 80_001, 500)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))

@@ -475,7 +475,7 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_fast_bf16(monkeypatc
     precision, why = tr.auto_precision(False)
     assert precision == "no" and "neither AVX-512 BF16 nor AMX" in why
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    r = load_recipe("learn", ['train.precision="auto"'])
+    r = load_recipe("idphoto", ['train.precision="auto"'])
     assert tr.mixed_precision_for(r) == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert tr.mixed_precision_for(r) == "fp16", "accelerate launch --mixed_precision wins over the recipe"

@@ -29,7 +29,7 @@ from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError
 from ..plumbing.jsonl import read_jsonl
 
 #: The built-in recipe the demo trains with (``--recipe`` takes another name or a file).
-DEFAULT_RECIPE = "learn"
+DEFAULT_RECIPE = "idphoto"
 #: Marks a folder as made by the demo, so the demo may replace its own results there.
 MARKER = ".dsgan-demo"
 DATA_VERSION = 2

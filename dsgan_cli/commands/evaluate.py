@@ -301,7 +301,7 @@ def _stats_keys(data_key: str, weights) -> dict[str, str]:
     """Statistics cache keys of one decoded set (frequency; Inception with ``weights``)."""
     from ..metrics import fid as fidmod
 
-    keys = {"frequency": fidmod.cache_key("frequency", data_key)}
+    keys = {"frequency": fidmod.cache_key("frequency", data_key), "structure": fidmod.cache_key("structure", data_key)}
     if weights is not None:
         keys["inception"] = fidmod.cache_key("inception", data_key, extractor=fidmod.EXTRACTOR_NAME,
                                              layer=fidmod.FEATURE_LAYER, weights=weights.identity)
@@ -313,13 +313,15 @@ def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> 
     import torch
 
     from ..metrics import fid as fidmod
-    from ..metrics import spectrum
+    from ..metrics import spectrum, structure
 
     out = {}
     if "frequency" in kinds:
         s = spectrum.set_stats(img.permute(1, 2, 0).numpy() for img in images)
         out["frequency"] = {"count": np.array([s["count"]], np.int64), "spectrum": s["spectrum"],
                             "noise": np.array([s["noise"]]), "noise_std": np.array([s["noise_std"]])}
+    if "structure" in kinds:
+        out["structure"] = structure.set_structure(img.permute(1, 2, 0).numpy().astype(np.float64) for img in images)
     if "inception" in kinds:
         feats = []
         for i in range(0, len(images), batch_size):
@@ -478,15 +480,28 @@ def _warn_about_sets(decoded: dict, size: tuple[int, int], rep: Reporter) -> dic
     return unreadable
 
 
-def _draw_plot(frequency: dict, plot_path: Path) -> str:
-    """The spectra of every set as one log-scale line plot; returns its path."""
-    from ..plumbing.plots import line_plot
+def structure_section(stats: dict[str, dict]) -> dict:
+    """The structure report (autocorrelation, channel correlation, 2-D spectrum; distances to the real set)."""
+    from ..metrics import structure
+
+    return structure.summarize({name: s["structure"] for name, s in stats.items()}, REAL)
+
+
+def _draw_plot(frequency: dict, stats: dict[str, dict], plot_path: Path) -> str:
+    """The radial spectra of every set as a log-scale line plot, over each set's 2-D spectrum (log10) and
+    autocorrelation map, so that shape and orientation compare as well as level; returns its path."""
+    from ..plumbing.plots import lines_and_maps_png
+    from ..plumbing.writes import write_bytes_atomic
 
     freqs = frequency["frequencies"]
     labels = {FAKE: "fake", REAL: "real", REFERENCE: "reference Xb (bicubic)"}
     series = {f"{labels[n]} (n={s['count']})": (freqs, s["spectrum"]) for n, s in frequency["sets"].items()}
-    line_plot(series, plot_path, title="Radially averaged power spectrum (luminance)", xlabel="spatial frequency (cycles/pixel)",
-              ylabel="power", logy=True, kind=PLOT_KIND)
+    names = list(frequency["sets"])
+    maps = {"2-D spectrum, log10": [(labels[n], np.log10(np.maximum(stats[n]["structure"]["spectrum_2d"], 1e-12))) for n in names],
+            "autocorrelation": [(labels[n], stats[n]["structure"]["autocorrelation"]) for n in names]}
+    write_bytes_atomic(plot_path, lines_and_maps_png(series, maps, title="Radially averaged power spectrum (luminance)",
+                                                     xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True,
+                                                     kind=PLOT_KIND))
     return str(plot_path)
 
 
@@ -520,6 +535,7 @@ def build_report(inputs: Inputs, decoded: dict, metrics: dict, frequency: dict, 
             "data_cache_dir": run["data_cache_dir"], "dsgan_cli_version": __version__,
         },
         "frequency": frequency,
+        "structure": run["structure"],
         "artefacts": reference_artefacts(decoded[FAKE][0], inputs.dirs[FAKE], decoded[REFERENCE][0], ref_dir) if ref_dir else None,
         "plot": run["plot"],
     })
@@ -561,7 +577,8 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
         run = {"size": analysis, "weights": weights, "needs_resize": needs_resize, "unreadable": unreadable, "cached": cached,
                "batch_size": int(batch_size), "requested": requested, "cache_dir": stats_dir,
                "data_cache_dir": None if str(data_cache_dir) == "none" else str(pixels),
-               "plot": _draw_plot(frequency, Path(plot_path)) if plot_path is not None else None}
+               "structure": structure_section(stats),
+               "plot": _draw_plot(frequency, stats, Path(plot_path)) if plot_path is not None else None}
         result = build_report(inputs, decoded, metrics, frequency, run, rep)
     if json_path is not None:
         write_json(result, json_path)
@@ -586,6 +603,21 @@ def verdict_line(result: dict) -> str:
         return (f"FID {result['fid']:.2f} against a real floor of {floor['fid']:.2f} (two halves of the real set); "
                 "give --reference HR for the Xb baseline")
     return "too few real images (under 4) for the real floor: FID has no scale here"
+
+
+def structure_table(structure: dict, console) -> None:
+    """The structure of each set's fine detail (shape, not level) and how far it lies from the real set's."""
+    from rich.table import Table
+
+    t = Table(title="Structure of the fine detail (high-pass x - box5(x))")
+    for col in ("set", "lag-1 corr. h / v", "channel corr.", "anisotropy / orientation", "distance to real: autocorr. / channels / 2-D spectrum"):
+        t.add_column(col, justify="left" if col == "set" else "right")
+    for name, s in structure["sets"].items():
+        d = s["distance"]
+        t.add_row("reference Xb" if name == REFERENCE else name, f"{s['lag1_horizontal']:.2f} / {s['lag1_vertical']:.2f}",
+                  f"{s['mean_channel_correlation']:.2f}", f"{s['anisotropy']:.2f} / {s['orientation_deg']:.0f} deg",
+                  "-" if d is None else f"{d['autocorrelation']:.3f} / {d['channel_correlation']:.3f} / {d['spectrum_2d']:.3f}")
+    console.print(t)
 
 
 def print_report(result: dict, console) -> None:
@@ -622,6 +654,7 @@ def print_report(result: dict, console) -> None:
         d, dh = s["spectral_distance"], s["spectral_distance_high"]
         t.add_row(label, str(s["count"]), f"{s['noise']:.2f}", "-" if d is None else f"{d:.4f}", "-" if dh is None else f"{dh:.4f}")
     console.print(t)
+    structure_table(result["structure"], console)
     art = result.get("artefacts")
     if art:
         r, g, b = art["colour_shift_mean"]

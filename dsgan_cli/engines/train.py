@@ -261,7 +261,7 @@ class RunTiming:
         hint = ""
         if self.cpu and left > self.SLOW_CPU_S:
             hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                    "or train the built-in 'learn' recipe, which runs in minutes")
+                    "or train the built-in 'idphoto' recipe, which runs in minutes")
         eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
         print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 

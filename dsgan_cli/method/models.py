@@ -219,11 +219,13 @@ class Generator(nn.Module):
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(noise_init / 255)))
             if noise_filter > 1:
-                # One learned kernel per colour channel colours the white noise (JPEG, demosaicing and
-                # denoising leave camera grain spatially correlated); it starts as the identity.
-                self.noise_colour = nn.Parameter(torch.zeros(3, 1, noise_filter, noise_filter))
+                # A learned 3 -> 3 kernel structures the white noise in space and across colours: demosaicing,
+                # in-camera denoising, resampling and compression leave camera grain spatially correlated and in
+                # part grey. It starts as the identity (white, independent per channel).
+                self.noise_colour = nn.Parameter(torch.zeros(3, 3, noise_filter, noise_filter))
                 with torch.no_grad():
-                    self.noise_colour[:, 0, noise_filter // 2, noise_filter // 2] = 1.0
+                    for c in range(3):
+                        self.noise_colour[c, c, noise_filter // 2, noise_filter // 2] = 1.0
 
     @property
     def noise_dim(self) -> int:
@@ -286,14 +288,15 @@ class Generator(nn.Module):
         return (out, deterministic) if with_deterministic else out
 
     def coloured(self, z: torch.Tensor) -> torch.Tensor:
-        """The output noise through its learned per-channel kernel, scaled to unit L2 norm so that white N(0, 1)
-        stays of variance 1 whatever its colour (the level is ``noise_scale``'s alone); ``z`` as is without one."""
+        """The output noise through its learned 3 -> 3 kernel (spatial and cross-channel correlation), each output
+        channel's kernel scaled to unit L2 norm so that white N(0, 1) stays of variance 1 per channel whatever its
+        structure (the level is ``noise_scale``'s alone); ``z`` as is without one."""
         if self.noise_filter == 1:
             return z
         k = self.noise_filter
         w = self.noise_colour / self.noise_colour.flatten(1).norm(dim=1).clamp_min(1e-8).view(3, 1, 1, 1)
         # Replicate: noise maps of any size, even smaller than the kernel.
-        return F.conv2d(F.pad(z, (k // 2,) * 4, mode="replicate"), w.to(z.dtype), groups=3)
+        return F.conv2d(F.pad(z, (k // 2,) * 4, mode="replicate"), w.to(z.dtype))
 
 
     def local_blur(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

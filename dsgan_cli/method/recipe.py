@@ -62,7 +62,7 @@ class ModelConfig:
                         choices=("sigmoid", "residual", "blur"))
     noise_init: float = _spec(1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)",
                               min=0.01, max=255)
-    noise_filter: int = _spec(1, "size of a learned per-channel kernel that colours the output noise (odd; 1 = white)",
+    noise_filter: int = _spec(1, "size of a learned 3 -> 3 colour kernel that structures the output noise in space and across colours (odd; 1 = white, independent per channel)",
                               min=1, max=15)
     d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
                                  "strength) or 'none'", choices=("batch", "none"))
@@ -298,7 +298,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def resolve_recipe(name_or_path: str | Path) -> Path:
-    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``learn``).
+    """The recipe file meant by a path to a .toml file or a built-in name (``idphoto``, ``paper``).
 
     ``recipes/NAME.toml`` that does not exist here (the project's own layout, typed in another folder) is the
     built-in NAME, with a one-line note.

@@ -272,9 +272,14 @@ def cache_load(path: Path, shapes: dict[str, tuple[int | None, ...]] | None = No
 
 
 def statistics_shapes(kind: str, n_images: int) -> dict[str, tuple[int | None, ...]]:
-    """The arrays a statistics cache entry of ``kind`` ("frequency" or "inception") holds for a set of ``n_images``."""
+    """The arrays a statistics cache entry of ``kind`` ("frequency", "structure" or "inception") holds for a set of ``n_images``."""
     if kind == "frequency":
         return {"count": (1,), "spectrum": (None,), "noise": (1,), "noise_std": (1,)}
+    if kind == "structure":
+        from .structure import MAX_LAG
+
+        lags = 2 * MAX_LAG + 1
+        return {"count": (1,), "autocorrelation": (lags, lags), "channel_correlation": (3, 3), "spectrum_2d": (None, None)}
     return {"features": (n_images, FEATURE_DIM), "mu": (FEATURE_DIM,), "sigma": (FEATURE_DIM, FEATURE_DIM)}
 
 

@@ -71,7 +71,7 @@ def _radial_bins(h: int, w: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 @lru_cache(maxsize=16)
-def _hann2d(h: int, w: int) -> np.ndarray:
+def hann2d(h: int, w: int) -> np.ndarray:
     """Separable 2-D Hann window (periodic form, so it tapers every border to zero)."""
     wy = np.hanning(h + 1)[:-1] if h > 1 else np.ones(1)
     wx = np.hanning(w + 1)[:-1] if w > 1 else np.ones(1)
@@ -90,7 +90,7 @@ def radial_power_spectrum(gray: np.ndarray) -> np.ndarray:
     if gray.ndim != 2:
         gray = to_gray(gray)
     h, w = gray.shape
-    window = _hann2d(h, w)
+    window = hann2d(h, w)
     power = np.abs(np.fft.fft2((gray - gray.mean()) * window)) ** 2 / np.sum(window**2)
     idx, counts, n_bins = _radial_bins(h, w)
     inside = idx >= 0

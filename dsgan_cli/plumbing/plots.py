@@ -87,3 +87,42 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     path = Path(path)
     write_bytes_atomic(path, render_png(series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy, size=size, kind=kind))
     return path
+
+
+def lines_and_maps_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], maps: dict[str, list[tuple[str, object]]], *,
+                       title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False, kind: str = "plot") -> bytes:
+    """PNG bytes of a line plot (as :func:`build_figure`) over rows of image maps: ``maps`` is {row label: [(panel
+    title, 2-D array), ...]}, each row's panels on one colour scale (its bar on the right), so sets compare at a glance."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    cols = max([len(r) for r in maps.values()] + [1])
+    fig = Figure(figsize=(max(8.0, 2.6 * cols), 4.5 + 2.6 * len(maps)), dpi=DPI, layout="constrained")
+    grid = fig.add_gridspec(1 + len(maps), cols, height_ratios=[4.5] + [2.6] * len(maps))
+    ax = fig.add_subplot(grid[0, :])
+    colours = [tuple(c / 255 for c in rgb) for rgb in PALETTE]
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        px, py = _points(xs, ys, logy)
+        ax.plot(px, py, color=colours[i % len(colours)], linewidth=2, label=name)
+    if logy and any(ax.lines):
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, which="major", color="0.88")
+    if series:
+        ax.legend(loc="best", framealpha=0.9)
+    for row, (label, panels) in enumerate(maps.items(), start=1):
+        values = np.concatenate([np.asarray(a, dtype=float).ravel() for _, a in panels] or [np.zeros(1)])
+        values = values[np.isfinite(values)]
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        image = None
+        for col, (name, arr) in enumerate(panels):
+            pax = fig.add_subplot(grid[row, col])
+            image = pax.imshow(arr, vmin=lo, vmax=hi, cmap="magma", interpolation="nearest")
+            pax.set_title(f"{label}: {name}", fontsize=9)
+            pax.set_xticks([])
+            pax.set_yticks([])
+        if image is not None:
+            fig.colorbar(image, ax=fig.axes[-len(panels):], shrink=0.8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={MARKER_KEY: kind})
+    return buf.getvalue()
