@@ -18,7 +18,7 @@ COMMON = {"output_dir": str, "written": int, "skipped": int, "failed": list, "se
 OWN = {
     "degrade": {"converted_modes", "images_per_second", "scale", "device", "processes"},
     "pairs": {"converted_modes", "images_per_second", "scale", "device", "processes", "pairs", "cleanup_factor"},
-    "prepare": {"manifest", "counts"},
+    "prepare": {"manifest", "counts", "not_images"},
 }
 
 

@@ -69,8 +69,8 @@ def test_an_error_under_accelerate_launch_quiet_ends_with_dsgans_own_line(tmp_pa
     res = subprocess.run([*launch, "-q", "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1] == (
-        "error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, learn)"), res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "error: no_such_recipe: recipe file not found, and not a built-in recipe ("), res.stderr
     assert "Traceback" not in res.stderr and "CalledProcessError" not in res.stderr, res.stderr
     # Without -q accelerate adds its own traceback after dsgan's line: the reason the docs say -q.
     res = subprocess.run([*launch, "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
