@@ -33,6 +33,7 @@ def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_report_and_numbers(tmp_path):
     out = tmp_path / "demo out"
     proc = run_demo("--quick", "--out", str(out), cwd=tmp_path)  # piped: no terminal

@@ -59,6 +59,7 @@ def test_trace_term_matches_torch_fidelity():
     assert fid.frechet_distance(s1, s2) == pytest.approx(fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     a, noisy = folders["A"], folders["noisy"]
     kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
@@ -148,6 +149,7 @@ def test_cli_missing_weights_says_how_to_provide_them(tmp_path, cli, folders):
     assert not (tmp_path / "torch-home").exists() or not any((tmp_path / "torch-home").rglob("*.pth"))
 
 
+@pytest.mark.slow
 def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weights_file, folders):
     hr = tmp_path / "hr"
     write_images(hr, 2, 64, seed=4)
@@ -177,6 +179,7 @@ def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):
     assert w.kind == "random" and "RANDOM" not in w.describe() and "random" in w.describe()
 
 
+@pytest.mark.slow
 def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folders):
     """Our FID/KID on two folders equal torch-fidelity's own end-to-end computation with the same weights file."""
     from torch_fidelity import calculate_metrics
@@ -191,6 +194,7 @@ def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folder
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_file, tmp_path):
     """The decoded-image cache: written once, mapped by the next run, replaced for changed content; same numbers without it."""
     from dsgan_cli.data.datacache import DECODE_COUNTER
@@ -230,6 +234,7 @@ def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_fi
         assert changed["frequency"]["sets"]["fake"][k] == first["frequency"]["sets"]["fake"][k], k
 
 
+@pytest.mark.slow
 def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights_file, folders, tmp_path):
     """The floor: the real set split into two seeded random halves, FID between them, as torch-fidelity computes it."""
     import numpy as np
@@ -253,6 +258,7 @@ def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights
     assert ours["reference_xb"] is None and ours["closes"] is None  # no reference: no Xb baseline
 
 
+@pytest.mark.slow
 def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp_path, cli):
     """With --reference: the Xb baseline is the reference's bicubic downscale; a fake set that IS Xb closes 0%."""
     from dsgan_cli.data.images import image_to_tensor, load_rgb, tensor_to_image

@@ -114,6 +114,7 @@ def test_check_destinations_unit(tmp_path):
 # ----------------------------------------------------------------------------- B: two inputs, one output
 
 
+@pytest.mark.slow
 def test_prepare_names_that_would_collide_are_refused_not_merged(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -154,6 +155,7 @@ def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
 # ----------------------------------------------------------------------------- C: stale outputs
 
 
+@pytest.mark.slow
 def test_degrade_rerun_with_another_generator_is_refused_without_overwrite(tmp_path, gens):
     inp, out, ref = tmp_path / "in", tmp_path / "out", tmp_path / "ref"
     write_images(inp, 3, 16, seed=4)
@@ -187,6 +189,7 @@ def test_degrade_interrupted_overwrite_is_still_refused(tmp_path, gens):
     assert json.loads((out / RUN_RECORD).read_text())["replacing_earlier_outputs"] is True
 
 
+@pytest.mark.slow
 def test_prepare_rerun_with_other_settings_is_refused_then_replaced(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -207,6 +210,7 @@ def test_prepare_rerun_with_other_settings_is_refused_then_replaced(tmp_path):
     assert rec["settings"]["size"] == 32
 
 
+@pytest.mark.slow
 def test_prepare_changed_photo_replaces_its_crop(tmp_path):
     """Same settings, edited input: the record is recomputed and so is the crop on disk."""
     raw = tmp_path / "raw"
@@ -228,6 +232,7 @@ def test_prepare_changed_photo_replaces_its_crop(tmp_path):
 # ----------------------------------------------------------------------------- D: cache keyed on content
 
 
+@pytest.mark.slow
 def test_eval_cache_is_keyed_on_content_not_names_sizes_mtimes(tmp_path):
     fake, real_a, real_b = tmp_path / "fake", tmp_path / "real_a", tmp_path / "real_b"
     write_images(fake, 3, 16, seed=1)
@@ -251,6 +256,7 @@ def test_eval_cache_is_keyed_on_content_not_names_sizes_mtimes(tmp_path):
 # ----------------------------------------------------------------------------- E: special files
 
 
+@pytest.mark.slow
 def test_fifo_in_eval_folder_is_listed_not_waited_on(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 3, 16, seed=1)
@@ -316,6 +322,7 @@ def test_atomic_writer_refuses_to_replace_a_symlink(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "target.png"]
 
 
+@pytest.mark.slow
 def test_prepare_dangling_symlink_is_listed_and_the_run_completes(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -390,6 +397,7 @@ def test_partial_names_fit_the_name_limit(tmp_path):
         assert (tmp_path / name).read_bytes() == b"ok"
 
 
+@pytest.mark.slow
 def test_prepare_long_name_does_not_abort_the_run(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -492,6 +500,7 @@ H_RECIPE_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
     hr, lr = tmp_path / "hr", tmp_path / "lr"
     write_images(hr, 4, 32, seed=4)
@@ -570,6 +579,7 @@ def _wait_for(path: Path, child) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -590,6 +600,7 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
     assert (out / "checkpoints" / "step_00000002").is_dir()
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -602,6 +613,7 @@ def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_data):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -619,6 +631,7 @@ def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_d
     assert str(out / "abandoned") in branch.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_path, tiny_recipe, train_data):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -677,6 +690,7 @@ def test_float_and_int32_tiffs_are_rescaled_not_clipped(tmp_path, mode, values, 
     assert np.asarray(img)[0, :, 0].tolist() == expected
 
 
+@pytest.mark.slow
 def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_data):
     hr, lr = train_data
     before = tree_digest(tmp_path)
@@ -715,6 +729,7 @@ def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
     assert (real / "img_000.png").read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing_array", "wrong_shape", "nan"])
 def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damage):
     from safetensors.numpy import load_file, save_file

@@ -188,6 +188,7 @@ def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_p
     assert r.returncode != 0 and "bad.safetensors" in r.stderr and "jpeg_quality" in r.stderr
 
 
+@pytest.mark.slow
 def test_training_reads_the_quality_off_the_real_lr(tmp_path):
     write_images(tmp_path / "hr", 4, 32, seed=1)
     lr = tmp_path / "lr"

@@ -107,6 +107,7 @@ def test_cleanup_factor_is_tdsr(tmp_path, ckpt):
     basicsr_paired_folder_check(tmp_path / "out" / "hr", tmp_path / "out" / "lr", 4, tmp_path / "out" / "meta_info.txt")
 
 
+@pytest.mark.slow
 def test_pairs_resume_skip_and_redo_only_incomplete(tmp_path, ckpt):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp, 3, 24)
@@ -126,6 +127,7 @@ def test_pairs_resume_skip_and_redo_only_incomplete(tmp_path, ckpt):
             assert p.stat().st_mtime_ns == t, p
 
 
+@pytest.mark.slow
 def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp, 2, 16)
@@ -161,6 +163,7 @@ def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
 
 
+@pytest.mark.slow
 def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
     pairs = tmp_path / "pairs"
     for inp in (pairs / "hr", pairs / "lr" / "x", tmp_path / "in"):
@@ -184,6 +187,7 @@ def noise_ckpt(tmp_path_factory) -> Path:
                                 noise_channels=1, output_noise=True, padding="reflect", output="residual")
 
 
+@pytest.mark.slow
 def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 3, 40)
@@ -197,6 +201,7 @@ def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_pat
             f"{name}: pairs' LR differs from degrade's output for the same image, generator and seed")
 
 
+@pytest.mark.slow
 def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     srcs = write_images(inp, 3, 64)
@@ -217,6 +222,7 @@ def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_pa
         assert (lr["a"] != lr["other"]).mean() > 0.2, "another seed must draw other noise"
 
 
+@pytest.mark.slow
 def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 4, 24)
@@ -231,6 +237,7 @@ def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, no
     assert res.returncode == 1 and json.loads(res.stdout)["written"] == 4, res.stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(tmp_path, ckpt, noise_ckpt):
     """pairs -c A; pairs -c B --overwrite (interrupted: only its record written); pairs -c B must not call A's pairs B's."""
     from dsgan_cli.commands.pairs import SETTINGS_FILE
@@ -250,6 +257,7 @@ def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(t
     assert "replacing_earlier_outputs" not in json.loads((out / SETTINGS_FILE).read_text())
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 2, 24)

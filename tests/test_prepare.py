@@ -128,6 +128,7 @@ def test_overwrite_recomputes_outputs(raw, tmp_path):
     assert Image.open(out / "small.png").size == (SIZE, SIZE)
 
 
+@pytest.mark.slow
 def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
     src = tmp_path / "photos"
     src.mkdir()

@@ -47,6 +47,7 @@ def cli_sets(data: Path, out: Path, *extra: str) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     data = tmp_path / "data"
     write_images(data / "hr", 6, 16, seed=0)
@@ -326,6 +327,7 @@ def test_linear_lr_decay(tiny_recipe):
     assert lr_at(100, r) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["train.memory_format=contiguous", "train.memory_format=channels_last", "train.compile=true"])
 def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recipe, data, option):
     """Memory layout and torch.compile change speed only: same weights after two steps, same checkpoint names,
@@ -377,6 +379,7 @@ def damaged_copy(src: Path, dest: Path, damage) -> Path:
     (lambda c: (c / "optimizer.bin").write_bytes(b"\0" * (c / "optimizer.bin").stat().st_size),
      "optimizer.bin", "truncated or changed"),
 ], ids=["rng-deleted", "rng-truncated", "optimizer-zeroed"])
+@pytest.mark.slow
 def test_resume_refuses_a_damaged_checkpoint_naming_the_file(tmp_path, tiny_recipe, data, two_checkpoints, damage, file, reason):
     """Accelerate would skip an unreadable RNG state with a log line and go on with another random stream."""
     out = damaged_copy(two_checkpoints, tmp_path / "run", damage)
@@ -427,6 +430,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(t
     assert list((out / "checkpoints").iterdir()) == [], "the partial checkpoint folder stayed"
 
 
+@pytest.mark.slow
 def test_progress_reaches_a_log_where_no_bar_can_draw(tmp_path, tiny_recipe, data):
     """stderr is a pipe (as under accelerate launch, nohup or a scheduler): the run's first line, estimates
     after the first step and after a few more, and plain progress lines with step/total, rate and losses."""

@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO, TINY_RECIPE, write_images
 from train_rank_weights import weights_hash
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_in_sync(tmp_path):
     write_images(tmp_path / "hr", 8, 16, seed=0)
     write_images(tmp_path / "lr", 8, 8, seed=1, noise=12)
@@ -60,6 +62,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.u8"))) == 2 and not list((tmp_path / "cache").glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_an_error_under_accelerate_launch_quiet_ends_with_dsgans_own_line(tmp_path):
     """`accelerate launch -q`: dsgan's one-line error is what the user reads, without accelerate's
     CalledProcessError traceback (which it prints without -q)."""
