@@ -316,6 +316,7 @@ def test_bad_recipes_cli_exit_2_one_line(bad_recipes, tmp_path, tiny_recipe):
     assert list(tmp_path.iterdir()) == []  # no run folder was created
 
 
+@pytest.mark.slow
 def test_bad_recipe_debug_shows_traceback(cli, bad_recipes, tmp_path):
     path, _ = bad_recipes["unknown_key.toml"]
     res = cli("--debug", "train", path, cwd=tmp_path)
@@ -399,6 +400,7 @@ def degrade(cli, *args, **kw):
     return cli("degrade", *map(str, args), "--no-progress", **kw)
 
 
+@pytest.mark.slow
 def test_degrade_mixed_tree_reports_failures_and_keeps_inputs(cli, degrade_env, tmp_path):
     root, inp, files, marker = degrade_env
     before = tree_digest(inp)
@@ -482,6 +484,7 @@ def test_degrade_read_only_output(degrade_env, readonly_dir):
     assert tree_digest(inp) == before
 
 
+@pytest.mark.slow
 def test_degrade_debug_traceback(cli, degrade_env, tmp_path):
     root, inp, files, _ = degrade_env
     res = cli("--debug", "degrade", inp, tmp_path / "o", "--checkpoint", files["text.safetensors"], "--no-progress")

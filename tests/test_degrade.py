@@ -101,6 +101,7 @@ def test_existing_outputs_skipped_unless_overwrite(tmp_path, ckpt):
     assert np.array_equal(read(marker), expected_output(ckpt, srcs[0]))
 
 
+@pytest.mark.slow
 def test_output_folder_must_not_be_input_or_inside_it(tmp_path, ckpt):
     inp = tmp_path / "hr"
     write_images(inp, 1, 16)
@@ -192,6 +193,7 @@ def test_odd_modes_converted_and_counted(tmp_path, ckpt):
         assert np.array_equal(read(tmp_path / "out" / f"{p.stem}.png"), expected_output(ckpt, p))
 
 
+@pytest.mark.slow
 def test_unreadable_files_fail_run_goes_on_and_json(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "out"
     good = write_images(inp, 2, 16)
@@ -268,6 +270,7 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, ckpt, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
     (tmp_path / "runs" / "idphoto").mkdir(parents=True)
     shutil.copy(ckpt, tmp_path / "runs" / "idphoto" / "generator.safetensors")

@@ -141,6 +141,7 @@ def test_real_degradation_adds_high_frequencies():
     assert abs(degraded.mean() - clean.mean()) < 2
 
 
+@pytest.mark.slow
 def test_refuses_a_foreign_non_empty_folder(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -164,6 +165,7 @@ def test_demo_folder_may_hold_the_quick_demo_folder(tmp_path):
         demo.prepare_out_dir(tmp_path / "demo_output")
 
 
+@pytest.mark.slow
 def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path):
     out = tmp_path / "demo"
     proc = run_demo("--quick", "--out", str(out), "--no-progress", "--recipe", "no_such_recipe", cwd=tmp_path)
@@ -176,6 +178,7 @@ def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path)
     assert not (out / "data").exists() and not (out / "report" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_recipe_option_takes_a_file(tmp_path):
     """``--recipe FILE``: a broken recipe file fails the recipe step, naming the file (exit 2)."""
     broken = tmp_path / "broken.toml"

@@ -91,6 +91,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert {p.name.split("-")[0] for p in folders["cache"].iterdir()} == {"frequency", "structure", "inception"}
 
 
+@pytest.mark.slow
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
     from dsgan_cli.data.datacache import scan_set
 
@@ -139,6 +140,7 @@ def test_weights_errors_name_the_file(tmp_path):
         fid.resolve_weights(tmp_path / "missing.pth")
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_says_how_to_provide_them(tmp_path, cli, folders):
     env = {"TORCH_HOME": str(tmp_path / "torch-home"), "DSGAN_INCEPTION_WEIGHTS": ""}
     proc = cli("eval", folders["noisy"], folders["A"], "--cache-dir", tmp_path / "c", cwd=tmp_path, env=env)

@@ -58,6 +58,7 @@ def face_photo(size: int = 256) -> Image.Image:
 # ----------------------------------------------------------------------------- A: outputs inside the input tree
 
 
+@pytest.mark.slow
 def test_degrade_output_folder_ancestor_of_input_is_refused(tmp_path, gens):
     """Input P/data holding data/data/: output P would put data/data/x's output onto the input data/x."""
     inp = tmp_path / "data"
@@ -72,6 +73,7 @@ def test_degrade_output_folder_ancestor_of_input_is_refused(tmp_path, gens):
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_degrade_symlinked_output_subfolder_into_input_is_refused(tmp_path, gens):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp / "sub", 2, 16, seed=1)
@@ -140,6 +142,7 @@ def test_prepare_names_that_would_collide_are_refused_not_merged(tmp_path):
     assert tree_digest(raw) == before
 
 
+@pytest.mark.slow
 def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -274,6 +277,7 @@ def test_fifo_in_eval_folder_is_listed_not_waited_on(tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before
 
 
+@pytest.mark.slow
 def test_fifo_as_checkpoint_is_refused(tmp_path):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -284,6 +288,7 @@ def test_fifo_as_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_eval_reports_never_replace_symlinks_or_special_files(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 2, 16, seed=1)
@@ -362,6 +367,7 @@ def _forged(folder: Path, name: str, *, meta: dict | None = None, nan: bool = Fa
     ("huge_channels", {"channels": "2000000"}, False, "channels=2000000"),
     ("nan_weights", None, True, "not finite"),
 ])
+@pytest.mark.slow
 def test_hostile_checkpoint_metadata_is_refused_before_building(tmp_path, name, meta, nan, must):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -375,6 +381,7 @@ def test_hostile_checkpoint_metadata_is_refused_before_building(tmp_path, name, 
 # ----------------------------------------------------------------------------- G: long names
 
 
+@pytest.mark.slow
 def test_degrade_converts_a_254_byte_file_name(tmp_path, gens):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
@@ -427,6 +434,7 @@ def test_atomic_files_get_the_umask_mode(tmp_path, mask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
 
 
+@pytest.mark.slow
 def test_degrade_outputs_follow_the_umask(tmp_path, gens):
     inp = tmp_path / "in"
     write_images(inp, 2, 16)
@@ -459,6 +467,7 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command, hint", [("degrade", "run the same command again"), ("pairs", "run the same command again"),
                                            ("train", "run the same command again")])
+@pytest.mark.slow
 def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe, command, hint):
     """A real SIGINT, delivered at a fixed point of the run (the start of the work), not at a random time."""
     inp = tmp_path / "in"
@@ -518,6 +527,7 @@ def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
     assert tree_digest(tmp_path) == before  # no run folder, nothing in the current folder
 
 
+@pytest.mark.slow
 def test_prepare_margin_nan_is_a_usage_error(tmp_path):
     raw = tmp_path / "raw"
     write_images(raw, 1, 16)
@@ -527,6 +537,7 @@ def test_prepare_margin_nan_is_a_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_eval_unwritable_json_fails_before_the_work(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 2, 16, seed=1)
@@ -662,6 +673,7 @@ def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_pat
 # ----------------------------------------------------------------------------- L: formats, deep TIFFs, nothing created on failure
 
 
+@pytest.mark.slow
 def test_gif_avif_and_disguised_eps_are_listed_not_ignored_or_decoded(tmp_path, gens):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -718,6 +730,7 @@ def test_a_symlink_at_the_run_folders_lock_is_refused_not_followed(tmp_path):
     assert victim.read_bytes() == b"precious"
 
 
+@pytest.mark.slow
 def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 3, 32)

@@ -128,6 +128,7 @@ def test_import_default_output_name_and_no_overwrite(tmp_path):
     assert run_cli("import", tar, "--overwrite").returncode == 0
 
 
+@pytest.mark.slow
 def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     sentinel = tmp_path / "payload-ran"
 

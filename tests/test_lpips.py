@@ -128,6 +128,7 @@ def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["perceptual"]["net"] == "lpips-alex"
 
 
+@pytest.mark.slow
 def test_train_checks_the_chosen_backbone_before_creating_the_run(tmp_path, monkeypatch, tiny_recipe):
     """Offline without cached weights, `train` fails before it creates anything, naming the right network."""
     from dsgan_cli.method.losses import check_perceptual_weights

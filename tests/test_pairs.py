@@ -68,6 +68,7 @@ def basicsr_paired_folder_check(gt_folder: Path, lq_folder: Path, scale: int, me
     return pairs
 
 
+@pytest.mark.slow
 def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     inp = tmp_path / "hr_in"
     originals = {
@@ -92,6 +93,7 @@ def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     assert not list((tmp_path / "pairs").rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_cleanup_factor_is_tdsr(tmp_path, ckpt):
     inp = tmp_path / "in"
     arr = write_image(inp / "x.png", 50, 42, 5)
@@ -149,6 +151,7 @@ def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
     import subprocess
@@ -271,6 +274,7 @@ def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path
     assert (tmp_path / "pairs" / "lr" / odd.name).read_bytes() == (tmp_path / "deg" / odd.name).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obstacle", ["symlink", "fifo", "folder", "lr is a file"])
 def test_a_bad_output_name_or_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt, obstacle):
     """A symlink, FIFO or folder at one output name, or an lr/ that is no folder, stops the run before its first write."""
@@ -300,6 +304,7 @@ def test_a_bad_output_name_or_folder_is_refused_before_any_pair_is_written(tmp_p
     assert keep.read_bytes() == b"user data"
 
 
+@pytest.mark.slow
 def test_a_read_only_lr_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt):
     write_images(tmp_path / "in", 3, 16, seed=3)
     out = tmp_path / "out"
@@ -312,6 +317,7 @@ def test_a_read_only_lr_folder_is_refused_before_any_pair_is_written(tmp_path, c
     assert not (out / "hr").exists() or not any((out / "hr").iterdir()), "pairs were written before the refusal"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["degrade", "pairs"])
 def test_a_closed_stdout_pipe_is_not_reported_as_failed_items(tmp_path, ckpt, command):
     """``dsgan degrade IN OUT --json | head -c0``: the work is done and exit is 141 (SIGPIPE's), not 1 ("items failed")."""

@@ -68,6 +68,7 @@ def test_every_key_is_documented():
     assert len(rows) > 30 and all(help_ for _, _, help_ in rows)
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_recipe_in_one_line_exit_2(tmp_path):
     path = tmp_path / "neg.toml"
     path.write_text("[optim]\nlr = -1e-4\n")

@@ -272,6 +272,7 @@ def re_escape(s: str) -> str:
     return re.escape(s)
 
 
+@pytest.mark.slow
 def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
     res = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'nope'}", "--set", f"data.lr_dir={tmp_path}",
                   "--set", f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)

@@ -131,6 +131,7 @@ def test_explicit_path_is_used_even_offline_and_never_random(tmp_path, monkeypat
 # ----------------------------------------------------------------------------- dsgan weights
 
 
+@pytest.mark.slow
 def test_weights_command_offline_says_what_to_do_in_its_first_line(tmp_path):
     from conftest import run_cli
 
@@ -143,6 +144,7 @@ def test_weights_command_offline_says_what_to_do_in_its_first_line(tmp_path):
     assert not (tmp_path / "torch").exists() or not any((tmp_path / "torch").rglob("*.pth"))
 
 
+@pytest.mark.slow
 def test_train_offline_without_perceptual_weights_first_says_what_to_do(tmp_path, tiny_recipe):
     from conftest import run_cli, write_images
 
