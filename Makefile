@@ -1,4 +1,5 @@
-# Entry points: `make test`, `make demo` and `make mutation` (slow, not run by CI). All create or reuse .venv.
+# Entry points: `make test` (the full suite, as CI runs it), `make test-fast` (without the tests marked slow),
+# `make demo`, `make docs` and `make mutation` (slow, not run by CI). All create or reuse .venv.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
-.PHONY: venv test demo mutation lock clean-venv
+.PHONY: venv test test-fast demo docs mutation lock clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +19,17 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 venv: $(STAMP)
 
+# Progress per test file and the slowest tests at the end, so a 10-minute run is never silent.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest --durations=15
+
+# For development: the end-to-end runs marked slow (real subprocess trainings, launches, signals) are left out.
+test-fast: venv
+	$(PY) -m pytest -m "not slow" --durations=10
+
+# The CLI reference, generated from the app (tests/test_docs.py checks that it is current).
+docs: venv
+	$(VENV)/bin/typer dsgan_cli.cli utils docs --name dsgan --title "dsgan command reference" --output docs/cli.md
 
 demo: venv
 	$(VENV)/bin/dsgan demo $(DEMO_ARGS)

@@ -26,7 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_state = {"debug": os.environ.get("DSGAN_DEBUG") == "1"}
+_state = {"debug": os.environ.get("DSGAN_DEBUG") == "1", "argv": []}
 
 
 def _version_callback(value: bool) -> None:
@@ -47,7 +47,7 @@ def _root(
 # Arguments and options shared by the folder commands (prepare, degrade, pairs).
 CpuOption = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even when a GPU is present.")]
 JsonSummaryOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
-ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress: a bar at a terminal, else a plain line every 30 s (DSGAN_PROGRESS_SECONDS).")]
 HRFolderArgument = Annotated[Path, typer.Argument(help="Folder of clean HR images (searched recursively).")]
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", help="generator.safetensors, or a run folder holding one [default: runs/idphoto/generator.safetensors, "
@@ -71,12 +71,12 @@ def prepare_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Parallel processes (default: all CPU cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute and replace existing outputs.")] = False,
     json_out: JsonSummaryOption = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
 ) -> int:
     from .commands.prepare import prepare_folder, report
 
     summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
-                             workers=workers, overwrite=overwrite, progress=progress and sys.stderr.isatty())
+                             workers=workers, overwrite=overwrite, progress=progress)
     return report(summary, json_out)
 
 
@@ -89,9 +89,13 @@ def train_cmd(
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0.0, help="Stop (with a checkpoint) after this much training time; --resume latest continues.")] = None,
 ) -> int:
     from .method.recipe import load_recipe
+    from .engines.interrupt import TrainingStopped, resume_command
     from .engines.train import train
 
-    train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes)
+    result = train(load_recipe(recipe, set_ or []), resume=resume, progress=not no_progress, max_minutes=max_minutes,
+                   resume_command=resume_command(_state["argv"]))
+    if result.stopped_by:
+        raise TrainingStopped(result.stopped_by)
     return 0
 
 
@@ -178,7 +182,7 @@ def pairs_cmd(
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
     summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
-                         overwrite=overwrite, cpu=cpu, progress=progress and sys.stderr.isatty(), seed=seed, tile=tile,
+                         overwrite=overwrite, cpu=cpu, progress=progress, seed=seed, tile=tile,
                          batch_size=batch_size, workers=workers, precision=precision)
     return _summarise(summary, report, json_out, show=main_process)
 
@@ -197,11 +201,23 @@ def import_cmd(
     return 0
 
 
+@app.command("weights", help="Download the pretrained networks into the torch hub cache and check them: VGG19 and AlexNet "
+                             "(perceptual losses) by default, inception (FID) when named. Offline, copy the files there "
+                             "from a machine with internet access, or name a file with --set perceptual.weights=PATH.")
+def weights_cmd(
+    nets: Annotated[Optional[list[str]], typer.Argument(metavar="[vgg19|alexnet|inception]...", help="Networks to fetch [default: vgg19 alexnet].")] = None,
+) -> int:
+    from .commands.weights import fetch_all
+
+    fetch_all(nets or [])
+    return 0
+
+
 @app.command("eval", help="Compare fake and real LR folders: FID/KID and a frequency/noise report.")
 def eval_cmd(
     fake_dir: Annotated[Path, typer.Argument(help="Folder of generated (degraded) images.")],
     real_dir: Annotated[Path, typer.Argument(help="Folder of real low-quality images.")],
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="HR folder the fake images were made from: adds its bicubic Xb to the frequency report, and the colour shift and border ratio of each fake image against its own Xb (paired by name).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="HR folder the fake images were made from. Adds the baseline: the FID of its bicubic Xb against the real set; and the verdict: how much of the way from that Xb FID down to the real floor (FID between two halves of the real set, at equal sizes) the fake set closes. Also adds Xb to the frequency report, and each fake image's colour shift and border ratio against its own Xb (paired by name).")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="PATH|-", help="Write the report as JSON to PATH, or to stdout with '-'.")] = None,
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", envvar="DSGAN_INCEPTION_WEIGHTS", help="Local torch-fidelity Inception-v3 weights file (for offline machines).")] = None,
     no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID/KID; frequency/noise report only (needs no weights).")] = False,
@@ -224,7 +240,7 @@ def eval_cmd(
         plot = default_plot_path(json_out, inputs, Reporter(err))
     result = evaluate(
         fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
-        batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=err.is_terminal,
+        batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=True,
         allow_random_inception=random_inception, size=size, console=err,
     )
     print_report(result, console)
@@ -248,20 +264,21 @@ def demo_cmd(
     run_demo(DemoOptions(
         out=out or Path("demo_output/quick" if quick else "demo_output"), quick=quick, recipe=recipe, overrides=set_ or [],
         perceptual_weights=perceptual_weights, inception_weights=inception_weights, require_learning=require_learning,
-        progress=not no_progress and sys.stderr.isatty(),
+        progress=not no_progress,
     ))
     return 0
 
 
 #: What Ctrl-C leaves behind per subcommand, and how to go on.
 _RESUME_HINTS = {
-    "train": "training stopped; complete checkpoints are kept: continue with `dsgan train RECIPE --resume latest`",
+    "train": "training stopped while it started, before its first step: run the same command again",
     "degrade": "degrade stopped; finished outputs are kept: run the same command again to convert the rest",
     "pairs": "pairs stopped; complete pairs are kept: run the same command again to write the rest",
     "import": "import stopped; no output file was written: run the same command again",
     "prepare": "prepare stopped; finished crops and records are kept: run the same command again to continue",
     "eval": "eval stopped before writing its report: run the same command again",
     "demo": "demo stopped; its built data is kept and reused: run the same command again",
+    "weights": "weights stopped; a download is kept only when complete and checked: run the same command again",
 }
 
 
@@ -271,21 +288,21 @@ def interrupted_message(argv: list[str] | None) -> str:
     command = next((a for a in args if a in _RESUME_HINTS), None)
     if command is None:
         return "interrupted"
-    hint = _RESUME_HINTS[command]
-    if command == "train":  # name the recipe the user typed, not a placeholder
-        rest, recipe = iter(args[args.index("train") + 1:]), "RECIPE"
-        for a in rest:
-            if a in ("--set", "--resume", "--max-minutes"):
-                next(rest, None)  # the option's value
-            elif not a.startswith("-"):
-                recipe = a
-                break
-        hint = hint.replace("RECIPE", recipe)
-    return f"interrupted: {hint}"
+    return f"interrupted: {_RESUME_HINTS[command]}"
+
+
+def _error_line(line: str) -> None:
+    """Print an error line in one write: the processes of `accelerate launch` share one stderr, and print()'s
+    separate write of the newline let their lines run into each other."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn errors into one-line messages and exit codes."""
+    from .engines.interrupt import TrainingStopped
+
+    _state["argv"] = sys.argv[1:] if argv is None else [str(a) for a in argv]  # for the command that resumes a training
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="dsgan")
         sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
@@ -299,9 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     except DsganError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        _error_line(f"error: {e}")
         sys.exit(e.exit_code)
     except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except TrainingStopped as e:  # its checkpoint and the command that resumes are printed already
         sys.exit(e.exit_code)
     except TyperException as e:
         # Usage errors (missing argument, bad option value) show usage and exit 2.
@@ -314,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - last resort: one line unless --debug
         if _state["debug"]:
             raise
-        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        _error_line(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(1)
     if rv == EXIT_INTERRUPTED:
         # Typer turns Ctrl-C into a silent Exit(130) when not standalone; no command returns 130 itself.

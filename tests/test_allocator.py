@@ -34,6 +34,7 @@ def _second_step_faults(mode: str, env_extra: dict[str, str] | None = None) -> t
     return int(r.stdout.strip()), r.stderr.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_memory_is_reused_without_page_faults_and_the_environment_wins():
     pages = 4 * 44_250_000 // os.sysconf("SC_PAGE_SIZE")  # the burst's bytes, in pages

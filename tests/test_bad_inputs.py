@@ -292,6 +292,7 @@ def bad_recipes(tmp_path_factory) -> dict:
 RECIPE_CASES = ["syntax.toml", "unknown_key.toml", "wrong_type.toml", "negative_lr.toml"]
 
 
+@pytest.mark.slow
 def test_bad_recipes_cli_exit_2_one_line(bad_recipes, tmp_path, tiny_recipe):
     """Each broken recipe (and a missing one, and a bad --set) exits 2 with one line naming file and key."""
     before = tree_digest(next(iter(bad_recipes.values()))[0].parent)
@@ -315,6 +316,7 @@ def test_bad_recipes_cli_exit_2_one_line(bad_recipes, tmp_path, tiny_recipe):
     assert list(tmp_path.iterdir()) == []  # no run folder was created
 
 
+@pytest.mark.slow
 def test_bad_recipe_debug_shows_traceback(cli, bad_recipes, tmp_path):
     path, _ = bad_recipes["unknown_key.toml"]
     res = cli("--debug", "train", path, cwd=tmp_path)
@@ -398,6 +400,7 @@ def degrade(cli, *args, **kw):
     return cli("degrade", *map(str, args), "--no-progress", **kw)
 
 
+@pytest.mark.slow
 def test_degrade_mixed_tree_reports_failures_and_keeps_inputs(cli, degrade_env, tmp_path):
     root, inp, files, marker = degrade_env
     before = tree_digest(inp)
@@ -437,6 +440,7 @@ DEGRADE_BAD_CKPTS = [
 ]
 
 
+@pytest.mark.slow
 def test_degrade_bad_checkpoints_and_usage_errors_exit_2(degrade_env, tmp_path):
     """Bad checkpoints, missing/empty input, output == input or inside it: exit 2, one line, inputs untouched."""
     root, inp, files, marker = degrade_env
@@ -466,6 +470,7 @@ def test_degrade_bad_checkpoints_and_usage_errors_exit_2(degrade_env, tmp_path):
     assert not list(tmp_path.rglob("*.png"))
 
 
+@pytest.mark.slow
 def test_degrade_read_only_output(degrade_env, readonly_dir):
     root, inp, files, _ = degrade_env
     before = tree_digest(inp)
@@ -479,6 +484,7 @@ def test_degrade_read_only_output(degrade_env, readonly_dir):
     assert tree_digest(inp) == before
 
 
+@pytest.mark.slow
 def test_degrade_debug_traceback(cli, degrade_env, tmp_path):
     root, inp, files, _ = degrade_env
     res = cli("--debug", "degrade", inp, tmp_path / "o", "--checkpoint", files["text.safetensors"], "--no-progress")
@@ -488,6 +494,7 @@ def test_degrade_debug_traceback(cli, degrade_env, tmp_path):
 # ----------------------------------------------------------------------------- eval
 
 
+@pytest.mark.slow
 def test_eval_bad_and_odd_images_are_reported_not_fatal(degrade_env, tmp_path):
     """Bad files in the fake folder: listed with their reason, exit 1, inputs untouched; usage errors exit 2."""
     _, inp, _, _ = degrade_env
@@ -527,6 +534,7 @@ def test_eval_bad_and_odd_images_are_reported_not_fatal(degrade_env, tmp_path):
 # ----------------------------------------------------------------------------- train data
 
 
+@pytest.mark.slow
 def test_train_bad_data_folders(tmp_path, tiny_recipe):
     """Missing/empty folders and wrong-size images stop with exit 2 naming them; unreadable files are skipped and counted."""
     hr, lr = tmp_path / "hr", tmp_path / "lr"
@@ -579,6 +587,7 @@ def raw_photos(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_prepare_bad_files_recorded_inputs_untouched(raw_photos, tmp_path):
     before = tree_digest(raw_photos)
     out = tmp_path / "aligned"
@@ -618,6 +627,7 @@ def test_prepare_read_only_output(raw_photos, readonly_dir):
     assert tree_digest(raw_photos) == before
 
 
+@pytest.mark.slow
 def test_train_output_dir_inside_a_data_folder_is_refused(tmp_path, tiny_recipe):
     """Samples written into data.hr_dir would become "training images" (and break --resume): refuse it up front."""
     hr, lr = tmp_path / "hr", tmp_path / "lr"

@@ -149,6 +149,7 @@ def test_training_steps_place_g_and_d_on_each_micro_batchs_grid_phase():
         assert {n for n, _, _ in seen} == {"G", "D"} and len(seen) >= 9
 
 
+@pytest.mark.slow
 def test_cli_trains_and_degrades_with_a_grid(tmp_path):
     write_images(tmp_path / "hr", 4, 32, seed=1)
     write_images(tmp_path / "lr", 4, 16, seed=2, noise=8)

@@ -53,6 +53,7 @@ def run(inp, out, ckpt, **kw):
     return degrade_folder(inp, out, ckpt, **kw)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_mirrors_tree_and_halves_sizes(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "lr_fake"
     srcs = write_images(inp, 2, 32) + write_images(inp / "sub" / "deeper", 2, 32, seed=1, suffix=".jpg")
@@ -100,6 +101,7 @@ def test_existing_outputs_skipped_unless_overwrite(tmp_path, ckpt):
     assert np.array_equal(read(marker), expected_output(ckpt, srcs[0]))
 
 
+@pytest.mark.slow
 def test_output_folder_must_not_be_input_or_inside_it(tmp_path, ckpt):
     inp = tmp_path / "hr"
     write_images(inp, 1, 16)
@@ -191,6 +193,7 @@ def test_odd_modes_converted_and_counted(tmp_path, ckpt):
         assert np.array_equal(read(tmp_path / "out" / f"{p.stem}.png"), expected_output(ckpt, p))
 
 
+@pytest.mark.slow
 def test_unreadable_files_fail_run_goes_on_and_json(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "out"
     good = write_images(inp, 2, 16)
@@ -267,6 +270,7 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, ckpt, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
     (tmp_path / "runs" / "idphoto").mkdir(parents=True)
     shutil.copy(ckpt, tmp_path / "runs" / "idphoto" / "generator.safetensors")
@@ -280,6 +284,7 @@ def test_degrade_without_checkpoint_uses_runs_idphoto_first(tmp_path, ckpt):
         assert np.array_equal(read(tmp_path / "lr_fake" / src.name), expected_output(ckpt, src))
 
 
+@pytest.mark.slow
 def test_degrade_without_checkpoint_uses_the_only_run(tmp_path):
     only = small_generator_file(tmp_path / "runs" / "faces-v2" / "generator.safetensors", seed=3)
     srcs = write_images(tmp_path / "hr", 1, 32)
@@ -289,6 +294,7 @@ def test_degrade_without_checkpoint_uses_the_only_run(tmp_path):
     assert np.array_equal(read(tmp_path / "lr_fake" / srcs[0].name), expected_output(only, srcs[0]))
 
 
+@pytest.mark.slow
 def test_degrade_without_checkpoint_none_or_several_is_one_line_error(tmp_path):
     write_images(tmp_path / "hr", 1, 32)
     res = run_cli("degrade", "./hr", "./lr_fake", cwd=tmp_path)
@@ -306,6 +312,7 @@ def test_degrade_without_checkpoint_none_or_several_is_one_line_error(tmp_path):
     assert not (tmp_path / "lr_fake").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_write_each_file_once(tmp_path, ckpt):
     inp, out = tmp_path / "hr", tmp_path / "out"
     srcs = write_images(inp, 5, 16) + write_images(inp / "b", 2, 12, seed=2)

@@ -33,10 +33,20 @@ def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_report_and_numbers(tmp_path):
     out = tmp_path / "demo out"
-    proc = run_demo("--quick", "--out", str(out), "--no-progress", cwd=tmp_path)
+    proc = run_demo("--quick", "--out", str(out), cwd=tmp_path)  # piped: no terminal
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Piped, progress still shows: plain lines (never a bar), the first one right after the first step
+    # with its rate and ETA, not after a timer, so a slow first step cannot leave a log silent.
+    lines = proc.stderr.splitlines()
+    first = next((ln for ln in lines if ln.startswith("train: 1/")), None)
+    assert first is not None and " it/s" in first and "ETA" in first, proc.stderr[-3000:]
+    assert any("s/step (first step, with warm-up): about" in ln for ln in lines), proc.stderr[-3000:]
+    assert any(ln.startswith("degrading: 1/") for ln in lines), proc.stderr[-3000:]
+    assert "\x1b[" not in proc.stderr and "━" not in proc.stderr, "bar frames reached a pipe"
 
     report = out / "report"
     for name in ("samples.png", "losses.png", "spectrum.png", "summary.json"):
@@ -131,6 +141,7 @@ def test_real_degradation_adds_high_frequencies():
     assert abs(degraded.mean() - clean.mean()) < 2
 
 
+@pytest.mark.slow
 def test_refuses_a_foreign_non_empty_folder(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -154,6 +165,7 @@ def test_demo_folder_may_hold_the_quick_demo_folder(tmp_path):
         demo.prepare_out_dir(tmp_path / "demo_output")
 
 
+@pytest.mark.slow
 def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path):
     out = tmp_path / "demo"
     proc = run_demo("--quick", "--out", str(out), "--no-progress", "--recipe", "no_such_recipe", cwd=tmp_path)
@@ -166,6 +178,7 @@ def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path)
     assert not (out / "data").exists() and not (out / "report" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_recipe_option_takes_a_file(tmp_path):
     """``--recipe FILE``: a broken recipe file fails the recipe step, naming the file (exit 2)."""
     broken = tmp_path / "broken.toml"

@@ -17,7 +17,7 @@ from dsgan_cli.commands.evaluate import evaluate
 from dsgan_cli.metrics import fid
 from dsgan_cli.plumbing.errors import DsganError
 
-#: Keys of the report, as documented in the README.
+#: Keys of the report, as documented in docs/file-formats.md.
 TOP_KEYS = {"fid", "kid_mean", "kid_std", "kid_subset_size", "counts", "unreadable", "image_size", "resized",
             "resized_counts", "converted_counts", "real_stats_cached", "warnings", "settings", "frequency", "plot"}
 SET_KEYS = {"count", "noise", "noise_std", "spectral_distance", "spectral_distance_high", "spectrum"}
@@ -59,6 +59,7 @@ def test_trace_term_matches_torch_fidelity():
     assert fid.frechet_distance(s1, s2) == pytest.approx(fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     a, noisy = folders["A"], folders["noisy"]
     kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
@@ -90,6 +91,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert {p.name.split("-")[0] for p in folders["cache"].iterdir()} == {"frequency", "structure", "inception"}
 
 
+@pytest.mark.slow
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
     from dsgan_cli.data.datacache import scan_set
 
@@ -138,6 +140,7 @@ def test_weights_errors_name_the_file(tmp_path):
         fid.resolve_weights(tmp_path / "missing.pth")
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_says_how_to_provide_them(tmp_path, cli, folders):
     env = {"TORCH_HOME": str(tmp_path / "torch-home"), "DSGAN_INCEPTION_WEIGHTS": ""}
     proc = cli("eval", folders["noisy"], folders["A"], "--cache-dir", tmp_path / "c", cwd=tmp_path, env=env)
@@ -148,6 +151,7 @@ def test_cli_missing_weights_says_how_to_provide_them(tmp_path, cli, folders):
     assert not (tmp_path / "torch-home").exists() or not any((tmp_path / "torch-home").rglob("*.pth"))
 
 
+@pytest.mark.slow
 def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weights_file, folders):
     hr = tmp_path / "hr"
     write_images(hr, 2, 64, seed=4)
@@ -164,6 +168,8 @@ def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weigh
     assert data["frequency"]["sets"]["reference"]["noise"] < data["frequency"]["sets"]["fake"]["noise"]
     assert "FID" in proc.stderr and "biased" in proc.stderr
     assert data["plot"] == str(plot) and Image.open(plot).format == "PNG"
+    # Piped, progress goes to stderr as plain lines (stdout stays the JSON alone).
+    assert any(ln.startswith("decode") and "img/s" in ln for ln in proc.stderr.splitlines()), proc.stderr
 
 
 def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):
@@ -175,6 +181,7 @@ def test_random_inception_only_when_asked(tmp_path, folders, monkeypatch):
     assert w.kind == "random" and "RANDOM" not in w.describe() and "random" in w.describe()
 
 
+@pytest.mark.slow
 def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folders):
     """Our FID/KID on two folders equal torch-fidelity's own end-to-end computation with the same weights file."""
     from torch_fidelity import calculate_metrics
@@ -189,6 +196,7 @@ def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folder
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_file, tmp_path):
     """The decoded-image cache: written once, mapped by the next run, replaced for changed content; same numbers without it."""
     from dsgan_cli.data.datacache import DECODE_COUNTER
@@ -228,6 +236,7 @@ def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_fi
         assert changed["frequency"]["sets"]["fake"][k] == first["frequency"]["sets"]["fake"][k], k
 
 
+@pytest.mark.slow
 def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights_file, folders, tmp_path):
     """The floor: the real set split into two seeded random halves, FID between them, as torch-fidelity computes it."""
     import numpy as np
@@ -251,6 +260,7 @@ def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights
     assert ours["reference_xb"] is None and ours["closes"] is None  # no reference: no Xb baseline
 
 
+@pytest.mark.slow
 def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp_path, cli):
     """With --reference: the Xb baseline is the reference's bicubic downscale; a fake set that IS Xb closes 0%."""
     from dsgan_cli.data.images import image_to_tensor, load_rgb, tensor_to_image
@@ -275,3 +285,12 @@ def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp
     else:
         assert data["closes"] is None and "Xb is already at the real floor" in proc.stdout
     assert data["plot"] == str(tmp_path / "r_spectrum.png"), "the plot goes beside the JSON report"
+
+
+def test_eval_help_says_what_reference_adds(cli):
+    res = cli("eval", "--help", env={"COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    said = " ".join(res.stdout.split())
+    reference = said[said.index("--reference"):said.index("--json")]
+    for what in ("baseline", "Xb", "real floor", "two halves of the real set", "verdict"):
+        assert what in reference, (what, reference)

@@ -106,6 +106,7 @@ def outputs(out: Path) -> list[Path]:
     return list_images(out) if out.exists() else []
 
 
+@pytest.mark.slow
 def test_degrade_kill9_then_rerun_completes_exactly(degrade_setup, zygote, tmp_path):
     root, inp, ckpt = degrade_setup
     before = tree_digest(inp)
@@ -191,6 +192,7 @@ def ckpt_steps(run: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.slow
 def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygote, tmp_path):
     from dsgan_cli.engines.checkpoint import load_generator
 
@@ -230,6 +232,7 @@ def test_train_kill9_during_checkpoint_write_then_resume_latest(train_data, zygo
 # ----------------------------------------------------------------------------- prepare
 
 
+@pytest.mark.slow
 def test_prepare_kill9_then_rerun_matches_one_uninterrupted_run(zygote, tmp_path):
     skdata = pytest.importorskip("skimage.data")
     from badfiles import make_bad_images

@@ -58,6 +58,7 @@ def face_photo(size: int = 256) -> Image.Image:
 # ----------------------------------------------------------------------------- A: outputs inside the input tree
 
 
+@pytest.mark.slow
 def test_degrade_output_folder_ancestor_of_input_is_refused(tmp_path, gens):
     """Input P/data holding data/data/: output P would put data/data/x's output onto the input data/x."""
     inp = tmp_path / "data"
@@ -72,6 +73,7 @@ def test_degrade_output_folder_ancestor_of_input_is_refused(tmp_path, gens):
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_degrade_symlinked_output_subfolder_into_input_is_refused(tmp_path, gens):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp / "sub", 2, 16, seed=1)
@@ -114,6 +116,7 @@ def test_check_destinations_unit(tmp_path):
 # ----------------------------------------------------------------------------- B: two inputs, one output
 
 
+@pytest.mark.slow
 def test_prepare_names_that_would_collide_are_refused_not_merged(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -139,6 +142,7 @@ def test_prepare_names_that_would_collide_are_refused_not_merged(tmp_path):
     assert tree_digest(raw) == before
 
 
+@pytest.mark.slow
 def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -154,6 +158,7 @@ def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
 # ----------------------------------------------------------------------------- C: stale outputs
 
 
+@pytest.mark.slow
 def test_degrade_rerun_with_another_generator_is_refused_without_overwrite(tmp_path, gens):
     inp, out, ref = tmp_path / "in", tmp_path / "out", tmp_path / "ref"
     write_images(inp, 3, 16, seed=4)
@@ -187,6 +192,7 @@ def test_degrade_interrupted_overwrite_is_still_refused(tmp_path, gens):
     assert json.loads((out / RUN_RECORD).read_text())["replacing_earlier_outputs"] is True
 
 
+@pytest.mark.slow
 def test_prepare_rerun_with_other_settings_is_refused_then_replaced(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -207,6 +213,7 @@ def test_prepare_rerun_with_other_settings_is_refused_then_replaced(tmp_path):
     assert rec["settings"]["size"] == 32
 
 
+@pytest.mark.slow
 def test_prepare_changed_photo_replaces_its_crop(tmp_path):
     """Same settings, edited input: the record is recomputed and so is the crop on disk."""
     raw = tmp_path / "raw"
@@ -228,6 +235,7 @@ def test_prepare_changed_photo_replaces_its_crop(tmp_path):
 # ----------------------------------------------------------------------------- D: cache keyed on content
 
 
+@pytest.mark.slow
 def test_eval_cache_is_keyed_on_content_not_names_sizes_mtimes(tmp_path):
     fake, real_a, real_b = tmp_path / "fake", tmp_path / "real_a", tmp_path / "real_b"
     write_images(fake, 3, 16, seed=1)
@@ -251,6 +259,7 @@ def test_eval_cache_is_keyed_on_content_not_names_sizes_mtimes(tmp_path):
 # ----------------------------------------------------------------------------- E: special files
 
 
+@pytest.mark.slow
 def test_fifo_in_eval_folder_is_listed_not_waited_on(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 3, 16, seed=1)
@@ -268,6 +277,7 @@ def test_fifo_in_eval_folder_is_listed_not_waited_on(tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before
 
 
+@pytest.mark.slow
 def test_fifo_as_checkpoint_is_refused(tmp_path):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -278,6 +288,7 @@ def test_fifo_as_checkpoint_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_eval_reports_never_replace_symlinks_or_special_files(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 2, 16, seed=1)
@@ -316,6 +327,7 @@ def test_atomic_writer_refuses_to_replace_a_symlink(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "target.png"]
 
 
+@pytest.mark.slow
 def test_prepare_dangling_symlink_is_listed_and_the_run_completes(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -355,6 +367,7 @@ def _forged(folder: Path, name: str, *, meta: dict | None = None, nan: bool = Fa
     ("huge_channels", {"channels": "2000000"}, False, "channels=2000000"),
     ("nan_weights", None, True, "not finite"),
 ])
+@pytest.mark.slow
 def test_hostile_checkpoint_metadata_is_refused_before_building(tmp_path, name, meta, nan, must):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -368,6 +381,7 @@ def test_hostile_checkpoint_metadata_is_refused_before_building(tmp_path, name, 
 # ----------------------------------------------------------------------------- G: long names
 
 
+@pytest.mark.slow
 def test_degrade_converts_a_254_byte_file_name(tmp_path, gens):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
@@ -390,6 +404,7 @@ def test_partial_names_fit_the_name_limit(tmp_path):
         assert (tmp_path / name).read_bytes() == b"ok"
 
 
+@pytest.mark.slow
 def test_prepare_long_name_does_not_abort_the_run(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -419,6 +434,7 @@ def test_atomic_files_get_the_umask_mode(tmp_path, mask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name
 
 
+@pytest.mark.slow
 def test_degrade_outputs_follow_the_umask(tmp_path, gens):
     inp = tmp_path / "in"
     write_images(inp, 2, 16)
@@ -450,7 +466,8 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command, hint", [("degrade", "run the same command again"), ("pairs", "run the same command again"),
-                                           ("train", "--resume latest")])
+                                           ("train", "run the same command again")])
+@pytest.mark.slow
 def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe, command, hint):
     """A real SIGINT, delivered at a fixed point of the run (the start of the work), not at a random time."""
     inp = tmp_path / "in"
@@ -492,6 +509,7 @@ H_RECIPE_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
     hr, lr = tmp_path / "hr", tmp_path / "lr"
     write_images(hr, 4, 32, seed=4)
@@ -509,6 +527,7 @@ def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
     assert tree_digest(tmp_path) == before  # no run folder, nothing in the current folder
 
 
+@pytest.mark.slow
 def test_prepare_margin_nan_is_a_usage_error(tmp_path):
     raw = tmp_path / "raw"
     write_images(raw, 1, 16)
@@ -518,6 +537,7 @@ def test_prepare_margin_nan_is_a_usage_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_eval_unwritable_json_fails_before_the_work(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 2, 16, seed=1)
@@ -570,6 +590,7 @@ def _wait_for(path: Path, child) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -590,6 +611,7 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
     assert (out / "checkpoints" / "step_00000002").is_dir()
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -602,6 +624,7 @@ def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_data):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -619,6 +642,7 @@ def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_d
     assert str(out / "abandoned") in branch.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_path, tiny_recipe, train_data):
     hr, lr = train_data
     out = tmp_path / "run"
@@ -649,6 +673,7 @@ def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_pat
 # ----------------------------------------------------------------------------- L: formats, deep TIFFs, nothing created on failure
 
 
+@pytest.mark.slow
 def test_gif_avif_and_disguised_eps_are_listed_not_ignored_or_decoded(tmp_path, gens):
     inp = tmp_path / "in"
     write_images(inp, 1, 16)
@@ -677,6 +702,7 @@ def test_float_and_int32_tiffs_are_rescaled_not_clipped(tmp_path, mode, values, 
     assert np.asarray(img)[0, :, 0].tolist() == expected
 
 
+@pytest.mark.slow
 def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_data):
     hr, lr = train_data
     before = tree_digest(tmp_path)
@@ -704,6 +730,7 @@ def test_a_symlink_at_the_run_folders_lock_is_refused_not_followed(tmp_path):
     assert victim.read_bytes() == b"precious"
 
 
+@pytest.mark.slow
 def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 3, 32)
@@ -715,6 +742,7 @@ def test_eval_json_inside_an_input_set_is_refused_and_the_image_kept(tmp_path):
     assert (real / "img_000.png").read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing_array", "wrong_shape", "nan"])
 def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damage):
     from safetensors.numpy import load_file, save_file
@@ -747,8 +775,8 @@ def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damag
     assert again["frequency"]["sets"] == first["frequency"]["sets"]
 
 
-def test_ctrl_c_hint_names_the_recipe_that_was_typed():
+def test_ctrl_c_before_training_began_claims_no_checkpoint():
     from dsgan_cli.cli import interrupted_message
 
-    assert "`dsgan train recipes/idphoto.toml --resume latest`" in interrupted_message(["train", "recipes/idphoto.toml"])
-    assert "`dsgan train learn --resume latest`" in interrupted_message(["train", "--set", "a.b=1", "learn", "--no-progress"])
+    hint = interrupted_message(["train", "--set", "a.b=1", "learn", "--no-progress"])
+    assert "before its first step" in hint and "checkpoint" not in hint and "--resume" not in hint

@@ -82,6 +82,7 @@ def one_line_error(res) -> str:
     return res.stderr
 
 
+@pytest.mark.slow
 def test_import_original_checkpoint_then_degrade(tmp_path):
     tar = tmp_path / "DF2K_gaussian.tar"
     original = original_checkpoint(tar)
@@ -113,6 +114,7 @@ def test_import_original_checkpoint_then_degrade(tmp_path):
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float summation order only
 
 
+@pytest.mark.slow
 def test_import_default_output_name_and_no_overwrite(tmp_path):
     tar = tmp_path / "DPED.tar"
     original_checkpoint(tar, n_res_blocks=2)
@@ -126,6 +128,7 @@ def test_import_default_output_name_and_no_overwrite(tmp_path):
     assert run_cli("import", tar, "--overwrite").returncode == 0
 
 
+@pytest.mark.slow
 def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     sentinel = tmp_path / "payload-ran"
 
@@ -144,6 +147,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+@pytest.mark.slow
 def test_anything_else_is_refused_with_one_line(tmp_path):
     cases = {}
     cases["text.tar"] = tmp_path / "text.tar"
@@ -188,6 +192,7 @@ def test_key_names_of_the_original_map_onto_ours(prefix):
     assert sorted(our_key(k) for k in names) == sorted(Generator(3).state_dict())
 
 
+@pytest.mark.slow
 def test_huge_declared_networks_and_tensors_without_values_are_refused_before_allocation(tmp_path):
     """A 45 KB file must not make import build a 100-million-block network or materialise a 1.4 TB tensor."""
     import resource
@@ -222,6 +227,7 @@ def test_huge_declared_networks_and_tensors_without_values_are_refused_before_al
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
 
 
+@pytest.mark.slow
 def test_a_compressed_checkpoint_that_would_expand_is_refused_before_loading(tmp_path):
     """torch.save stores zip entries uncompressed; a deflated 64 MiB of zeros is a few KiB on disk and would
     expand in memory on load. It is refused from the zip directory alone."""

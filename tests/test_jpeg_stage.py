@@ -170,6 +170,7 @@ def test_whole_images_through_a_jpeg_stage_train_on_the_grid():
     assert training_batches(crops, images, small, acc, 0, jpeg_quality=30)[1] is None, "crops: a random phase"
 
 
+@pytest.mark.slow
 def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_path):
     g = _jpeg_generator(quality=45)
     save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
@@ -188,6 +189,7 @@ def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_p
     assert r.returncode != 0 and "bad.safetensors" in r.stderr and "jpeg_quality" in r.stderr
 
 
+@pytest.mark.slow
 def test_training_reads_the_quality_off_the_real_lr(tmp_path):
     write_images(tmp_path / "hr", 4, 32, seed=1)
     lr = tmp_path / "lr"

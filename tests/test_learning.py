@@ -106,6 +106,7 @@ def _pixels(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))}
 
 
+@pytest.mark.slow
 def test_degrade_with_noise_input_is_reproducible_and_independent_of_tiling_and_batching(tmp_path, noise_ckpt):
     inp = tmp_path / "hr"
     write_images(inp, 3, 40)
@@ -151,6 +152,7 @@ def data(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_max_minutes_stops_with_a_checkpoint_that_resume_continues(data, tiny_recipe):
     out = data / "run"
     sets = ["--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr'}", "--set", f"train.output_dir={out}",
@@ -224,6 +226,7 @@ def test_paired_report_scores_xb_as_one_and_the_target_as_zero():
     assert not paired.verdict(ident, grain=True, sharpness=False)["grain"]
 
 
+@pytest.mark.slow
 def test_eval_reference_reports_colour_shift_and_border_ratio(tmp_path):
     hr, fake, real = tmp_path / "hr", tmp_path / "fake", tmp_path / "real"
     write_images(hr, 3, 64)

@@ -43,6 +43,7 @@ def test_color_loss_ignores_zero_mean_high_frequencies():
     assert ColorLoss()(noisy, x).item() < 0.05 * ColorLoss()(x + 0.1, x).item()
 
 
+@pytest.mark.slow
 def test_perceptual_loss_from_local_file_zero_and_grows(vgg_file):
     torch.manual_seed(0)
     loss = PerceptualLoss(LAYERS, weights=str(vgg_file))

@@ -91,6 +91,7 @@ def test_offline_without_cached_alexnet_fails_clearly(tmp_path, monkeypatch):
     assert "\n" not in msg
 
 
+@pytest.mark.slow
 def test_wrong_or_broken_backbone_files_fail_clearly(tmp_path):
     from torchvision.models import vgg11
 
@@ -111,6 +112,7 @@ def test_recipe_rejects_images_too_small_for_alexnet(tiny_recipe):
         load_recipe(tiny_recipe, ["perceptual.net=alex"])
 
 
+@pytest.mark.slow
 def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_and_file):
     _, path = reference_and_file
     data = tmp_path / "data"
@@ -126,6 +128,7 @@ def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["perceptual"]["net"] == "lpips-alex"
 
 
+@pytest.mark.slow
 def test_train_checks_the_chosen_backbone_before_creating_the_run(tmp_path, monkeypatch, tiny_recipe):
     """Offline without cached weights, `train` fails before it creates anything, naming the right network."""
     from dsgan_cli.method.losses import check_perceptual_weights

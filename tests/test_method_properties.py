@@ -352,6 +352,7 @@ def test_resume_restores_optimiser_moments_and_continues_the_data_stream(tmp_pat
 # ----------------------------------------------------------------------------- degrade is G(bicubic(x))
 
 
+@pytest.mark.slow
 def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     """Batched, tiled and odd-size inputs through the real CLI, against G rebuilt here from the safetensors file."""
     from dsgan_cli.engines.checkpoint import save_generator

@@ -71,6 +71,7 @@ def test_the_design_cards_recipe_path_works_here_and_falls_back_elsewhere(tmp_pa
     assert resolve_recipe("recipes/paper.toml") == Path("recipes/paper.toml")
 
 
+@pytest.mark.slow
 def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
     proc = run_cli("train", "nope", "--no-progress", cwd=tmp_path)
     assert proc.returncode == EXIT_USAGE
@@ -104,6 +105,7 @@ def wheel(tmp_path_factory) -> Path:
     return wheels[0]
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_builtin_recipes(wheel):
     with zipfile.ZipFile(wheel) as zf:
         recipes = {n for n in zf.namelist() if n.startswith("dsgan_cli/recipes/") and n.endswith(".toml")}

@@ -68,6 +68,7 @@ def basicsr_paired_folder_check(gt_folder: Path, lq_folder: Path, scale: int, me
     return pairs
 
 
+@pytest.mark.slow
 def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     inp = tmp_path / "hr_in"
     originals = {
@@ -92,6 +93,7 @@ def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     assert not list((tmp_path / "pairs").rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_cleanup_factor_is_tdsr(tmp_path, ckpt):
     inp = tmp_path / "in"
     arr = write_image(inp / "x.png", 50, 42, 5)
@@ -107,6 +109,7 @@ def test_cleanup_factor_is_tdsr(tmp_path, ckpt):
     basicsr_paired_folder_check(tmp_path / "out" / "hr", tmp_path / "out" / "lr", 4, tmp_path / "out" / "meta_info.txt")
 
 
+@pytest.mark.slow
 def test_pairs_resume_skip_and_redo_only_incomplete(tmp_path, ckpt):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp, 3, 24)
@@ -126,6 +129,7 @@ def test_pairs_resume_skip_and_redo_only_incomplete(tmp_path, ckpt):
             assert p.stat().st_mtime_ns == t, p
 
 
+@pytest.mark.slow
 def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     inp, out = tmp_path / "in", tmp_path / "out"
     write_images(inp, 2, 16)
@@ -147,6 +151,7 @@ def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
     import subprocess
@@ -161,6 +166,7 @@ def test_pair_files_get_the_users_umask(tmp_path, ckpt, umask):
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, (p, oct(p.stat().st_mode))
 
 
+@pytest.mark.slow
 def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
     pairs = tmp_path / "pairs"
     for inp in (pairs / "hr", pairs / "lr" / "x", tmp_path / "in"):
@@ -184,6 +190,7 @@ def noise_ckpt(tmp_path_factory) -> Path:
                                 noise_channels=1, output_noise=True, padding="reflect", output="residual")
 
 
+@pytest.mark.slow
 def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 3, 40)
@@ -197,6 +204,7 @@ def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_pat
             f"{name}: pairs' LR differs from degrade's output for the same image, generator and seed")
 
 
+@pytest.mark.slow
 def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     srcs = write_images(inp, 3, 64)
@@ -217,6 +225,7 @@ def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_pa
         assert (lr["a"] != lr["other"]).mean() > 0.2, "another seed must draw other noise"
 
 
+@pytest.mark.slow
 def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 4, 24)
@@ -231,6 +240,7 @@ def test_one_tiny_image_fails_alone_with_a_reflect_padded_generator(tmp_path, no
     assert res.returncode == 1 and json.loads(res.stdout)["written"] == 4, res.stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(tmp_path, ckpt, noise_ckpt):
     """pairs -c A; pairs -c B --overwrite (interrupted: only its record written); pairs -c B must not call A's pairs B's."""
     from dsgan_cli.commands.pairs import SETTINGS_FILE
@@ -250,6 +260,7 @@ def test_an_interrupted_overwrite_with_another_generator_is_not_taken_for_done(t
     assert "replacing_earlier_outputs" not in json.loads((out / SETTINGS_FILE).read_text())
 
 
+@pytest.mark.slow
 def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path, noise_ckpt):
     inp = tmp_path / "in"
     write_images(inp, 2, 24)
@@ -263,6 +274,7 @@ def test_a_file_name_that_is_not_utf8_is_converted_by_degrade_and_pairs(tmp_path
     assert (tmp_path / "pairs" / "lr" / odd.name).read_bytes() == (tmp_path / "deg" / odd.name).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obstacle", ["symlink", "fifo", "folder", "lr is a file"])
 def test_a_bad_output_name_or_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt, obstacle):
     """A symlink, FIFO or folder at one output name, or an lr/ that is no folder, stops the run before its first write."""
@@ -292,6 +304,7 @@ def test_a_bad_output_name_or_folder_is_refused_before_any_pair_is_written(tmp_p
     assert keep.read_bytes() == b"user data"
 
 
+@pytest.mark.slow
 def test_a_read_only_lr_folder_is_refused_before_any_pair_is_written(tmp_path, ckpt):
     write_images(tmp_path / "in", 3, 16, seed=3)
     out = tmp_path / "out"
@@ -304,6 +317,7 @@ def test_a_read_only_lr_folder_is_refused_before_any_pair_is_written(tmp_path, c
     assert not (out / "hr").exists() or not any((out / "hr").iterdir()), "pairs were written before the refusal"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["degrade", "pairs"])
 def test_a_closed_stdout_pipe_is_not_reported_as_failed_items(tmp_path, ckpt, command):
     """``dsgan degrade IN OUT --json | head -c0``: the work is done and exit is 141 (SIGPIPE's), not 1 ("items failed")."""

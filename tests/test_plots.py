@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import REPO
@@ -57,6 +58,7 @@ def test_is_own_plot_refuses_other_pngs(tmp_path):
     assert not plots.is_own_plot(tmp_path / "missing.png")
 
 
+@pytest.mark.slow
 def test_plotting_needs_no_display(tmp_path):
     """A display-less environment with an interactive backend configured: plotting still works (no pyplot)."""
     code = ("import sys; from dsgan_cli.plumbing import plots; "

@@ -97,8 +97,13 @@ def _bar_output(enabled: bool, terminal: bool) -> str:
 def test_progress_bar_draws_only_for_a_terminal_and_when_asked():
     shown = _bar_output(True, True)
     assert "degrading" in shown and "4/4" in shown and "img/s" in shown and "g 0.5" in shown
-    assert _bar_output(True, False) == ""
     assert _bar_output(False, True) == ""
+    assert _bar_output(False, False) == ""
+    # Not a terminal (a pipe, a log): plain lines, never a bar frame, never silence.
+    lines = _bar_output(True, False).splitlines()
+    assert lines[0].startswith("degrading: 1/4 (25%), ") and " img/s" in lines[0] and "ETA" in lines[0], lines
+    assert lines[-1].startswith("degrading: 4/4 (100%), ") and lines[-1].endswith("g 0.5"), lines
+    assert not any("\x1b[" in ln or "━" in ln for ln in lines), lines
 
 
 def test_image_size_refuses_a_decompression_bomb_header(tmp_path):

@@ -92,6 +92,7 @@ def test_too_small_faces_are_skipped(raw, tmp_path):
     assert not (tmp_path / "o" / "small.png").exists()
 
 
+@pytest.mark.slow
 def test_rerun_reuses_records_and_keeps_outputs(raw, tmp_path):
     out = tmp_path / "o"
     prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
@@ -117,6 +118,7 @@ def test_several_faces_keeps_the_largest_and_records_the_other(tmp_path):
     assert (tmp_path / "o" / "group.png").is_file()
 
 
+@pytest.mark.slow
 def test_overwrite_recomputes_outputs(raw, tmp_path):
     out = tmp_path / "o"
     prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
@@ -128,15 +130,20 @@ def test_overwrite_recomputes_outputs(raw, tmp_path):
     assert Image.open(out / "small.png").size == (SIZE, SIZE)
 
 
+@pytest.mark.slow
 def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
     src = tmp_path / "photos"
     src.mkdir()
     for f in (raw / "variants").iterdir():
         (src / f.name).write_bytes(f.read_bytes())
+    (src / "notes.txt").write_text("shot on 2026-05-01\n")  # not an image: left alone, as degrade does
     res = run_cli("prepare", src, "--size", "64", "--workers", "2", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["counts"]["ok"] == 3
+    assert summary["counts"]["ok"] == 3 and summary["failed"] == [] and summary["not_images"] == ["notes.txt"]
+    assert "note: skipped 1 file(s) without an image suffix (notes.txt)" in res.stderr
+    # Piped, progress shows as plain lines from the first photo on.
+    assert any(ln.startswith("prepare: 1/3 (33%), ") for ln in res.stderr.splitlines()), res.stderr
     assert summary["output_dir"] == str((tmp_path / "photos_aligned_64").resolve())
     assert len(list((tmp_path / "photos_aligned_64").glob("*.png"))) == 3
     res = run_cli("prepare", raw, "--out", tmp_path / "o", "--size", "64", "--workers", "1")
@@ -147,6 +154,7 @@ def test_cli_run_exit_codes_and_output_location(raw, tmp_path):
     assert not (raw / "inside").exists()
 
 
+@pytest.mark.slow
 def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path, monkeypatch):
     """Whatever one photo raises while being aligned or written, the others are written and it is listed."""
     import dsgan_cli.data.align as align
@@ -171,6 +179,7 @@ def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path,
     assert records["large.png"]["status"] == "ok", "a failed photo must be tried again on the next run"
 
 
+@pytest.mark.slow
 def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
     """Size and mtime kept (cp -p, rsync --inplace): the ctime and then the content digest tell; a changed ctime
     alone (chmod) costs a digest, not a new face detection."""

@@ -21,6 +21,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_naming_the_holder_and_the_lock_is_reentrant(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -146,6 +146,7 @@ def test_evaluate_no_fid_mixed_sizes_modes_and_reference(tmp_path):
     assert Path(result["plot"]).is_file()
 
 
+@pytest.mark.slow
 def test_cli_no_fid_end_to_end(tmp_path, cli):
     fake, real = tmp_path / "fake", tmp_path / "real"
     write_images(fake, 3, 32, seed=1, noise=12)
@@ -161,6 +162,7 @@ def test_cli_no_fid_end_to_end(tmp_path, cli):
     assert data["frequency"]["sets"]["fake"]["noise"] > data["frequency"]["sets"]["real"]["noise"] + 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "empty"])
 def test_cli_bad_folders_one_line_exit_2(tmp_path, cli, case):
     real = tmp_path / "real"

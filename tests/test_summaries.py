@@ -18,7 +18,7 @@ COMMON = {"output_dir": str, "written": int, "skipped": int, "failed": list, "se
 OWN = {
     "degrade": {"converted_modes", "images_per_second", "scale", "device", "processes"},
     "pairs": {"converted_modes", "images_per_second", "scale", "device", "processes", "pairs", "cleanup_factor"},
-    "prepare": {"manifest", "counts"},
+    "prepare": {"manifest", "counts", "not_images"},
 }
 
 
@@ -42,6 +42,7 @@ def run_json(*args) -> tuple[int, dict, str]:
     return res.returncode, json.loads(res.stdout), res.stderr
 
 
+@pytest.mark.slow
 def test_prepare_degrade_and_pairs_report_the_same_keys_on_a_first_and_a_second_run(tmp_path):
     ckpt = small_generator_file(tmp_path / "ckpt" / "generator.safetensors", seed=1)
     hr = tmp_path / "hr"

@@ -47,6 +47,7 @@ def cli_sets(data: Path, out: Path, *extra: str) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     data = tmp_path / "data"
     write_images(data / "hr", 6, 16, seed=0)
@@ -271,6 +272,7 @@ def re_escape(s: str) -> str:
     return re.escape(s)
 
 
+@pytest.mark.slow
 def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
     res = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'nope'}", "--set", f"data.lr_dir={tmp_path}",
                   "--set", f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -326,6 +328,7 @@ def test_linear_lr_decay(tiny_recipe):
     assert lr_at(100, r) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["train.memory_format=contiguous", "train.memory_format=channels_last", "train.compile=true"])
 def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recipe, data, option):
     """Memory layout and torch.compile change speed only: same weights after two steps, same checkpoint names,
@@ -377,6 +380,7 @@ def damaged_copy(src: Path, dest: Path, damage) -> Path:
     (lambda c: (c / "optimizer.bin").write_bytes(b"\0" * (c / "optimizer.bin").stat().st_size),
      "optimizer.bin", "truncated or changed"),
 ], ids=["rng-deleted", "rng-truncated", "optimizer-zeroed"])
+@pytest.mark.slow
 def test_resume_refuses_a_damaged_checkpoint_naming_the_file(tmp_path, tiny_recipe, data, two_checkpoints, damage, file, reason):
     """Accelerate would skip an unreadable RNG state with a log line and go on with another random stream."""
     out = damaged_copy(two_checkpoints, tmp_path / "run", damage)
@@ -427,9 +431,10 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(t
     assert list((out / "checkpoints").iterdir()) == [], "the partial checkpoint folder stayed"
 
 
+@pytest.mark.slow
 def test_progress_reaches_a_log_where_no_bar_can_draw(tmp_path, tiny_recipe, data):
-    """stderr is a pipe (as under accelerate launch, nohup or a scheduler): the run's first line, an estimate
-    after a few timed steps, and plain progress lines with step/total, rate and losses."""
+    """stderr is a pipe (as under accelerate launch, nohup or a scheduler): the run's first line, estimates
+    after the first step and after a few more, and plain progress lines with step/total, rate and losses."""
     out = tmp_path / "run"
     res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=6", NO_VGG), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -437,6 +442,9 @@ def test_progress_reaches_a_log_where_no_bar_can_draw(tmp_path, tiny_recipe, dat
     first = next(ln for ln in lines if ln.startswith("training steps"))
     assert first.startswith("training steps 1-6 on cpu, precision no, batch 2 x 1"), first
     assert any("s/step: about" in ln and "to step 6" in ln for ln in lines), res.stderr
+    # Rate and ETA from the first step on: the estimate and a progress line come right after step 1.
+    at_first = lines.index(next(ln for ln in lines if "s/step (first step, with warm-up): about" in ln))
+    assert lines[at_first - 1].startswith("train: 1/6 (17%), ") and "ETA" in lines[at_first - 1], res.stderr
     final = [ln for ln in lines if ln.startswith("train: 6/6 (100%)")]
     assert final and " it/s" in final[0] and "G " in final[0] and " D " in final[0], res.stderr
     assert "\x1b[" not in res.stderr, "bar frames or colour codes reached a log"
@@ -455,8 +463,9 @@ def test_line_progress_prints_at_most_every_interval_and_at_the_end():
             now[0] += 1.0  # one step per second
             p.update(task, completed=step, losses=f"G {step}")
     lines = buf.getvalue().splitlines()
-    assert len(lines) == 8, lines  # at 30, 40, ..., 90 s and the end
-    assert lines[0] == "train: 30/100 (30%), 1.00 it/s, 10s elapsed, ETA 1m10s, G 30"
+    assert len(lines) == 9, lines  # after the first step, then at 11, 21, ..., 71 s and the end
+    assert lines[0] == "train: 21/100 (21%), 1.00 it/s, 1s elapsed, ETA 1m19s, G 21"
+    assert lines[1] == "train: 31/100 (31%), 1.00 it/s, 11s elapsed, ETA 1m09s, G 31"
     assert lines[-1].startswith("train: 100/100 (100%), 1.00 it/s, 1m20s elapsed") and "ETA" not in lines[-1]
 
 

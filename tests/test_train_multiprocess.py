@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO, TINY_RECIPE, write_images
 from train_rank_weights import weights_hash
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_in_sync(tmp_path):
     write_images(tmp_path / "hr", 8, 16, seed=0)
     write_images(tmp_path / "lr", 8, 8, seed=1, noise=12)
@@ -58,3 +60,22 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert res.stderr.count("decoded 8 HR images into the cache") == 1
     assert res.stderr.count("decoded 8 real LR images into the cache") == 1
     assert len(list((tmp_path / "cache").glob("*.u8"))) == 2 and not list((tmp_path / "cache").glob("*.partial"))
+
+
+@pytest.mark.slow
+def test_an_error_under_accelerate_launch_quiet_ends_with_dsgans_own_line(tmp_path):
+    """`accelerate launch -q`: dsgan's one-line error is what the user reads, without accelerate's
+    CalledProcessError traceback (which it prints without -q)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
+    launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    res = subprocess.run([*launch, "-q", "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "error: no_such_recipe: recipe file not found, and not a built-in recipe ("), res.stderr
+    assert "Traceback" not in res.stderr and "CalledProcessError" not in res.stderr, res.stderr
+    # Without -q accelerate adds its own traceback after dsgan's line: the reason the docs say -q.
+    res = subprocess.run([*launch, "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert "error: no_such_recipe: recipe file not found" in res.stderr and "CalledProcessError" in res.stderr

@@ -54,6 +54,8 @@ class PrepareSummary(RunSummary):
 
     manifest: Path = field(kw_only=True)
     counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    #: Files without an image suffix (notes, sidecars), left alone as degrade and pairs leave them.
+    not_images: list[str] = field(default_factory=list)
 
 
 def default_output_dir(input_dir: Path, size: int) -> Path:
@@ -199,9 +201,12 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
         raise DsganError(f"--size must be at least 16, got {size}")
     if not 0 <= margin <= 4:  # also catches NaN
         raise DsganError(f"--margin must be between 0 and 4, got {margin}")
-    files = list_images(input_dir, all_files=True)
+    every_file = list_images(input_dir, all_files=True)
+    files = list_images(input_dir)
     if not files:
-        raise file_error(input_dir, "input folder holds no files")
+        raise file_error(input_dir, "input folder holds no images" if every_file else "input folder holds no files")
+    images = set(files)
+    not_images = [f.relative_to(input_dir).as_posix() for f in every_file if f not in images]
     out_dir = Path(output_dir) if output_dir is not None else default_output_dir(input_dir, size)
     check_output_dir(input_dir, out_dir)
     min_face = default_min_face(size) if min_face is None else min_face
@@ -218,7 +223,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     lock_output_folder(out_dir, "prepare")
     try:
         ours = check_settings_record(out_dir, settings, overwrite)
-        return _prepare_locked(files, input_dir, out_dir, PrepareRun(settings, outputs, clashes, ours, overwrite),
+        return _prepare_locked(files, input_dir, out_dir, PrepareRun(settings, outputs, clashes, ours, overwrite, not_images),
                                progress, workers, started)
     finally:
         unlock_folder(out_dir)
@@ -227,13 +232,14 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
 @dataclass(frozen=True)
 class PrepareRun:
     """A prepare run's plan: its settings, each input's output name, the refused inputs, whether this command
-    made the folder, and ``--overwrite``."""
+    made the folder, ``--overwrite``, and the files skipped for having no image suffix."""
 
     settings: dict[str, Any]
     outputs: dict[Path, Path]
     clashes: dict[Path, Path]
     ours: bool
     overwrite: bool
+    not_images: list[str]
 
 
 def _prepare_locked(files: list[Path], input_dir: Path, out_dir: Path, run: PrepareRun, progress: bool,
@@ -264,7 +270,8 @@ def _prepare_locked(files: list[Path], input_dir: Path, out_dir: Path, run: Prep
             # An unsupported file (no output name of its own when another input took it) is read and reported.
             out_rel = outputs.get(f, Path(rel)).as_posix()
             tasks.append((str(f), rel, out_rel, str(out_dir), size, margin, min_face, overwrite or ours))
-    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - n_clashes)
+    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - n_clashes,
+                             not_images=run.not_images)
     journal_path = out_dir / JOURNAL
     with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -345,6 +352,10 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     from ..plumbing.errors import EXIT_ITEMS_FAILED, EXIT_OK
 
     console = Console(stderr=True)
+    if summary.not_images:
+        shown = ", ".join(summary.not_images[:5]) + (", ..." if len(summary.not_images) > 5 else "")
+        console.print(f"note: skipped {len(summary.not_images)} file(s) without an image suffix ({shown})",
+                      markup=False, highlight=False, soft_wrap=True)
     for path, reason in summary.failed:
         console.print(f"not processed: {path}: {reason}", markup=False, highlight=False)
     table = Table(title=f"prepare: {summary.output_dir}")

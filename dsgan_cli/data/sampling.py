@@ -108,9 +108,19 @@ def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1, first: 
     return x[:, top: top + size, left: left + size]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: leave Ctrl-C and SIGTERM to the training process, which finishes its step (it
+    needs the workers for that) and then shuts them down; a worker whose parent dies exits by itself."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: MicroBatches, start: int, stop: int, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     """DataLoader yielding micro-batches ``start .. stop-1`` in order (workers prefetch ahead)."""
     return torch.utils.data.DataLoader(
         dataset, sampler=range(start, stop), batch_size=None, num_workers=num_workers,
         pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if num_workers else None,
+        worker_init_fn=ignore_stop_signals if num_workers else None,
     )

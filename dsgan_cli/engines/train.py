@@ -25,6 +25,7 @@ import torch
 from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
 from ..plumbing.progress import progress_bar
 from ..method.recipe import Recipe
+from .interrupt import StopOnSignal
 from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
 from ..plumbing.writes import check_output_dir, write_bytes_atomic
 
@@ -40,6 +41,7 @@ class TrainResult:
     checkpoint_dir: Path | None   # last full-state checkpoint folder
     steps: int
     last_losses: dict[str, float]
+    stopped_by: int | None = None  # the signal that stopped the run early (see .interrupt), same on every rank
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -222,21 +224,19 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     return G, D, g_loss_fn, opt_g, opt_d
 
 
-#: Seconds between progress lines where no bar can draw (accelerate's pipe, nohup, a scheduler's log).
-LINE_EVERY_S = 30.0
-
-
 class RunTiming:
-    """The run's first line (devices, precision) and, once a few steps are timed, the estimated time to the end,
-    with a hint when a recipe sized for a GPU runs on a CPU."""
+    """The run's first line (devices, precision), the estimated time to the end measured on the first step
+    (a slow run must say so at once, not minutes later), and again once a few more steps are timed (the
+    first one also builds caches and warms up), with a hint when a recipe sized for a GPU runs on a CPU."""
 
-    #: Steps timed before the estimate (the first step also builds caches and warms up).
+    #: Steps timed after the first one for the second estimate.
     TIMED = 3
     #: A CPU run expected to take longer than this gets the hint.
     SLOW_CPU_S = 3600.0
 
     def __init__(self, accelerator, r: Recipe, start_step: int, iters: int, tuned: str = ""):
         self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
+        self.t0 = time.perf_counter()
         self.cpu = accelerator.device.type == "cpu"
         where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
         why = ""
@@ -247,19 +247,23 @@ class RunTiming:
               + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
 
     def step(self, done: int) -> None:
-        """Call after each step; prints the estimate once."""
+        """Call after each step; prints the estimate after the first step and after TIMED more."""
         if done == self.start_step + 1:
             self.t1 = time.perf_counter()
+            self.estimate(self.t1 - self.t0, done, " (first step, with warm-up)")
         elif self.t1 is not None and done == self.start_step + 1 + self.TIMED:
-            per_step = (time.perf_counter() - self.t1) / self.TIMED
-            left = per_step * (self.iters - done)
-            hint = ""
-            if self.cpu and left > self.SLOW_CPU_S:
-                hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                        "or train the built-in 'idphoto' recipe, which runs in minutes")
-            print(f"{per_step:.2f} s/step: about {left / 3600:.1f} h to step {self.iters}{hint}" if left >= 3600 else
-                  f"{per_step:.2f} s/step: about {left / 60:.0f} min to step {self.iters}{hint}", file=sys.stderr, flush=True)
+            self.estimate((time.perf_counter() - self.t1) / self.TIMED, done, "")
             self.t1 = None
+
+    def estimate(self, per_step: float, done: int, what: str) -> None:
+        """Print the rate and the time left at ``per_step`` seconds a step."""
+        left = per_step * (self.iters - done)
+        hint = ""
+        if self.cpu and left > self.SLOW_CPU_S:
+            hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
+                    "or train the built-in 'idphoto' recipe, which runs in minutes")
+        eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+        print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 
 
 def loader_workers(asked: int) -> int:
@@ -381,15 +385,16 @@ class RankCheck:
         return (done >= self.next_check or done == self.iters or done == self.start_step + 1
                 or any(done % n == 0 for n in every))
 
-    def check(self, done: int, stats: dict, last_ckpt: Path | None) -> tuple[dict[str, float], bool]:
-        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early)."""
+    def check(self, done: int, stats: dict, last_ckpt: Path | None, signalled: bool = False) -> tuple[dict[str, float], bool]:
+        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early: out of time
+        or ``signalled``, before the last step)."""
         device = self.accelerator.device
         elapsed = time.perf_counter() - self.t_start
         out_of_time = float(self.max_minutes is not None and elapsed > 60 * self.max_minutes)
         values = torch.stack([*stats.values(), self.nonfinite.float(), torch.tensor(out_of_time, device=device),
                               torch.tensor(elapsed, device=device)]).float()
         values = self.accelerator.reduce(values, reduction="mean").tolist()
-        mean_elapsed, stop_early, any_bad = values.pop(), values.pop() > 0 and done < self.iters, values.pop() > 0
+        mean_elapsed, stop_early, any_bad = values.pop(), (values.pop() > 0 or signalled) and done < self.iters, values.pop() > 0
         losses = dict(zip(stats, values))
         if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
             self.accelerator.end_training()
@@ -442,11 +447,15 @@ def data_counts(hr_set, lr_set) -> dict:
             "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
 
 
-def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt) -> None:
-    """Where the run's outputs are."""
+def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt,
+                  signum: int | None = None, resume: str | None = None) -> None:
+    """Where the run's outputs are, and, for a run that stopped early, the command that continues it."""
+    import signal
+
     print(f"trained {done - start_step} steps (now at step {done} of {iters})")
     if done < iters:
-        print(f"stopped after the {max_minutes:g}-minute limit; continue with --resume latest")
+        why = f"{signal.Signals(signum).name}" if signum else f"the {max_minutes:g}-minute limit"
+        print(f"stopped after step {done} on {why}; continue with --resume latest" + (f": {resume}" if resume else ""))
     print(f"generator:  {out / 'generator.safetensors'}")
     print(f"checkpoint: {last_ckpt}")
     print(f"samples:    {out / 'samples'}")
@@ -482,11 +491,12 @@ def ema_and_export(accelerator, G, r: Recipe):
     return G_ema, (G if G_ema is None else G_ema.module)
 
 
-def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None) -> TrainResult:
+def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None,
+          resume_command: str | None = None) -> TrainResult:
     """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
 
-    ``max_minutes`` ends the run early (with a checkpoint) once that much training time has passed;
-    ``--resume latest`` continues it where it stopped.
+    ``max_minutes`` and, given ``resume_command`` (printed), SIGINT and SIGTERM (see :mod:`.interrupt`) end the
+    run early with a checkpoint; ``--resume latest`` continues it where it stopped.
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
@@ -536,7 +546,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
-    with progress_bar(progress and is_main, unit="it", fields=("losses",), lines_every_s=LINE_EVERY_S) as bar:
+    stop = StopOnSignal(accelerator, say=is_main, resume=resume_command, active=resume_command is not None)
+    with stop, progress_bar(progress and is_main, unit="it", fields=("losses",)) as bar:
         task = bar.add_task("train", total=iters, completed=start_step, losses="")
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
@@ -549,12 +560,13 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1
 
-            # 4. all ranks agree on finite losses and the time limit (a host sync: only at these steps)
+            # 4. all ranks agree on a stop signal (each step), finite losses and the time limit (host syncs: only here)
+            signalled = stop.agreed()
             stats = {"loss_d": d_stats["loss_d"], **g_stats, "d_real": d_stats["d_real"], "d_fake": d_stats["d_fake"]}
             checks.record(stats)
             stop_early = False
-            if checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
-                losses, stop_early = checks.check(done, stats, last_ckpt)
+            if signalled or checks.due(done, (r.train.log_every, r.train.checkpoint_every)):
+                losses, stop_early = checks.check(done, stats, last_ckpt, signalled)
 
             # 5. log, samples, checkpoint
             elapsed = time.perf_counter() - checks.t_start
@@ -573,8 +585,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
                 break
 
     accelerator.end_training()
+    stopped_by = stop.signum if signalled and done < iters else None  # as agreed: the same on every rank
     if is_main:
         unlock_run_folder(out)
-        print_summary(out, start_step, done, iters, max_minutes, last_ckpt)
+        print_summary(out, start_step, done, iters, max_minutes, last_ckpt, stopped_by, resume_command)
     return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
-                       steps=done, last_losses=losses)
+                       steps=done, last_losses=losses, stopped_by=stopped_by)

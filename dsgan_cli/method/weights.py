@@ -41,6 +41,11 @@ class Pretrained:
     local_option: str
 
     @property
+    def command(self) -> str:
+        """Its name for `dsgan weights`: vgg19, alexnet, inception."""
+        return self.name.lower().split("-")[0]
+
+    @property
     def filename(self) -> str:
         """The file name in the URL, which is also its name in the torch hub cache."""
         return self.url.rsplit("/", 1)[1]
@@ -76,11 +81,12 @@ def hub_cache_file(net: Pretrained) -> Path:
 
 
 def how_to_provide(net: Pretrained, reason: str) -> str:
-    """The one-line message saying why ``net``'s weights are missing and how to put them on this machine."""
+    """The one-line message saying why ``net``'s weights are missing and how to put them on this machine:
+    the command that fetches and checks them, where the file goes, or the option that names a file."""
     cached = hub_cache_file(net)
     option = net.local_option.format(file=net.filename)
-    return (f"{net.name} weights are not available ({reason}): download {net.url} on a machine with internet, "
-            f"then place it at {cached} or {option}")
+    return (f"{net.name} weights are not available ({reason}): run `dsgan weights {net.command}` with internet access "
+            f"(or download {net.url} elsewhere) and put the file at {cached}, or {option}")
 
 
 def check_available(net: Pretrained) -> None:

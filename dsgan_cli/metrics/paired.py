@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-#: What "learned" means (README "Learning benchmark"); per-figure thresholds on the held-out set.
+#: What "learned" means (docs/demo-and-benchmarks.md, "Learning benchmark"); per-figure thresholds on the held-out set.
 TARGETS = {"grain_ratio_min": 0.5, "sharpness_progress": (0.5, 1.5), "colour_shift_max": 1.5,
            "border_ratio_max": 1.2, "spectrum_vs_xb_max": 0.7}
 

@@ -1,11 +1,13 @@
 """Progress every long command shows, on stderr: a rich bar at a terminal, plain lines in a log.
 
 Training runs under `accelerate launch` (its pipe), nohup, tmux logging or a cluster scheduler, where
-stderr is no terminal and a bar cannot draw: there a line every so many seconds carries the same facts.
+stderr is no terminal and a bar cannot draw: there a line after the first item (its rate and ETA), then
+one every ``DSGAN_PROGRESS_SECONDS`` (30 by default) and one at the end carry the same facts.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Sequence, TextIO
@@ -37,11 +39,24 @@ def _duration(seconds: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+#: Seconds between plain progress lines where no bar can draw, unless DSGAN_PROGRESS_SECONDS says otherwise.
+LINE_EVERY_S = 30.0
+
+
+def line_interval() -> float:
+    """``DSGAN_PROGRESS_SECONDS`` (a number > 0), else :data:`LINE_EVERY_S`."""
+    try:
+        value = float(os.environ.get("DSGAN_PROGRESS_SECONDS", ""))
+    except ValueError:
+        return LINE_EVERY_S
+    return value if value > 0 else LINE_EVERY_S
+
+
 class LineProgress:
     """The bar's API (``add_task``/``advance``/``update``, a context manager) printing plain lines instead:
-    ``train: 120/500 (24%), 1.92 it/s, 2m10s elapsed, ETA 3m18s, G 0.08 D 1.23`` at most every ``every_s``
-    seconds, and once more when a task ends. Rate and ETA count only this run's work (a resumed count is not
-    taken for speed)."""
+    ``train: 120/500 (24%), 1.92 it/s, 2m10s elapsed, ETA 3m18s, G 0.08 D 1.23`` as soon as the first item is
+    done (a slow first step must not leave a log silent), then at most every ``every_s`` seconds, and once
+    more when a task ends. Rate and ETA count only this run's work (a resumed count is not taken for speed)."""
 
     def __init__(self, unit: str, fields: Sequence[str] = (), every_s: float = 30.0, stream: TextIO | None = None,
                  clock=time.monotonic):
@@ -74,7 +89,8 @@ class LineProgress:
             t["total"] = total
         t["fields"].update(fields)
         now = self.clock()
-        if now - t["last_t"] >= self.every_s or (t["total"] is not None and t["completed"] >= t["total"]):
+        first = t["last_printed"] == t["start"] and t["completed"] > t["start"]
+        if first or now - t["last_t"] >= self.every_s or (t["total"] is not None and t["completed"] >= t["total"]):
             self._print(t)
 
     def line(self, t: dict) -> str:
@@ -101,12 +117,13 @@ def progress_bar(enabled: bool = True, *, unit: str = "img", fields: Sequence[st
     elapsed time, ETA, then one text column per name in ``fields`` (set with
     ``add_task(..., name=value)`` / ``update(task, name=value)``). Nothing is
     drawn when ``enabled`` is false or the console (stderr by default) is not
-    a terminal, so logs and pipes get no bar frames; there, with
-    ``lines_every_s``, a :class:`LineProgress` prints a plain line that often.
+    a terminal, so logs and pipes get no bar frames; there a :class:`LineProgress`
+    prints plain lines to the same stream instead: after the first item, then every
+    ``lines_every_s`` seconds (default :func:`line_interval`).
     """
     console = console or Console(stderr=True)
-    if enabled and lines_every_s is not None and not console.is_terminal:
-        return LineProgress(unit, fields, every_s=lines_every_s)
+    if enabled and not console.is_terminal:
+        return LineProgress(unit, fields, every_s=lines_every_s or line_interval(), stream=console.file)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
                TimeElapsedColumn(), TimeRemainingColumn(), *(TextColumn(f"{{task.fields[{f}]}}") for f in fields)]
     return Progress(*columns, console=console, transient=transient, disable=not (enabled and console.is_terminal))
