@@ -519,7 +519,7 @@ def _draw_plot(frequency: dict, stats: dict[str, dict], plot_path: Path) -> str:
 
 
 def build_report(inputs: Inputs, decoded: dict, metrics: dict, frequency: dict, run: dict, rep: Reporter) -> dict:
-    """The report dict (keys in the README, section "dsgan eval"), JSON-safe."""
+    """The report dict (keys in docs/eval.md), JSON-safe."""
     from ..metrics import fid as fidmod
 
     size, weights = run["size"], run["weights"]
@@ -562,7 +562,7 @@ def evaluate(fake_dir, real_dir, *, reference_dir=None, inception_weights=None, 
     ``plot_path=None`` draws no plot (the CLI picks a default path); ``json_path`` ("-" for stdout)
     writes the report; ``size`` (N, "WxH" or (W, H)) forces the analysis size; ``cache_dir`` holds
     the per-set statistics, ``data_cache_dir`` the decoded images (train's default; "none": a
-    temporary folder). Returns the report dict (keys in the README, section "dsgan eval").
+    temporary folder). Returns the report dict (keys in docs/eval.md).
     Raises :class:`DsganError` for user errors.
     """
     from rich.console import Console

@@ -1,7 +1,7 @@
 """Frequency statistics of image sets: radially averaged power spectrum, spectral distance, noise level.
 
 Everything here is plain numpy and needs no pretrained network, so the
-frequency report works fully offline. Definitions (also in the README):
+frequency report works fully offline. Definitions (also in docs/eval.md):
 
 * **Power spectrum** of one image: luminance ``Y = 0.299 R + 0.587 G + 0.114 B``
   in [0, 1], mean removed, multiplied by a 2-D Hann window (so the image
