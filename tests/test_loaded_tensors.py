@@ -70,3 +70,29 @@ def test_a_plain_checkpoint_still_imports(tmp_path):
     original_checkpoint(src, n_res_blocks=2)
     res = run_cli("import", src, "-o", tmp_path / "ok.safetensors")
     assert res.returncode == 0, res.stderr
+
+
+def test_a_weights_file_with_compressed_zip_entries_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
+    """A few-KB .pth of zeros, recompressed: torch.save never compresses, so such a file is refused without reading
+    a tensor (it would expand to far more than its size); the same file stored plainly still loads."""
+    import zipfile
+
+    from dsgan_cli.engines.checkpoint import load_weights_file
+    from dsgan_cli.plumbing.errors import DsganError
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"w": torch.zeros(256, 256)}, plain)
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < plain.stat().st_size / 10
+    assert load_weights_file(plain, "weights")["w"].shape == (256, 256)
+
+    def no_load(*a, **k):
+        raise AssertionError("torch.load ran on a file with compressed entries")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    with pytest.raises(DsganError, match="compressed entries") as e:
+        load_weights_file(bomb, "weights")
+    assert str(bomb) in str(e.value) and e.value.exit_code == 2

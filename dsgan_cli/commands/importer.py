@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..engines.checkpoint import check_loaded_tensors, save_generator
+from ..engines.checkpoint import check_loaded_tensors, check_zip_entries, save_generator
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import file_sha256
 from ..method.models import Generator
@@ -47,24 +47,6 @@ def our_key(original: str) -> str | None:
         if pattern.match(name):
             return pattern.sub(repl, name)
     return None
-
-
-def check_zip_entries(path: Path) -> bool:
-    """Whether ``path`` is a zip-format checkpoint; refuses one with compressed entries, which torch.save never
-    writes and which would expand to far more memory than the file's size (a zip bomb)."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False  # the legacy format: tensors stored as they are, no bigger than the file
-    try:
-        with zipfile.ZipFile(path) as z:
-            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise file_error(path, f"not a PyTorch checkpoint (broken zip: {e})") from None
-    if packed:
-        raise file_error(path, f"refused: {len(packed)} compressed entries (first: {packed[0]}); torch.save writes none, "
-                               "and they could expand far beyond the file's size")
-    return True
 
 
 def read_original_checkpoint(path: Path) -> dict[str, Any]:

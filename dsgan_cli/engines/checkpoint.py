@@ -82,6 +82,24 @@ def check_loaded_tensors(path: Path, tensors: dict[str, torch.Tensor], what: str
                                "refused (its tensors share or repeat their storage)")
 
 
+def check_zip_entries(path: Path) -> bool:
+    """Whether ``path`` is a zip-format checkpoint; refuses one with compressed entries, which torch.save never
+    writes and which would expand to far more memory than the file's size (a zip bomb)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False  # the legacy format: tensors stored as they are, no bigger than the file
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise file_error(path, f"not a PyTorch checkpoint (broken zip: {e})") from None
+    if packed:
+        raise file_error(path, f"refused: {len(packed)} compressed entries (first: {packed[0]}); torch.save writes none, "
+                               "and they could expand far beyond the file's size")
+    return True
+
+
 def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """Read a state dict without unpickling code: safetensors, or ``torch.load(weights_only=True)``."""
     path = Path(path)
@@ -93,7 +111,10 @@ def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # Compressed zip entries are refused before anything is unpacked (a small file could expand to GBs).
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=check_zip_entries(path))
+    except DsganError:
+        raise
     except Exception as e:  # noqa: BLE001 - any decoding failure means "not a weights file"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise file_error(path, f"cannot read {what} ({msg[:200]})") from None
