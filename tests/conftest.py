@@ -155,3 +155,21 @@ def readonly_dir(tmp_path):
     d.mkdir()
     with read_only(d):
         yield d
+
+
+def libjpeg(arr: np.ndarray, quality: int) -> np.ndarray:
+    """``arr`` (uint8 HWC) saved by PIL (libjpeg) as JPEG at ``quality`` and decoded."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def chw(arr: np.ndarray):
+    """A uint8 HWC array as a (C, H, W) torch tensor."""
+    import torch
+
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)

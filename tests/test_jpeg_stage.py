@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TINY_RECIPE, run_cli, synthetic_face_like, write_images
+from conftest import TINY_RECIPE, chw, libjpeg, run_cli, synthetic_face_like, write_images
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import generate_tiled
 from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr, tables
@@ -24,17 +24,6 @@ def _photo(size: int, seed: int, noise: float = 0.0) -> np.ndarray:
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 
-def _libjpeg(arr: np.ndarray, quality: int) -> np.ndarray:
-    """``arr`` saved by PIL (libjpeg) as JPEG at ``quality`` and decoded."""
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def _tensor(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
@@ -42,8 +31,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("quality", [30, 80])
 def test_the_codec_is_much_closer_to_libjpegs_output_than_its_input_is(quality):
     arr = _photo(64, 1, noise=4)
-    ref = _libjpeg(arr, quality)
-    ours = (jpeg(_tensor(arr)[None].float() / 255, quality)[0].permute(1, 2, 0).numpy() * 255).round()
+    ref = libjpeg(arr, quality)
+    ours = (jpeg(chw(arr)[None].float() / 255, quality)[0].permute(1, 2, 0).numpy() * 255).round()
     assert _psnr(ours, ref) > max(35.0, _psnr(arr, ref) + 5), (
         f"q{quality}: codec output {_psnr(ours, ref):.1f} dB from libjpeg's, its input {_psnr(arr, ref):.1f} dB")
 
@@ -61,25 +50,25 @@ def test_the_tables_are_libjpegs_at_every_quality():
 
 @pytest.mark.parametrize("quality", [30, 60, 80, 95])
 def test_the_quality_is_read_off_decoded_jpegs(quality):
-    images = [_libjpeg(_photo(64, s, noise=6), quality) for s in range(4)]
-    assert [image_quality(_tensor(a)) for a in images] == [quality] * 4
-    assert estimate_quality(torch.stack([_tensor(a) for a in images])) == (quality, 4)
+    images = [libjpeg(_photo(64, s, noise=6), quality) for s in range(4)]
+    assert [image_quality(chw(a)) for a in images] == [quality] * 4
+    assert estimate_quality(torch.stack([chw(a) for a in images])) == (quality, 4)
 
 
 def test_the_quality_is_read_off_a_crop_whose_blocks_do_not_start_at_its_corner():
-    arr = _libjpeg(_photo(80, 3, noise=6), 50)[3:67, 5:69]
-    y = rgb_to_ycbcr(_tensor(arr)[None].double())[0, 0]
+    arr = libjpeg(_photo(80, 3, noise=6), 50)[3:67, 5:69]
+    y = rgb_to_ycbcr(chw(arr)[None].double())[0, 0]
     assert block_phase(y) == ((8 - 3) % 8, (8 - 5) % 8)
-    assert image_quality(_tensor(arr)) == 50
+    assert image_quality(chw(arr)) == 50
 
 
 def test_images_that_were_not_saved_as_jpeg_show_no_quality():
     plain = [_photo(64, s) for s in range(3)] + [_photo(64, s, noise=8) for s in range(3, 6)]
-    assert [image_quality(_tensor(a)) for a in plain] == [0] * 6
+    assert [image_quality(chw(a)) for a in plain] == [0] * 6
     # A JPEG shrunk after decoding no longer has blocks on an 8-px grid.
-    shrunk = np.asarray(Image.fromarray(_libjpeg(_photo(96, 7, noise=6), 30)).resize((64, 64), Image.BICUBIC))
-    assert image_quality(_tensor(shrunk)) == 0
-    mixed = torch.stack([_tensor(a) for a in plain[:3]] + [_tensor(_libjpeg(_photo(64, 9), 40))])
+    shrunk = np.asarray(Image.fromarray(libjpeg(_photo(96, 7, noise=6), 30)).resize((64, 64), Image.BICUBIC))
+    assert image_quality(chw(shrunk)) == 0
+    mixed = torch.stack([chw(a) for a in plain[:3]] + [chw(libjpeg(_photo(64, 9), 40))])
     assert estimate_quality(mixed) == (0, 4), "one JPEG in four must not switch the stage on"
 
 
@@ -94,8 +83,8 @@ def test_flat_and_clipped_backgrounds_neither_fake_a_quality_nor_hide_one(colour
     """Blocks of one flat colour (or clipped at 0/255, as ID photos' white backgrounds are) have the same large
     DC everywhere, which lands on a coarse quality's steps by chance."""
     photos = [_with_background(_photo(64, s, noise=3), 0.6, colour) for s in range(4)]
-    assert estimate_quality(torch.stack([_tensor(a) for a in photos]))[0] == 0
-    assert estimate_quality(torch.stack([_tensor(_libjpeg(a, 30)) for a in photos]))[0] == 30
+    assert estimate_quality(torch.stack([chw(a) for a in photos]))[0] == 0
+    assert estimate_quality(torch.stack([chw(libjpeg(a, 30)) for a in photos]))[0] == 30
 
 
 def _jpeg_generator(quality: int = 30) -> Generator:
@@ -110,7 +99,7 @@ def _jpeg_generator(quality: int = 30) -> Generator:
 
 def test_blocks_follow_the_origin_and_tiles_equal_the_whole_image():
     g = _jpeg_generator()
-    x = _tensor(_photo(45, 2))[None].float() / 255
+    x = chw(_photo(45, 2))[None].float() / 255
     z = g.make_noise(x, torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = g(x, z)
@@ -195,7 +184,7 @@ def test_training_reads_the_quality_off_the_real_lr(tmp_path):
     lr = tmp_path / "lr"
     lr.mkdir()
     for i in range(4):
-        Image.fromarray(_libjpeg(_photo(16, 20 + i, noise=6), 40)).save(lr / f"lr_{i}.png")
+        Image.fromarray(libjpeg(_photo(16, 20 + i, noise=6), 40)).save(lr / f"lr_{i}.png")
     sets = ["--set", f"data.hr_dir='{tmp_path / 'hr'}'", "--set", f"data.lr_dir='{lr}'", "--set", "model.jpeg_quality=-1"]
     r = run_cli("train", str(TINY_RECIPE), *sets, "--set", f"train.output_dir='{tmp_path / 'run'}'")
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,6 @@ verdict of an eval report, the recipe a resume is checked against, the JPEG qual
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_RECIPE, run_cli, small_generator_file, synthetic_face_like, write_images
+from conftest import TINY_RECIPE, chw, libjpeg, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli.metrics import fid
 
 
@@ -93,16 +92,6 @@ def test_resume_into_another_folder_is_checked_against_the_checkpoints_recipe(tm
     assert not (tmp_path / "rB" / "checkpoints").exists()
 
 
-def _jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-def _tensor(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(arr)).permute(2, 0, 1)
-
-
 def _gradient(size: int, seed: int, radial: bool = False) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -119,13 +108,13 @@ def test_smooth_images_never_saved_as_jpeg_read_as_none_and_say_how_sure():
     from dsgan_cli.method.codec import read_quality
 
     cases = {"radial 256": [_gradient(256, 1, radial=True)], "linear 256": [_gradient(256, 2)],
-             "linear 64 q95": [_jpeg(_gradient(64, s), 95) for s in range(16)],
-             "radial 64 q95": [_jpeg(_gradient(64, s, radial=True), 95) for s in range(16)]}
+             "linear 64 q95": [libjpeg(_gradient(64, s), 95) for s in range(16)],
+             "radial 64 q95": [libjpeg(_gradient(64, s, radial=True), 95) for s in range(16)]}
     for name, images in cases.items():
-        reading = read_quality(torch.stack([_tensor(a) for a in images]))
+        reading = read_quality(torch.stack([chw(a) for a in images]))
         assert reading.quality == 0, f"{name}: read as q{reading.quality} ({reading.describe()})"
         assert reading.describe().startswith("no JPEG quality read") and "sigma" in reading.describe()
-    photos = [_jpeg(np.clip(synthetic_face_like(64, s) + np.random.default_rng(s).normal(0, 6, (64, 64, 3)), 0, 255)
+    photos = [libjpeg(np.clip(synthetic_face_like(64, s) + np.random.default_rng(s).normal(0, 6, (64, 64, 3)), 0, 255)
                     .round().astype(np.uint8), 40) for s in range(4)]
-    reading = read_quality(torch.stack([_tensor(a) for a in photos]))
+    reading = read_quality(torch.stack([chw(a) for a in photos]))
     assert reading.quality == 40 and reading.describe().startswith("JPEG quality 40, read off 4 images (")
