@@ -213,7 +213,8 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
                                      w_added_detail=r.loss.w_added_detail,
                                      content_without_noise=r.loss.content_without_noise,
-                                     w_noise_level=r.loss.w_noise_level, noise_level_scales=r.loss.noise_level_scales)
+                                     w_noise_level=r.loss.w_noise_level, noise_level_scales=r.loss.noise_level_scales,
+                                     w_spectrum=r.loss.w_spectrum)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):

@@ -93,6 +93,9 @@ class LossConfig:
     noise_level_scales: int = _spec(1, "scales the noise level is read and matched at: 1 = the pixels; 2 adds 2x2 means "
                                          "(grain a codec smoothed), for a coloured output noise (model.noise_filter)",
                                     min=1, max=4)
+    w_spectrum: float = _spec(0.0, "weight of matching Xd's 2-D power spectrum (log, per luminance and chroma channel, "
+                                   "batch mean) to the real LR's: blur of any shape, correlated and grey grain "
+                                   "(0 = off, the paper's)", min=0)
     content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
                                                "(model.output_noise): the noise level is set by the GAN alone")
 
