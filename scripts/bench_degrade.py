@@ -37,7 +37,7 @@ from dsgan_cli.commands.degrade import degrade_folder
 from dsgan_cli.data.images import to_uint8
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import DecodeDataset, run_generator
-from dsgan_cli.method.models import Generator
+from dsgan_cli.method.models import Generator, GeneratorConfig
 from dsgan_cli.plumbing.writes import save_image_atomic
 
 from benchio import emit_json  # scripts/ is on sys.path when a script runs
@@ -118,7 +118,7 @@ def main() -> int:
         paths = make_images(tmp / "hr", args.images, args.size)
         torch.manual_seed(0)
         ckpt = tmp / "generator.safetensors"
-        save_generator(Generator(args.res_blocks, args.channels), ckpt, step=0, scale=2)
+        save_generator(Generator(GeneratorConfig(args.res_blocks, args.channels)), ckpt, step=0, scale=2)
         generator, _ = load_generator(ckpt)
         generator = generator.to(memory_format=torch.channels_last) if settings.channels_last else generator
 

@@ -46,7 +46,7 @@ from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a scr
 from dsgan_cli.data.sampling import MicroBatches  # noqa: E402
 from dsgan_cli.method.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator)
-from dsgan_cli.method.models import Discriminator, Generator, downscale  # noqa: E402
+from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale  # noqa: E402
 from dsgan_cli.method.recipe import load_recipe  # noqa: E402
 from dsgan_cli.plumbing.allocator import keep_freed_memory  # noqa: E402
 
@@ -64,8 +64,8 @@ def run_layout(recipe, layout: str, batch: int, size: int, steps: int, warmup: i
     data = MicroBatches(hr_u8, lr_u8, batch_size=batch, seed=0, scale=scale, flip=True)
 
     torch.manual_seed(0)
-    G = Generator(recipe.model.n_res_blocks, recipe.model.channels).to(device, memory_format=fmt)
-    D = Discriminator(recipe.model.filter_kernel).to(device, memory_format=fmt)
+    G = Generator(GeneratorConfig(recipe.model.n_res_blocks, recipe.model.channels)).to(device, memory_format=fmt)
+    D = Discriminator(DiscriminatorConfig(filter_kernel=recipe.model.filter_kernel)).to(device, memory_format=fmt)
     perceptual = build_perceptual(net, recipe.perceptual.layers, perceptual_weights).to(device, memory_format=fmt)
     color = ColorLoss(recipe.model.filter_kernel).to(device)
     betas = (recipe.optim.beta1, recipe.optim.beta2)
@@ -233,8 +233,8 @@ def original_step(recipe, device: torch.device):
     (the D step changed D's weights in place) plus colour and LPIPS-AlexNet, backward, G step. NCHW."""
     r = recipe
     torch.manual_seed(0)
-    G = Generator(r.model.n_res_blocks, r.model.channels).to(device)
-    D = Discriminator(r.model.filter_kernel).to(device)
+    G = Generator(GeneratorConfig(r.model.n_res_blocks, r.model.channels)).to(device)
+    D = Discriminator(DiscriminatorConfig(filter_kernel=r.model.filter_kernel)).to(device)
     color = ColorLoss(r.model.filter_kernel).to(device)
     lpips_fn, lpips_kind = lpips_alex()
     betas = (r.optim.beta1, r.optim.beta2)

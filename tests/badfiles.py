@@ -210,14 +210,14 @@ def make_bad_checkpoints(folder: Path, marker: Path) -> dict[str, Path]:
     from safetensors.torch import save as st_save
 
     from dsgan_cli.engines.checkpoint import save_generator
-    from dsgan_cli.method.models import Generator
+    from dsgan_cli.method.models import Generator, GeneratorConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     good = folder / "good.safetensors"
-    save_generator(Generator(n_res_blocks=1, channels=8), good, step=1, scale=2)
+    save_generator(Generator(GeneratorConfig(n_res_blocks=1, channels=8)), good, step=1, scale=2)
     blob = good.read_bytes()
-    wrong = Generator(n_res_blocks=1, channels=8).state_dict()
+    wrong = Generator(GeneratorConfig(n_res_blocks=1, channels=8)).state_dict()
     wrong = {k: v.clone() for k, v in wrong.items()}
     wrong["block_input.0.weight"] = torch.zeros(8, 3, 5, 5)
     files = {

@@ -71,10 +71,10 @@ def small_generator_file(path: Path, seed: int, **options) -> Path:
     import torch
 
     from dsgan_cli.engines.checkpoint import save_generator
-    from dsgan_cli.method.models import Generator
+    from dsgan_cli.method.models import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
-    g = Generator(n_res_blocks=2, channels=16, **options)
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=16, **options))
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)

@@ -9,13 +9,13 @@ from conftest import TINY_RECIPE, run_cli, write_images
 from dsgan_cli.data.sampling import MicroBatches
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import generate_tiled
-from dsgan_cli.method.models import Discriminator, Generator, grid_phase
+from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, grid_phase
 
 
 def _grid_generator(period: int = 8) -> Generator:
     torch.manual_seed(3)
-    g = Generator(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
-                  grid_period=period).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
+                  grid_period=period)).eval()
     with torch.no_grad():  # the residual head starts at 0: give it weights so the grid channels reach the output
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -58,12 +58,12 @@ def test_grid_generator_round_trips_through_the_generator_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(h(x, z, origin=(1, 2)), g(x, z, origin=(1, 2)))
     with pytest.raises(ValueError, match="grid_period"):
-        Generator(grid_period=1)
+        Generator(GeneratorConfig(grid_period=1))
 
 
 def test_discriminator_sees_the_phase():
     torch.manual_seed(0)
-    d = Discriminator(grid_period=8, norm="none").eval()
+    d = Discriminator(DiscriminatorConfig(grid_period=8, norm="none")).eval()
     assert d.net.net[0].in_channels == 3 + 16
     x = torch.rand(2, 3, 24, 24)
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_discriminator_sees_the_phase():
         shifted_by_periods = (d(x) - d(x, origin=(8, 16))).abs().max()
     assert moved > 1e-4, "D's logits ignore where its input lies on the grid"
     assert shifted_by_periods == 0, "an origin moved by whole periods must change nothing"
-    plain = Discriminator(norm="none").eval()
+    plain = Discriminator(DiscriminatorConfig(norm="none")).eval()
     with torch.no_grad():
         assert torch.equal(plain(x), plain(x, origin=(0, 3))), "a D without a grid must ignore the origin"
 
@@ -127,7 +127,7 @@ def test_training_steps_place_g_and_d_on_each_micro_batchs_grid_phase():
             return self.net(x, **kw)
 
     torch.manual_seed(0)
-    g, d = Recording(_grid_generator(4).train(), "G"), Recording(Discriminator(grid_period=4, norm="none"), "D")
+    g, d = Recording(_grid_generator(4).train(), "G"), Recording(Discriminator(DiscriminatorConfig(grid_period=4, norm="none")), "D")
     opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
     xbs = [torch.full((2, 3, 8, 8), float(m)) for m in range(3)]
     reals = [torch.full((2, 3, 8, 8), 10.0 + m) for m in range(3)]
@@ -172,7 +172,7 @@ def test_a_generator_file_cannot_trade_noise_channels_for_grid_channels(tmp_path
 
     from dsgan_cli.plumbing.errors import DsganError
 
-    g = Generator(n_res_blocks=1, channels=8)
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8))
     save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
     tensors = load_file(str(tmp_path / "g.safetensors"))
     first = tensors["block_input.0.weight"]

@@ -22,7 +22,7 @@ from dsgan_cli.commands.degrade import degrade_folder
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import generate_tiled
-from dsgan_cli.method.models import Discriminator, Generator, downscale
+from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig, downscale
 from dsgan_cli.plumbing.errors import DsganError
 
 
@@ -250,7 +250,7 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, ckpt, capsys):
     wrong = tmp_path / "disc.safetensors"
     save_file({k: v.contiguous() for k, v in Discriminator().state_dict().items()}, str(wrong))
     wrong_shape = tmp_path / "wide.safetensors"
-    save_generator(Generator(n_res_blocks=2, channels=8), wrong_shape, step=0, scale=2)
+    save_generator(Generator(GeneratorConfig(n_res_blocks=2, channels=8)), wrong_shape, step=0, scale=2)
     tensors = {k: v for k, v in load_generator(wrong_shape)[0].state_dict().items()}
     tensors["block_input.0.weight"] = torch.zeros(16, 3, 3, 3)  # metadata says 8 channels
     save_file(tensors, str(wrong_shape), metadata={"scale": "2", "n_res_blocks": "2", "channels": "8"})

@@ -90,7 +90,7 @@ def kill_at_nth_output(zygote, args: list, marker: Path, nth: int, when: str, su
 def degrade_setup(tmp_path_factory):
     """Input tree (two folders, mixed sizes) and a small generator."""
     from dsgan_cli.engines.checkpoint import save_generator
-    from dsgan_cli.method.models import Generator
+    from dsgan_cli.method.models import Generator, GeneratorConfig
 
     root = tmp_path_factory.mktemp("fault_degrade")
     inp = root / "in"
@@ -98,7 +98,7 @@ def degrade_setup(tmp_path_factory):
     write_images(inp / "b b", 4, 32, seed=2)
     torch.manual_seed(0)
     ckpt = root / "generator.safetensors"
-    save_generator(Generator(n_res_blocks=2, channels=16), ckpt, step=1, scale=2)
+    save_generator(Generator(GeneratorConfig(n_res_blocks=2, channels=16)), ckpt, step=1, scale=2)
     return root, inp, ckpt
 
 

@@ -23,7 +23,7 @@ from badfiles import run_cli_many, tree_digest
 from conftest import write_images
 from dsgan_cli.data import images
 from dsgan_cli.engines.checkpoint import save_generator
-from dsgan_cli.method.models import Generator
+from dsgan_cli.method.models import Generator, GeneratorConfig
 from dsgan_cli.plumbing import writes
 from dsgan_cli.plumbing.errors import DsganError
 from test_bad_inputs import one_line_error
@@ -39,7 +39,7 @@ def gens(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, seed in (("g1", 0), ("g2", 1)):
         torch.manual_seed(seed)
-        g = Generator(n_res_blocks=1, channels=8)
+        g = Generator(GeneratorConfig(n_res_blocks=1, channels=8))
         out[name] = root / f"{name}.safetensors"
         save_generator(g, out[name], step=1, scale=2)
     return out
@@ -350,7 +350,7 @@ def _forged(folder: Path, name: str, *, meta: dict | None = None, nan: bool = Fa
     from safetensors.torch import save as st_save
 
     torch.manual_seed(0)
-    g = Generator(n_res_blocks=1, channels=8)
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8))
     tensors = {k: v.detach().clone().contiguous() for k, v in g.state_dict().items()}
     if nan:
         tensors["block_input.0.weight"][0, 0, 0, 0] = float("nan")
@@ -427,7 +427,7 @@ def test_atomic_files_get_the_umask_mode(tmp_path, mask):
     try:
         writes.write_bytes_atomic(tmp_path / "a.bin", b"x")
         writes.save_image_atomic(Image.new("RGB", (2, 2)), tmp_path / "b.png")
-        save_generator(Generator(n_res_blocks=1, channels=8), tmp_path / "g.safetensors", step=0, scale=2)
+        save_generator(Generator(GeneratorConfig(n_res_blocks=1, channels=8)), tmp_path / "g.safetensors", step=0, scale=2)
     finally:
         os.umask(old)
     for name in ("a.bin", "b.png", "g.safetensors"):

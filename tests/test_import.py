@@ -15,7 +15,7 @@ from torch import nn
 from conftest import run_cli, write_images
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.method.models import Discriminator, Generator, downscale
+from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig, downscale
 
 
 class OriginalResBlock(nn.Module):
@@ -189,7 +189,7 @@ def test_key_names_of_the_original_map_onto_ours(prefix):
     from dsgan_cli.commands.importer import our_key
 
     names = [prefix + k for k in OriginalGenerator(3).state_dict()]
-    assert sorted(our_key(k) for k in names) == sorted(Generator(3).state_dict())
+    assert sorted(our_key(k) for k in names) == sorted(Generator(GeneratorConfig(3)).state_dict())
 
 
 @pytest.mark.slow
@@ -198,9 +198,9 @@ def test_huge_declared_networks_and_tensors_without_values_are_refused_before_al
     import resource
 
     cases = {}
-    sd = Generator(n_res_blocks=1, channels=8).state_dict()
+    sd = Generator(GeneratorConfig(n_res_blocks=1, channels=8)).state_dict()
     cases["far_block"] = {**sd, "res_blocks.100000000.prelu.weight": torch.ones(1)}
-    wide = Generator(n_res_blocks=1, channels=8).state_dict()
+    wide = Generator(GeneratorConfig(n_res_blocks=1, channels=8)).state_dict()
     wide["block_input.0.weight"] = torch.zeros(1).expand(200_000, 3, 3, 3)  # stride 0: tiny on disk
     cases["wide_stride0"] = wide
     sparse = dict(sd)

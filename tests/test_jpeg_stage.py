@@ -15,7 +15,7 @@ from conftest import TINY_RECIPE, chw, libjpeg, run_cli, synthetic_face_like, wr
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.inference import generate_tiled
 from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr, tables
-from dsgan_cli.method.models import Generator
+from dsgan_cli.method.models import Generator, GeneratorConfig
 
 
 def _photo(size: int, seed: int, noise: float = 0.0) -> np.ndarray:
@@ -89,8 +89,8 @@ def test_flat_and_clipped_backgrounds_neither_fake_a_quality_nor_hide_one(colour
 
 def _jpeg_generator(quality: int = 30) -> Generator:
     torch.manual_seed(5)
-    g = Generator(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
-                  jpeg_quality=quality).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
+                  jpeg_quality=quality)).eval()
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)

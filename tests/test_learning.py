@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import run_cli, synthetic_face_like, write_images
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.method.models import Generator, downscale
+from dsgan_cli.method.models import Generator, GeneratorConfig, downscale
 from dsgan_cli.metrics import paired
 
 
@@ -43,17 +43,17 @@ def perturbed(g: Generator, scale: float = 0.05, seed: int = 0) -> Generator:
 
 
 def test_residual_generator_starts_as_the_identity():
-    g = Generator(n_res_blocks=2, channels=8, output="residual")
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, output="residual"))
     x = torch.rand(2, 3, 20, 24)
     assert torch.equal(g(x), x), "a residual G must start as Xd = Xb: its last convolution is initialised to zero"
-    sig = Generator(n_res_blocks=2, channels=8)
+    sig = Generator(GeneratorConfig(n_res_blocks=2, channels=8))
     assert not torch.allclose(sig(x), x, atol=0.05), "the paper's sigmoid G is not the identity at init"
 
 
 def test_reflect_padding_draws_no_border_on_a_constant_image():
     x = torch.full((1, 3, 24, 24), 0.4)
     for padding, stripes in (("reflect", False), ("zeros", True)):
-        y = perturbed(Generator(n_res_blocks=2, channels=8, padding=padding))(x)
+        y = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding=padding)))(x)
         spread = float((y - y[..., 12:13, 12:13]).abs().max().detach())
         if stripes:
             assert spread > 1e-3, "zero padding should make border pixels differ (the control of this test)"
@@ -62,18 +62,18 @@ def test_reflect_padding_draws_no_border_on_a_constant_image():
 
 
 def test_noise_input_is_used_and_reproducible():
-    g = perturbed(Generator(n_res_blocks=2, channels=8, noise_channels=1, output="residual"))
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, noise_channels=1, output="residual")))
     x = torch.rand(1, 3, 16, 16)
     z1 = g.make_noise(x, torch.Generator().manual_seed(1))
     z2 = g.make_noise(x, torch.Generator().manual_seed(2))
     assert z1.shape == (1, 1, 16, 16)
     assert torch.equal(g(x, z1), g(x, z1.clone())), "same noise, same output"
     assert not torch.allclose(g(x, z1), g(x, z2)), "the noise input must change the output (fresh grain per draw)"
-    assert Generator(n_res_blocks=1, channels=4).make_noise(x) is None
+    assert Generator(GeneratorConfig(n_res_blocks=1, channels=4)).make_noise(x) is None
 
 
 def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path):
-    g = perturbed(Generator(n_res_blocks=2, channels=8, padding="reflect", noise_channels=2, output="residual"))
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", noise_channels=2, output="residual")))
     save_generator(g, tmp_path / "g.safetensors", step=3, scale=2)
     loaded, meta = load_generator(tmp_path / "g.safetensors")
     assert loaded.arch() == g.arch()
@@ -82,13 +82,14 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
 
     from safetensors.torch import save_file
 
-    old = perturbed(Generator(n_res_blocks=1, channels=8))
+    old = perturbed(Generator(GeneratorConfig(n_res_blocks=1, channels=8)))
     # A file from before the options existed: no padding/noise/output metadata.
     save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(tmp_path / "old.safetensors"),
               metadata={"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8"})
     loaded_old, _ = load_generator(tmp_path / "old.safetensors")
     assert loaded_old.arch() == {"n_res_blocks": 1, "channels": 8, "padding": "zeros", "noise_channels": 0, "output": "sigmoid",
-                                "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0}
+                                "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0,
+                                "noise_init": 1.7}
 
 
 # ----------------------------------------------------------------------------- degrade with a noise input
@@ -96,7 +97,7 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
 
 @pytest.fixture(scope="module")
 def noise_ckpt(tmp_path_factory) -> Path:
-    g = perturbed(Generator(n_res_blocks=2, channels=8, padding="reflect", noise_channels=1, output="residual"), 0.1)
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", noise_channels=1, output="residual")), 0.1)
     path = tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors"
     save_generator(g, path, step=0, scale=2)
     return path

@@ -11,7 +11,7 @@ from dsgan_cli.method.losses import (
     gan_loss_discriminator,
     gan_loss_generator,
 )
-from dsgan_cli.method.models import Discriminator, Generator
+from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig
 from dsgan_cli.plumbing.errors import DsganError
 
 LAYERS = ("relu1_2", "relu2_2")
@@ -119,7 +119,7 @@ def test_gan_losses_prefer_the_right_labels():
 
 def test_gradients_reach_every_generator_parameter(vgg_file):
     torch.manual_seed(0)
-    g, d = Generator(n_res_blocks=2, channels=8), Discriminator()
+    g, d = Generator(GeneratorConfig(n_res_blocks=2, channels=8)), Discriminator()
     crit = GeneratorLoss(perceptual=PerceptualLoss(LAYERS, weights=str(vgg_file)))
     xb = torch.rand(2, 3, 24, 24)
     xd = g(xb)
@@ -322,7 +322,7 @@ def test_generator_returns_its_deterministic_part_from_the_same_pass():
     from dsgan_cli.method.models import Generator
 
     torch.manual_seed(1)
-    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="residual", output_noise=True)).eval()
     with torch.no_grad():
         g.block_output.weight.normal_(0, 0.1)
         x = torch.rand(1, 3, 10, 10)

@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli, synthetic_face_like, write_images
 from dsgan_cli.method.losses import GeneratorLoss, build_perceptual
 from dsgan_cli.method.lpips_alex import LPIPSAlex
-from dsgan_cli.method.models import Discriminator, Generator
+from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -70,7 +70,7 @@ def test_linear_layers_come_from_the_lpips_wheel(reference_and_file):
 def test_generator_gets_gradients_and_lpips_stays_frozen(reference_and_file):
     _, path = reference_and_file
     torch.manual_seed(0)
-    g, d = Generator(n_res_blocks=1, channels=8), Discriminator()
+    g, d = Generator(GeneratorConfig(n_res_blocks=1, channels=8)), Discriminator()
     crit = GeneratorLoss(perceptual=build_perceptual("lpips-alex", ["relu1_2"], str(path)))
     xb = torch.rand(2, 3, 32, 32)
     xd = g(xb)

@@ -28,7 +28,7 @@ import dsgan_cli.data.sampling as data_mod
 import dsgan_cli.method.models as models_mod
 from conftest import TINY_RECIPE, run_cli, write_images
 from dsgan_cli.method.losses import ColorLoss, GeneratorLoss
-from dsgan_cli.method.models import Discriminator, Generator, downscale
+from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale
 from dsgan_cli.method.recipe import load_recipe
 
 # ----------------------------------------------------------------------------- D sees only high frequencies
@@ -37,7 +37,7 @@ from dsgan_cli.method.recipe import load_recipe
 @pytest.mark.parametrize("gaussian", [False, True], ids=["box", "gaussian"])
 def test_discriminator_ignores_a_constant_offset(gaussian):
     torch.manual_seed(0)
-    d = Discriminator(5, gaussian=gaussian).double()
+    d = Discriminator(DiscriminatorConfig(filter_kernel=5, gaussian=gaussian)).double()
     x = torch.rand(2, 3, 20, 20, dtype=torch.float64) * 0.6 + 0.2
     base = d(x)
     for c in (-0.2, 0.15, 0.3):
@@ -136,7 +136,7 @@ def test_other_interpolations_fail_the_bicubic_reference():
 
 def test_gan_term_alone_gives_gradient_to_every_generator_parameter():
     torch.manual_seed(3)
-    g, d = Generator(n_res_blocks=2, channels=8), Discriminator()
+    g, d = Generator(GeneratorConfig(n_res_blocks=2, channels=8)), Discriminator()
     crit = GeneratorLoss(w_color=0.0, w_gan=1.0, w_perceptual=0.0)
     xb = torch.rand(2, 3, 20, 20)
     xd = g(xb)
@@ -358,7 +358,7 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     from dsgan_cli.engines.checkpoint import save_generator
 
     torch.manual_seed(5)
-    g = Generator(n_res_blocks=2, channels=16)
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=16))
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # larger than the init: outputs far from flat
@@ -379,7 +379,7 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["written"] == len(sizes)
 
-    ref = Generator(n_res_blocks=2, channels=16)
+    ref = Generator(GeneratorConfig(n_res_blocks=2, channels=16))
     ref.load_state_dict(load_file(ckpt))
     ref.eval()
     for name, (h, w) in sizes.items():
@@ -441,7 +441,7 @@ def test_hr_crops_are_aligned_to_the_scale():
 def _noisy_generator() -> Generator:
     """A small G with two noise channels and weights far from flat."""
     torch.manual_seed(8)
-    g = Generator(n_res_blocks=2, channels=8, noise_channels=2).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, noise_channels=2)).eval()
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -461,7 +461,7 @@ def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
     assert torch.equal(image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4), z), "a rerun draws other noise"
     assert not torch.equal(z[0], z[2]), "two images got the same noise map"
     assert not torch.equal(image_noise(g, x[:1], ["a.png"], seed=5)[0], z[0]), "the seed does not change the noise"
-    assert image_noise(Generator(n_res_blocks=1, channels=4), x, ["a", "b", "c"], seed=4) is None
+    assert image_noise(Generator(GeneratorConfig(n_res_blocks=1, channels=4)), x, ["a", "b", "c"], seed=4) is None
 
 
 def test_tiled_generation_cuts_the_noise_map_with_the_image():
@@ -487,7 +487,7 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
     finally:
         handle.remove()
     assert len(calls) == 4 * 5, f"{len(calls)} generator passes for 4 x 5 tiles of 9 px: each tile must be computed once"
-    plain = Generator(n_res_blocks=2, channels=8).eval()
+    plain = Generator(GeneratorConfig(n_res_blocks=2, channels=8)).eval()
     with torch.no_grad():
         want = plain(x)
     assert torch.allclose(generate_tiled(plain, x, 9, torch.device("cpu")), want, atol=1e-5, rtol=0), (
@@ -506,7 +506,7 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
     assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6), "run_generator is not G(x, noise) in fp32"
     default = run_generator(g, x, torch.device("cpu"), noise=z)
     assert torch.allclose(default, want, atol=1e-6), "run_generator's default precision is not fp32"
-    plain = Generator(n_res_blocks=1, channels=4).eval()
+    plain = Generator(GeneratorConfig(n_res_blocks=1, channels=4)).eval()
     with torch.no_grad():
         assert torch.allclose(run_generator(plain, x, torch.device("cpu"), "fp32", channels_last), plain(x), atol=1e-6), (
             "run_generator without a noise input is not G(x)")
@@ -626,7 +626,7 @@ def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_p
 def _toy_nets():
     """A small G and D and two micro-batches of (Xb, real LR), seeded."""
     torch.manual_seed(12)
-    g = Generator(n_res_blocks=1, channels=4)
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=4))
     d = Discriminator()
     xbs = [torch.rand(2, 3, 10, 10) for _ in range(2)]
     reals = [torch.rand(2, 3, 10, 10) * 0.5 + 0.25 for _ in range(2)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.method.models import Discriminator, FilterHigh, FilterLow, Generator, count_parameters
+from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, FilterHigh, FilterLow, Generator, GeneratorConfig, count_parameters
 
 
 def test_parameter_counts_match_reference():
@@ -14,7 +14,7 @@ def test_parameter_counts_match_reference():
 
 
 def test_generator_keeps_resolution_and_range():
-    g = Generator(n_res_blocks=2, channels=8)
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8))
     x = torch.rand(2, 3, 20, 28)
     y = g(x)
     assert y.shape == x.shape
@@ -85,7 +85,7 @@ def test_architectures_follow_the_reference():
     conv5x5 64 / conv5x5 128 + BN / conv5x5 256 + BN with LeakyReLU(0.2), then a 1x1 conv to one logit."""
     from torch import nn
 
-    g = Generator(n_res_blocks=3, channels=12)
+    g = Generator(GeneratorConfig(n_res_blocks=3, channels=12))
     convs = [m for m in g.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 1 + 2 * 3 + 1
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.stride == (1, 1) for c in convs)
@@ -110,7 +110,7 @@ def test_architectures_follow_the_reference():
 
 
 def test_generator_receptive_radius_is_one_pixel_per_conv():
-    g = Generator(n_res_blocks=2, channels=4).double()
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=4)).double()
     r = g.receptive_radius
     x = torch.rand(1, 3, 31, 31, dtype=torch.float64)
     y = x.clone()
@@ -147,7 +147,7 @@ def test_filter_repr_names_its_settings():
 
 def test_residual_generator_starts_as_identity_and_adds_its_last_convolution():
     torch.manual_seed(0)
-    g = Generator(n_res_blocks=2, channels=8, output="residual")
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, output="residual"))
     x = torch.rand(2, 3, 9, 11)
     assert torch.equal(g(x), x), "a residual generator must start as the identity (last convolution initialised to zero)"
     bias = torch.tensor([0.7, -0.4, 0.05])
@@ -159,7 +159,7 @@ def test_residual_generator_starts_as_identity_and_adds_its_last_convolution():
 
 
 def test_sigmoid_generator_squashes_its_last_convolution():
-    g = Generator(n_res_blocks=1, channels=4)
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=4))
     with torch.no_grad():
         g.block_output.weight.zero_()
         g.block_output.bias.copy_(torch.tensor([-2.0, 0.0, 3.0]))
@@ -170,9 +170,9 @@ def test_sigmoid_generator_squashes_its_last_convolution():
 
 def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
     torch.manual_seed(1)
-    g = Generator(n_res_blocks=1, channels=8, noise_channels=2)
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, noise_channels=2))
     assert g.block_input[0].in_channels == 5, "the first convolution must take the image and the noise channels"
-    assert Generator(n_res_blocks=1, channels=8).make_noise(torch.rand(1, 3, 4, 4)) is None, "a G without noise got noise"
+    assert Generator(GeneratorConfig(n_res_blocks=1, channels=8)).make_noise(torch.rand(1, 3, 4, 4)) is None, "a G without noise got noise"
     x = torch.rand(3, 3, 16, 12, dtype=torch.float64)
     z = g.make_noise(x, torch.Generator().manual_seed(7))
     assert z.shape == (3, 2, 16, 12) and z.dtype == torch.float64, f"noise has shape {tuple(z.shape)} / {z.dtype}"
@@ -186,23 +186,24 @@ def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
 
 @pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate"])
 def test_generator_padding_and_arch_round_trip(padding):
-    g = Generator(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual")
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=6, padding=padding, noise_channels=1, output="residual"))
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "noise_channels": 1, "output": "residual",
-                        "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0}
-    h = Generator(**g.arch())
+                        "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0,
+                        "noise_init": 1.7}
+    h = Generator(GeneratorConfig(**g.arch()))
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
-        Generator(padding="circularish")
+        Generator(GeneratorConfig(padding="circularish"))
     with pytest.raises(ValueError, match="output must be one of"):
-        Generator(output="tanh")
+        Generator(GeneratorConfig(output="tanh"))
 
 
 def test_padding_mode_changes_only_the_border():
     """reflect vs zeros: the same weights give the same interior and a different border."""
     torch.manual_seed(2)
-    a = Generator(n_res_blocks=1, channels=4, padding="zeros")
-    b = Generator(n_res_blocks=1, channels=4, padding="reflect")
+    a = Generator(GeneratorConfig(n_res_blocks=1, channels=4, padding="zeros"))
+    b = Generator(GeneratorConfig(n_res_blocks=1, channels=4, padding="reflect"))
     b.load_state_dict(a.state_dict())
     x = torch.rand(1, 3, 12, 12)
     r = a.receptive_radius
@@ -242,13 +243,13 @@ def test_gaussian_high_pass_subtracts_a_reflect_padded_gaussian_blur(sigma):
 
 
 def test_filter_kernel_is_not_a_weight_and_filters_keep_the_input_dtype():
-    assert Discriminator(gaussian=True).state_dict().keys() == Discriminator().state_dict().keys(), (
+    assert Discriminator(DiscriminatorConfig(gaussian=True)).state_dict().keys() == Discriminator().state_dict().keys(), (
         "the fixed Gaussian kernel is saved as a weight: checkpoints would differ between filter choices")
-    assert Discriminator().filter.low.gaussian is False and Discriminator(gaussian=True).filter.low.gaussian is True
+    assert Discriminator().filter.low.gaussian is False and Discriminator(DiscriminatorConfig(gaussian=True)).filter.low.gaussian is True
     # D's high-pass uses the kernel size it is given: x - 7x7 box mean (inside the image)
     xi = torch.rand(1, 3, 12, 12)
     want = xi - torch.nn.functional.avg_pool2d(xi, 7, stride=1, padding=3, count_include_pad=False)
-    assert torch.allclose(Discriminator(7).filter(xi), want, atol=1e-6), "Discriminator(kernel_size=7) does not filter with a 7x7 kernel"
+    assert torch.allclose(Discriminator(DiscriminatorConfig(filter_kernel=7)).filter(xi), want, atol=1e-6), "Discriminator(DiscriminatorConfig(filter_kernel=7)) does not filter with a 7x7 kernel"
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     for f in (FilterLow(3), FilterLow(3, gaussian=True), FilterLow(5, padding="valid", gaussian=True)):
         assert f(x).dtype == torch.float64, f"{f} changed the dtype"
@@ -271,7 +272,7 @@ def test_residual_block_defaults_keep_size_and_add_the_skip():
 def test_output_noise_is_per_pixel_and_colour_channel_and_scaled_by_the_image():
     """With output_noise, the last three noise channels reach Xd only at their own pixel and colour channel."""
     torch.manual_seed(0)
-    g = Generator(n_res_blocks=1, channels=8, noise_channels=1, output="residual", output_noise=True).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, noise_channels=1, output="residual", output_noise=True)).eval()
     assert g.noise_dim == 4
     with torch.no_grad():
         g.noise_scale.weight.normal_(0, 0.3)  # image-dependent scale, as after training
@@ -294,7 +295,7 @@ def test_output_noise_is_per_pixel_and_colour_channel_and_scaled_by_the_image():
 
 def test_output_noise_survives_a_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    g = Generator(n_res_blocks=1, channels=8, output_noise=True).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output_noise=True)).eval()
     save_generator(g, tmp_path / "g.safetensors", step=1, scale=2)
     h, _ = load_generator(tmp_path / "g.safetensors")
     assert h.output_noise and h.noise_dim == 3
@@ -319,7 +320,7 @@ def randomised_blur_head(g: Generator, seed: int = 0) -> Generator:
 
 def test_blur_output_starts_as_the_identity_and_never_leaves_the_local_range():
     """Xd is a convex combination of each pixel's neighbourhood: inside its local min/max whatever the weights."""
-    g = Generator(n_res_blocks=1, channels=8, output="blur", blur_size=5).double().eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="blur", blur_size=5)).double().eval()
     x = torch.rand(2, 3, 17, 13, dtype=torch.float64)
     assert (g(x) - x).abs().max() < 0.011, "a fresh blur G must be (almost) the identity: 99% on the centre tap"
     g = randomised_blur_head(g)
@@ -336,7 +337,7 @@ def test_blur_output_starts_as_the_identity_and_never_leaves_the_local_range():
 
 def test_blur_output_reaches_exactly_its_kernel_radius_and_round_trips(tmp_path):
     """A pixel change moves Xd no farther than receptive_radius; blur_size survives export and shapes the head."""
-    g = randomised_blur_head(Generator(n_res_blocks=1, channels=4, output="blur", blur_size=11, output_noise=True)).double().eval()
+    g = randomised_blur_head(Generator(GeneratorConfig(n_res_blocks=1, channels=4, output="blur", blur_size=11, output_noise=True))).double().eval()
     assert g.receptive_radius == 5, "the blur's taps (5 each way) reach farther than the 4 convolutions"
     x = torch.rand(1, 3, 31, 31, dtype=torch.float64)
     z = g.make_noise(x, torch.Generator().manual_seed(1)).double()
@@ -352,7 +353,7 @@ def test_blur_output_reaches_exactly_its_kernel_radius_and_round_trips(tmp_path)
     assert torch.equal(h(x.float(), z.float()), g.float()(x.float(), z.float()))
     for bad in (0, 4, 17):
         with pytest.raises(ValueError, match="blur_size must be an odd number"):
-            Generator(output="blur", blur_size=bad)
+            Generator(GeneratorConfig(output="blur", blur_size=bad))
 
 
 def test_batch_norm_hides_the_strength_of_the_high_pass_from_d_and_no_norm_shows_it():
@@ -362,7 +363,7 @@ def test_batch_norm_hides_the_strength_of_the_high_pass_from_d_and_no_norm_shows
     change = {}
     for norm in ("batch", "none"):
         torch.manual_seed(0)
-        d = Discriminator(norm=norm).train()
+        d = Discriminator(DiscriminatorConfig(norm=norm)).train()
         for m in d.modules():
             if isinstance(m, torch.nn.Conv2d):
                 torch.nn.init.zeros_(m.bias)
@@ -371,27 +372,27 @@ def test_batch_norm_hides_the_strength_of_the_high_pass_from_d_and_no_norm_shows
         change[norm] = ((a - b).abs().mean() / a.abs().mean()).item()
     assert change["batch"] < 0.02, f"batch norm D changed by {change['batch']:.3f} for 3x the grain"
     assert change["none"] > 0.5, f"the D without normalisation changed only {change['none']:.3f} for 3x the grain"
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in Discriminator(norm="none").modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in Discriminator(DiscriminatorConfig(norm="none")).modules())
     with pytest.raises(ValueError, match="norm must be one of"):
-        Discriminator(norm="group")
+        Discriminator(DiscriminatorConfig(norm="group"))
 
 
 def test_output_noise_starts_at_noise_init_levels_whatever_the_image():
     for level in (1.7, 6.0):
-        g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=level).eval()
+        g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=level)).eval()
         x = torch.rand(2, 3, 64, 64)
         with torch.no_grad():
             xd, det = g(x, with_deterministic=True)
         std = (xd - det).std().item() * 255
         assert abs(std - level) < 0.05 * level, f"noise_init {level}: output noise std {std:.2f} levels"
     with pytest.raises(ValueError, match="noise_init"):
-        Generator(output_noise=True, noise_init=0)
+        Generator(GeneratorConfig(output_noise=True, noise_init=0))
 
 
 def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_path):
     """model.noise_filter: identity at the start (white noise of noise_init levels); with any kernel the noise keeps
     its standard deviation (unit-norm kernel) and becomes spatially correlated; it survives export."""
-    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=5).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=5)).eval()
     x = torch.rand(2, 3, 96, 96)
     z = g.make_noise(x, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -409,7 +410,7 @@ def test_a_noise_filter_colours_the_output_noise_without_changing_its_level(tmp_
     assert h.noise_filter == 5 and torch.equal(h(x, z), g(x, z))
     assert g.receptive_radius == max(1 + 2 + 1, 2)
     with pytest.raises(ValueError, match="noise_filter"):
-        Generator(output_noise=True, noise_filter=4)
+        Generator(GeneratorConfig(output_noise=True, noise_filter=4))
 
 
 def _noise_of(g: Generator, size: int = 128) -> torch.Tensor:
@@ -424,7 +425,7 @@ def _noise_of(g: Generator, size: int = 128) -> torch.Tensor:
 def test_structured_noise_correlates_colours_as_its_kernel_says(mix):
     """A kernel whose output channels mix a shared input with their own: the measured channel correlation equals
     the normalised rows' inner products (W W^T), the level stays noise_init."""
-    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3)).eval()
     w = torch.eye(3) * math.sqrt(1 - mix) + torch.tensor([[1.0, 0, 0]] * 3) * math.sqrt(mix)
     w[0] = torch.tensor([1.0, 0, 0])  # channel 0 is the shared source itself
     with torch.no_grad():
@@ -443,7 +444,7 @@ def test_structured_noise_correlates_colours_as_its_kernel_says(mix):
 def test_structured_noise_correlates_in_space_as_its_kernel_says(taps):
     """A horizontal per-channel kernel: lag-1 correlation along x equals sum(k_i k_i+1) / sum(k_i^2), about 0
     along y; colours stay independent."""
-    g = Generator(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=8, output="residual", output_noise=True, noise_init=6.0, noise_filter=3)).eval()
     k = torch.zeros(3)
     k[:len(taps)] = torch.tensor(taps)
     with torch.no_grad():
@@ -464,8 +465,8 @@ def test_a_contrast_free_discriminator_sees_the_pattern_of_the_detail_not_its_st
     torch.manual_seed(0)
     x = 0.5 + 0.2 * torch.randn(2, 3, 24, 24).clamp(-2, 2)
     stronger = 0.5 + 1.5 * (x - 0.5)
-    free = Discriminator(norm="none", contrast_free=True).eval()
-    plain = Discriminator(norm="none").eval()
+    free = Discriminator(DiscriminatorConfig(norm="none", contrast_free=True)).eval()
+    plain = Discriminator(DiscriminatorConfig(norm="none")).eval()
     plain.load_state_dict(free.state_dict())
     with torch.no_grad():
         assert torch.allclose(free(stronger), free(x), atol=2e-3), "the contrast-free view depends on the detail's strength"

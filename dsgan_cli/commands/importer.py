@@ -21,7 +21,7 @@ import torch
 from ..engines.checkpoint import check_loaded_tensors, check_zip_entries, save_generator
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import file_sha256
-from ..method.models import Generator
+from ..method.models import Generator, GeneratorConfig
 
 #: Key of the generator's state dict in the original checkpoints.
 GENERATOR_KEY = "model_g_state_dict"
@@ -141,7 +141,7 @@ def _span(blocks: list[int]) -> str:
 
 def build_generator(path: Path, state: dict[str, torch.Tensor], n_res_blocks: int, channels: int) -> Generator:
     """Our Generator holding ``state``; every name and shape must match the architecture."""
-    generator = Generator(n_res_blocks=n_res_blocks, channels=channels)
+    generator = Generator(GeneratorConfig(n_res_blocks=n_res_blocks, channels=channels))
     expected = generator.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:

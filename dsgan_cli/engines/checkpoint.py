@@ -20,7 +20,7 @@ from .. import __version__
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import open_regular
 from ..plumbing.writes import write_bytes_atomic
-from ..method.models import Generator
+from ..method.models import Generator, GeneratorConfig
 
 GENERATOR_FORMAT = "dsgan-generator/1"
 
@@ -43,6 +43,7 @@ def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, s
         "step": str(int(step)),
         "scale": str(int(scale)),
         **{k: str(v) for k, v in generator.arch().items()},
+        "generator_config": generator.config.to_json(),
         "recipe": json.dumps(recipe or {}, sort_keys=True),
     }
     write_bytes_atomic(path, safetensors_save(generator_state_for_export(generator), metadata=metadata))
@@ -185,29 +186,57 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
     tensors, raw = read_generator_file(path)
     meta: dict[str, Any] = dict(raw)
     try:
-        n_res_blocks = int(raw.get("n_res_blocks") or _count_res_blocks(tensors))
-        channels = int(raw.get("channels") or tensors["block_input.0.weight"].shape[0])
-        # Files written before these options existed hold the paper's network.
-        options = {"padding": raw.get("padding", "zeros"), "noise_channels": int(raw.get("noise_channels", 0)),
-                   "output": raw.get("output", "sigmoid"), "output_noise": _flag(raw.get("output_noise", "False"), "output_noise"),
-                   "blur_size": int(raw.get("blur_size", 5)), "noise_filter": int(raw.get("noise_filter", 1)),
-                   "grid_period": int(raw.get("grid_period", 0)), "jpeg_quality": int(raw.get("jpeg_quality", 0))}
+        config = generator_config(raw, tensors)
+    except GeneratorConfigError as e:
+        raise file_error(path, f"not a DSGAN generator checkpoint ({e})") from None
+    try:
         meta["step"] = int(raw.get("step", 0))
         meta["scale"] = int(raw["scale"]) if "scale" in raw else None
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
-    _check_metadata(path, meta, n_res_blocks, channels, tensors, options["noise_channels"] + 2 * options["grid_period"])
-    try:
-        generator = Generator(n_res_blocks=n_res_blocks, channels=channels, **options)
-    except ValueError as e:
-        raise file_error(path, f"not a DSGAN generator checkpoint ({e})") from None
+    _check_metadata(path, meta, config.n_res_blocks, config.channels, tensors, config.noise_channels + 2 * config.grid_period)
+    generator = Generator(config)
     try:
         generator.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise file_error(path, f"wrong architecture for a DSGAN generator ({first})") from None
     return generator.eval(), meta
+
+
+def generator_config(raw: dict[str, str], tensors: dict[str, torch.Tensor]) -> GeneratorConfig:
+    """The :class:`GeneratorConfig` a file's metadata holds: its ``generator_config`` JSON, else (files written
+    before it existed) the separate keys, else the paper's network with the tensors' sizes."""
+    if "generator_config" in raw:
+        try:
+            fields = json.loads(raw["generator_config"])
+        except json.JSONDecodeError as e:
+            raise GeneratorConfigError(f"generator_config is not JSON: {e}") from None
+        if not isinstance(fields, dict):
+            raise GeneratorConfigError("generator_config is not a JSON object")
+        try:
+            return GeneratorConfig.from_dict(fields)
+        except (ValueError, TypeError) as e:
+            raise GeneratorConfigError(str(e)) from None
+    try:
+        fields = dict(
+            n_res_blocks=int(raw.get("n_res_blocks") or _count_res_blocks(tensors)),
+            channels=int(raw.get("channels") or tensors["block_input.0.weight"].shape[0]),
+            padding=raw.get("padding", "zeros"), noise_channels=int(raw.get("noise_channels", 0)),
+            output=raw.get("output", "sigmoid"), output_noise=_flag(raw.get("output_noise", "False"), "output_noise"),
+            blur_size=int(raw.get("blur_size", 5)), noise_filter=int(raw.get("noise_filter", 1)),
+            grid_period=int(raw.get("grid_period", 0)), jpeg_quality=int(raw.get("jpeg_quality", 0)))
+    except (KeyError, ValueError) as e:
+        raise GeneratorConfigError(f"bad or missing {e}") from None
+    try:
+        return GeneratorConfig(**fields)
+    except ValueError as e:
+        raise GeneratorConfigError(str(e)) from None
+
+
+class GeneratorConfigError(ValueError):
+    """A generator file's configuration that cannot be read or is out of range (the reason as its text)."""
 
 
 def _flag(text: str, name: str) -> bool:

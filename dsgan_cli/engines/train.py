@@ -195,19 +195,34 @@ def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
     return reading.quality
 
 
+def generator_config(r: Recipe, jpeg_quality: int = 0):
+    """The recipe's generator, as the :class:`~dsgan_cli.method.models.GeneratorConfig` its files will carry."""
+    from ..method.models import GeneratorConfig
+
+    m = r.model
+    return GeneratorConfig(n_res_blocks=m.n_res_blocks, channels=m.channels, padding=m.padding, output=m.output,
+                           output_noise=m.output_noise, noise_init=float(m.noise_init), jpeg_quality=jpeg_quality,
+                           noise_channels=m.noise_channels, blur_size=m.blur_size, noise_filter=m.noise_filter,
+                           grid_period=m.grid_period)
+
+
+def discriminator_config(r: Recipe):
+    """The recipe's discriminator as a :class:`~dsgan_cli.method.models.DiscriminatorConfig`."""
+    from ..method.models import DiscriminatorConfig
+
+    m = r.model
+    return DiscriminatorConfig(filter_kernel=m.filter_kernel, gaussian=m.filter == "gaussian", norm=m.d_norm,
+                               grid_period=m.grid_period, contrast_free=m.d_contrast_free)
+
+
 def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
     (0: none; see :func:`jpeg_quality_for`)."""
     from ..method import losses, models
 
-    G = models.Generator(r.model.n_res_blocks, r.model.channels, padding=r.model.padding,
-                         noise_channels=r.model.noise_channels, output=r.model.output,
-                         output_noise=r.model.output_noise, blur_size=r.model.blur_size,
-                         noise_init=r.model.noise_init, noise_filter=r.model.noise_filter,
-                         grid_period=r.model.grid_period, jpeg_quality=jpeg_quality).to(memory_format=fmts["G"])
-    D = models.Discriminator(r.model.filter_kernel, gaussian=r.model.filter == "gaussian", norm=r.model.d_norm,
-                             grid_period=r.model.grid_period, contrast_free=r.model.d_contrast_free).to(memory_format=fmts["D"])
+    G = models.Generator(generator_config(r, jpeg_quality)).to(memory_format=fmts["G"])
+    D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",

@@ -7,7 +7,11 @@ fully convolutional, stride-1 discriminator that sees only high frequencies.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +19,7 @@ from torch.nn import functional as F
 
 from .codec import MCU, jpeg
 
-__all__ = ["FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters", "downscale"]
+__all__ = ["GeneratorConfig", "DiscriminatorConfig", "FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters", "downscale"]
 
 
 def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
@@ -117,8 +121,91 @@ OUTPUTS = ("sigmoid", "residual", "blur")
 MAX_GRID_PERIOD = 64
 #: Most noise input channels (the recipe's range).
 MAX_NOISE_CHANNELS = 64
+#: Normalisation between the discriminator's convolutions.
+D_NORMS = ("batch", "none")
 #: Largest per-pixel blur kernel (``output="blur"``): 15x15 taps already span 7 pixels each way.
 MAX_BLUR_SIZE = 15
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that shapes G, validated once: :class:`Generator` is built from it, and every generator and
+    checkpoint file carries it (JSON metadata ``generator_config``), so import, degrade, pairs and resume build
+    the same network. The defaults are the paper's network; the options are described at :class:`Generator`."""
+
+    n_res_blocks: int = 8
+    channels: int = 64
+    padding: str = "zeros"
+    output: str = "sigmoid"
+    output_noise: bool = False
+    noise_init: float = 1.7
+    jpeg_quality: int = 0
+    noise_channels: int = 0
+    blur_size: int = 5
+    noise_filter: int = 1
+    grid_period: int = 0
+
+    def __post_init__(self):
+        checks = (
+            (isinstance(self.n_res_blocks, int) and self.n_res_blocks >= 0, "n_res_blocks must be an integer >= 0"),
+            (isinstance(self.channels, int) and self.channels >= 1, "channels must be an integer >= 1"),
+            (self.padding in PADDINGS, f"padding must be one of {PADDINGS}"),
+            (self.output in OUTPUTS, f"output must be one of {OUTPUTS}"),
+            (isinstance(self.output_noise, bool), "output_noise must be true or false"),
+            (0 < self.noise_init <= 255, "noise_init must be in (0, 255]"),
+            (isinstance(self.jpeg_quality, int) and 0 <= self.jpeg_quality <= 100,
+             "jpeg_quality must be 0 (off) or 1 to 100"),
+            (1 <= self.noise_filter <= MAX_BLUR_SIZE and self.noise_filter % 2 == 1,
+             f"noise_filter must be an odd number from 1 to {MAX_BLUR_SIZE}"),
+            (1 <= self.blur_size <= MAX_BLUR_SIZE and self.blur_size % 2 == 1,
+             f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}"),
+            (0 <= self.noise_channels <= MAX_NOISE_CHANNELS, f"noise_channels must be 0 to {MAX_NOISE_CHANNELS}"),
+            ((0 <= self.grid_period <= MAX_GRID_PERIOD) and self.grid_period != 1,
+             f"grid_period must be 0 (off) or 2 to {MAX_GRID_PERIOD}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                name = message.split()[0]
+                raise ValueError(f"{message}, got {getattr(self, name)!r}")
+
+    def to_json(self) -> str:
+        """The fields as one JSON object (sorted keys), as stored in a file's metadata."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "GeneratorConfig":
+        """The configuration a file's metadata holds; a field this version does not know is refused by name."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ValueError(f"unknown generator option {unknown[0]!r}")
+        values = {}
+        for name, value in fields.items():
+            kind = type(known[name].default)
+            # JSON has one number type; an integer option holding 2.5 is refused rather than rounded.
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not kind:
+                raise ValueError(f"generator option {name}={value!r} is not a {kind.__name__}")
+            values[name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Everything that shapes D (see :class:`Discriminator`), validated once."""
+
+    filter_kernel: int = 5
+    gaussian: bool = False
+    norm: str = "batch"
+    grid_period: int = 0
+    contrast_free: bool = False
+
+    def __post_init__(self):
+        if self.norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS}, got {self.norm!r}")
+        if self.filter_kernel < 1 or self.filter_kernel % 2 == 0:
+            raise ValueError(f"filter_kernel must be a positive odd number, got {self.filter_kernel}")
 
 
 class Generator(nn.Module):
@@ -169,27 +256,16 @@ class Generator(nn.Module):
       whole image's grid from ``origin`` (training crops: a random phase).
     """
 
-    def __init__(self, n_res_blocks: int = 8, channels: int = 64, *, padding: str = "zeros",
-                 noise_channels: int = 0, output: str = "sigmoid", output_noise: bool = False,
-                 blur_size: int = 5, noise_init: float = 1.7, noise_filter: int = 1, grid_period: int = 0,
-                 jpeg_quality: int = 0):
+    def __init__(self, config: GeneratorConfig | None = None):
         super().__init__()
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        if not (1 <= noise_filter <= MAX_BLUR_SIZE and noise_filter % 2 == 1):
-            raise ValueError(f"noise_filter must be an odd number from 1 to {MAX_BLUR_SIZE}, got {noise_filter}")
-        if not 0 < noise_init <= 255:
-            raise ValueError(f"noise_init must be in (0, 255], got {noise_init}")
-        if not (1 <= blur_size <= MAX_BLUR_SIZE and blur_size % 2 == 1):
-            raise ValueError(f"blur_size must be an odd number from 1 to {MAX_BLUR_SIZE}, got {blur_size}")
-        if not 0 <= noise_channels <= MAX_NOISE_CHANNELS:
-            raise ValueError(f"noise_channels must be 0 to {MAX_NOISE_CHANNELS}, got {noise_channels}")
-        if not 0 <= grid_period <= MAX_GRID_PERIOD or grid_period == 1:
-            raise ValueError(f"grid_period must be 0 (off) or 2 to {MAX_GRID_PERIOD}, got {grid_period}")
-        if not 0 <= jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be 0 (off) or 1 to 100, got {jpeg_quality}")
+        config = GeneratorConfig() if config is None else config
+        if not isinstance(config, GeneratorConfig):
+            raise TypeError(f"Generator takes a GeneratorConfig, got {type(config).__name__}")
+        self.config = config
+        n_res_blocks, channels, padding = config.n_res_blocks, config.channels, config.padding
+        noise_channels, output, output_noise = config.noise_channels, config.output, config.output_noise
+        blur_size, noise_init, noise_filter = config.blur_size, config.noise_init, config.noise_filter
+        grid_period, jpeg_quality = config.grid_period, config.jpeg_quality
         self.n_res_blocks, self.channels = n_res_blocks, channels
         self.padding, self.noise_channels, self.output = padding, noise_channels, output
         self.output_noise, self.blur_size, self.noise_filter = bool(output_noise), blur_size, noise_filter
@@ -243,12 +319,9 @@ class Generator(nn.Module):
         # A JPEG block's pixels depend on each other: the whole 16-px unit must be inside the window.
         return radius + (MCU - 1 if self.jpeg_quality else 0)
 
-    def arch(self) -> dict[str, int | str]:
-        """The constructor arguments, as stored in an exported generator file."""
-        return {"n_res_blocks": self.n_res_blocks, "channels": self.channels, "padding": self.padding,
-                "noise_channels": self.noise_channels, "output": self.output, "output_noise": self.output_noise,
-                "blur_size": self.blur_size, "noise_filter": self.noise_filter, "grid_period": self.grid_period,
-                "jpeg_quality": self.jpeg_quality}
+    def arch(self) -> dict[str, int | float | str | bool]:
+        """The configuration's fields, as stored in an exported generator file."""
+        return dataclasses.asdict(self.config)
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -319,9 +392,6 @@ def grid_phase(x: torch.Tensor, period: int, origin: tuple[int, int] = (0, 0)) -
     return grid.expand(n, -1, -1, -1)
 
 
-#: Normalisation between the discriminator's convolutions.
-D_NORMS = ("batch", "none")
-
 
 class DiscriminatorBasic(nn.Module):
     """Fully convolutional stride-1 discriminator returning one logit per pixel.
@@ -361,13 +431,16 @@ class Discriminator(nn.Module):
     ``origin`` its crop has on the grid, so it can ask for block artefacts at the grid's phase, not just
     anywhere."""
 
-    def __init__(self, kernel_size: int = 5, gaussian: bool = False, norm: str = "batch", grid_period: int = 0,
-                 contrast_free: bool = False):
+    def __init__(self, config: DiscriminatorConfig | None = None):
         super().__init__()
-        self.filter = FilterHigh(kernel_size, gaussian=gaussian)
-        self.contrast_free = contrast_free
-        self.grid_period = grid_period
-        self.net = DiscriminatorBasic(3 + 2 * grid_period, norm)
+        config = DiscriminatorConfig() if config is None else config
+        if not isinstance(config, DiscriminatorConfig):
+            raise TypeError(f"Discriminator takes a DiscriminatorConfig, got {type(config).__name__}")
+        self.config = config
+        self.filter = FilterHigh(config.filter_kernel, gaussian=config.gaussian)
+        self.contrast_free = config.contrast_free
+        self.grid_period = config.grid_period
+        self.net = DiscriminatorBasic(3 + 2 * config.grid_period, config.norm)
 
     def forward(self, x: torch.Tensor, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
         """Per-pixel logits; ``origin``: where ``x`` starts on the block grid (its crop's phase)."""
