@@ -77,3 +77,15 @@ def test_discriminator_config_sets_its_filter_and_norm():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
     with pytest.raises(ValueError, match="filter_kernel"):
         DiscriminatorConfig(filter_kernel=4)
+
+
+def test_resume_refuses_a_checkpoint_whose_generator_config_differs(tmp_path):
+    from dsgan_cli.engines.rundir import check_generator_config
+
+    ckpt = tmp_path / "step_000010"
+    ckpt.mkdir()
+    saved = GeneratorConfig(n_res_blocks=1, channels=8, output="residual", jpeg_quality=70)
+    save_generator(Generator(saved), ckpt / "generator.safetensors", step=10, scale=2)
+    check_generator_config(ckpt, saved)  # the same generator: resumes
+    with pytest.raises(DsganError, match=r"jpeg_quality=70.*jpeg_quality=0"):
+        check_generator_config(ckpt, GeneratorConfig(n_res_blocks=1, channels=8, output="residual"))

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,7 +37,7 @@ from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error
 from ..plumbing.folder_lock import lock_folder, unlock_folder
 from ..plumbing.writes import check_writable_dir, write_bytes_atomic
-from .checkpoint import save_generator
+from .checkpoint import GeneratorConfigError, generator_config, read_metadata, save_generator
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
@@ -106,8 +107,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
     """The recipe a checkpoint was saved with: its own (in its ``generator.safetensors``), else its run's first
     (``recipe.json`` of the run folder holding it); None when neither can be read."""
-    from .checkpoint import read_metadata
-
     with contextlib.suppress(DsganError, ValueError):
         recipe = json.loads(read_metadata(ckpt / "generator.safetensors").get("recipe") or "null")
         if isinstance(recipe, dict) and recipe:
@@ -358,9 +357,31 @@ def start_run(out: Path, resume: str | None, resume_from: Path | None, start_ste
     return digest
 
 
-def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int) -> None:
-    """Restore the full training state (weights, Adam moments, RNGs); warn when the data order will differ."""
+def check_generator_config(resume_from: Path, config) -> None:
+    """Refuse a resume whose generator differs from the one the checkpoint's generator file carries (a model
+    option, or the JPEG quality read off the real LR), naming the first option that differs."""
+    path = resume_from / "generator.safetensors"
+    try:
+        raw = read_metadata(path)
+    except DsganError:
+        return  # older checkpoints without the file: their recipe was compared already
+    if "generator_config" not in raw:
+        return
+    try:
+        stored = generator_config(raw, {})
+    except GeneratorConfigError as e:
+        raise file_error(path, f"cannot resume from it ({e})") from None
+    for name, value in dataclasses.asdict(stored).items():
+        if getattr(config, name) != value:
+            raise file_error(path, f"cannot resume: its generator has {name}={value!r}, this run builds "
+                                   f"{name}={getattr(config, name)!r}")
+
+
+def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int, config) -> None:
+    """Restore the full training state (weights, Adam moments, RNGs) of a generator built from ``config``;
+    warn when the data order will differ."""
     verify_checkpoint_files(resume_from, read_state(resume_from), accelerator.num_processes)
+    check_generator_config(resume_from, config)
     try:
         accelerator.load_state(str(resume_from))
     except Exception as e:  # noqa: BLE001 - wrong architecture, truncated files...

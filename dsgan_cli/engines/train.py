@@ -548,7 +548,7 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     G_ema, G_out = ema_and_export(accelerator, G, r)
     if resume_from is not None:
-        load_resume(accelerator, resume_from, r, start_step)
+        load_resume(accelerator, resume_from, r, start_step, accelerator.unwrap_model(G).config)
     tuned = tune_device(device)
 
     # --- outputs: recipe copy, trackers, a fixed sample batch for the grids
