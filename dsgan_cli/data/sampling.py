@@ -81,11 +81,13 @@ class MicroBatches(torch.utils.data.Dataset):
 
     def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator,
                  phase: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips.
+        """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips of the HR.
 
-        With a block ``grid`` (model.grid_period), every crop starts ``phase`` pixels past a grid line, so that
-        each crop's grid lies where G and D are told it does, and real LR images are not flipped (that
-        would move their grid)."""
+        Real LR images are never flipped: a mirrored real photo carries a mirrored degradation (a motion blur's
+        direction, an anisotropic lens blur, a Bayer phase, a codec's block grid), and D would see the mixture
+        of both, which G can only meet with a blur that has neither's orientation. With a block ``grid``
+        (model.grid_period), every crop starts ``phase`` pixels past a grid line, so that each crop's grid lies
+        where G and D are told it does."""
         step = max(self.grid, 1)
         if self.crop_size:
             c, s = self.crop_size, self.scale
@@ -93,10 +95,7 @@ class MicroBatches(torch.utils.data.Dataset):
             lr = torch.stack([_crop(x, c, g, step=step, first=phase) for x in lr])
         if self.flip:
             fh = torch.rand(len(hr), generator=g) < 0.5
-            fl = torch.rand(len(lr), generator=g) < 0.5
             hr = torch.where(fh[:, None, None, None], hr.flip(-1), hr)
-            if not self.grid:
-                lr = torch.where(fl[:, None, None, None], lr.flip(-1), lr)
         return hr.contiguous(), lr.contiguous()
 
 

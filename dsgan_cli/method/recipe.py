@@ -40,7 +40,8 @@ class DataConfig:
     lr_size: int = _spec(128, "LR image side in pixels", min=4)
     scale: int = _spec(2, "downscale factor from HR to LR (bicubic, antialiased)", min=1, max=16)
     crop_size: int = _spec(0, "random LR-size crop side for training; 0 = whole image", min=0)
-    flip: bool = _spec(False, "random horizontal flips")
+    flip: bool = _spec(False, "random horizontal flips of the HR images (real LR are never flipped: a mirrored "
+                                    "photo carries a mirrored degradation, e.g. a motion blur's direction)")
     resize_mismatched: bool = _spec(False, "resize images of the wrong size instead of stopping")
     num_workers: int = _spec(4, "DataLoader worker processes", min=0)
     cache_dir: str = _spec("", "decoded-image cache shared by all processes and later runs; "
