@@ -57,7 +57,7 @@ TileOption = Annotated[Optional[int], typer.Option("--tile", help="Run G in over
 BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", help="Images per G call (default 8 on CPU, 16 on GPU).")]
 WorkersOption = Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes (default 0 = one thread on CPU; 8 on GPU).")]
 PrecisionOption = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast).")]
-SeedOption = Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise of generators that take it (model.noise_channels > 0 or model.output_noise), per image; reruns reproduce.")]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, max=2**31 - 1, help="Seeds the noise of generators that take it (model.output_noise), per image; reruns reproduce.")]
 
 
 @app.command("prepare", help="Detect, align and crop faces from raw photos into fixed-size HR/LR sets.")

@@ -62,22 +62,22 @@ def test_reflect_padding_draws_no_border_on_a_constant_image():
 
 
 def test_noise_input_is_used_and_reproducible():
-    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, noise_channels=1, output="residual")))
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, output_noise=True, output="residual")))
     x = torch.rand(1, 3, 16, 16)
     z1 = g.make_noise(x, torch.Generator().manual_seed(1))
     z2 = g.make_noise(x, torch.Generator().manual_seed(2))
-    assert z1.shape == (1, 1, 16, 16)
+    assert z1.shape == (1, 3, 16, 16)
     assert torch.equal(g(x, z1), g(x, z1.clone())), "same noise, same output"
     assert not torch.allclose(g(x, z1), g(x, z2)), "the noise input must change the output (fresh grain per draw)"
     assert Generator(GeneratorConfig(n_res_blocks=1, channels=4)).make_noise(x) is None
 
 
 def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path):
-    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", noise_channels=2, output="residual")))
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output_noise=True, output="residual")))
     save_generator(g, tmp_path / "g.safetensors", step=3, scale=2)
     loaded, meta = load_generator(tmp_path / "g.safetensors")
     assert loaded.arch() == g.arch()
-    x, z = torch.rand(1, 3, 12, 12), torch.randn(1, 2, 12, 12)
+    x, z = torch.rand(1, 3, 12, 12), torch.randn(1, 3, 12, 12)
     assert torch.equal(loaded(x, z), g(x, z))
 
     from safetensors.torch import save_file
@@ -87,9 +87,8 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
     save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(tmp_path / "old.safetensors"),
               metadata={"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8"})
     loaded_old, _ = load_generator(tmp_path / "old.safetensors")
-    assert loaded_old.arch() == {"n_res_blocks": 1, "channels": 8, "padding": "zeros", "noise_channels": 0, "output": "sigmoid",
-                                "output_noise": False, "blur_size": 5, "noise_filter": 1, "grid_period": 0, "jpeg_quality": 0,
-                                "noise_init": 1.7}
+    assert loaded_old.arch() == {"n_res_blocks": 1, "channels": 8, "padding": "zeros", "output": "sigmoid",
+                                "output_noise": False, "jpeg_quality": 0, "noise_init": 1.7}
 
 
 # ----------------------------------------------------------------------------- degrade with a noise input
@@ -97,7 +96,7 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
 
 @pytest.fixture(scope="module")
 def noise_ckpt(tmp_path_factory) -> Path:
-    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", noise_channels=1, output="residual")), 0.1)
+    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output_noise=True, output="residual")), 0.1)
     path = tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors"
     save_generator(g, path, step=0, scale=2)
     return path
@@ -137,7 +136,7 @@ def test_degrade_with_noise_input_is_reproducible_and_independent_of_tiling_and_
     xb = downscale(image_to_tensor(load_rgb(src)[0])[None], 2)
     import zlib
 
-    z = torch.randn((1, 1, *xb.shape[-2:]), generator=torch.Generator().manual_seed(zlib.crc32(b"0/img_001.png")))
+    z = torch.randn((1, 3, *xb.shape[-2:]), generator=torch.Generator().manual_seed(zlib.crc32(b"0/img_001.png")))
     with torch.no_grad():
         want = g(xb, z)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(a["img_001.png"], want)
@@ -157,14 +156,14 @@ def data(tmp_path):
 def test_max_minutes_stops_with_a_checkpoint_that_resume_continues(data, tiny_recipe):
     out = data / "run"
     sets = ["--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr'}", "--set", f"train.output_dir={out}",
-            "--set", "model.noise_channels=1", "--set", "model.output=residual", "--set", "model.padding=reflect"]
+            "--set", "model.output_noise=true", "--set", "model.output=residual", "--set", "model.padding=reflect"]
     # A zero limit is always exceeded after the first step: deterministic, no timing race.
     proc = run_cli("train", tiny_recipe, *sets, "--no-progress", "--max-minutes", "0")
     assert proc.returncode == 0, proc.stderr
     assert "continue with --resume latest" in proc.stdout
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000001"]
     g, meta = load_generator(out / "generator.safetensors")
-    assert meta["step"] == 1 and g.noise_channels == 1 and g.output == "residual" and g.padding == "reflect"
+    assert meta["step"] == 1 and g.config.output_noise and g.output == "residual" and g.config.padding == "reflect"
     proc = run_cli("train", tiny_recipe, *sets, "--no-progress", "--resume", "latest")
     assert proc.returncode == 0, proc.stderr
     assert load_generator(out / "generator.safetensors")[1]["step"] == 4

@@ -439,9 +439,9 @@ def test_hr_crops_are_aligned_to_the_scale():
 
 
 def _noisy_generator() -> Generator:
-    """A small G with two noise channels and weights far from flat."""
+    """A small G with output noise (three noise channels) and weights far from flat."""
     torch.manual_seed(8)
-    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, noise_channels=2)).eval()
+    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, output_noise=True, output="residual")).eval()
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -454,7 +454,7 @@ def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
     g = _noisy_generator()
     x = torch.rand(3, 3, 10, 12)
     z = image_noise(g, x, ["a.png", "sub/b.png", "c.png"], seed=4)
-    assert z.shape == (3, 2, 10, 12), f"noise shape {tuple(z.shape)}: one map per image with G's noise channels"
+    assert z.shape == (3, 3, 10, 12), f"noise shape {tuple(z.shape)}: one map per image with G's noise channels"
     assert abs(z.mean()) < 0.1 and 0.85 < z.std() < 1.15, "G's noise input is not N(0, 1)"
     alone = image_noise(g, x[1:2], ["sub/b.png"], seed=4)
     assert torch.equal(alone[0], z[1]), "an image's noise depends on its batch: outputs would change with the batch size"
@@ -471,7 +471,7 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
     torch.manual_seed(9)
     # 31 x 41 with tiles of 6: interior tiles have a margin on all four sides
     x = torch.rand(1, 3, 31, 41)
-    z = torch.randn(1, 2, 31, 41)
+    z = torch.randn(1, 3, 31, 41)
     with torch.no_grad():
         whole = g(x, z)
     for tile in (6, 9, 50):
@@ -499,7 +499,7 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
     from dsgan_cli.engines.inference import run_generator
 
     g = _noisy_generator()
-    x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 2, 9, 7)
+    x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 3, 9, 7)
     with torch.no_grad():
         want = g(x, z)
     got = run_generator(g, x, torch.device("cpu"), "fp32", channels_last, z)

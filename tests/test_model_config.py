@@ -89,3 +89,43 @@ def test_resume_refuses_a_checkpoint_whose_generator_config_differs(tmp_path):
     check_generator_config(ckpt, saved)  # the same generator: resumes
     with pytest.raises(DsganError, match=r"jpeg_quality=70.*jpeg_quality=0"):
         check_generator_config(ckpt, GeneratorConfig(n_res_blocks=1, channels=8, output="residual"))
+
+
+# ----------------------------------------------------------------------------- retired options
+
+
+@pytest.mark.parametrize("key, value", [("noise_channels", "1"), ("grid_period", "8"), ("noise_filter", "5"),
+                                        ("output", "blur")])
+def test_a_generator_file_using_a_retired_option_is_refused_naming_it(tmp_path, key, value):
+    """Files written before the config existed hold options as separate keys; one that is on cannot be built."""
+    path = tmp_path / "old.safetensors"
+    save_generator(Generator(GeneratorConfig(n_res_blocks=1, channels=8)), path, step=0, scale=2)
+    meta = read_metadata(path)
+    del meta["generator_config"]
+    meta[key] = value
+    save_file(load_file(path), path, metadata=meta)
+    with pytest.raises(DsganError) as e:
+        load_generator(path)
+    assert str(path) in str(e.value) and f"{key}=" in str(e.value) and "retired option" in str(e.value)
+
+
+def test_retired_options_at_their_off_value_still_load(tmp_path):
+    path = tmp_path / "old.safetensors"
+    save_generator(Generator(GeneratorConfig(n_res_blocks=1, channels=8)), path, step=0, scale=2)
+    meta = read_metadata(path)
+    del meta["generator_config"]
+    meta.update(noise_channels="0", grid_period="0", noise_filter="1", blur_size="5", output="sigmoid")
+    save_file(load_file(path), path, metadata=meta)
+    assert load_generator(path)[0].config == GeneratorConfig(n_res_blocks=1, channels=8)
+    assert GeneratorConfig.from_dict({"n_res_blocks": 1, "channels": 8, "grid_period": 0}) == GeneratorConfig(1, 8)
+    with pytest.raises(ValueError, match="grid_period=8 is a retired option"):
+        GeneratorConfig.from_dict({"n_res_blocks": 1, "channels": 8, "grid_period": 8})
+
+
+@pytest.mark.parametrize("key", ["model.grid_period=8", "model.noise_channels=1", "model.d_contrast_free=true",
+                                 "loss.noise_level_scales=2"])
+def test_a_recipe_using_a_retired_option_is_refused_naming_it(key):
+    from dsgan_cli.method.recipe import load_recipe
+
+    with pytest.raises(DsganError, match=f"{key.split('=')[0]} is a retired option"):
+        load_recipe("idphoto", [key])

@@ -185,9 +185,9 @@ def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
 
 @pytest.fixture(scope="module")
 def noise_ckpt(tmp_path_factory) -> Path:
-    """A small reflect-padded generator that takes noise at its input and its output (the learn recipe's kind)."""
+    """A small reflect-padded generator with output noise (the idphoto recipe's kind)."""
     return small_generator_file(tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors", seed=4,
-                                noise_channels=1, output_noise=True, padding="reflect", output="residual")
+                                output_noise=True, padding="reflect", output="residual")
 
 
 @pytest.mark.slow

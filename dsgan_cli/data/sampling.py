@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.
-_STREAM_HR, _STREAM_LR, _STREAM_AUG, _STREAM_GRID = 1, 2, 3, 4
+_STREAM_HR, _STREAM_LR, _STREAM_AUG = 1, 2, 3
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -47,10 +47,10 @@ class MicroBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False, grid: int = 0):
+                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False):
         self.hr, self.lr = hr, lr
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.scale, self.crop_size, self.flip, self.grid = scale, crop_size, flip, grid
+        self.scale, self.crop_size, self.flip = scale, crop_size, flip
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the loop decides where to stop
@@ -62,48 +62,30 @@ class MicroBatches(torch.utils.data.Dataset):
         lr = self.lr[stream_indices(len(self.lr), start, b, self.seed, _STREAM_LR)]
         if self.crop_size or self.flip:
             g = _seeded(self.seed, _STREAM_AUG, m, self.rank)
-            hr, lr = self._augment(hr, lr, g, self.grid_phase(m))
+            hr, lr = self._augment(hr, lr, g)
         return hr, lr
 
-    def grid_phase(self, m: int) -> tuple[int, int]:
-        """Where micro-batch ``m``'s crops start on the block grid (model.grid_period), the same for Xb and real LR.
-
-        Drawn per micro-batch, so that a crop's position on the grid says nothing about its distance to the
-        crop's border (with crops always starting on the grid, G learned border effects as a periodic pattern).
-        (0, 0) without a grid or crops."""
-        if not (self.grid and self.crop_size):
-            return 0, 0
-        room = min(self.hr.shape[-2] // self.scale, self.hr.shape[-1] // self.scale,
-                   self.lr.shape[-2], self.lr.shape[-1]) - self.crop_size
-        g = _seeded(self.seed, _STREAM_GRID, m, self.rank)
-        oy, ox = torch.randint(0, min(self.grid - 1, room) + 1, (2,), generator=g).tolist()
-        return oy, ox
-
-    def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator,
-                 phase: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
+    def _augment(self, hr: torch.Tensor, lr: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops (HR crop aligned to the scale so Xb is a crop of the full Xb) and flips of the HR.
 
         Real LR images are never flipped: a mirrored real photo carries a mirrored degradation (a motion blur's
         direction, an anisotropic lens blur, a Bayer phase, a codec's block grid), and D would see the mixture
-        of both, which G can only meet with a blur that has neither's orientation. With a block ``grid``
-        (model.grid_period), every crop starts ``phase`` pixels past a grid line, so that each crop's grid lies
-        where G and D are told it does."""
-        step = max(self.grid, 1)
+        of both, which G can only meet with a blur that has neither's orientation."""
         if self.crop_size:
             c, s = self.crop_size, self.scale
-            hr = torch.stack([_crop(x, c * s, g, step=s * step, first=(s * phase[0], s * phase[1])) for x in hr])
-            lr = torch.stack([_crop(x, c, g, step=step, first=phase) for x in lr])
+            hr = torch.stack([_crop(x, c * s, g, step=s) for x in hr])
+            lr = torch.stack([_crop(x, c, g) for x in lr])
         if self.flip:
             fh = torch.rand(len(hr), generator=g) < 0.5
             hr = torch.where(fh[:, None, None, None], hr.flip(-1), hr)
         return hr.contiguous(), lr.contiguous()
 
 
-def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1, first: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Random ``size`` x ``size`` crop of (3, H, W) with offsets ``first`` + multiples of ``step``."""
+def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1) -> torch.Tensor:
+    """Random ``size`` x ``size`` crop of (3, H, W) with offsets at multiples of ``step``."""
     h, w = x.shape[-2:]
-    top = first[0] + int(torch.randint(0, (h - size - first[0]) // step + 1, (1,), generator=g)) * step
-    left = first[1] + int(torch.randint(0, (w - size - first[1]) // step + 1, (1,), generator=g)) * step
+    top = int(torch.randint(0, (h - size) // step + 1, (1,), generator=g)) * step
+    left = int(torch.randint(0, (w - size) // step + 1, (1,), generator=g)) * step
     return x[:, top: top + size, left: left + size]
 
 

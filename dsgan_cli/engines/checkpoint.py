@@ -20,7 +20,7 @@ from .. import __version__
 from ..plumbing.errors import DsganError, file_error
 from ..data.images import open_regular
 from ..plumbing.writes import write_bytes_atomic
-from ..method.models import Generator, GeneratorConfig
+from ..method.models import Generator, GeneratorConfig, RetiredOptionError, check_retired
 
 GENERATOR_FORMAT = "dsgan-generator/1"
 
@@ -187,6 +187,8 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
     meta: dict[str, Any] = dict(raw)
     try:
         config = generator_config(raw, tensors)
+    except RetiredOptionError as e:
+        raise file_error(path, f"its generator uses {e}") from None
     except GeneratorConfigError as e:
         raise file_error(path, f"not a DSGAN generator checkpoint ({e})") from None
     try:
@@ -195,7 +197,7 @@ def load_generator(path: str | Path) -> tuple[Generator, dict[str, Any]]:
         meta["recipe"] = json.loads(raw.get("recipe", "{}"))
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise file_error(path, f"not a DSGAN generator checkpoint (bad or missing {e})") from None
-    _check_metadata(path, meta, config.n_res_blocks, config.channels, tensors, config.noise_channels + 2 * config.grid_period)
+    _check_metadata(path, meta, config.n_res_blocks, config.channels, tensors)
     generator = Generator(config)
     try:
         generator.load_state_dict(tensors, strict=True)
@@ -217,6 +219,8 @@ def generator_config(raw: dict[str, str], tensors: dict[str, torch.Tensor]) -> G
             raise GeneratorConfigError("generator_config is not a JSON object")
         try:
             return GeneratorConfig.from_dict(fields)
+        except RetiredOptionError:
+            raise
         except (ValueError, TypeError) as e:
             raise GeneratorConfigError(str(e)) from None
     try:
@@ -230,7 +234,9 @@ def generator_config(raw: dict[str, str], tensors: dict[str, torch.Tensor]) -> G
     except (KeyError, ValueError) as e:
         raise GeneratorConfigError(f"bad or missing {e}") from None
     try:
-        return GeneratorConfig(**fields)
+        return GeneratorConfig(**check_retired(fields))
+    except RetiredOptionError:
+        raise
     except ValueError as e:
         raise GeneratorConfigError(str(e)) from None
 
@@ -251,7 +257,7 @@ MAX_SCALE = 16
 
 
 def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channels: int,
-                    tensors: dict[str, torch.Tensor], extra_inputs: int = 0) -> None:
+                    tensors: dict[str, torch.Tensor]) -> None:
     """Refuse metadata out of range or at odds with the tensors, and non-finite weights, before building the network.
 
     The architecture numbers must match the tensors in the file, so the
@@ -265,9 +271,8 @@ def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channel
         raise file_error(path, "not a DSGAN generator checkpoint (no block_input.0.weight tensor)")
     if channels != first.shape[0]:
         raise file_error(path, f"checkpoint metadata channels={channels} does not match the weights ({first.shape[0]})")
-    if 3 + extra_inputs != first.shape[1]:
-        raise file_error(path, f"checkpoint metadata noise_channels={meta.get('noise_channels', 0)} and "
-                               f"grid_period={meta.get('grid_period', 0)} do not match the weights ({first.shape[1]} input channels)")
+    if first.shape[1] != 3:
+        raise file_error(path, f"the generator's first convolution takes {first.shape[1]} channels, not the 3 colours")
     try:
         blocks = _count_res_blocks(tensors)
     except KeyError:

@@ -37,6 +37,7 @@ from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error
 from ..plumbing.folder_lock import lock_folder, unlock_folder
 from ..plumbing.writes import check_writable_dir, write_bytes_atomic
+from ..method.models import RetiredOptionError
 from .checkpoint import GeneratorConfigError, generator_config, read_metadata, save_generator
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
@@ -369,7 +370,7 @@ def check_generator_config(resume_from: Path, config) -> None:
         return
     try:
         stored = generator_config(raw, {})
-    except GeneratorConfigError as e:
+    except (GeneratorConfigError, RetiredOptionError) as e:
         raise file_error(path, f"cannot resume from it ({e})") from None
     for name, value in dataclasses.asdict(stored).items():
         if getattr(config, name) != value:

@@ -201,9 +201,7 @@ def generator_config(r: Recipe, jpeg_quality: int = 0):
 
     m = r.model
     return GeneratorConfig(n_res_blocks=m.n_res_blocks, channels=m.channels, padding=m.padding, output=m.output,
-                           output_noise=m.output_noise, noise_init=float(m.noise_init), jpeg_quality=jpeg_quality,
-                           noise_channels=m.noise_channels, blur_size=m.blur_size, noise_filter=m.noise_filter,
-                           grid_period=m.grid_period)
+                           output_noise=m.output_noise, noise_init=float(m.noise_init), jpeg_quality=jpeg_quality)
 
 
 def discriminator_config(r: Recipe):
@@ -211,8 +209,7 @@ def discriminator_config(r: Recipe):
     from ..method.models import DiscriminatorConfig
 
     m = r.model
-    return DiscriminatorConfig(filter_kernel=m.filter_kernel, gaussian=m.filter == "gaussian", norm=m.d_norm,
-                               grid_period=m.grid_period, contrast_free=m.d_contrast_free)
+    return DiscriminatorConfig(filter_kernel=m.filter_kernel, gaussian=m.filter == "gaussian", norm=m.d_norm)
 
 
 def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0):
@@ -228,8 +225,7 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
                                      kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
                                      w_added_detail=r.loss.w_added_detail,
                                      content_without_noise=r.loss.content_without_noise,
-                                     w_noise_level=r.loss.w_noise_level, noise_level_scales=r.loss.noise_level_scales,
-                                     w_spectrum=r.loss.w_spectrum)
+                                     w_noise_level=r.loss.w_noise_level)
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -316,7 +312,7 @@ def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dic
 
 
 def at(origins, m: int) -> dict:
-    """Keyword arguments placing micro-batch ``m`` on the block grid (none when no origins are given)."""
+    """Keyword arguments placing micro-batch ``m`` on G's JPEG block grid (none when no origins are given)."""
     return {} if origins is None else {"origin": origins[m]}
 
 
@@ -342,7 +338,7 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
         with sync, accelerator.autocast():
             with torch.set_grad_enabled(keep_graph):
                 xd, xd_det = run_g(G, xbs[m], deterministic, **at(origins, m))
-            real_logits, fake_logits = D(reals[m], **at(origins, m)), D(xd.detach(), **at(origins, m))
+            real_logits, fake_logits = D(reals[m]), D(xd.detach())
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
         xds.append((xd, xd_det))
@@ -367,7 +363,7 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_gra
             xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic, **at(origins, m))
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd, **at(origins, m)), xb_feats, xd_det, reals[m] if reals else None)
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m] if reals else None)
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -483,20 +479,18 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
 
 def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jpeg_quality: int = 0):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
-    (seed, m, rank), so a resume continues the same stream; with a block grid, also m -> its crops' grid phase.
-    Whole images (no crops) through a JPEG stage start on the grid, as the real LR do: m -> (0, 0)."""
+    (seed, m, rank), so a resume continues the same stream; and, for whole images (no crops) through a JPEG
+    stage, m -> their origin on the block grid, (0, 0), as the real LR's (crops leave G to draw a random phase)."""
     from ..data.sampling import MicroBatches, make_loader
 
     accum = r.train.grad_accum
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip,
-                           grid=r.model.grid_period)
+                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip)
     loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
                          accelerator.device.type == "cuda")
-    # grid_phase is (0, 0) for whole images; crops without a grid leave G to draw a random JPEG phase.
-    placed = r.model.grid_period or (jpeg_quality and not r.data.crop_size)
-    return iter(loader), (dataset.grid_phase if placed else None)
+    placed = jpeg_quality and not r.data.crop_size
+    return iter(loader), ((lambda m: (0, 0)) if placed else None)
 
 
 def ema_and_export(accelerator, G, r: Recipe):

@@ -81,17 +81,9 @@ class NoiseLevelLoss(nn.Module):
     #: E[|X| ; |X| below its median] / std for X ~ N(0, s^2): 2 * sqrt(2/pi) * (1 - exp(-q^2 / 2)), q = 0.6745.
     HALF_NORMAL_LOWER_MEAN = 0.32484
 
-    def __init__(self, scales: int = 1):
-        super().__init__()
-        self.scales = scales
-
-    def level(self, x: torch.Tensor, scale: int = 1) -> torch.Tensor:
-        """Mean over the batch of each image's noise level (channels together), in the image's units, read at
-        ``scale`` (1: the pixels; 2: 2x2 means, times 2, so white noise reads the same at every scale while
-        noise a codec smoothed reads higher at the coarser one)."""
+    def level(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of each image's noise level (channels together), in the image's units."""
         x = x.float()
-        if scale > 1:
-            x = F.avg_pool2d(x, scale) * scale
         hh = (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
         mag = hh.abs().flatten(1)
         median = mag.kthvalue(max(1, mag.shape[1] // 2), dim=1, keepdim=True).values
@@ -99,43 +91,9 @@ class NoiseLevelLoss(nn.Module):
         return ((mag * lower).sum(1) / lower.sum(1)).mean() / self.HALF_NORMAL_LOWER_MEAN
 
     def forward(self, xd: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        total = 0.0
-        for s in (2 ** i for i in range(self.scales)):
-            with torch.no_grad():
-                target = self.level(real, s)
-            total = total + (self.level(xd, s) - target).abs()
-        return total / self.scales
-
-
-#: Orthonormal luminance / two-chroma basis: grey grain lives in the first row only, colour grain in all three.
-OPPONENT = ((3 ** -0.5,) * 3, (2 ** -0.5, 0.0, -(2 ** -0.5)), (6 ** -0.5, -2 * 6 ** -0.5, 6 ** -0.5))
-
-
-class SpectrumLoss(nn.Module):
-    """Mean |log 2-D power spectrum of Xd - log 2-D power spectrum of the real LR|, per opponent colour channel.
-
-    Blur of any shape and orientation multiplies the spectrum by the kernel's; spatially correlated noise adds its
-    own shaped spectrum, and grey grain sits in the luminance channel alone. The discriminator sees these through a
-    few small convolutions and a weak GAN weight; matching the batch-mean spectrum (Hann window, each crop's mean
-    removed) states them directly, unpaired: both sets are photos of one kind, so their spectra differ by the
-    degradation. The log weighs every frequency alike; a floor of half a grey level keeps rounding out of it.
-    """
-
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """log of the batch-mean periodogram of ``x`` (n, 3, h, w) in the opponent basis: (3, h, w // 2 + 1)."""
-        x = x.float()
-        h, w = x.shape[-2:]
-        x = torch.einsum("ck,nkhw->nchw", torch.tensor(OPPONENT, device=x.device), x)
-        window = torch.outer(torch.hann_window(h, periodic=False, device=x.device),
-                             torch.hann_window(w, periodic=False, device=x.device))
-        x = (x - x.mean((-2, -1), keepdim=True)) * window
-        floor = (0.5 / 255) ** 2 * window.pow(2).sum()
-        return torch.fft.rfft2(x).abs().pow(2).mean(0).add(floor).log()
-
-    def forward(self, xd: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = self.spectrum(real)
-        return (self.spectrum(xd) - target).abs().mean()
+            target = self.level(real)
+        return (self.level(xd) - target).abs()
 
 
 def check_perceptual_weights(weights: str, net: str = "vgg19") -> None:
@@ -250,13 +208,10 @@ class GeneratorLoss(nn.Module):
 
     def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
                  perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0,
-                 content_without_noise: bool = False, w_noise_level: float = 0.0, noise_level_scales: int = 1,
-                 w_spectrum: float = 0.0):
+                 content_without_noise: bool = False, w_noise_level: float = 0.0):
         super().__init__()
-        self.w_spectrum = w_spectrum
-        self.spectrum = SpectrumLoss()
         self.w_noise_level = w_noise_level
-        self.noise_level = NoiseLevelLoss(noise_level_scales)
+        self.noise_level = NoiseLevelLoss()
         self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
         self.content_without_noise = content_without_noise
         self.color = ColorLoss(kernel_size, gaussian)
@@ -278,9 +233,6 @@ class GeneratorLoss(nn.Module):
         if self.w_noise_level > 0:
             parts["noise_level"] = self.noise_level(xd, real)
             total = total + self.w_noise_level * parts["noise_level"]
-        if self.w_spectrum > 0:
-            parts["spectrum"] = self.spectrum(xd, real)
-            total = total + self.w_spectrum * parts["spectrum"]
         if self.perceptual is not None and self.w_perceptual > 0:
             parts["perceptual"] = self.perceptual(content, xb, xb_feats)
             total = total + self.w_perceptual * parts["perceptual"]

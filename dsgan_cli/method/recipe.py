@@ -56,27 +56,14 @@ class ModelConfig:
     filter_kernel: int = _spec(5, "low-pass kernel size (odd)", min=1)
     padding: str = _spec("zeros", "generator convolution padding; 'reflect' avoids border stripes",
                          choices=("zeros", "reflect", "replicate"))
-    noise_channels: int = _spec(0, "N(0,1) noise channels fed to the generator with Xb (0 = deterministic G, the paper's)",
-                                min=0, max=64)
-    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's), 'residual' (Xb + learned residual) or "
-                                   "'blur' (a learned per-pixel blur of Xb: cannot sharpen or ring)",
-                        choices=("sigmoid", "residual", "blur"))
+    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)",
+                        choices=("sigmoid", "residual"))
     noise_init: float = _spec(1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)",
                               min=0.01, max=255)
-    noise_filter: int = _spec(1, "size of a learned 3 -> 3 colour kernel that structures the output noise in space and across colours (odd; 1 = white, independent per channel)",
-                              min=1, max=15)
     d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
                                  "strength) or 'none'", choices=("batch", "none"))
-    blur_size: int = _spec(5, "kernel size of the per-pixel blur (output = 'blur'; odd)", min=1, max=15)
-    grid_period: int = _spec(0, "period in LR pixels of a block grid fixed to the images' origin (8: JPEG saved at LR size): "
-                                "G and D see each pixel's position modulo it, each micro-batch's crops start at a random "
-                                "phase of it told to both, real LR is not flipped; 0 = off",
-                             min=0, max=64)
     output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
                                       "standard deviation (independent per channel, like sensor noise)")
-    d_contrast_free: bool = _spec(False, "D sees its high-pass divided by the local RMS: the detail's pattern, not its "
-                                         "strength (the real and clean collections' edges differ in strength more than "
-                                         "their degradations do); the noise level is then the level loss's alone")
     jpeg_quality: int = _spec(0, "G's output goes through JPEG (4:2:0, 8x8 blocks on the image's grid, the standard tables) "
                                  "at this quality, 1-100; -1 = the quality the real LR were saved at, read off their "
                                  "DCT coefficients (off when they show none); 0 = off", min=-1, max=100)
@@ -91,12 +78,6 @@ class LossConfig:
                                        "without its output noise (0 = off, the paper's)", min=0)
     w_noise_level: float = _spec(0.0, "weight of matching Xd's noise level (a robust estimate from the finest diagonal "
                                        "detail) to the real LR's (0 = off, the paper's)", min=0)
-    noise_level_scales: int = _spec(1, "scales the noise level is read and matched at: 1 = the pixels; 2 adds 2x2 means "
-                                         "(grain a codec smoothed), for a coloured output noise (model.noise_filter)",
-                                    min=1, max=4)
-    w_spectrum: float = _spec(0.0, "weight of matching Xd's 2-D power spectrum (log, per luminance and chroma channel, "
-                                   "batch mean) to the real LR's: blur of any shape, correlated and grey grain "
-                                   "(0 = off, the paper's)", min=0)
     content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
                                                "(model.output_noise): the noise level is set by the GAN alone")
 
@@ -203,6 +184,11 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
             raise DsganError(f"{where}: must be <= {hi}, got {value!r}")
 
 
+#: Recipe keys earlier versions had, each measured not to help (BENCHMARKS.md keeps their rows).
+RETIRED_KEYS = ("model.noise_channels", "model.noise_filter", "model.blur_size", "model.grid_period",
+                "model.d_contrast_free", "loss.noise_level_scales")
+
+
 def _section_types() -> dict[str, type]:
     """Section name -> dataclass type."""
     hints = typing.get_type_hints(Recipe)
@@ -223,6 +209,9 @@ def _build(data: dict[str, Any], source: str) -> Recipe:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         for key in raw:
+            if f"{name}.{key}" in RETIRED_KEYS:
+                raise DsganError(f"{source}: {name}.{key} is a retired option (dsgan-cli 0.1; measured not to help, "
+                                 f"BENCHMARKS.md): remove it from the recipe")
             if key not in fields:
                 raise DsganError(f"{source}: unknown key {name}.{key} (known: {', '.join(fields)})")
         kwargs = {}
@@ -247,12 +236,6 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
-    if r.model.grid_period == 1:
-        raise DsganError(f"{source}: model.grid_period must be 0 (off) or at least 2, got 1")
-    if r.model.noise_filter % 2 == 0:
-        raise DsganError(f"{source}: model.noise_filter must be odd, got {r.model.noise_filter}")
-    if r.model.blur_size % 2 == 0:
-        raise DsganError(f"{source}: model.blur_size must be odd, got {r.model.blur_size}")
     side = r.data.crop_size or r.data.lr_size
     if r.model.filter_kernel > side:
         # The colour loss filters without padding: a kernel wider than the training images leaves nothing.
