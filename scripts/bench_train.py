@@ -179,7 +179,7 @@ def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: st
     ``variant`` picks the memory format per module, torch.compile and bf16 autocast (see parse_variant)."""
     from accelerate import Accelerator
 
-    from dsgan_cli.engines.train import build_networks, discriminator_step, generator_step
+    from dsgan_cli.engines.train import StepInputs, build_networks, discriminator_step, generator_step
 
     fmts, opts = parse_variant(variant)
     r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
@@ -196,8 +196,9 @@ def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: st
 
     def step(xb: torch.Tensor, real: torch.Tensor) -> None:
         with autocast():
-            xds, _ = discriminator_step(accelerator, G, D, opt_d, [xb], [real], keep_graph=True)
-            generator_step(accelerator, G, D, opt_g, g_loss_fn, [xb], xds, keep_graph=True)
+            batch = StepInputs([xb], [real])
+            xds, _ = discriminator_step(accelerator, G, D, opt_d, batch)
+            generator_step(accelerator, G, D, opt_g, g_loss_fn, batch, xds)
     return step
 
 

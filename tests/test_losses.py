@@ -6,6 +6,7 @@ from torchvision.models import vgg19
 from dsgan_cli.method.losses import (
     ColorLoss,
     GeneratorLoss,
+    LossWeights,
     PerceptualLoss,
     VGGFeatures,
     gan_loss_discriminator,
@@ -189,7 +190,7 @@ def test_perceptual_distance_is_the_layer_mean_of_normalised_squared_differences
 
 def test_generator_objective_is_the_weighted_sum_of_its_parts(vgg_file):
     torch.manual_seed(7)
-    crit = GeneratorLoss(w_color=0.7, w_gan=0.02, w_perceptual=0.3, perceptual=PerceptualLoss(LAYERS, weights=str(vgg_file)))
+    crit = GeneratorLoss(LossWeights(w_color=0.7, w_gan=0.02, w_perceptual=0.3), perceptual=PerceptualLoss(LAYERS, weights=str(vgg_file)))
     xd, xb, logits = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.randn(1, 1, 16, 16)
     total, parts = crit(xd, xb, logits)
     assert torch.allclose(total, 0.7 * parts["color"] + 0.02 * parts["gan"] + 0.3 * parts["perceptual"])
@@ -197,7 +198,7 @@ def test_generator_objective_is_the_weighted_sum_of_its_parts(vgg_file):
     real, fake = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 4, 4)
     want = torch.nn.functional.softplus(-real).mean() + torch.nn.functional.softplus(fake).mean()
     assert torch.allclose(gan_loss_discriminator(real, fake), want), "D's loss is not -log D(real) - log(1 - D(fake))"
-    assert "perceptual" not in GeneratorLoss(w_perceptual=0.0, perceptual=crit.perceptual)(xd, xb, logits)[1]
+    assert "perceptual" not in GeneratorLoss(LossWeights(w_perceptual=0.0), perceptual=crit.perceptual)(xd, xb, logits)[1]
 
 
 def test_vgg_features_are_torchvision_layers_on_imagenet_normalised_input(vgg_file):
@@ -253,7 +254,7 @@ def test_color_loss_is_l1_between_valid_low_passes(k, gaussian):
     want = (_valid_blur(x, k, gaussian) - _valid_blur(y, k, gaussian)).abs().mean().item()
     got = ColorLoss(k, gaussian=gaussian)(x, y).item()
     assert abs(got - want) < 1e-6, f"colour loss {got:.6f}, L1 of the {'Gaussian' if gaussian else 'box'} {k}x{k} low-passes {want:.6f}"
-    crit = GeneratorLoss(w_color=1.0, w_gan=0.0, w_perceptual=0.0, kernel_size=k, gaussian=gaussian)
+    crit = GeneratorLoss(LossWeights(w_color=1.0, w_gan=0.0, w_perceptual=0.0), kernel_size=k, gaussian=gaussian)
     total, parts = crit(x, y, torch.zeros(2, 1, 14, 13))
     assert abs(parts["color"].item() - want) < 1e-6, "GeneratorLoss does not pass its filter settings to the colour loss"
     assert abs(total.item() - want) < 1e-6, "with w_gan = 0 the total is not the colour term"
@@ -265,7 +266,7 @@ def test_generator_gan_term_is_minus_log_d_and_half_precision_is_computed_in_flo
     assert abs(gan_loss_generator(logits).item() - want) < 1e-6, "G's GAN term is not mean(-log sigmoid(logit))"
     half = gan_loss_generator(logits.half())
     assert half.dtype == torch.float32, "the GAN loss must be computed in float32 under mixed precision"
-    crit = GeneratorLoss(w_color=0.0, w_gan=2.5, w_perceptual=0.0)
+    crit = GeneratorLoss(LossWeights(w_color=0.0, w_gan=2.5, w_perceptual=0.0))
     x = torch.rand(1, 3, 8, 8)
     total, parts = crit(x, x, logits)
     assert set(parts) == {"color", "gan"} and abs(total.item() - 2.5 * want) < 1e-5, "total is not w_gan * GAN term"
@@ -285,7 +286,7 @@ class _RecordingPerceptual(torch.nn.Module):
 
 def test_generator_loss_hands_precomputed_features_to_the_perceptual_term():
     rec = _RecordingPerceptual()
-    crit = GeneratorLoss(w_color=0.0, w_gan=0.0, w_perceptual=0.5, perceptual=rec)
+    crit = GeneratorLoss(LossWeights(w_color=0.0, w_gan=0.0, w_perceptual=0.5), perceptual=rec)
     feats = [torch.ones(1, 2, 3, 3)]
     x = torch.rand(1, 3, 8, 8)
     total, parts = crit(x, x, torch.zeros(1, 1, 8, 8), feats)
@@ -309,7 +310,7 @@ def test_added_detail_loss_charges_sharpening_and_ringing_not_blur_or_output_noi
     ringing[..., 10:14, :] += 0.05 * torch.tensor([1.0, -1.0, 1.0, -1.0])[:, None]  # stripes in a flat band
     assert loss(ringing, xb) > 0
     # In the generator objective the term sees the deterministic part only: output noise on top costs nothing more.
-    crit = GeneratorLoss(w_color=0.0, w_gan=0.0, w_perceptual=0.0, w_added_detail=2.0)
+    crit = GeneratorLoss(LossWeights(w_color=0.0, w_gan=0.0, w_perceptual=0.0, w_added_detail=2.0))
     logits = torch.zeros(2, 1, 24, 24)
     noisy = xb + 0.05 * torch.randn_like(xb)
     total, parts = crit(noisy, xb, logits, xd_deterministic=xb)
@@ -370,8 +371,8 @@ def test_content_without_noise_compares_colour_and_perceptual_on_the_determinist
     xd = det + 0.1 * torch.randn_like(det)
     perceptual = PerceptualLoss(layers=("relu1_2",), weights="random")
     logits = torch.zeros(2, 1, 16, 16)
-    on = GeneratorLoss(1.0, 0.0, 1.0, perceptual, content_without_noise=True)
-    off = GeneratorLoss(1.0, 0.0, 1.0, perceptual)
+    on = GeneratorLoss(LossWeights(w_color=1.0, w_gan=0.0, w_perceptual=1.0, content_without_noise=True), perceptual=perceptual)
+    off = GeneratorLoss(LossWeights(w_color=1.0, w_gan=0.0, w_perceptual=1.0), perceptual=perceptual)
     _, p_on = on(xd, xb, logits, xd_deterministic=det)
     _, p_off = off(xd, xb, logits, xd_deterministic=det)
     _, p_det = off(det, xb, logits)

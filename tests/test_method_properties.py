@@ -27,7 +27,7 @@ from torch.nn import functional as F
 import dsgan_cli.data.sampling as data_mod
 import dsgan_cli.method.models as models_mod
 from conftest import TINY_RECIPE, run_cli, write_images
-from dsgan_cli.method.losses import ColorLoss, GeneratorLoss
+from dsgan_cli.method.losses import ColorLoss, GeneratorLoss, LossWeights
 from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale
 from dsgan_cli.method.recipe import load_recipe
 
@@ -137,7 +137,7 @@ def test_other_interpolations_fail_the_bicubic_reference():
 def test_gan_term_alone_gives_gradient_to_every_generator_parameter():
     torch.manual_seed(3)
     g, d = Generator(GeneratorConfig(n_res_blocks=2, channels=8)), Discriminator()
-    crit = GeneratorLoss(w_color=0.0, w_gan=1.0, w_perceptual=0.0)
+    crit = GeneratorLoss(LossWeights(w_color=0.0, w_gan=1.0, w_perceptual=0.0))
     xb = torch.rand(2, 3, 20, 20)
     xd = g(xb)
     total, _ = crit(xd, xb, d(xd))
@@ -648,7 +648,7 @@ def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_gr
     """Real -> 1, detached G(Xb) -> 0, averaged over the micro-batches; reference loss written out here with softplus."""
     import copy
 
-    from dsgan_cli.engines.train import discriminator_step
+    from dsgan_cli.engines.train import StepInputs, StepMode, discriminator_step
 
     g, d, xbs, reals = _toy_nets()
     ref = copy.deepcopy(d)
@@ -663,7 +663,8 @@ def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_gr
     want = [p.detach() - lr * p.grad for p in ref.parameters()]
     g_before = _params(g)
 
-    xds, stats = discriminator_step(_accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), xbs, reals, keep_graph)
+    xds, stats = discriminator_step(_accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), StepInputs(xbs, reals),
+                                     StepMode(keep_graph=keep_graph))
 
     for i, (p, w) in enumerate(zip(d.parameters(), want)):
         assert torch.allclose(p, w, atol=1e-5), (
@@ -703,12 +704,12 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     """Colour (valid 5x5 box low-pass L1), GAN (-log D(Xd)) and perceptual terms written out here."""
     import copy
 
-    from dsgan_cli.engines.train import generator_step
+    from dsgan_cli.engines.train import StepInputs, StepMode, generator_step
     from dsgan_cli.method.losses import GeneratorLoss
 
-    g, d, xbs, _ = _toy_nets()
+    g, d, xbs, reals = _toy_nets()
     perceptual = _FeaturePerceptual()
-    crit = GeneratorLoss(w_color=0.5, w_gan=2.0, w_perceptual=0.25, perceptual=perceptual)
+    crit = GeneratorLoss(LossWeights(w_color=0.5, w_gan=2.0, w_perceptual=0.25), perceptual=perceptual)
     ref = copy.deepcopy(g)
     d_ref = copy.deepcopy(d)
     parts = {"loss_color": 0.0, "loss_gan": 0.0, "loss_perceptual": 0.0}
@@ -727,7 +728,8 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     g_passes = []
     handle = g.register_forward_pre_hook(lambda m, args: g_passes.append(1))
     try:
-        stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, xbs, xds, keep_graph)
+        stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, StepInputs(xbs, reals),
+                               xds, StepMode(keep_graph=keep_graph))
     finally:
         handle.remove()
     assert len(g_passes) == (0 if keep_graph else 2), (
@@ -752,13 +754,13 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
 
 
 def test_generator_step_without_a_perceptual_term():
-    from dsgan_cli.engines.train import generator_step
+    from dsgan_cli.engines.train import StepInputs, generator_step
     from dsgan_cli.method.losses import GeneratorLoss
 
-    g, d, xbs, _ = _toy_nets()
-    crit = GeneratorLoss(w_color=1.0, w_gan=1.0, w_perceptual=0.0)
-    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, xbs,
-                           [(g(xb), None) for xb in xbs], True)
+    g, d, xbs, reals = _toy_nets()
+    crit = GeneratorLoss(LossWeights(w_color=1.0, w_gan=1.0, w_perceptual=0.0))
+    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, StepInputs(xbs, reals),
+                           [(g(xb), None) for xb in xbs])
     assert set(stats) == {"loss_g", "loss_color", "loss_gan"}, f"reported {sorted(stats)} without a perceptual network"
 
 
@@ -768,8 +770,9 @@ def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
     hr = [torch.from_numpy(_random_unclipped((16, 12), s)).permute(2, 0, 1)[None] for s in (1, 2, 3)]
     lr = [torch.randint(0, 256, (1, 3, 8, 6), generator=torch.Generator().manual_seed(s), dtype=torch.uint8) for s in (1, 2, 3)]
     batches = iter(list(zip(hr, lr)))
-    xbs, reals, origins = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
-    assert origins is None, "without a block grid there are no origins to pass"
+    batch = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
+    xbs, reals = batch.xbs, batch.reals
+    assert batch.origins is None, "without a JPEG stage on whole images there are no origins to pass"
     assert len(xbs) == len(reals) == 2, "next_inputs must draw grad_accum micro-batches"
     for m in range(2):
         ref = _pil_bicubic(hr[m][0].permute(1, 2, 0).numpy(), 2)

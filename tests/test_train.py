@@ -469,7 +469,7 @@ def test_line_progress_prints_at_most_every_interval_and_at_the_end():
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_has_fast_bf16(monkeypatch):
-    import dsgan_cli.engines.train as tr
+    import dsgan_cli.engines.device as tr
 
     monkeypatch.setattr(tr, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert tr.auto_precision(False) == ("bf16", "this CPU has avx512_bf16")

@@ -25,6 +25,8 @@ import torch
 from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
 from ..plumbing.progress import progress_bar
 from ..method.recipe import Recipe
+from .device import cpu_processes, memory_formats_for, mixed_precision_for, tune_device
+from .trainlog import RunTiming, print_summary
 from .interrupt import StopOnSignal
 from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
 from ..plumbing.writes import check_output_dir, write_bytes_atomic
@@ -45,69 +47,6 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------- building blocks
-
-
-#: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type and
-#: whether the networks are compiled: what scripts/bench_train.py --vs-original measured fastest
-#: (BENCHMARKS.md). GPUs: cuDNN's preferred layout under mixed precision, not measured yet.
-AUTO_LAYOUTS = {("cpu", False): {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
-                ("cpu", True): {"G": "contiguous", "D": "contiguous", "P": "contiguous"},
-                ("other", False): {"G": "channels_last", "D": "channels_last", "P": "channels_last"},
-                ("other", True): {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
-
-
-def memory_formats_for(device: torch.device, choice: str = "auto", compiled: bool = False) -> dict[str, torch.memory_format]:
-    """The recipe's ``train.memory_format`` as a layout per network: "G", "D" and "P" (the perceptual network)."""
-    auto = AUTO_LAYOUTS[("cpu" if device.type == "cpu" else "other", compiled)]
-    names = auto if choice == "auto" else dict.fromkeys("GDP", choice)
-    return {k: torch.contiguous_format if v == "contiguous" else torch.channels_last for k, v in names.items()}
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def auto_precision(cuda: bool) -> tuple[str, str]:
-    """(precision, why) for ``train.precision = "auto"``: bf16 where the hardware has fast bf16 units, else fp32."""
-    if cuda:
-        # Not the default including_emulation=True: V100/T4-class GPUs emulate bf16, slower than fp32.
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return "bf16", f"{torch.cuda.get_device_name()} computes bf16 natively"
-        return "no", f"{torch.cuda.get_device_name()} has no native bf16"
-    fast = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    if fast:
-        return "bf16", f"this CPU has {' and '.join(fast)}"
-    return "no", "this CPU has neither AVX-512 BF16 nor AMX: fp32 is faster there"
-
-
-def on_cuda() -> bool:
-    """Whether this run trains on a CUDA GPU (not when `accelerate launch --cpu` keeps it on the CPU)."""
-    return torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "false").lower() not in ("true", "1", "yes")
-
-
-def mixed_precision_for(recipe: Recipe) -> str:
-    """`accelerate launch --mixed_precision bf16|fp16` wins; its default 'no' leaves the recipe's choice ('auto':
-    see :func:`auto_precision`)."""
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if launched != "no":
-        return launched
-    if recipe.train.precision == "auto":
-        return auto_precision(on_cuda())[0]
-    return recipe.train.precision
-
-
-def cpu_processes() -> bool:
-    """Several processes but no GPU (e.g. ``torchrun`` on CPUs): Accelerate needs cpu=True to use gloo
-    instead of silently running independent copies."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -149,18 +88,6 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
         return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
                                       writer=writer, progress=progress(what), scanned=scan)[0]
                      for (what, folder, size), scan in zip(sets, scans))
-
-
-def tune_device(device: torch.device) -> str:
-    """Settings for fixed-size steps: cuDNN's fastest algorithms on CUDA; on the CPU, freed memory kept for reuse
-    (for the rest of the process: it holds its peak memory; MALLOC_* or GLIBC_TUNABLES in the environment turn it
-    off). Returns what was done, for the run's first line."""
-    from ..plumbing.allocator import keep_freed_memory
-
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        return "cuDNN benchmark mode"
-    return keep_freed_memory() if device.type == "cpu" else ""
 
 
 def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
@@ -221,11 +148,11 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     G = models.Generator(generator_config(r, jpeg_quality)).to(memory_format=fmts["G"])
     D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
-    g_loss_fn = losses.GeneratorLoss(r.loss.w_color, r.loss.w_gan, r.loss.w_perceptual, perceptual,
-                                     kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian",
-                                     w_added_detail=r.loss.w_added_detail,
-                                     content_without_noise=r.loss.content_without_noise,
-                                     w_noise_level=r.loss.w_noise_level)
+    weights = losses.LossWeights(w_color=r.loss.w_color, w_gan=r.loss.w_gan, w_perceptual=r.loss.w_perceptual,
+                                 w_added_detail=r.loss.w_added_detail, w_noise_level=r.loss.w_noise_level,
+                                 content_without_noise=r.loss.content_without_noise)
+    g_loss_fn = losses.GeneratorLoss(weights, perceptual, kernel_size=r.model.filter_kernel,
+                                     gaussian=r.model.filter == "gaussian")
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -234,48 +161,6 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
     return G, D, g_loss_fn, opt_g, opt_d
-
-
-class RunTiming:
-    """The run's first line (devices, precision), the estimated time to the end measured on the first step
-    (a slow run must say so at once, not minutes later), and again once a few more steps are timed (the
-    first one also builds caches and warms up), with a hint when a recipe sized for a GPU runs on a CPU."""
-
-    #: Steps timed after the first one for the second estimate.
-    TIMED = 3
-    #: A CPU run expected to take longer than this gets the hint.
-    SLOW_CPU_S = 3600.0
-
-    def __init__(self, accelerator, r: Recipe, start_step: int, iters: int, tuned: str = ""):
-        self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
-        self.t0 = time.perf_counter()
-        self.cpu = accelerator.device.type == "cpu"
-        where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
-        why = ""
-        if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
-            why = f" (auto: {auto_precision(on_cuda())[1]})"
-        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
-              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR"
-              + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
-
-    def step(self, done: int) -> None:
-        """Call after each step; prints the estimate after the first step and after TIMED more."""
-        if done == self.start_step + 1:
-            self.t1 = time.perf_counter()
-            self.estimate(self.t1 - self.t0, done, " (first step, with warm-up)")
-        elif self.t1 is not None and done == self.start_step + 1 + self.TIMED:
-            self.estimate((time.perf_counter() - self.t1) / self.TIMED, done, "")
-            self.t1 = None
-
-    def estimate(self, per_step: float, done: int, what: str) -> None:
-        """Print the rate and the time left at ``per_step`` seconds a step."""
-        left = per_step * (self.iters - done)
-        hint = ""
-        if self.cpu and left > self.SLOW_CPU_S:
-            hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                    "or train the built-in 'idphoto' recipe, which runs in minutes")
-        eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
-        print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 
 
 def loader_workers(asked: int) -> int:
@@ -295,8 +180,27 @@ def set_lr(optimisers, lr: float) -> None:
             group["lr"] = lr
 
 
+@dataclass
+class StepInputs:
+    """One optimiser step's micro-batches: Xb and real LR per micro-batch, and where each lies on G's JPEG block
+    grid (None: G draws a random phase per crop)."""
+
+    xbs: list[torch.Tensor]
+    reals: list[torch.Tensor]
+    origins: list[tuple[int, int]] | None = None
+
+
+@dataclass(frozen=True)
+class StepMode:
+    """How the two steps run: ``keep_graph`` keeps the D step's G graph for the G step (no accumulation);
+    ``deterministic`` has G also return Xd without its output noise (the losses that need it)."""
+
+    keep_graph: bool = True
+    deterministic: bool = False
+
+
 def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format],
-                phase_of=None, first: int = 0):
+                phase_of=None, first: int = 0) -> StepInputs:
     """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
     in G's and D's layouts; with ``phase_of``, also each micro-batch's origin on the block grid (from ``first`` on)."""
     from ..method.models import downscale
@@ -308,7 +212,7 @@ def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dic
         hr = hr_u8.to(device, non_blocking=True).float().div_(255)
         xbs.append(downscale(hr, scale).contiguous(memory_format=fmts["G"]))
         reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmts["D"]))
-    return xbs, reals, origins
+    return StepInputs(xbs, reals, origins)
 
 
 def at(origins, m: int) -> dict:
@@ -321,7 +225,7 @@ def run_g(G, xb, deterministic: bool, **origin):
     return G(xb, with_deterministic=True, **origin) if deterministic else (G(xb, **origin), None)
 
 
-def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, deterministic: bool = False, origins=None):
+def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMode = StepMode()):
     """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns ((Xd, deterministic Xd) per micro-batch,
     D stats on the device).
 
@@ -330,14 +234,15 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
     """
     from ..method import losses
 
+    xbs, reals, origins = batch.xbs, batch.reals, batch.origins
     accum = len(xbs)
     opt_d.zero_grad(set_to_none=True)
     xds, loss_d, d_real, d_fake = [], 0.0, 0.0, 0.0
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
         with sync, accelerator.autocast():
-            with torch.set_grad_enabled(keep_graph):
-                xd, xd_det = run_g(G, xbs[m], deterministic, **at(origins, m))
+            with torch.set_grad_enabled(mode.keep_graph):
+                xd, xd_det = run_g(G, xbs[m], mode.deterministic, **at(origins, m))
             real_logits, fake_logits = D(reals[m]), D(xd.detach())
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
@@ -349,10 +254,11 @@ def discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph: bool, d
     return xds, {"loss_d": loss_d, "d_real": d_real, "d_fake": d_fake}
 
 
-def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph: bool, deterministic: bool = False,
-                   reals=None, origins=None) -> dict:
+def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs, xds,
+                   mode: StepMode = StepMode()) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
     + added detail (of the deterministic Xd, when asked)."""
+    xbs, reals, origins = batch.xbs, batch.reals, batch.origins
     accum, perceptual = len(xbs), g_loss_fn.perceptual
     D_plain.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
@@ -360,10 +266,10 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_gra
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
         with sync, accelerator.autocast():
-            xd, xd_det = xds[m] if keep_graph else run_g(G, xbs[m], deterministic, **at(origins, m))
+            xd, xd_det = xds[m] if mode.keep_graph else run_g(G, xbs[m], mode.deterministic, **at(origins, m))
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m] if reals else None)
+            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m])
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -459,21 +365,6 @@ def data_counts(hr_set, lr_set) -> dict:
             "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
 
 
-def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt,
-                  signum: int | None = None, resume: str | None = None) -> None:
-    """Where the run's outputs are, and, for a run that stopped early, the command that continues it."""
-    import signal
-
-    print(f"trained {done - start_step} steps (now at step {done} of {iters})")
-    if done < iters:
-        why = f"{signal.Signals(signum).name}" if signum else f"the {max_minutes:g}-minute limit"
-        print(f"stopped after step {done} on {why}; continue with --resume latest" + (f": {resume}" if resume else ""))
-    print(f"generator:  {out / 'generator.safetensors'}")
-    print(f"checkpoint: {last_ckpt}")
-    print(f"samples:    {out / 'samples'}")
-    print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
-
-
 # ----------------------------------------------------------------------------- the training loop
 
 
@@ -552,7 +443,8 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     sample_xb, sample_real = sample_batch(hr_set, lr_set, scale, device)
     counts = data_counts(hr_set, lr_set) if is_main else {}
 
-    keep_graph = accum == 1  # with accumulation, G(Xb) is recomputed in the G step (one graph alive at a time)
+    # With accumulation, G(Xb) is recomputed in the G step (one graph alive at a time).
+    mode = StepMode(keep_graph=accum == 1, deterministic=g_loss_fn.needs_deterministic)
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None
@@ -562,10 +454,9 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
-            xbs, reals, origins = next_inputs(batches, accum, device, scale, fmts, phase_of, step * accum)
-            det = g_loss_fn.needs_deterministic
-            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, xbs, reals, keep_graph, det, origins)
-            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, xbs, xds, keep_graph, det, reals, origins)
+            batch = next_inputs(batches, accum, device, scale, fmts, phase_of, step * accum)
+            xds, d_stats = discriminator_step(accelerator, G, D, opt_d, batch, mode)
+            g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch, xds, mode)
             if G_ema is not None:
                 G_ema.update_parameters(accelerator.unwrap_model(G))
             done = step + 1

@@ -1,10 +1,13 @@
-"""What training shows a person: metrics (Accelerate trackers, always a JSONL file) and sample grids."""
+"""What training shows a person: the run's first line and time estimates, metrics (Accelerate trackers, always a
+JSONL file), sample grids and the closing summary."""
 
 from __future__ import annotations
 
 import importlib.util
-
 import json
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,11 @@ import torch
 from accelerate.tracking import GeneralTracker
 
 from ..data.images import tensor_to_image
+from ..method.recipe import Recipe
 from ..plumbing.jsonl import read_jsonl
 from ..method.models import FilterHigh
 from ..plumbing.writes import make_dirs, open_append, save_image_atomic, write_bytes_atomic
+from .device import auto_precision, on_cuda
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -97,3 +102,60 @@ def sample_grid(xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_s
 def save_sample_grid(path: Path, xb: torch.Tensor, xd: torch.Tensor, real: torch.Tensor, kernel_size: int = 5) -> None:
     """Write the sample grid PNG atomically."""
     save_image_atomic(tensor_to_image(sample_grid(xb, xd, real, kernel_size)), path)
+
+
+class RunTiming:
+    """The run's first line (devices, precision), the estimated time to the end measured on the first step
+    (a slow run must say so at once, not minutes later), and again once a few more steps are timed (the
+    first one also builds caches and warms up), with a hint when a recipe sized for a GPU runs on a CPU."""
+
+    #: Steps timed after the first one for the second estimate.
+    TIMED = 3
+    #: A CPU run expected to take longer than this gets the hint.
+    SLOW_CPU_S = 3600.0
+
+    def __init__(self, accelerator, r: Recipe, start_step: int, iters: int, tuned: str = ""):
+        self.r, self.start_step, self.iters, self.t1 = r, start_step, iters, None
+        self.t0 = time.perf_counter()
+        self.cpu = accelerator.device.type == "cpu"
+        where = f"{accelerator.num_processes} x {accelerator.device}" if accelerator.num_processes > 1 else str(accelerator.device)
+        why = ""
+        if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
+            why = f" (auto: {auto_precision(on_cuda())[1]})"
+        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
+              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR"
+              + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
+
+    def step(self, done: int) -> None:
+        """Call after each step; prints the estimate after the first step and after TIMED more."""
+        if done == self.start_step + 1:
+            self.t1 = time.perf_counter()
+            self.estimate(self.t1 - self.t0, done, " (first step, with warm-up)")
+        elif self.t1 is not None and done == self.start_step + 1 + self.TIMED:
+            self.estimate((time.perf_counter() - self.t1) / self.TIMED, done, "")
+            self.t1 = None
+
+    def estimate(self, per_step: float, done: int, what: str) -> None:
+        """Print the rate and the time left at ``per_step`` seconds a step."""
+        left = per_step * (self.iters - done)
+        hint = ""
+        if self.cpu and left > self.SLOW_CPU_S:
+            hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
+                    "or train the built-in 'idphoto' recipe, which runs in minutes")
+        eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+        print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
+
+
+def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt,
+                  signum: int | None = None, resume: str | None = None) -> None:
+    """Where the run's outputs are, and, for a run that stopped early, the command that continues it."""
+    import signal
+
+    print(f"trained {done - start_step} steps (now at step {done} of {iters})")
+    if done < iters:
+        why = f"{signal.Signals(signum).name}" if signum else f"the {max_minutes:g}-minute limit"
+        print(f"stopped after step {done} on {why}; continue with --resume latest" + (f": {resume}" if resume else ""))
+    print(f"generator:  {out / 'generator.safetensors'}")
+    print(f"checkpoint: {last_ckpt}")
+    print(f"samples:    {out / 'samples'}")
+    print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")

@@ -5,6 +5,7 @@ All subcommands that need a loss or the VGG feature extractor use this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -203,17 +204,30 @@ def gan_loss_discriminator(real_logits: torch.Tensor, fake_logits: torch.Tensor)
     )
 
 
-class GeneratorLoss(nn.Module):
-    """Weighted DSGAN generator objective; returns the total and its parts."""
+@dataclass(frozen=True)
+class LossWeights:
+    """The generator objective's weights (0 turns a term off) and whether the content terms see Xd before its
+    output noise; the defaults are the paper's."""
 
-    def __init__(self, w_color: float = 1.0, w_gan: float = 0.005, w_perceptual: float = 0.01,
-                 perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False, w_added_detail: float = 0.0,
-                 content_without_noise: bool = False, w_noise_level: float = 0.0):
+    w_color: float = 1.0
+    w_gan: float = 0.005
+    w_perceptual: float = 0.01
+    w_added_detail: float = 0.0
+    w_noise_level: float = 0.0
+    content_without_noise: bool = False
+
+
+class GeneratorLoss(nn.Module):
+    """Weighted DSGAN generator objective; returns the total and its parts. ``kernel_size`` / ``gaussian``: the
+    low-pass of the colour and added-detail terms (D's frequency separation)."""
+
+    def __init__(self, weights: LossWeights = LossWeights(), perceptual: nn.Module | None = None,
+                 kernel_size: int = 5, gaussian: bool = False):
         super().__init__()
-        self.w_noise_level = w_noise_level
+        self.w_color, self.w_gan, self.w_perceptual = weights.w_color, weights.w_gan, weights.w_perceptual
+        self.w_added_detail, self.w_noise_level = weights.w_added_detail, weights.w_noise_level
+        self.content_without_noise = weights.content_without_noise
         self.noise_level = NoiseLevelLoss()
-        self.w_color, self.w_gan, self.w_perceptual, self.w_added_detail = w_color, w_gan, w_perceptual, w_added_detail
-        self.content_without_noise = content_without_noise
         self.color = ColorLoss(kernel_size, gaussian)
         self.added_detail = AddedDetailLoss(kernel_size, gaussian)
         self.perceptual = perceptual
