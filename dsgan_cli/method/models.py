@@ -132,11 +132,11 @@ def check_retired(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` without the retired options that hold their "off" value; one that is on is refused by name."""
     for name, off in RETIRED_OPTIONS.items():
         if name in fields and fields[name] != off:
-            raise RetiredOptionError(f"{name}={fields[name]!r} is a retired option (dsgan-cli 0.1; measured not to "
-                                     f"help, BENCHMARKS.md): retrain with dsgan-cli 0.1 or without it")
+            raise RetiredOptionError(f"{name}={fields[name]!r}, a retired option (dsgan-cli 0.1; measured not to "
+                                     f"help, BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1")
     if fields.get("output") == "blur":
-        raise RetiredOptionError("output='blur' is a retired option (dsgan-cli 0.1; measured not to help, "
-                                 "BENCHMARKS.md): retrain with dsgan-cli 0.1 or without it")
+        raise RetiredOptionError("output='blur', a retired option (dsgan-cli 0.1; measured not to help, "
+                                 "BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1")
     return {k: v for k, v in fields.items() if k not in RETIRED_OPTIONS}
 
 
