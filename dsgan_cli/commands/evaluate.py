@@ -26,7 +26,8 @@ from .. import __version__
 from ..plumbing import writes
 from ..data.sets import ImageSet
 from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error, write_stdout
-from ..data.images import ImageReadError, file_kind, image_size, load_rgb, require_images
+from ..data.images import ImageReadError, image_size, load_rgb, require_images
+from ..plumbing.reads import file_kind
 from ..plumbing.writes import check_output_file
 from ..plumbing.progress import progress_bar
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..plumbing.errors import DsganError, file_error, write_stdout
-from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
+from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, list_images, load_rgb, unique_output_names
+from ..plumbing.reads import file_sha256
 from ..engines.folder_job import remove_recorded
 from ..plumbing.jsonl import read_jsonl
 from ..plumbing.folder_lock import lock_output_folder, unlock_folder

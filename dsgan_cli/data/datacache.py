@@ -44,7 +44,8 @@ import torch
 from ..plumbing import writes
 from .sets import ImageSet
 from ..plumbing.errors import DsganError, file_error
-from .images import ImageReadError, decode_square, file_sha256, image_size, open_regular, require_images
+from .images import ImageReadError, decode_square, image_size, require_images
+from ..plumbing.reads import file_sha256, open_regular
 from ..plumbing.writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
