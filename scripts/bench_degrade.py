@@ -36,7 +36,9 @@ from PIL import Image
 from dsgan_cli.commands.degrade import degrade_folder
 from dsgan_cli.data.images import to_uint8
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.engines.inference import DecodeDataset, run_generator
+from dsgan_cli.engines.generate import run_generator
+from dsgan_cli.engines.input_batches import DecodeDataset
+from dsgan_cli.engines.run_settings import RunOptions, default_settings
 from dsgan_cli.method.models import Generator
 from dsgan_cli.plumbing.writes import save_image_atomic
 
@@ -108,10 +110,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
 
-    from dsgan_cli.engines.inference import default_settings
-
-    settings = default_settings(torch.device("cpu"), scale=2, fmt="png", batch_size=args.batch_size, workers=args.workers,
-                                tile=None, encoder_threads=None, precision=None, channels_last=None)
+    settings = default_settings(torch.device("cpu"), 2, RunOptions(batch_size=args.batch_size, workers=args.workers))
     lr = args.size // 2
     with tempfile.TemporaryDirectory(prefix="bench-degrade-") as tmp:
         tmp = Path(tmp)

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_RECIPE, run_cli, write_images
 from dsgan_cli.data.sampling import MicroBatches
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.engines.inference import generate_tiled
+from dsgan_cli.engines.generate import generate_tiled
 from dsgan_cli.method.models import Discriminator, Generator, grid_phase
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
 from ..plumbing.writes import check_destinations, check_output_dir
 from ..engines.folder_job import FolderTarget, Planned, plan_outputs, run_folder
-from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..engines.jobs import FolderSummary, Job
+from ..engines.run_settings import RunOptions, check_options, output_format
 from ..plumbing.output_record import output_record
 from ..method.models import Generator
 

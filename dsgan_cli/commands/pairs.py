@@ -18,7 +18,8 @@ from ..plumbing.errors import DsganError, file_error
 from ..data.images import image_size
 from ..plumbing.writes import check_destinations, check_output_dir, write_bytes_atomic
 from ..engines.folder_job import FolderJob, FolderTarget, Planned, plan_outputs, run_folder, safe_name
-from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..engines.jobs import FolderSummary, Job
+from ..engines.run_settings import RunOptions, check_options, output_format
 from ..plumbing.output_record import output_record
 
 META_INFO = "meta_info.txt"
