@@ -117,14 +117,14 @@ def degrade_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .commands.degrade import degrade_folder, report
+    from .commands.degrade import DegradeScale, degrade_folder, report
+    from .engines.run_settings import RunOptions
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
-    summary = degrade_folder(
-        input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
-        batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
-    )
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress, seed=seed)
+    summary = degrade_folder(input_dir, output_dir, checkpoint, opts, DegradeScale(scale, downscale), overwrite=overwrite)
     return _summarise(summary, report, json_out, show=main_process)
 
 
@@ -178,12 +178,14 @@ def pairs_cmd(
     progress: ProgressOption = True,
 ) -> int:
     from .commands.pairs import make_pairs, report
+    from .engines.run_settings import RunOptions
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
-    summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
-                         overwrite=overwrite, cpu=cpu, progress=progress, seed=seed, tile=tile,
-                         batch_size=batch_size, workers=workers, precision=precision)
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress, seed=seed)
+    summary = make_pairs(input_dir, output_dir, checkpoint, opts, scale=scale, cleanup_factor=cleanup_factor,
+                         overwrite=overwrite)
     return _summarise(summary, report, json_out, show=main_process)
 
 

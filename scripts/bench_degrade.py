@@ -126,8 +126,8 @@ def main() -> int:
             raw = raw_ceiling(generator, args.images, settings.batch_size, lr, settings.precision, settings.channels_last)
             stats: dict[str, float] = {}
             t = time.perf_counter()
-            summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
-                                     progress=False, stats=stats)
+            opts = RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False, stats=stats)
+            summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, opts)
             wall = time.perf_counter() - t
             assert summary.written == args.images and not summary.failed, summary
             rows.append({"raw_ips": raw, "e2e_ips": summary.images_per_second, "e2e_wall_ips": args.images / wall,
@@ -136,8 +136,8 @@ def main() -> int:
             if args.pairs:
                 from dsgan_cli.commands.pairs import make_pairs
 
-                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
-                               progress=False)
+                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt,
+                               RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False))
                 assert p.written == args.images and not p.failed, p
                 rows[-1]["pairs_ips"] = p.images_per_second
                 rows[-1]["pairs_over_degrade"] = p.images_per_second / summary.images_per_second
@@ -163,7 +163,7 @@ def main() -> int:
             for w in (0, 1):
                 ips = []
                 for k in range(2):
-                    s = degrade_folder(small, tmp / f"cmp{w}{k}", ckpt, workers=w, progress=False)
+                    s = degrade_folder(small, tmp / f"cmp{w}{k}", ckpt, RunOptions(workers=w, progress=False))
                     ips.append(s.images_per_second)
                 compare[f"end-to-end workers={w}"] = spread(ips)
 

@@ -18,10 +18,11 @@ from safetensors.torch import save_file
 
 from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
-from dsgan_cli.commands.degrade import degrade_folder
+from dsgan_cli.commands.degrade import DegradeScale, degrade_folder
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.generate import generate_tiled
+from dsgan_cli.engines.run_settings import RunOptions
 from dsgan_cli.method.models import Discriminator, Generator, downscale
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -47,10 +48,10 @@ def read(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def run(inp, out, ckpt, **kw):
-    """degrade_folder without a progress bar."""
+def run(inp, out, ckpt, scale=None, downscale=True, overwrite=False, **kw):
+    """degrade_folder without a progress bar; ``kw`` are RunOptions fields."""
     kw.setdefault("progress", False)
-    return degrade_folder(inp, out, ckpt, **kw)
+    return degrade_folder(inp, out, ckpt, RunOptions(**kw), DegradeScale(scale, downscale), overwrite=overwrite)
 
 
 @pytest.mark.slow

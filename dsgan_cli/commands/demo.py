@@ -481,9 +481,10 @@ def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths
     apply both to the held-out real-LR photos and score them against HR; one picture per photo."""
     from ..metrics import srcheck
     from ..data.images import list_images
+    from ..engines.run_settings import RunOptions
     from .pairs import make_pairs
 
-    summary = make_pairs(data_dir / "hr", pairs_dir, generator_path, overwrite=True, progress=opts.progress)
+    summary = make_pairs(data_dir / "hr", pairs_dir, generator_path, RunOptions(progress=opts.progress), overwrite=True)
     if summary.failed:
         path, reason = summary.failed[0]
         raise DsganError(f"pairs: {len(summary.failed)} image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
@@ -535,9 +536,10 @@ def sr_picture(real_lr: np.ndarray, sr_bicubic: np.ndarray, sr_dsgan: np.ndarray
 
 def run_degrade(hr_dir: Path, xd_dir: Path, generator_path: Path, progress: bool) -> Any:
     """The ``degrade`` code path on the held-out photos; any failed image fails the step."""
+    from ..engines.run_settings import RunOptions
     from .degrade import degrade_folder
 
-    summary = degrade_folder(hr_dir, xd_dir, generator_path, overwrite=True, progress=progress)
+    summary = degrade_folder(hr_dir, xd_dir, generator_path, RunOptions(progress=progress), overwrite=True)
     if summary.failed:
         path, reason = summary.failed[0]
         raise DsganError(f"degrade: {len(summary.failed)} held-out image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
