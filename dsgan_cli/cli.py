@@ -232,7 +232,8 @@ def eval_cmd(
 ) -> int:
     from rich.console import Console
 
-    from .commands.evaluate import default_plot_path, evaluate, exit_code, print_report, Reporter
+    from .commands.eval_report import Reporter, default_plot_path, print_report
+    from .commands.evaluate import EvalOptions, evaluate, exit_code
 
     # With --json - the JSON owns stdout; tables, warnings and progress go to stderr.
     console = Console(stderr=json_out == "-")
@@ -240,11 +241,11 @@ def eval_cmd(
     if plot is None:
         inputs = [p for p in (fake_dir, real_dir, reference) if p is not None]
         plot = default_plot_path(json_out, inputs, Reporter(err))
-    result = evaluate(
-        fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
+    result = evaluate(fake_dir, real_dir, EvalOptions(
+        reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
         batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=True,
-        allow_random_inception=random_inception, size=size, console=err,
-    )
+        allow_random_inception=random_inception, size=size,
+    ), console=err)
     print_report(result, console)
     return exit_code(result)
 

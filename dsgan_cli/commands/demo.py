@@ -558,7 +558,7 @@ def find_inception_weights(explicit: str | None) -> str | None:
 
 def run_eval(xd_dir: Path, real_dir: Path, hr_dir: Path, report_dir: Path, cache_dir: Path, opts: DemoOptions, console) -> dict[str, Any]:
     """The ``eval`` code path: Xd vs real LR with the held-out HR as bicubic reference; FID/KID only with local weights."""
-    from .evaluate import evaluate
+    from .evaluate import EvalOptions, evaluate
 
     weights = find_inception_weights(opts.inception_weights)
     if weights is None:
@@ -568,8 +568,9 @@ def run_eval(xd_dir: Path, real_dir: Path, hr_dir: Path, report_dir: Path, cache
     else:
         note = f"FID/KID with Inception-v3 weights {weights} (few, small images: a rough indication only)"
         console.print(note)
-    result = evaluate(xd_dir, real_dir, reference_dir=hr_dir, inception_weights=weights, fid=weights is not None,
-                      cache_dir=cache_dir, json_path=report_dir / "eval.json", progress=opts.progress, console=console)
+    result = evaluate(xd_dir, real_dir, EvalOptions(reference_dir=hr_dir, inception_weights=weights, fid=weights is not None,
+                                                    cache_dir=cache_dir, json_path=report_dir / "eval.json",
+                                                    progress=opts.progress), console=console)
     return {"fid_note": note, "fid_computed": weights is not None, "result": result}
 
 
@@ -583,7 +584,7 @@ def _load_arrays(paths: list[Path]) -> list[np.ndarray]:
 def write_report(report_dir: Path, data_dir: Path, xb_paths: list[Path], xd_dir: Path, train_result: Any,
                  evaluation: dict[str, Any], state: dict[str, Any], spec: DataSpec, sr: dict[str, Any]) -> dict[str, Any]:
     """Sample grid, loss curves, spectrum plot and the summary numbers; returns the summary."""
-    from .evaluate import jsonable
+    from .eval_report import jsonable
 
     from ..data.images import list_images
 
