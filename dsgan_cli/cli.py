@@ -73,9 +73,9 @@ def prepare_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .commands.prepare import prepare_folder, report
+    from .commands.prepare import FaceCrop, prepare_folder, report
 
-    summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
+    summary = prepare_folder(input_dir, out, FaceCrop(size=size, detector=detector, margin=margin, min_face=min_face),
                              workers=workers, overwrite=overwrite, progress=progress)
     return report(summary, json_out)
 
