@@ -13,6 +13,8 @@ to save.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.
@@ -39,6 +41,17 @@ def stream_indices(n: int, start: int, count: int, seed: int, stream: int) -> to
     return out
 
 
+@dataclass(frozen=True)
+class Crops:
+    """How the images of a micro-batch are cut: ``scale`` (HR side / LR side), ``crop_size`` (the crops' LR side;
+    0: whole images), random horizontal ``flip``, and the block ``grid`` (model.grid_period; 0: none) crops start on."""
+
+    scale: int = 2
+    crop_size: int = 0
+    flip: bool = False
+    grid: int = 0
+
+
 class MicroBatches(torch.utils.data.Dataset):
     """Micro-batch ``m`` of rank ``rank``: (HR uint8 (B,3,H,W), real LR uint8 (B,3,h,w)).
 
@@ -47,10 +60,12 @@ class MicroBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False, grid: int = 0):
+                 world_size: int = 1, crops: Crops = Crops(), **crop_fields):
+        """``crop_fields`` override fields of ``crops`` by name (``scale=2, crop_size=32``), as the trainer passes them."""
         self.hr, self.lr = hr, lr
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.scale, self.crop_size, self.flip, self.grid = scale, crop_size, flip, grid
+        crops = replace(crops, **crop_fields)
+        self.scale, self.crop_size, self.flip, self.grid = crops.scale, crops.crop_size, crops.flip, crops.grid
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the loop decides where to stop
