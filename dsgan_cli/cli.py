@@ -73,9 +73,9 @@ def prepare_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .commands.prepare import prepare_folder, report
+    from .commands.prepare import FaceCrop, prepare_folder, report
 
-    summary = prepare_folder(input_dir, out, size=size, detector=detector, margin=margin, min_face=min_face,
+    summary = prepare_folder(input_dir, out, FaceCrop(size=size, detector=detector, margin=margin, min_face=min_face),
                              workers=workers, overwrite=overwrite, progress=progress)
     return report(summary, json_out)
 
@@ -117,14 +117,14 @@ def degrade_cmd(
     json_out: JsonSummaryOption = False,
     progress: ProgressOption = True,
 ) -> int:
-    from .commands.degrade import degrade_folder, report
+    from .commands.degrade import DegradeScale, degrade_folder, report
+    from .engines.run_settings import RunOptions
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
-    summary = degrade_folder(
-        input_dir, output_dir, checkpoint, scale=scale, downscale=downscale, fmt=fmt, overwrite=overwrite, tile=tile,
-        batch_size=batch_size, workers=workers, progress=progress, cpu=cpu, precision=precision, seed=seed,
-    )
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress, seed=seed)
+    summary = degrade_folder(input_dir, output_dir, checkpoint, opts, DegradeScale(scale, downscale), overwrite=overwrite)
     return _summarise(summary, report, json_out, show=main_process)
 
 
@@ -178,12 +178,14 @@ def pairs_cmd(
     progress: ProgressOption = True,
 ) -> int:
     from .commands.pairs import make_pairs, report
+    from .engines.run_settings import RunOptions
 
     main_process = _is_main_process()
     checkpoint = _checkpoint_or_default(checkpoint, announce=main_process)
-    summary = make_pairs(input_dir, output_dir, checkpoint, scale=scale, cleanup_factor=cleanup_factor, fmt=fmt,
-                         overwrite=overwrite, cpu=cpu, progress=progress, seed=seed, tile=tile,
-                         batch_size=batch_size, workers=workers, precision=precision)
+    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
+                      progress=progress, seed=seed)
+    summary = make_pairs(input_dir, output_dir, checkpoint, opts, scale=scale, cleanup_factor=cleanup_factor,
+                         overwrite=overwrite)
     return _summarise(summary, report, json_out, show=main_process)
 
 
@@ -230,7 +232,8 @@ def eval_cmd(
 ) -> int:
     from rich.console import Console
 
-    from .commands.evaluate import default_plot_path, evaluate, exit_code, print_report, Reporter
+    from .commands.eval_report import Reporter, default_plot_path, print_report
+    from .commands.evaluate import EvalOptions, evaluate, exit_code
 
     # With --json - the JSON owns stdout; tables, warnings and progress go to stderr.
     console = Console(stderr=json_out == "-")
@@ -238,11 +241,11 @@ def eval_cmd(
     if plot is None:
         inputs = [p for p in (fake_dir, real_dir, reference) if p is not None]
         plot = default_plot_path(json_out, inputs, Reporter(err))
-    result = evaluate(
-        fake_dir, real_dir, reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
+    result = evaluate(fake_dir, real_dir, EvalOptions(
+        reference_dir=reference, inception_weights=inception_weights, fid=not no_fid,
         batch_size=batch_size, cache_dir=cache_dir, data_cache_dir=data_cache_dir, plot_path=plot, json_path=json_out, progress=True,
-        allow_random_inception=random_inception, size=size, console=err,
-    )
+        allow_random_inception=random_inception, size=size,
+    ), console=err)
     print_report(result, console)
     return exit_code(result)
 

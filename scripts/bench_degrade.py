@@ -36,7 +36,9 @@ from PIL import Image
 from dsgan_cli.commands.degrade import degrade_folder
 from dsgan_cli.data.images import to_uint8
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.engines.inference import DecodeDataset, run_generator
+from dsgan_cli.engines.generate import run_generator
+from dsgan_cli.engines.input_batches import DecodeDataset
+from dsgan_cli.engines.run_settings import RunOptions, default_settings
 from dsgan_cli.method.models import Generator, GeneratorConfig
 from dsgan_cli.plumbing.writes import save_image_atomic
 
@@ -108,10 +110,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     args = ap.parse_args()
 
-    from dsgan_cli.engines.inference import default_settings
-
-    settings = default_settings(torch.device("cpu"), scale=2, fmt="png", batch_size=args.batch_size, workers=args.workers,
-                                tile=None, encoder_threads=None, precision=None, channels_last=None)
+    settings = default_settings(torch.device("cpu"), 2, RunOptions(batch_size=args.batch_size, workers=args.workers))
     lr = args.size // 2
     with tempfile.TemporaryDirectory(prefix="bench-degrade-") as tmp:
         tmp = Path(tmp)
@@ -127,8 +126,8 @@ def main() -> int:
             raw = raw_ceiling(generator, args.images, settings.batch_size, lr, settings.precision, settings.channels_last)
             stats: dict[str, float] = {}
             t = time.perf_counter()
-            summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
-                                     progress=False, stats=stats)
+            opts = RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False, stats=stats)
+            summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, opts)
             wall = time.perf_counter() - t
             assert summary.written == args.images and not summary.failed, summary
             rows.append({"raw_ips": raw, "e2e_ips": summary.images_per_second, "e2e_wall_ips": args.images / wall,
@@ -137,8 +136,8 @@ def main() -> int:
             if args.pairs:
                 from dsgan_cli.commands.pairs import make_pairs
 
-                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt, batch_size=args.batch_size, workers=args.workers,
-                               progress=False)
+                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt,
+                               RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False))
                 assert p.written == args.images and not p.failed, p
                 rows[-1]["pairs_ips"] = p.images_per_second
                 rows[-1]["pairs_over_degrade"] = p.images_per_second / summary.images_per_second
@@ -164,7 +163,7 @@ def main() -> int:
             for w in (0, 1):
                 ips = []
                 for k in range(2):
-                    s = degrade_folder(small, tmp / f"cmp{w}{k}", ckpt, workers=w, progress=False)
+                    s = degrade_folder(small, tmp / f"cmp{w}{k}", ckpt, RunOptions(workers=w, progress=False))
                     ips.append(s.images_per_second)
                 compare[f"end-to-end workers={w}"] = spread(ips)
 

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
-from dsgan_cli.data.sampling import MicroBatches  # noqa: E402
+from dsgan_cli.data.sampling import Crops, MicroBatches  # noqa: E402
 from dsgan_cli.method.losses import (ColorLoss, build_perceptual,  # noqa: E402
                               gan_loss_discriminator, gan_loss_generator)
 from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale  # noqa: E402
@@ -61,7 +61,7 @@ def run_layout(recipe, layout: str, batch: int, size: int, steps: int, warmup: i
     g = torch.Generator().manual_seed(0)
     hr_u8 = torch.randint(0, 256, (32, 3, size * scale, size * scale), dtype=torch.uint8, generator=g)
     lr_u8 = torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g)
-    data = MicroBatches(hr_u8, lr_u8, batch_size=batch, seed=0, scale=scale, flip=True)
+    data = MicroBatches(hr_u8, lr_u8, batch_size=batch, seed=0, crops=Crops(scale=scale, flip=True))
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(recipe.model.n_res_blocks, recipe.model.channels)).to(device, memory_format=fmt)
@@ -166,7 +166,7 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
     s = recipe.data.scale
     data = MicroBatches(torch.randint(0, 256, (32, 3, size * s, size * s), dtype=torch.uint8, generator=g),
                         torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g),
-                        batch_size=batch, seed=0, scale=s)
+                        batch_size=batch, seed=0, crops=Crops(scale=s))
 
     def get(i: int):
         hr, real = data[i]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dsgan_cli.data.sampling import MicroBatches, make_loader, stream_indices
+from dsgan_cli.data.sampling import Crops, MicroBatches, make_loader, stream_indices
 from dsgan_cli.data.sets import check_data_dirs, load_image_set
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -70,13 +70,13 @@ def test_ranks_split_each_global_step_into_consecutive_stream_positions():
 
 def test_microbatches_are_deterministic_and_differ_between_steps():
     hr, lr = _labelled(8, 12), _labelled(8, 6)
-    a = MicroBatches(hr, lr, batch_size=4, seed=5, scale=2, crop_size=3, flip=True)
-    b = MicroBatches(hr, lr, batch_size=4, seed=5, scale=2, crop_size=3, flip=True)
+    a = MicroBatches(hr, lr, batch_size=4, seed=5, crops=Crops(scale=2, crop_size=3, flip=True))
+    b = MicroBatches(hr, lr, batch_size=4, seed=5, crops=Crops(scale=2, crop_size=3, flip=True))
     for m in (0, 3, 9):
         assert torch.equal(a[m][0], b[m][0]) and torch.equal(a[m][1], b[m][1]), (
             f"micro-batch {m} differs between two datasets with the same seed: sampling is not a function of (seed, step)")
     assert not torch.equal(a[1][0], a[2][0]), "consecutive micro-batches are identical"
-    c = MicroBatches(hr, lr, batch_size=4, seed=6, scale=2, crop_size=3, flip=True)
+    c = MicroBatches(hr, lr, batch_size=4, seed=6, crops=Crops(scale=2, crop_size=3, flip=True))
     assert any(not torch.equal(a[m][0], c[m][0]) for m in range(3)), "the seed does not change the sampled crops"
 
 
@@ -90,7 +90,7 @@ def _locate(img: torch.Tensor) -> tuple[int, int, int, bool]:
 def test_crops_are_contiguous_windows_lr_offsets_cover_every_pixel():
     scale, crop = 2, 3
     hr, lr = _labelled(4, 16), _labelled(4, 8)
-    ds = MicroBatches(hr, lr, batch_size=4, seed=9, scale=scale, crop_size=crop)
+    ds = MicroBatches(hr, lr, batch_size=4, seed=9, crops=Crops(scale=scale, crop_size=crop))
     lr_tops, lr_lefts, hr_tops = set(), set(), set()
     for m in range(40):
         h, low = ds[m]
@@ -113,7 +113,7 @@ def test_crops_are_contiguous_windows_lr_offsets_cover_every_pixel():
 def test_flips_mirror_hr_images_and_never_the_real_lr():
     """A mirrored real photo carries a mirrored degradation (a motion blur's direction): real LR stay as they are."""
     hr, lr = _labelled(8, 6), _labelled(8, 6)
-    ds = MicroBatches(hr, lr, batch_size=8, seed=1, flip=True)
+    ds = MicroBatches(hr, lr, batch_size=8, seed=1, crops=Crops(flip=True))
     plain = MicroBatches(hr, lr, batch_size=8, seed=1)
     hr_flips = []
     for m in range(6):
@@ -199,7 +199,7 @@ def test_augmentations_depend_on_seed_step_and_rank():
     hr, lr = _labelled(1, 16), _labelled(1, 8)  # one image per set: only the crops and flips vary
 
     def draws(seed, rank):
-        ds = MicroBatches(hr, lr, batch_size=3, seed=seed, rank=rank, world_size=2, scale=2, crop_size=3, flip=True)
+        ds = MicroBatches(hr, lr, batch_size=3, seed=seed, rank=rank, world_size=2, crops=Crops(scale=2, crop_size=3, flip=True))
         return [ds[m] for m in range(4)]
 
     def same(a, b):

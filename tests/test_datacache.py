@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import write_images
 from dsgan_cli.data import datacache
-from dsgan_cli.data.datacache import DECODE_COUNTER, cached_image_set
+from dsgan_cli.data.datacache import DECODE_COUNTER, CacheRole, cached_image_set
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -109,7 +109,7 @@ def test_a_non_writer_waits_for_the_writer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datacache.time, "sleep", counting_sleep)
     waiter = threading.Thread(target=lambda: got.setdefault("r", cached_image_set(
-        tmp_path / "hr", 16, what="HR", cache_dir=cache, writer=False, poll_s=0.001)))
+        tmp_path / "hr", 16, what="HR", cache_dir=cache, role=CacheRole(writer=False, poll_s=0.001))))
     waiter.start()
     assert polling.wait(timeout=120), "the non-writer never polled"
     assert "r" not in got, "a non-writer finished with no cache entry written"

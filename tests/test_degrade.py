@@ -18,10 +18,11 @@ from safetensors.torch import save_file
 
 from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
-from dsgan_cli.commands.degrade import degrade_folder
+from dsgan_cli.commands.degrade import DegradeScale, degrade_folder
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.engines.inference import generate_tiled
+from dsgan_cli.engines.generate import generate_tiled
+from dsgan_cli.engines.run_settings import RunOptions
 from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig, downscale
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -47,10 +48,10 @@ def read(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def run(inp, out, ckpt, **kw):
-    """degrade_folder without a progress bar."""
+def run(inp, out, ckpt, scale=None, downscale=True, overwrite=False, **kw):
+    """degrade_folder without a progress bar; ``kw`` are RunOptions fields."""
     kw.setdefault("progress", False)
-    return degrade_folder(inp, out, ckpt, **kw)
+    return degrade_folder(inp, out, ckpt, RunOptions(**kw), DegradeScale(scale, downscale), overwrite=overwrite)
 
 
 @pytest.mark.slow
@@ -347,13 +348,13 @@ class InjectedFailure(Exception):
 
 @pytest.mark.parametrize("where", ["generator", "input"])
 def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckpt, monkeypatch, where):
-    from dsgan_cli.engines import inference as degrade
+    from dsgan_cli.engines import generate, input_batches
 
     inp, out = tmp_path / "hr", tmp_path / "out"
     write_images(inp, 8, 32, noise=4)
     calls = []
     if where == "generator":
-        real = degrade.run_generator
+        real = generate.run_generator
 
         def failing(*a, **kw):
             calls.append(1)
@@ -361,16 +362,16 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
                 raise InjectedFailure("injected failure")
             return real(*a, **kw)
 
-        monkeypatch.setattr(degrade, "run_generator", failing)
+        monkeypatch.setattr(generate, "run_generator", failing)
     else:
-        real_item = degrade.DecodeDataset.__getitem__
+        real_item = input_batches.DecodeDataset.__getitem__
 
         def failing_item(self, i):
             if i == 4:
                 raise InjectedFailure("injected failure")
             return real_item(self, i)
 
-        monkeypatch.setattr(degrade.DecodeDataset, "__getitem__", failing_item)
+        monkeypatch.setattr(input_batches.DecodeDataset, "__getitem__", failing_item)
     assert _io_threads() == []
     with pytest.raises(InjectedFailure, match="injected failure"):
         run(inp, out, ckpt, batch_size=1, workers=0, encoder_threads=2)
@@ -384,12 +385,12 @@ def test_error_mid_run_stops_every_thread_and_leaves_no_temp_files(tmp_path, ckp
 
 def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch):
     """G raising for one image of a batch fails that image; the others are written (and equal a normal run's)."""
-    from dsgan_cli.engines import inference
+    from dsgan_cli.engines import generate
 
     inp = tmp_path / "hr"
     srcs = write_images(inp, 5, 32, noise=4)
     run(inp, tmp_path / "normal", ckpt, batch_size=4, workers=0)
-    real = inference.run_generator
+    real = generate.run_generator
 
     def failing(generator, x, *a, **kw):
         if (x[:, 0, 0, 0] == bad_value).any():
@@ -401,7 +402,7 @@ def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch
     from dsgan_cli.method.models import downscale
 
     bad_value = downscale(image_to_tensor(load_rgb(bad)[0])[None], 2)[0, 0, 0, 0].item()
-    monkeypatch.setattr(inference, "run_generator", failing)
+    monkeypatch.setattr(generate, "run_generator", failing)
     summary = run(inp, tmp_path / "out", ckpt, batch_size=4, workers=0)
     assert [p for p, _ in summary.failed] == [str(bad)] and "generator cannot process" in summary.failed[0][1]
     assert summary.written == 4
@@ -412,9 +413,9 @@ def test_an_image_the_generator_fails_on_fails_alone(tmp_path, ckpt, monkeypatch
 
 def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
     """Make the generator call raise torch's out-of-memory error for inputs ``too_big(shape)`` says are too big."""
-    from dsgan_cli.engines import inference
+    from dsgan_cli.engines import generate
 
-    real, shapes = inference.run_generator, []
+    real, shapes = generate.run_generator, []
 
     def limited(generator, x, *a, **kw):
         shapes.append(tuple(x.shape))
@@ -422,7 +423,7 @@ def _oom_above(monkeypatch, too_big) -> list[tuple[int, ...]]:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real(generator, x, *a, **kw)
 
-    monkeypatch.setattr(inference, "run_generator", limited)
+    monkeypatch.setattr(generate, "run_generator", limited)
     return shapes
 
 
@@ -464,10 +465,10 @@ def test_out_of_memory_even_for_small_tiles_is_a_one_line_error(tmp_path, ckpt, 
 
 
 def test_other_runtime_errors_are_not_taken_for_out_of_memory(ckpt):
-    from dsgan_cli.engines.inference import _is_oom
+    from dsgan_cli.engines.generate import is_oom
 
-    assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
-    assert _is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "
                                 "to allocate 1 bytes; out of memory"))
-    assert not _is_oom(RuntimeError("Expected all tensors to be on the same device"))
-    assert not _is_oom(ValueError("out of memory"))
+    assert not is_oom(RuntimeError("Expected all tensors to be on the same device"))
+    assert not is_oom(ValueError("out of memory"))

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import synthetic_face_like, write_images
-from dsgan_cli.commands.evaluate import evaluate
+from dsgan_cli.commands.evaluate import EvalOptions, evaluate
 from dsgan_cli.metrics import fid
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -65,7 +65,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
               progress=False)
 
-    same = evaluate(a, a, json_path=tmp_path / "same.json", plot_path=tmp_path / "same.png", **kw)
+    same = evaluate(a, a, EvalOptions(json_path=tmp_path / "same.json", plot_path=tmp_path / "same.png", **kw))
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
     assert same["real_stats_cached"] is False
     assert any(f"fake: {N}, real: {N}" in w for w in same["warnings"])  # small-set warning names the counts
@@ -82,7 +82,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     assert width == 800 and height > 800, "the radial spectra over each set's 2-D spectrum and autocorrelation map"
     assert set(data["structure"]["sets"]) == {"fake", "real"} and data["structure"]["sets"]["fake"]["distance"] is not None
 
-    far = evaluate(noisy, a, **kw)
+    far = evaluate(noisy, a, EvalOptions(**kw))
     assert far["real_stats_cached"] is True  # real folder unchanged: stats served from the cache
     assert far["fid"] > 0.1 and far["fid"] > 1000 * max(same["fid"], 1e-9)
     assert far["kid_mean"] > same["kid_mean"]
@@ -101,8 +101,8 @@ def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_p
     shutil.copytree(folders["A"], real)  # the same files in another folder: the same content key as A
     key = lambda folder: scan_set(folder, (32, 32), what="real", resize=True, workers=1, variant="eval")[1]  # noqa: E731
     assert key(real) == key(folders["A"])
-    evaluate(folders["noisy"], folders["A"], **kw)  # A's statistics are in the cache now (if not already)
-    assert evaluate(folders["noisy"], real, **kw)["real_stats_cached"] is True  # keyed by content, not by folder
+    evaluate(folders["noisy"], folders["A"], EvalOptions(**kw))  # A's statistics are in the cache now (if not already)
+    assert evaluate(folders["noisy"], real, EvalOptions(**kw))["real_stats_cached"] is True  # keyed by content, not by folder
     entries = set(folders["cache"].iterdir())
 
     # Rewrite one real image (new content and mtime): the cached stats must not be served.
@@ -110,7 +110,7 @@ def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_p
     Image.fromarray(synthetic_face_like(32, 999)).save(victim)
     os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
     assert key(real) != key(folders["A"])
-    after = evaluate(folders["noisy"], real, **kw)
+    after = evaluate(folders["noisy"], real, EvalOptions(**kw))
     assert after["real_stats_cached"] is False
     assert after["fid"] > 0.1
     assert len(set(folders["cache"].iterdir()) - entries) == 3  # new frequency, structure and inception entries for the new content
@@ -186,8 +186,8 @@ def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folder
     """Our FID/KID on two folders equal torch-fidelity's own end-to-end computation with the same weights file."""
     from torch_fidelity import calculate_metrics
 
-    ours = evaluate(folders["noisy"], folders["A"], inception_weights=weights_file, cache_dir=folders["cache"],
-                    data_cache_dir=folders["data"], batch_size=2, progress=False)
+    ours = evaluate(folders["noisy"], folders["A"], EvalOptions(inception_weights=weights_file, cache_dir=folders["cache"],
+                                data_cache_dir=folders["data"], batch_size=2, progress=False))
     theirs = calculate_metrics(input1=str(folders["noisy"]), input2=str(folders["A"]), fid=True, kid=True,
                                kid_subset_size=N, feature_extractor_weights_path=str(weights_file), cuda=False,
                                cache=False, verbose=False, batch_size=2, save_cpu_ram=True)
@@ -207,19 +207,19 @@ def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_fi
     kw = dict(inception_weights=weights_file, batch_size=2, progress=False)
 
     before = DECODE_COUNTER["images"]
-    first = evaluate(fake, real, cache_dir=tmp_path / "s1", data_cache_dir=data, **kw)
+    first = evaluate(fake, real, EvalOptions(cache_dir=tmp_path / "s1", data_cache_dir=data, **kw))
     assert DECODE_COUNTER["images"] - before == 2 * N
     entries = {p: p.stat().st_mtime_ns for p in data.glob("*.u8")}
     assert len(entries) == 2 and first["settings"]["data_cache_dir"] == str(data)
 
     # Fresh statistics cache, so the features are computed again, from the mapped pixels: nothing is decoded.
-    second = evaluate(fake, real, cache_dir=tmp_path / "s2", data_cache_dir=data, **kw)
+    second = evaluate(fake, real, EvalOptions(cache_dir=tmp_path / "s2", data_cache_dir=data, **kw))
     assert DECODE_COUNTER["images"] - before == 2 * N
     assert {p: p.stat().st_mtime_ns for p in data.glob("*.u8")} == entries
     assert second["real_stats_cached"] is False and second["fid"] == first["fid"]
     assert second["frequency"] == first["frequency"]
 
-    uncached = evaluate(fake, real, cache_dir=tmp_path / "s3", data_cache_dir="none", **kw)
+    uncached = evaluate(fake, real, EvalOptions(cache_dir=tmp_path / "s3", data_cache_dir="none", **kw))
     assert uncached["settings"]["data_cache_dir"] is None and set(data.glob("*.u8")) == set(entries)
     for k in ("fid", "kid_mean", "kid_std", "frequency", "counts", "resized_counts", "converted_counts"):
         assert uncached[k] == first[k], k
@@ -229,7 +229,7 @@ def test_second_eval_maps_the_decoded_sets_and_equals_an_uncached_run(weights_fi
     Image.fromarray(synthetic_face_like(32, 4242)).save(victim)
     os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
     mark = DECODE_COUNTER["images"]
-    changed = evaluate(fake, real, cache_dir=tmp_path / "s2", data_cache_dir=data, **kw)
+    changed = evaluate(fake, real, EvalOptions(cache_dir=tmp_path / "s2", data_cache_dir=data, **kw))
     assert DECODE_COUNTER["images"] - mark == N and len(set(data.glob("*.u8")) - set(entries)) == 1
     assert changed["frequency"]["sets"]["real"] != first["frequency"]["sets"]["real"]
     for k in ("count", "noise", "noise_std", "spectrum"):  # (its distance to the changed real set changes, of course)
@@ -243,8 +243,8 @@ def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights
     from torch_fidelity import calculate_metrics
 
     write_images(tmp_path / "real", 7, 32, seed=6, noise=10)
-    ours = evaluate(folders["noisy"], tmp_path / "real", inception_weights=weights_file, cache_dir=folders["cache"],
-                    data_cache_dir=folders["data"], batch_size=4, progress=False)
+    ours = evaluate(folders["noisy"], tmp_path / "real", EvalOptions(inception_weights=weights_file, cache_dir=folders["cache"],
+                                data_cache_dir=folders["data"], batch_size=4, progress=False))
     floor = ours["floor"]
     real = sorted((tmp_path / "real").glob("*.png"))
     order = np.random.default_rng(floor["seed"]).permutation(len(real))

@@ -176,13 +176,14 @@ def test_an_unsupported_file_does_not_take_the_name_a_readable_image_needs(tmp_p
 def test_a_pair_whose_hr_write_fails_names_the_hr_file(tmp_path, monkeypatch):
     import torch
 
-    from dsgan_cli.engines import inference
-    from dsgan_cli.engines.inference import Job, Writer
+    from dsgan_cli.engines import output_writer
+    from dsgan_cli.engines.jobs import Job
+    from dsgan_cli.engines.output_writer import Writer
 
     def full_disk(img, dest, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(inference, "save_image_atomic", full_disk)
+    monkeypatch.setattr(output_writer, "save_image_atomic", full_disk)
     seen = []
     writer = Writer("PNG", 1, 2, on_done=lambda job, err: seen.append(err))
     job = Job(tmp_path / "a.png", tmp_path / "lr" / "a.png", "a.png", tmp_path / "hr" / "a.png")

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from conftest import TINY_RECIPE, chw, libjpeg, run_cli, synthetic_face_like, write_images
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
-from dsgan_cli.engines.inference import generate_tiled
+from dsgan_cli.engines.generate import generate_tiled
 from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr, tables
 from dsgan_cli.method.models import Generator, GeneratorConfig
 

@@ -52,7 +52,7 @@ def test_import_refuses_views_that_stand_for_more_than_the_file_before_allocatin
 
 
 def test_a_weights_file_of_views_is_refused(tmp_path):
-    from dsgan_cli.engines.checkpoint import load_weights_file
+    from dsgan_cli.plumbing.tensor_files import load_weights_file
     from dsgan_cli.plumbing.errors import DsganError
 
     path = tmp_path / "w.pt"
@@ -77,7 +77,7 @@ def test_a_weights_file_with_compressed_zip_entries_is_refused_before_it_is_unpa
     a tensor (it would expand to far more than its size); the same file stored plainly still loads."""
     import zipfile
 
-    from dsgan_cli.engines.checkpoint import load_weights_file
+    from dsgan_cli.plumbing.tensor_files import load_weights_file
     from dsgan_cli.plumbing.errors import DsganError
 
     plain = tmp_path / "plain.pth"

@@ -421,7 +421,7 @@ def test_hr_and_real_lr_are_drawn_unpaired():
 
 def test_hr_crops_are_aligned_to_the_scale():
     scale, crop = 3, 4
-    ds = data_mod.MicroBatches(_labelled(4, 30), _labelled(4, 10), batch_size=4, seed=1, scale=scale, crop_size=crop)
+    ds = data_mod.MicroBatches(_labelled(4, 30), _labelled(4, 10), batch_size=4, seed=1, crops=data_mod.Crops(scale=scale, crop_size=crop))
     tops, lefts = set(), set()
     for m in range(6):
         hr, lr = ds[m]
@@ -449,7 +449,7 @@ def _noisy_generator() -> Generator:
 
 
 def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
-    from dsgan_cli.engines.inference import image_noise
+    from dsgan_cli.engines.generate import image_noise
 
     g = _noisy_generator()
     x = torch.rand(3, 3, 10, 12)
@@ -465,7 +465,7 @@ def test_image_noise_is_per_image_seeded_and_independent_of_the_batch():
 
 
 def test_tiled_generation_cuts_the_noise_map_with_the_image():
-    from dsgan_cli.engines.inference import generate_tiled
+    from dsgan_cli.engines.generate import generate_tiled
 
     g = _noisy_generator()
     torch.manual_seed(9)
@@ -496,7 +496,7 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(channels_last):
-    from dsgan_cli.engines.inference import run_generator
+    from dsgan_cli.engines.generate import run_generator
 
     g = _noisy_generator()
     x, z = torch.rand(2, 3, 9, 7), torch.randn(2, 3, 9, 7)
@@ -543,7 +543,7 @@ def _items(sizes, failed=(), modes=None):
 
 
 def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures():
-    from dsgan_cli.engines.inference import iter_batches
+    from dsgan_cli.engines.input_batches import iter_batches
 
     sizes = [(4, 4), (4, 6), (4, 4), (9, 4), (4, 4), (3, 3), (4, 6), (8, 8), (4, 4), (4, 9), (2, 2)]
     events = list(iter_batches(_items(sizes, failed={5}, modes={2: "L"}), batch_size=2, tile=8, channels_last=False))
@@ -577,7 +577,7 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
 
 
 def test_iter_batches_does_not_hoard_many_distinct_sizes():
-    from dsgan_cli.engines.inference import iter_batches
+    from dsgan_cli.engines.input_batches import iter_batches
 
     sizes = [(4, 4 + i) for i in range(12)]  # all different: no bucket ever fills
     consumed = []
@@ -601,7 +601,7 @@ def test_iter_batches_does_not_hoard_many_distinct_sizes():
 
 
 def test_decode_dataset_yields_the_bicubic_downscale_and_reports_bad_files(tmp_path):
-    from dsgan_cli.engines.inference import DecodeDataset
+    from dsgan_cli.engines.input_batches import DecodeDataset
 
     rng = np.random.default_rng(3)
     arr = _random_unclipped((22, 18), 3)

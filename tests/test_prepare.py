@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsgan_cli.commands.prepare import MANIFEST, prepare_folder
+from dsgan_cli.commands.prepare import MANIFEST, FaceCrop, prepare_folder
 from dsgan_cli.data.align import similarity_transform, apply_transform, template_points
 from dsgan_cli.data.faces import FaceDetector
 
@@ -42,7 +42,7 @@ def raw(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("aligned") / "out"
-    summary = prepare_folder(raw, out, size=SIZE, workers=1, progress=False)
+    summary = prepare_folder(raw, out, FaceCrop(size=SIZE), workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, (out / MANIFEST).read_text().splitlines())}
     return out, summary, records
 
@@ -85,7 +85,7 @@ def test_statuses_and_manifest_fields(prepared):
 
 
 def test_too_small_faces_are_skipped(raw, tmp_path):
-    summary = prepare_folder(raw / "variants", tmp_path / "o", size=SIZE, min_face=150, workers=1, progress=False)
+    summary = prepare_folder(raw / "variants", tmp_path / "o", FaceCrop(size=SIZE, min_face=150), workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
     assert records["small.png"]["status"] == "too_small"
     assert records["large.png"]["status"] == "ok"
@@ -95,10 +95,10 @@ def test_too_small_faces_are_skipped(raw, tmp_path):
 @pytest.mark.slow
 def test_rerun_reuses_records_and_keeps_outputs(raw, tmp_path):
     out = tmp_path / "o"
-    prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     first = (out / MANIFEST).read_bytes()
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
-    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    again = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     assert again.skipped == 3 and again.written == 0
     assert (out / MANIFEST).read_bytes() == first
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
@@ -111,7 +111,7 @@ def test_several_faces_keeps_the_largest_and_records_the_other(tmp_path):
     group.paste(astro.resize((440, 440), Image.Resampling.LANCZOS), (512, 72))
     (tmp_path / "in").mkdir()
     group.save(tmp_path / "in" / "group.png")
-    summary = prepare_folder(tmp_path / "in", tmp_path / "o", size=SIZE, workers=1, progress=False)
+    summary = prepare_folder(tmp_path / "in", tmp_path / "o", FaceCrop(size=SIZE), workers=1, progress=False)
     rec = json.loads(summary.manifest.read_text())
     assert rec["status"] == "several_faces" and len(rec["other_faces"]) == 1, rec
     assert rec["box"][0] < 512 <= rec["other_faces"][0]["box"][0]  # the larger, left face is kept
@@ -121,11 +121,11 @@ def test_several_faces_keeps_the_largest_and_records_the_other(tmp_path):
 @pytest.mark.slow
 def test_overwrite_recomputes_outputs(raw, tmp_path):
     out = tmp_path / "o"
-    prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     (out / "small.png").write_bytes(b"stale")
-    kept = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    kept = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     assert kept.written == 0 and (out / "small.png").read_bytes() == b"stale"
-    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False, overwrite=True)
+    again = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False, overwrite=True)
     assert again.written == 3 and again.skipped == 0
     assert Image.open(out / "small.png").size == (SIZE, SIZE)
 
@@ -168,13 +168,13 @@ def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path,
 
     monkeypatch.setattr(align, "align_face", fails_for_the_large_one)
     out = tmp_path / "o"
-    summary = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    summary = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
     assert records["large.png"]["status"] == "failed" and "injected failure" in records["large.png"]["reason"]
     assert records["rotated.png"]["status"] == "ok" and (out / "rotated.png").is_file()
     assert ("injected failure" in " ".join(r for _, r in summary.failed))
     monkeypatch.setattr(align, "align_face", real)
-    again = prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+    again = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, again.manifest.read_text().splitlines())}
     assert records["large.png"]["status"] == "ok", "a failed photo must be tried again on the next run"
 
@@ -189,9 +189,9 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
     src = tmp_path / "in"
     shutil.copytree(raw / "variants", src)
     out = tmp_path / "o"
-    prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    prepare_folder(src, out, FaceCrop(size=SIZE), workers=1, progress=False)
     os.chmod(src / "large.png", 0o600)
-    again = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    again = prepare_folder(src, out, FaceCrop(size=SIZE), workers=1, progress=False)
     assert again.skipped == 3 and again.written == 0, "a chmod made a photo be processed again"
     target = src / "small.png"
     st = target.stat()
@@ -202,7 +202,7 @@ def test_a_photo_rewritten_in_place_is_redone_and_a_chmod_is_not(raw, tmp_path):
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     while target.stat().st_ctime_ns == st.st_ctime_ns:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    third = prepare_folder(src, out, size=SIZE, workers=1, progress=False)
+    third = prepare_folder(src, out, FaceCrop(size=SIZE), workers=1, progress=False)
     assert third.skipped == 2, "the photo rewritten in place was taken for the old one"
 
 
@@ -218,5 +218,5 @@ def test_an_unreadable_settings_record_is_refused_like_degrades_not_taken_for_em
     (out / SETTINGS_RECORD).write_bytes(content)
     assert read_output_record(out / SETTINGS_RECORD) == {"unreadable": True}
     with pytest.raises(DsganError, match="other settings.*--overwrite"):
-        prepare_folder(raw / "variants", out, size=SIZE, workers=1, progress=False)
+        prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [SETTINGS_RECORD], "nothing may be written before the refusal"

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import synthetic_face_like, write_images
-from dsgan_cli.commands.evaluate import Reporter, default_plot_path, evaluate
+from dsgan_cli.commands.eval_report import Reporter, default_plot_path
+from dsgan_cli.commands.evaluate import EvalOptions, evaluate
 from dsgan_cli.metrics import spectrum
 from dsgan_cli.plumbing import plots
 
@@ -86,7 +87,7 @@ def test_set_stats_counts_averages_and_refuses_an_empty_set():
 def test_frequency_report_through_evaluate(tmp_path):
     write_images(tmp_path / "real", 3, 32, seed=5, noise=8)
     write_images(tmp_path / "fake", 3, 32, seed=6)
-    report = evaluate(tmp_path / "fake", tmp_path / "real", fid=False, cache_dir=tmp_path / "c", progress=False)["frequency"]
+    report = evaluate(tmp_path / "fake", tmp_path / "real", EvalOptions(fid=False, cache_dir=tmp_path / "c", progress=False))["frequency"]
     assert report["reference"] == "real" and report["image_size"] == [32, 32]
     assert len(report["frequencies"]) == 16
     r, f = report["sets"]["real"], report["sets"]["fake"]
@@ -131,8 +132,8 @@ def test_evaluate_no_fid_mixed_sizes_modes_and_reference(tmp_path):
     write_images(hr, 2, 64, seed=3)
     Image.fromarray(synthetic_face_like(40, 9)).convert("L").save(fake / "gray_40.png")
     Image.fromarray(synthetic_face_like(32, 8)).convert("RGBA").save(fake / "alpha.png")
-    result = evaluate(fake, real, reference_dir=hr, fid=False, cache_dir=tmp_path / "cache",
-                      plot_path=tmp_path / "p.png", json_path=tmp_path / "r.json", progress=False)
+    result = evaluate(fake, real, EvalOptions(reference_dir=hr, fid=False, cache_dir=tmp_path / "cache",
+                                  plot_path=tmp_path / "p.png", json_path=tmp_path / "r.json", progress=False))
     assert result["fid"] is None and result["kid_mean"] is None
     assert result["counts"] == {"fake": 5, "real": 3, "reference": 2}
     assert result["resized"] is True and result["resized_counts"]["fake"] == 1 and result["image_size"] == [32, 32]

@@ -290,7 +290,7 @@ def test_loader_workers_are_capped_by_the_usable_cpus(monkeypatch):
 
 
 def test_resize_mismatched_and_deterministic_sampling(tmp_path):
-    from dsgan_cli.data.sampling import MicroBatches, stream_indices
+    from dsgan_cli.data.sampling import Crops, MicroBatches, stream_indices
     from dsgan_cli.data.sets import load_image_set
 
     write_images(tmp_path / "hr", 2, 16, seed=0)
@@ -308,7 +308,7 @@ def test_resize_mismatched_and_deterministic_sampling(tmp_path):
 
     hr = torch.arange(6 * 3 * 16 * 16, dtype=torch.int64).remainder(251).to(torch.uint8).view(6, 3, 16, 16)
     lr = hr[:, :, ::2, ::2].contiguous()
-    ds = MicroBatches(hr, lr, batch_size=2, seed=1, scale=2, crop_size=4, flip=True)
+    ds = MicroBatches(hr, lr, batch_size=2, seed=1, crops=Crops(scale=2, crop_size=4, flip=True))
     a, b = ds[7], ds[7]
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].shape == (2, 3, 8, 8) and a[1].shape == (2, 3, 4, 4)

@@ -168,7 +168,7 @@ def served_vgg19(tmp_path, monkeypatch):
     from torchvision.models.vgg import cfgs, make_layers
 
     from dsgan_cli.commands import weights as command
-    from dsgan_cli.data.images import file_sha256
+    from dsgan_cli.plumbing.reads import file_sha256
 
     torch.manual_seed(5)
     src = tmp_path / "vgg19.pth"
@@ -220,7 +220,7 @@ def test_weights_command_refuses_a_damaged_or_wrong_file(served_vgg19, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {dest}: damaged VGG19 weights") and "delete it" in err[0]
     # Another network's weights under the right name (its prefix matching) fail the loading check.
-    from dsgan_cli.data.images import file_sha256
+    from dsgan_cli.plumbing.reads import file_sha256
 
     torch.save({"features.0.weight": torch.zeros(3, 3, 3, 3)}, src)
     wrong = weights.Pretrained("VGG19", f"https://example.invalid/vgg19-{file_sha256(src)[:8]}.pth", net.local_option)

@@ -8,14 +8,14 @@ stem. The work is :mod:`dsgan_cli.engines.inference`'s, and the folder's lock an
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
 from ..plumbing.writes import check_destinations, check_output_dir
 from ..engines.folder_job import FolderTarget, Planned, plan_outputs, run_folder
-from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..engines.jobs import FolderSummary, Job
+from ..engines.run_settings import RunOptions, check_options, output_format
 from ..plumbing.output_record import output_record
 from ..method.models import Generator
 
@@ -68,26 +68,6 @@ def load_for_folder(checkpoint: Path, input_dir: Path, scale: int | None, downsc
 # --------------------------------------------------------------------------- the run
 
 
-def degrade_folder(input_dir, output_dir, checkpoint, *, scale: int | None = None, downscale: bool = True,
-                   fmt: str = "png", overwrite: bool = False, tile: int | None = None, batch_size: int | None = None,
-                   workers: int | None = None, progress: bool = True, cpu: bool = False, precision: str | None = None,
-                   encoder_threads: int | None = None, channels_last: bool | None = None,
-                   stats: dict[str, float] | None = None, seed: int = 0) -> FolderSummary:
-    """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
-
-    Raises :class:`DsganError` (exit 2) for usage problems: a bad checkpoint,
-    a missing or empty input folder, an output folder inside the input, a folder another run is writing into.
-    Per-image problems are returned in ``summary.failed``. ``stats``, when
-    given, receives this process's per-stage seconds (for the benchmark).
-    ``seed`` seeds the generator's noise input (for generators that take one).
-    """
-    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
-                      encoder_threads=encoder_threads, channels_last=channels_last, progress=progress, seed=seed,
-                      stats=stats)
-    return degrade_with(Path(input_dir), Path(output_dir), Path(checkpoint), opts,
-                        DegradeScale(scale, downscale), overwrite)
-
-
 @dataclass(frozen=True)
 class DegradeScale:
     """``--scale`` (None: the checkpoint's) and whether inputs are downscaled at all (``--no-downscale``)."""
@@ -96,12 +76,21 @@ class DegradeScale:
     downscale: bool = True
 
 
-def degrade_with(input_dir: Path, output_dir: Path, checkpoint: Path, opts: RunOptions, how: DegradeScale,
-                 overwrite: bool) -> FolderSummary:
-    """:func:`degrade_folder` with its options gathered."""
+def degrade_folder(input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(), how: DegradeScale = DegradeScale(),
+                   overwrite: bool = False) -> FolderSummary:
+    """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
+
+    ``opts`` says how G runs (output format, device, batching, precision, progress); ``opts.stats``, when
+    given, receives this process's per-stage seconds (for the benchmark), and ``opts.seed`` seeds the
+    generator's noise input (for generators that take one). ``how`` is the downscale.
+    Raises :class:`DsganError` (exit 2) for usage problems: a bad checkpoint,
+    a missing or empty input folder, an output folder inside the input, a folder another run is writing into.
+    Per-image problems are returned in ``summary.failed``.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
     _, suffix = output_format(opts.fmt)
     check_options(opts.batch_size, opts.workers, opts.tile, opts.precision)
-    generator, meta, run_scale = load_for_folder(checkpoint, input_dir, how.scale, how.downscale)
+    generator, meta, run_scale = load_for_folder(Path(checkpoint), input_dir, how.scale, how.downscale)
     check_output_dir(input_dir, output_dir)
     planned, jobs, failed = plan_jobs(input_dir, output_dir, suffix)
     record = output_record(meta["sha256"], run_scale, suffix, opts.precision, opts.seed if generator.noise_dim else None)

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from ..engines.checkpoint import check_loaded_tensors, check_zip_entries, save_generator
+from ..engines.checkpoint import save_generator
+from ..plumbing.tensor_files import check_loaded_tensors, check_zip_entries
 from ..plumbing.errors import DsganError, file_error
-from ..data.images import file_sha256
+from ..plumbing.reads import file_sha256
 from ..method.models import Generator, GeneratorConfig
 
 #: Key of the generator's state dict in the original checkpoints.

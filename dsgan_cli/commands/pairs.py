@@ -18,7 +18,8 @@ from ..plumbing.errors import DsganError, file_error
 from ..data.images import image_size
 from ..plumbing.writes import check_destinations, check_output_dir, write_bytes_atomic
 from ..engines.folder_job import FolderJob, FolderTarget, Planned, plan_outputs, run_folder, safe_name
-from ..engines.inference import FolderSummary, Job, RunOptions, check_options, output_format
+from ..engines.jobs import FolderSummary, Job
+from ..engines.run_settings import RunOptions, check_options, output_format
 from ..plumbing.output_record import output_record
 
 META_INFO = "meta_info.txt"
@@ -70,24 +71,16 @@ def write_meta_info(out_dir: Path, names: list[str]) -> None:
     write_bytes_atomic(out_dir / META_INFO, "".join(lines).encode("utf-8", "surrogateescape"))
 
 
-def make_pairs(input_dir, output_dir, checkpoint, *, scale: int | None = None, cleanup_factor: int = 1, fmt: str = "png",
-               overwrite: bool = False, cpu: bool = False, progress: bool = True, seed: int = 0, tile: int | None = None,
-               batch_size: int | None = None, workers: int | None = None, precision: str | None = None) -> PairsSummary:
+def make_pairs(input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(), *, scale: int | None = None,
+               cleanup_factor: int = 1, overwrite: bool = False) -> PairsSummary:
     """Write HR/LR pairs for every image under ``input_dir`` into ``out_dir/hr`` and ``out_dir/lr``.
 
-    LR = G(bicubic downscale of HR) through the same engine as ``degrade``: for the same image, seed and
-    generator, a pair's LR is byte for byte ``degrade``'s output.
+    LR = G(bicubic downscale of HR) through the same engine as ``degrade``, run as ``opts`` says: for the same
+    image, seed and generator, a pair's LR is byte for byte ``degrade``'s output.
     """
-    opts = RunOptions(fmt=fmt, cpu=cpu, tile=tile, batch_size=batch_size, workers=workers, precision=precision,
-                      progress=progress, seed=seed)
-    return pairs_with(Path(input_dir), Path(output_dir), Path(checkpoint), opts, scale, cleanup_factor, overwrite)
-
-
-def pairs_with(input_dir: Path, out_dir: Path, checkpoint: Path, opts: RunOptions, scale: int | None,
-               cleanup_factor: int, overwrite: bool) -> PairsSummary:
-    """:func:`make_pairs` with the generator's run options gathered."""
     from .degrade import load_for_folder
 
+    input_dir, out_dir, checkpoint = Path(input_dir), Path(output_dir), Path(checkpoint)
     _, suffix = output_format(opts.fmt)
     if cleanup_factor < 1:
         raise DsganError(f"--cleanup-factor must be 1 (none) or more, got {cleanup_factor}")

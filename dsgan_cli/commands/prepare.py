@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..plumbing.errors import DsganError, file_error, write_stdout
-from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, file_sha256, list_images, load_rgb, unique_output_names
+from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, list_images, load_rgb, unique_output_names
+from ..plumbing.reads import file_sha256
 from ..engines.folder_job import remove_recorded
 from ..plumbing.jsonl import read_jsonl
 from ..plumbing.folder_lock import lock_output_folder, unlock_folder
@@ -191,12 +192,23 @@ def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 
 
-def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, *, size: int = 256,
-                   detector: str = "hog", margin: float = 0.0, min_face: int | None = None,
+@dataclass(frozen=True)
+class FaceCrop:
+    """How each face is cut: ``size`` (the crop's side in pixels), the face ``detector`` (hog or cnn), the ``margin``
+    of extra room around the face, and ``min_face`` (narrower faces are skipped; None: size/4)."""
+
+    size: int = 256
+    detector: str = "hog"
+    margin: float = 0.0
+    min_face: int | None = None
+
+
+def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, crop: FaceCrop = FaceCrop(), *,
                    workers: int | None = None, overwrite: bool = False, progress: bool = True) -> PrepareSummary:
-    """Align every photo under ``input_dir`` into ``size`` x ``size`` face crops and a manifest."""
+    """Align every photo under ``input_dir`` into ``crop.size`` x ``crop.size`` face crops and a manifest."""
     started = time.perf_counter()
     input_dir = Path(input_dir)
+    size, detector, margin, min_face = crop.size, crop.detector, crop.margin, crop.min_face
     if size < 16:
         raise DsganError(f"--size must be at least 16, got {size}")
     if not 0 <= margin <= 4:  # also catches NaN

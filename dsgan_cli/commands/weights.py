@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..data.images import file_sha256
+from ..plumbing.reads import file_sha256
 from ..method import weights as pretrained
 from ..plumbing.errors import DsganError, file_error
 

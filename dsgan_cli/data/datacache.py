@@ -36,7 +36,9 @@ import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ import torch
 from ..plumbing import writes
 from .sets import ImageSet
 from ..plumbing.errors import DsganError, file_error
-from .images import ImageReadError, decode_square, file_sha256, image_size, open_regular, require_images
+from .images import ImageReadError, decode_square, image_size, require_images
+from ..plumbing.reads import file_sha256, open_regular
 from ..plumbing.writes import write_bytes_atomic
 
 #: Bump when the cached bytes or the metadata change meaning.
@@ -230,35 +233,60 @@ def _check_space(cache_dir: Path, need: int) -> None:
                                     f"{free / 2**30:.2f} GiB free); set data.cache_dir to another disk")
 
 
+@dataclass(frozen=True)
+class CacheRole:
+    """How one process takes part in a set's cache entry."""
+
+    writer: bool = True  # decodes a missing entry (the main process of each machine); the others wait for it
+    workers: int = 2  # threads that hash and decode the files
+    progress: Callable[[int], Callable[[int], None]] | None = None  # progress(total), when a decode starts -> advance(n)
+    poll_s: float = 0.5  # how often a waiting process looks for the writer's complete entry
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cache entry in ``cache_dir``: the raw pixels ``<key>.u8`` and their metadata ``<key>.json``."""
+
+    cache_dir: Path
+    key: str
+
+    @property
+    def data_file(self) -> Path:
+        return self.cache_dir / f"{self.key}.u8"
+
+    @property
+    def meta_file(self) -> Path:
+        return self.cache_dir / f"{self.key}.json"
+
+
 def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str | Path, resize: bool = False,
-                     workers: int = 2, writer: bool = True, progress=None, scanned: tuple | None = None,
-                     poll_s: float = 0.5) -> tuple[ImageSet, bool]:
+                     scanned: tuple | None = None, role: CacheRole = CacheRole()) -> tuple[ImageSet, bool]:
     """The set's images from the cache, decoding once if needed; returns (set, decoded_by_this_process).
 
     ``scanned`` is :func:`scan_set`'s result when the caller scanned already (to check every set
-    before decoding any). A non-``writer`` process waits (polling every ``poll_s`` seconds) until a
-    writer has completed the entry. ``progress(total)`` is called when a decode starts and returns
+    before decoding any). ``role`` is this process's part: a non-``writer`` process waits (polling every ``poll_s`` seconds) until a
+    writer has completed the entry; ``progress(total)`` is called when a decode starts and returns
     ``advance(n)``.
     """
-    root, cache_dir = Path(folder), Path(cache_dir)
-    paths, key = scanned or scan_set(root, size, what=what, resize=resize, workers=workers)
-    data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    meta, decoded = _read_meta(meta_file, data_file, size), False
-    if meta is None and writer:
+    root = Path(folder)
+    paths, key = scanned or scan_set(root, size, what=what, resize=resize, workers=role.workers)
+    entry = Entry(Path(cache_dir), key)
+    meta, decoded = _read_meta(entry.meta_file, entry.data_file, size), False
+    if meta is None and role.writer:
         def decode(p: Path):
             img, reason, was_resized = decode_square(p, size, resize, what)
             return img, reason, {"resized": was_resized}
 
-        meta, decoded = _build(paths, root, size, what, decode, workers, cache_dir, key, progress)
+        meta, decoded = _build(entry, paths, root, size, what, decode, role.workers, role.progress)
         if decoded:
-            print(f"decoded {meta['count']} {what} images into the cache {data_file}", file=sys.stderr)
+            print(f"decoded {meta['count']} {what} images into the cache {entry.data_file}", file=sys.stderr)
     while meta is None:  # the writer of this machine is decoding (or the launcher will stop us if it failed)
-        time.sleep(poll_s)
-        meta = _read_meta(meta_file, data_file, size, warn=False)
+        time.sleep(role.poll_s)
+        meta = _read_meta(entry.meta_file, entry.data_file, size, warn=False)
     skipped = [(root / p, r) for p, r in meta["skipped"]]
-    if writer:
+    if role.writer:
         _warn_skipped(skipped, what)
-    return ImageSet(images=_map(data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped,
+    return ImageSet(images=_map(entry.data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped,
                     resized=meta.get("resized", 0)), decoded
 
 
@@ -273,23 +301,23 @@ def cached_decode(folder: str | Path, size: tuple[int, int], *, what: str, varia
     root, cache_dir = Path(folder), Path(cache_dir)
     paths, key = scan_set(root, size, what=what, resize=True, workers=workers, variant=variant,
                           memo=scan_memo(cache_dir, root), save_memo=True)
-    data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
-    meta, decoded = _read_meta(meta_file, data_file, size), False
+    entry = Entry(cache_dir, key)
+    meta, decoded = _read_meta(entry.meta_file, entry.data_file, size), False
     if meta is None:
-        meta, decoded = _build(paths, root, size, what, decode, workers, cache_dir, key, progress)
-    image_set = ImageSet(images=_map(data_file, meta, size), paths=[root / p for p in meta["paths"]],
+        meta, decoded = _build(entry, paths, root, size, what, decode, workers, progress)
+    image_set = ImageSet(images=_map(entry.data_file, meta, size), paths=[root / p for p in meta["paths"]],
                          skipped=[(root / p, r) for p, r in meta["skipped"]], resized=meta.get("resized", 0))
     return image_set, {**meta, "key": key, "decoded": decoded}
 
 
-def _build(paths: list[Path], root: Path, size: int | tuple[int, int], what: str, decode, workers: int, cache_dir: Path,
-           key: str, progress) -> tuple[dict, bool]:
-    """Decode the set into the cache under a file lock (unless another writer completed it meanwhile)."""
+def _build(entry: Entry, paths: list[Path], root: Path, size: int | tuple[int, int], what: str, decode, workers: int,
+           progress) -> tuple[dict, bool]:
+    """Decode the set into the cache ``entry`` under a file lock (unless another writer completed it meanwhile)."""
+    cache_dir, key, data_file, meta_file = entry.cache_dir, entry.key, entry.data_file, entry.meta_file
     try:
         writes.make_dirs(cache_dir)
     except OSError as e:
         raise file_error(cache_dir, f"cannot create the image cache folder ({e.strerror}); set data.cache_dir") from None
-    data_file, meta_file = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     with writes.file_lock(cache_dir / f".{key}.lock"):
         meta = _read_meta(meta_file, data_file, size, warn=False)
         if meta is not None:

@@ -13,6 +13,8 @@ to save.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 #: Seed offsets that keep the HR order, the LR order and the augmentations independent.
@@ -39,6 +41,16 @@ def stream_indices(n: int, start: int, count: int, seed: int, stream: int) -> to
     return out
 
 
+@dataclass(frozen=True)
+class Crops:
+    """How the images of a micro-batch are cut: ``scale`` (HR side / LR side), ``crop_size`` (the crops' LR side;
+    0: whole images) and random horizontal ``flip`` of the HR images."""
+
+    scale: int = 2
+    crop_size: int = 0
+    flip: bool = False
+
+
 class MicroBatches(torch.utils.data.Dataset):
     """Micro-batch ``m`` of rank ``rank``: (HR uint8 (B,3,H,W), real LR uint8 (B,3,h,w)).
 
@@ -47,10 +59,10 @@ class MicroBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, scale: int = 2, crop_size: int = 0, flip: bool = False):
+                 world_size: int = 1, crops: Crops = Crops()):
         self.hr, self.lr = hr, lr
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.scale, self.crop_size, self.flip = scale, crop_size, flip
+        self.scale, self.crop_size, self.flip = crops.scale, crops.crop_size, crops.flip
 
     def __len__(self) -> int:
         return 2**62  # indexed by step; the loop decides where to stop

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..data.images import file_sha256
+from ..plumbing.reads import file_sha256
 from ..method.recipe import Recipe
 from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error

@@ -63,7 +63,7 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
     Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
     """
     from ..data.sets import check_data_dirs, load_image_set
-    from ..data.datacache import cached_image_set, default_cache_dir, scan_memo, scan_set
+    from ..data.datacache import CacheRole, cached_image_set, default_cache_dir, scan_memo, scan_set
     from ..data.images import require_images
 
     d = recipe.data
@@ -85,8 +85,8 @@ def load_data(recipe: Recipe, show: bool, writer: bool = True):
         # Both sets are checked (hashes, sizes from the headers) before either is decoded.
         scans = [scan_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
                           memo=scan_memo(cache, folder), save_memo=writer) for what, folder, size in sets]
-        return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, workers=workers,
-                                      writer=writer, progress=progress(what), scanned=scan)[0]
+        return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, scanned=scan,
+                                      role=CacheRole(writer=writer, workers=workers, progress=progress(what)))[0]
                      for (what, folder, size), scan in zip(sets, scans))
 
 
@@ -372,12 +372,12 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jp
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
     (seed, m, rank), so a resume continues the same stream; and, for whole images (no crops) through a JPEG
     stage, m -> their origin on the block grid, (0, 0), as the real LR's (crops leave G to draw a random phase)."""
-    from ..data.sampling import MicroBatches, make_loader
+    from ..data.sampling import Crops, MicroBatches, make_loader
 
     accum = r.train.grad_accum
     dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip)
+                           crops=Crops(scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip))
     loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
                          accelerator.device.type == "cuda")
     placed = jpeg_quality and not r.data.crop_size

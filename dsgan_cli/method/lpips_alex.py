@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engines.checkpoint import load_weights_file
 from ..plumbing.errors import DsganError
+from ..plumbing.tensor_files import load_weights_file
 from .weights import FrozenFeatures
 
 #: Layers LPIPS compares: AlexNet's five ReLUs.

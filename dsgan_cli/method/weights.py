@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engines.checkpoint import load_weights_file
 from ..plumbing.errors import DsganError, file_error
+from ..plumbing.tensor_files import load_weights_file
 from ..plumbing.writes import download
 
 OFFLINE_ENV = "DSGAN_OFFLINE"

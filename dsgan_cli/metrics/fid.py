@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import images
 from ..method import weights as pretrained
-from ..engines.checkpoint import load_weights_file
+from ..plumbing.reads import file_sha256 as read_file_sha256
+from ..plumbing.tensor_files import load_weights_file
 from ..plumbing.errors import DsganError, file_error
 
 #: torch-fidelity's Inception-v3 weights (converted from the TensorFlow FID graph).
@@ -72,7 +72,7 @@ def file_sha256(path: Path) -> str:
 @lru_cache(maxsize=8)
 def _sha256_cached(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
     """SHA-256 of ``path``; size, mtime and ctime are part of the cache key only."""
-    return images.file_sha256(path)
+    return read_file_sha256(path)
 
 
 def resolve_weights(path: str | Path | None = None, allow_random: bool = False) -> InceptionWeights:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import file_error
-from ..data.images import open_regular
+from .reads import open_regular
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import file_error
-from ..data.images import open_regular
+from .reads import open_regular
 from .writes import write_bytes_atomic
 
 

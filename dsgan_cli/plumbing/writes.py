@@ -28,7 +28,7 @@ from filelock import FileLock
 from PIL import Image
 
 from .errors import DsganError, file_error
-from ..data.images import file_kind
+from .reads import file_kind
 
 
 def _umask() -> int:
