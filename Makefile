@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 
-.PHONY: venv test test-fast demo docs mutation lock clean-venv
+.PHONY: venv lint test test-fast demo docs mutation lock clean-venv
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,17 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 venv: $(STAMP)
 
+# ruff's lint rules and formatting ([tool.ruff] in pyproject.toml); `ruff format .` fixes the second.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # Progress per test file and the slowest tests at the end, so a 10-minute run is never silent.
-test: venv
+test: venv lint
 	$(PY) -m pytest --durations=15
 
 # For development: the end-to-end runs marked slow (real subprocess trainings, launches, signals) are left out.
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest -m "not slow" --durations=10
 
 # The CLI reference, generated from the app (tests/test_docs.py checks that it is current).

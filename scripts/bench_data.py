@@ -85,12 +85,34 @@ def training_pids(root: int) -> list[int]:
 def run_train(procs: int, hr: Path, lr: Path, out: Path, cache: str, args) -> dict:
     """One ``dsgan train`` under torchrun; the peak memory of each rank while it runs."""
     shutil.rmtree(out, ignore_errors=True)
-    sets = [f"data.hr_dir={hr}", f"data.lr_dir={lr}", f"data.hr_size={args.hr}", f"data.lr_size={args.lr}",
-            f"train.output_dir={out}", f"data.cache_dir={cache}", "train.iterations=1", "train.batch_size=2",
-            "loss.w_perceptual=0", "model.n_res_blocks=1", "model.channels=8", "data.num_workers=0",
-            f"data.crop_size={min(args.lr, 16)}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
-           "-m", "dsgan_cli", "train", str(REPO / "tests" / "tiny.toml"), "--no-progress"]
+    sets = [
+        f"data.hr_dir={hr}",
+        f"data.lr_dir={lr}",
+        f"data.hr_size={args.hr}",
+        f"data.lr_size={args.lr}",
+        f"train.output_dir={out}",
+        f"data.cache_dir={cache}",
+        "train.iterations=1",
+        "train.batch_size=2",
+        "loss.w_perceptual=0",
+        "model.n_res_blocks=1",
+        "model.channels=8",
+        "data.num_workers=0",
+        f"data.crop_size={min(args.lr, 16)}",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(procs),
+        "-m",
+        "dsgan_cli",
+        "train",
+        str(REPO / "tests" / "tiny.toml"),
+        "--no-progress",
+    ]
     for s in sets:
         cmd += ["--set", s]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
@@ -116,13 +138,18 @@ def run_train(procs: int, hr: Path, lr: Path, out: Path, cache: str, args) -> di
     if p.returncode != 0:
         raise SystemExit(f"train failed ({p.returncode}):\n{stderr[-3000:]}")
     ranks = sorted(peak.values(), key=lambda m: m.get("VmRSS", 0))
-    return {"procs": procs, "cache": cache, "wall_s": round(wall, 2), "ranks_seen": len(ranks),
-            "peak_per_rank_MiB": [{k: round(v / 2**20, 1) for k, v in m.items()} for m in ranks]}
+    return {
+        "procs": procs,
+        "cache": cache,
+        "wall_s": round(wall, 2),
+        "ranks_seen": len(ranks),
+        "peak_per_rank_MiB": [{k: round(v / 2**20, 1) for k, v in m.items()} for m in ranks],
+    }
 
 
 def time_loading(hr: Path, lr: Path, cache: Path, args) -> dict:
     """Seconds to load both sets in this process: cold cache, cached, and RAM decode (no cache)."""
-    from dsgan_cli.engines.train import load_data
+    from dsgan_cli.data.training_sets import load_data
     from dsgan_cli.method.recipe import Recipe
 
     r = Recipe()
@@ -156,8 +183,13 @@ def main() -> None:
         write_set(hr, args.images, args.hr, 0)
         write_set(lr, args.images, args.lr, 1)
         print(f"wrote {2 * args.images} PNGs in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    report = {"images_per_set": args.images, "hr": args.hr, "lr": args.lr, "cpu_cores": os.cpu_count(),
-              "pixel_bytes_both_sets_MiB": round(args.images * 3 * (args.hr**2 + args.lr**2) / 2**20, 1)}
+    report = {
+        "images_per_set": args.images,
+        "hr": args.hr,
+        "lr": args.lr,
+        "cpu_cores": os.cpu_count(),
+        "pixel_bytes_both_sets_MiB": round(args.images * 3 * (args.hr**2 + args.lr**2) / 2**20, 1),
+    }
     report["load_seconds"] = time_loading(hr, lr, cache, args)
     print(f"load both sets: {report['load_seconds']}", file=sys.stderr)
     runs = []
@@ -170,8 +202,10 @@ def main() -> None:
     report["runs"] = runs
     print(f"{'procs':>5} {'data':>7} {'wall s':>7}  per rank peak MiB: RSS / anon / file / PSS")
     for r in runs:
-        per = "  ".join(f"{m.get('VmRSS', 0):.0f}/{m.get('RssAnon', 0):.0f}/{m.get('RssFile', 0):.0f}/{m.get('Pss', 0):.0f}"
-                        for m in r["peak_per_rank_MiB"])
+        per = "  ".join(
+            f"{m.get('VmRSS', 0):.0f}/{m.get('RssAnon', 0):.0f}/{m.get('RssFile', 0):.0f}/{m.get('Pss', 0):.0f}"
+            for m in r["peak_per_rank_MiB"]
+        )
         print(f"{r['procs']:>5} {'cache' if r['cache'] != 'none' else 'RAM':>7} {r['wall_s']:>7}  {per}")
     emit_json(report, args.json)
 

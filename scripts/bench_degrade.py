@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchio import emit_json  # scripts/ is on sys.path when a script runs
 from PIL import Image
 
 from dsgan_cli.commands.degrade import degrade_folder
@@ -41,8 +42,6 @@ from dsgan_cli.engines.input_batches import DecodeDataset
 from dsgan_cli.engines.run_settings import RunOptions, default_settings
 from dsgan_cli.method.models import Generator, GeneratorConfig
 from dsgan_cli.plumbing.writes import save_image_atomic
-
-from benchio import emit_json  # scripts/ is on sys.path when a script runs
 
 
 def make_images(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
@@ -130,19 +129,30 @@ def main() -> int:
             summary = degrade_folder(tmp / "hr", tmp / f"out{r}", ckpt, opts)
             wall = time.perf_counter() - t
             assert summary.written == args.images and not summary.failed, summary
-            rows.append({"raw_ips": raw, "e2e_ips": summary.images_per_second, "e2e_wall_ips": args.images / wall,
-                         "ratio": summary.images_per_second / raw, "stages_s": stats,
-                         "load_average_1min": os.getloadavg()[0]})
+            rows.append(
+                {
+                    "raw_ips": raw,
+                    "e2e_ips": summary.images_per_second,
+                    "e2e_wall_ips": args.images / wall,
+                    "ratio": summary.images_per_second / raw,
+                    "stages_s": stats,
+                    "load_average_1min": os.getloadavg()[0],
+                }
+            )
             if args.pairs:
                 from dsgan_cli.commands.pairs import make_pairs
 
-                p = make_pairs(tmp / "hr", tmp / f"pairs{r}", ckpt,
-                               RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False))
+                p = make_pairs(
+                    tmp / "hr", tmp / f"pairs{r}", ckpt, RunOptions(batch_size=args.batch_size, workers=args.workers, progress=False)
+                )
                 assert p.written == args.images and not p.failed, p
                 rows[-1]["pairs_ips"] = p.images_per_second
                 rows[-1]["pairs_over_degrade"] = p.images_per_second / summary.images_per_second
-            print(f"repeat {r + 1}: raw {raw:.3f} img/s, end-to-end {summary.images_per_second:.3f} img/s "
-                  f"(ratio {rows[-1]['ratio']:.3f}, load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
+            print(
+                f"repeat {r + 1}: raw {raw:.3f} img/s, end-to-end {summary.images_per_second:.3f} img/s "
+                f"(ratio {rows[-1]['ratio']:.3f}, load average {os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+            )
         # Measured on a side thread, where the pipeline runs these stages.
         costs: dict[str, float] = {}
         side = threading.Thread(target=lambda: costs.update(per_image_costs(paths, tmp / "probe", 2)))
@@ -152,8 +162,11 @@ def main() -> int:
         compare = {}
         if args.compare:
             n = settings.batch_size
-            for name, (prec, cl, reps) in {"fp32 NCHW": ("fp32", False, 2), "fp32 channels_last": ("fp32", True, 2),
-                                           "bf16 channels_last": ("bf16", True, 1)}.items():
+            for name, (prec, cl, reps) in {
+                "fp32 NCHW": ("fp32", False, 2),
+                "fp32 channels_last": ("fp32", True, 2),
+                "bf16 channels_last": ("bf16", True, 1),
+            }.items():
                 g = generator.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
                 compare[f"raw {name}"] = spread([raw_ceiling(g, n, settings.batch_size, lr, prec, cl) for _ in range(reps)])
             small = tmp / "hr_small"
@@ -168,28 +181,45 @@ def main() -> int:
                 compare[f"end-to-end workers={w}"] = spread(ips)
 
     result = {
-        "device": "cpu", "torch_threads": torch.get_num_threads(), "images": args.images, "hr_size": args.size,
-        "lr_size": lr, "batch_size": settings.batch_size, "workers": settings.workers,
-        "encoder_threads": settings.encoder_threads, "precision": settings.precision,
-        "channels_last": settings.channels_last, "generator": {"res_blocks": args.res_blocks, "channels": args.channels},
-        "cpu_count": os.cpu_count(), "ratio_of_medians": None,
-        "raw_ceiling_ips": spread([r["raw_ips"] for r in rows]), "end_to_end_ips": spread([r["e2e_ips"] for r in rows]),
-        "end_to_end_wall_ips": spread([r["e2e_wall_ips"] for r in rows]), "ratio": spread([r["ratio"] for r in rows]),
-        "stage_seconds_per_image": {k: statistics.median(r["stages_s"][k] for r in rows) / args.images
-                                    for k in rows[0]["stages_s"]},
-        "serial_ms_per_image": costs, "compare_ips": compare, "repeats": rows,
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "images": args.images,
+        "hr_size": args.size,
+        "lr_size": lr,
+        "batch_size": settings.batch_size,
+        "workers": settings.workers,
+        "encoder_threads": settings.encoder_threads,
+        "precision": settings.precision,
+        "channels_last": settings.channels_last,
+        "generator": {"res_blocks": args.res_blocks, "channels": args.channels},
+        "cpu_count": os.cpu_count(),
+        "ratio_of_medians": None,
+        "raw_ceiling_ips": spread([r["raw_ips"] for r in rows]),
+        "end_to_end_ips": spread([r["e2e_ips"] for r in rows]),
+        "end_to_end_wall_ips": spread([r["e2e_wall_ips"] for r in rows]),
+        "ratio": spread([r["ratio"] for r in rows]),
+        "stage_seconds_per_image": {k: statistics.median(r["stages_s"][k] for r in rows) / args.images for k in rows[0]["stages_s"]},
+        "serial_ms_per_image": costs,
+        "compare_ips": compare,
+        "repeats": rows,
     }
     if args.pairs:
         result["pairs_ips"] = spread([r["pairs_ips"] for r in rows])
         result["pairs_over_degrade"] = spread([r["pairs_over_degrade"] for r in rows])
 
     result["ratio_of_medians"] = result["end_to_end_ips"]["median"] / result["raw_ceiling_ips"]["median"]
-    print(f"\ndegrade benchmark: {args.images} x {args.size}px PNG -> {lr}px PNG, batch {settings.batch_size}, "
-          f"workers {settings.workers}, {settings.precision}, channels_last={settings.channels_last}, "
-          f"torch threads {torch.get_num_threads()}, {args.repeats} repeats")
+    print(
+        f"\ndegrade benchmark: {args.images} x {args.size}px PNG -> {lr}px PNG, batch {settings.batch_size}, "
+        f"workers {settings.workers}, {settings.precision}, channels_last={settings.channels_last}, "
+        f"torch threads {torch.get_num_threads()}, {args.repeats} repeats"
+    )
     print(f"{'measure':<38}{'median':>10}{'min':>10}{'max':>10}")
-    for label, key in (("raw ceiling (img/s)", "raw_ceiling_ips"), ("end to end, loop (img/s)", "end_to_end_ips"),
-                       ("end to end, incl. start-up (img/s)", "end_to_end_wall_ips"), ("ratio end-to-end / raw", "ratio")):
+    for label, key in (
+        ("raw ceiling (img/s)", "raw_ceiling_ips"),
+        ("end to end, loop (img/s)", "end_to_end_ips"),
+        ("end to end, incl. start-up (img/s)", "end_to_end_wall_ips"),
+        ("ratio end-to-end / raw", "ratio"),
+    ):
         s = result[key]
         print(f"{label:<38}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}")
     print(f"{'ratio of the medians':<38}{result['ratio_of_medians']:>10.3f}")
@@ -203,8 +233,10 @@ def main() -> int:
     print("stage seconds per image (median run; encode_write runs on its own thread, overlapped):")
     for k, v in result["stage_seconds_per_image"].items():
         print(f"  {k:<20}{v * 1e3:>10.2f} ms")
-    print(f"serial cost beside G: decode+downscale {costs['decode_downscale_ms']:.2f} ms, "
-          f"PNG encode+atomic write {costs['encode_write_ms']:.2f} ms per image")
+    print(
+        f"serial cost beside G: decode+downscale {costs['decode_downscale_ms']:.2f} ms, "
+        f"PNG encode+atomic write {costs['encode_write_ms']:.2f} ms per image"
+    )
     for k, s in compare.items():
         print(f"  {k:<36}{s['median']:>10.3f}{s['min']:>10.3f}{s['max']:>10.3f}")
     emit_json(result, args.json)

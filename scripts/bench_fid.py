@@ -46,8 +46,14 @@ def trace_term(n: int, dim: int = 2048) -> dict:
     s1, s2 = fid_features_to_statistics(f1), fid_features_to_statistics(f2)
     ours, t_ours = timed(lambda: fid.frechet_distance(s1, s2, f1.numpy(), f2.numpy()))
     theirs, t_theirs = timed(lambda: fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"])
-    return {"images_per_set": n, "ours_s": t_ours, "torch_fidelity_s": t_theirs, "speedup": t_theirs / t_ours,
-            "fid_ours": float(ours), "fid_torch_fidelity": float(theirs)}
+    return {
+        "images_per_set": n,
+        "ours_s": t_ours,
+        "torch_fidelity_s": t_theirs,
+        "speedup": t_theirs / t_ours,
+        "fid_ours": float(ours),
+        "fid_torch_fidelity": float(theirs),
+    }
 
 
 def extractor_layouts(batch: int, side: int) -> dict:
@@ -61,7 +67,7 @@ def extractor_layouts(batch: int, side: int) -> dict:
         model = model.to(memory_format=fmt)
         with torch.inference_mode():
             model(x[:1].contiguous(memory_format=fmt))  # warm-up
-            feats[layout], t = timed(lambda: model(x.contiguous(memory_format=fmt))[0].float())
+            feats[layout], t = timed(lambda model=model, fmt=fmt: model(x.contiguous(memory_format=fmt))[0].float())
         out[f"{layout}_s_per_image"] = t / batch
     out["speedup_channels_last"] = out["contiguous_s_per_image"] / out["channels_last_s_per_image"]
     out["max_feature_difference"] = float((feats["channels_last"] - feats["contiguous"]).abs().max())
@@ -75,17 +81,24 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=128, help="image side for the extractor (it resizes to 299)")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     args = ap.parse_args()
-    report = {"device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)", "torch": torch.__version__,
-              "threads": torch.get_num_threads(),
-              "trace_term": [trace_term(int(n)) for n in args.sizes.split(",")],
-              "extractor": {"batch": args.batch, "side": args.side, **extractor_layouts(args.batch, args.side)}}
+    report = {
+        "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "trace_term": [trace_term(int(n)) for n in args.sizes.split(",")],
+        "extractor": {"batch": args.batch, "side": args.side, **extractor_layouts(args.batch, args.side)},
+    }
     print(f"{'images/set':>10}{'ours s':>10}{'t-fidelity s':>14}{'speedup':>9}{'FID ours':>14}{'FID t-fidelity':>16}")
     for r in report["trace_term"]:
-        print(f"{r['images_per_set']:>10}{r['ours_s']:>10.2f}{r['torch_fidelity_s']:>14.2f}{r['speedup']:>9.1f}"
-              f"{r['fid_ours']:>14.6f}{r['fid_torch_fidelity']:>16.6f}")
+        print(
+            f"{r['images_per_set']:>10}{r['ours_s']:>10.2f}{r['torch_fidelity_s']:>14.2f}{r['speedup']:>9.1f}"
+            f"{r['fid_ours']:>14.6f}{r['fid_torch_fidelity']:>16.6f}"
+        )
     e = report["extractor"]
-    print(f"extractor: {e['contiguous_s_per_image']:.3f} s/image NCHW, {e['channels_last_s_per_image']:.3f} s/image "
-          f"channels_last ({e['speedup_channels_last']:.2f}x), max feature difference {e['max_feature_difference']:.2g}")
+    print(
+        f"extractor: {e['contiguous_s_per_image']:.3f} s/image NCHW, {e['channels_last_s_per_image']:.3f} s/image "
+        f"channels_last ({e['speedup_channels_last']:.2f}x), max feature difference {e['max_feature_difference']:.2g}"
+    )
     emit_json(report, args.json)
 
 

@@ -50,10 +50,10 @@ class Case:
     """A known degradation applied to clean LR images (0-255 float units)."""
 
     name: str
-    noise: float = 0.0       # Gaussian sigma, 0-255 units, per pixel and channel
-    blur: float = 0.0        # Gaussian blur sigma in LR pixels, before the noise
-    jpeg: int = 0            # JPEG quality after the noise (0 = none)
-    grain: bool = False      # the grain target applies
+    noise: float = 0.0  # Gaussian sigma, 0-255 units, per pixel and channel
+    blur: float = 0.0  # Gaussian blur sigma in LR pixels, before the noise
+    jpeg: int = 0  # JPEG quality after the noise (0 = none)
+    grain: bool = False  # the grain target applies
     sharpness: bool = False  # the blur target applies
 
     def degrade(self, lr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -72,7 +72,6 @@ CASES = {
     "blur_noise": Case("blur_noise", blur=1.0, noise=5.0, grain=True, sharpness=True),
     "demo": Case("demo", noise=12.0, jpeg=80, grain=True),
 }
-
 
 
 # ----------------------------------------------------------------------------- data
@@ -97,10 +96,30 @@ def build_case_data(root: Path, case: Case, n_train: int, n_heldout: int, hr_siz
 
 def train_case(data: Path, out: Path, recipe: str, sets: list[str], budget_min: float, hr_size: int) -> dict:
     """Train with the real CLI on this case's data; returns steps and seconds."""
-    cmd = [sys.executable, "-m", "dsgan_cli", "train", recipe, "--no-progress", "--max-minutes", str(budget_min),
-           "--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr_real'}",
-           "--set", f"data.hr_size={hr_size}", "--set", f"data.lr_size={hr_size // 2}", "--set", "data.scale=2",
-           "--set", f"train.output_dir={out}", "--set", "data.num_workers=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dsgan_cli",
+        "train",
+        recipe,
+        "--no-progress",
+        "--max-minutes",
+        str(budget_min),
+        "--set",
+        f"data.hr_dir={data / 'hr'}",
+        "--set",
+        f"data.lr_dir={data / 'lr_real'}",
+        "--set",
+        f"data.hr_size={hr_size}",
+        "--set",
+        f"data.lr_size={hr_size // 2}",
+        "--set",
+        "data.scale=2",
+        "--set",
+        f"train.output_dir={out}",
+        "--set",
+        "data.num_workers=0",
+    ]
     if not any(s.startswith("perceptual.weights=") for s in sets) and not vgg19_cached():
         # Said in the output and the JSON: pretrained VGG19 is not on this machine.
         sets = [*sets, "perceptual.weights=random"]
@@ -144,7 +163,7 @@ def grid(path: Path, xbs, xds, targets, rows: int = 4, zoom: int = 3) -> None:
     """Xb | Xd | target | residual Xd x4 | residual target x4, one held-out image per row."""
     tiles = []
     for xb, xd, t in list(zip(xbs, xds, targets))[:rows]:
-        res = lambda a: np.clip(128 + 4 * (a.astype(np.int16) - xb.astype(np.int16)), 0, 255).astype(np.uint8)  # noqa: E731
+        res = lambda a, xb=xb: np.clip(128 + 4 * (a.astype(np.int16) - xb.astype(np.int16)), 0, 255).astype(np.uint8)  # noqa: E731
         tiles.append(np.concatenate([xb, xd, t, res(xd), res(t)], axis=1))
     img = Image.fromarray(np.concatenate(tiles, axis=0))
     img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST).save(path)
@@ -153,9 +172,18 @@ def grid(path: Path, xbs, xds, targets, rows: int = 4, zoom: int = 3) -> None:
 # ----------------------------------------------------------------------------- table
 
 
-COLUMNS = [("case", "case"), ("steps", "steps"), ("min", "train min"), ("grain", "grain Xd/target"),
-           ("colour", "colour shift (levels)"), ("border", "border ratio (target)"), ("sharp", "sharpness progress"),
-           ("block", "blockiness grid/best Xd (target)"), ("spec", "residual spectrum dist (Xb=1)"), ("pass", "targets")]
+COLUMNS = [
+    ("case", "case"),
+    ("steps", "steps"),
+    ("min", "train min"),
+    ("grain", "grain Xd/target"),
+    ("colour", "colour shift (levels)"),
+    ("border", "border ratio (target)"),
+    ("sharp", "sharpness progress"),
+    ("block", "blockiness grid/best Xd (target)"),
+    ("spec", "residual spectrum dist (Xb=1)"),
+    ("pass", "targets"),
+]
 
 
 def row(case: Case, r: dict) -> dict[str, str]:
@@ -163,7 +191,9 @@ def row(case: Case, r: dict) -> dict[str, str]:
     m, v = r["metrics"], r["checks"]
     fmt = lambda x, p=2: "-" if x is None else f"{x:.{p}f}"  # noqa: E731
     return {
-        "case": case.name, "steps": str(r["train"]["steps"]), "min": f"{r['train']['seconds'] / 60:.1f}",
+        "case": case.name,
+        "steps": str(r["train"]["steps"]),
+        "min": f"{r['train']['seconds'] / 60:.1f}",
         "grain": f"{fmt(m['grain_ratio'])} ({fmt(m['grain_xd'])}/{fmt(m['grain_target'])})",
         "colour": f"{m['colour_shift_max']:.2f} (t {max(m['colour_shift_target']):.2f})",
         "border": f"{m['border_ratio_xd']:.2f} ({m['border_ratio_target']:.2f})",
@@ -220,12 +250,24 @@ def main(argv: list[str] | None = None) -> int:
         xds = run_generator(root / "run" / "generator.safetensors", held["xb"], args.seed)
         metrics = paired_report(held["xb"], xds, held["target"])
         grid(root / "grid.png", held["xb"], xds, held["target"])
-        results[name] = {"degradation": case.describe(), "train": tr, "metrics": metrics, "checks": verdict(metrics, case.grain, case.sharpness)}
+        results[name] = {
+            "degradation": case.describe(),
+            "train": tr,
+            "metrics": metrics,
+            "checks": verdict(metrics, case.grain, case.sharpness),
+        }
         rows.append(row(case, results[name]))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
-    report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "targets": TARGETS,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-              "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+    report = {
+        "recipe": args.recipe,
+        "sets": args.sets,
+        "budget_min": args.budget_min,
+        "targets": TARGETS,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(sys.argv),
+        "cases": results,
+    }
     (out / "results.json").write_text(json.dumps(report, indent=2))
     text = table(rows)
     (out / "table.md").write_text(text + "\n")

@@ -48,6 +48,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_learning import CASES, HELDOUT_PHOTOS, HELDOUT_SIDES, Case, build_case_data, train_case  # noqa: E402
+
 from dsgan_cli.data import known  # noqa: E402
 from dsgan_cli.metrics.srcheck import scores, super_resolve, train_sr  # noqa: E402
 
@@ -64,8 +65,7 @@ def read_pngs(folder: Path) -> dict[str, np.ndarray]:
 
 def write_dsgan_pairs(hr_dir: Path, generator: Path, out: Path, seed: int) -> dict[str, np.ndarray]:
     """LR of each HR training image from the real ``dsgan pairs`` CLI (a subprocess, as a user runs it)."""
-    cmd = [sys.executable, "-m", "dsgan_cli", "pairs", str(hr_dir), str(out), "-c", str(generator),
-           "--seed", str(seed), "--no-progress"]
+    cmd = [sys.executable, "-m", "dsgan_cli", "pairs", str(hr_dir), str(out), "-c", str(generator), "--seed", str(seed), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"dsgan pairs failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -103,9 +103,11 @@ def residual_stats(xbs: list[np.ndarray], lrs: list[np.ndarray]) -> dict[str, fl
     flat = r.reshape(-1, 3)
     corr = np.corrcoef(flat.T)
     lag = float(np.mean(r[:, 1:] * r[:, :-1]) / max(np.mean(r**2), 1e-12))
-    return {"std_rgb": [round(float(v), 3) for v in flat.std(axis=0)],
-            "channel_correlation": round(float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3), 3),
-            "lag1_autocorrelation": round(lag, 3)}
+    return {
+        "std_rgb": [round(float(v), 3) for v in flat.std(axis=0)],
+        "channel_correlation": round(float((corr[0, 1] + corr[0, 2] + corr[1, 2]) / 3), 3),
+        "lag1_autocorrelation": round(lag, 3),
+    }
 
 
 def gap_closed(m: dict[str, dict[str, float]]) -> dict[str, float | None]:
@@ -147,18 +149,25 @@ def run_case(case: Case, root: Path, args) -> dict:
         srs = {k: super_resolve(train_sr(hr, lrs[k], s, args.sr_steps, args.sr_batch, args.sr_crop), held_lr) for k in kinds}
         metrics = {**known_scores, **{k: scores(srs[k], held_hr, args.lpips_alexnet) for k in kinds}}
         metrics = {k: metrics[k] for k in KINDS}
-        per_seed.append({"sr_seed": s, "metrics": metrics, "gap_closed": gap_closed(metrics),
-                         "reused": sorted(known_scores)})
+        per_seed.append({"sr_seed": s, "metrics": metrics, "gap_closed": gap_closed(metrics), "reused": sorted(known_scores)})
         if s == args.sr_seeds[0] and len(srs) == len(KINDS):
             sr_grid(root / "sr_grid.png", held_lr, srs, held_hr)
     mean = {k: {m: float(np.mean([r["metrics"][k][m] for r in per_seed])) for m in per_seed[0]["metrics"][k]} for k in KINDS}
     gaps = [r["gap_closed"] for r in per_seed]
     return {
-        "degradation": case.describe(), "train": tr, "dsgan_seconds": round(t1 - t0, 1),
-        "case_seconds": round(time.perf_counter() - t0, 1), "residuals": residuals, "per_seed": per_seed, "mean": mean,
+        "degradation": case.describe(),
+        "train": tr,
+        "dsgan_seconds": round(t1 - t0, 1),
+        "case_seconds": round(time.perf_counter() - t0, 1),
+        "residuals": residuals,
+        "per_seed": per_seed,
+        "mean": mean,
         "gap_closed": gap_closed(mean),
-        "gap_closed_range": {m: [min(g[m] for g in gaps if g[m] is not None), max(g[m] for g in gaps if g[m] is not None)]
-                             for m in gaps[0] if all(g[m] is not None for g in gaps)},
+        "gap_closed_range": {
+            m: [min(g[m] for g in gaps if g[m] is not None), max(g[m] for g in gaps if g[m] is not None)]
+            for m in gaps[0]
+            if all(g[m] is not None for g in gaps)
+        },
     }
 
 
@@ -181,10 +190,15 @@ def row(name: str, r: dict) -> str:
     """One markdown table row."""
     m, g, rng = r["mean"], r["gap_closed"], r["gap_closed_range"]
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-    cells = [name, str(r["train"]["steps"]), f"{r['case_seconds'] / 60:.1f}",
-             " / ".join(f"{m[k]['psnr']:.2f}" for k in KINDS),
-             f"{fmt(g['psnr'])} [{fmt(rng['psnr'][0])}, {fmt(rng['psnr'][1])}]" if "psnr" in rng else fmt(g["psnr"]),
-             " / ".join(f"{m[k]['ssim']:.4f}" for k in KINDS), fmt(g["ssim"])]
+    cells = [
+        name,
+        str(r["train"]["steps"]),
+        f"{r['case_seconds'] / 60:.1f}",
+        " / ".join(f"{m[k]['psnr']:.2f}" for k in KINDS),
+        f"{fmt(g['psnr'])} [{fmt(rng['psnr'][0])}, {fmt(rng['psnr'][1])}]" if "psnr" in rng else fmt(g["psnr"]),
+        " / ".join(f"{m[k]['ssim']:.4f}" for k in KINDS),
+        fmt(g["ssim"]),
+    ]
     if "lpips" in m["bicubic"]:
         cells += [" / ".join(f"{m[k]['lpips']:.4f}" for k in KINDS), fmt(g["lpips"])]
     return "| " + " | ".join(cells) + " |"
@@ -192,8 +206,15 @@ def row(name: str, r: dict) -> str:
 
 def table(rows: list[str], lpips: bool) -> str:
     """Markdown table with a header."""
-    head = ["case", "DSGAN steps", "case min", "PSNR bicubic / dsgan / oracle", "gap closed PSNR [per-seed range]",
-            "SSIM bicubic / dsgan / oracle", "gap closed SSIM"]
+    head = [
+        "case",
+        "DSGAN steps",
+        "case min",
+        "PSNR bicubic / dsgan / oracle",
+        "gap closed PSNR [per-seed range]",
+        "SSIM bicubic / dsgan / oracle",
+        "gap closed SSIM",
+    ]
     if lpips:
         head += ["LPIPS bicubic / dsgan / oracle", "gap closed LPIPS"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows])
@@ -226,36 +247,54 @@ def family_row(name: str, r: dict, min_gain: float) -> dict:
     g = gains(r)
     oracle, dsgan = float(np.mean(g["oracle"])), float(np.mean(g["dsgan"]))
     per_seed = [d / o if abs(o) > 1e-9 else None for d, o in zip(g["dsgan"], g["oracle"])]
-    return {"draw": name, "degradation": r["degradation"], "oracle_gain_db": oracle, "dsgan_gain_db": dsgan,
-            "gap_closed": dsgan / oracle if abs(oracle) > 1e-9 else None,
-            "per_seed": per_seed, "counted": oracle >= min_gain, "below_bicubic": dsgan < 0,
-            "dsgan_seconds": r["dsgan_seconds"], "case_seconds": r["case_seconds"]}
+    return {
+        "draw": name,
+        "degradation": r["degradation"],
+        "oracle_gain_db": oracle,
+        "dsgan_gain_db": dsgan,
+        "gap_closed": dsgan / oracle if abs(oracle) > 1e-9 else None,
+        "per_seed": per_seed,
+        "counted": oracle >= min_gain,
+        "below_bicubic": dsgan < 0,
+        "dsgan_seconds": r["dsgan_seconds"],
+        "case_seconds": r["case_seconds"],
+    }
 
 
 def family_summary(rows: list[dict]) -> dict:
     """Median and minimum pooled gap closed over the counted draws, draws below bicubic pairs, wall time."""
     counted = [r["gap_closed"] for r in rows if r["counted"]]
-    return {"draws": len(rows), "counted": len(counted),
-            "median_gap_closed": float(np.median(counted)) if counted else None,
-            "min_gap_closed": float(min(counted)) if counted else None,
-            "below_bicubic": sum(r["below_bicubic"] for r in rows),
-            "max_dsgan_minutes": max(r["dsgan_seconds"] for r in rows) / 60,
-            "total_minutes": sum(r["case_seconds"] for r in rows) / 60}
+    return {
+        "draws": len(rows),
+        "counted": len(counted),
+        "median_gap_closed": float(np.median(counted)) if counted else None,
+        "min_gap_closed": float(min(counted)) if counted else None,
+        "below_bicubic": sum(r["below_bicubic"] for r in rows),
+        "max_dsgan_minutes": max(r["dsgan_seconds"] for r in rows) / 60,
+        "total_minutes": sum(r["case_seconds"] for r in rows) / 60,
+    }
 
 
 def family_table(rows: list[dict], summary: dict) -> str:
     """Markdown: a row per draw, then the summary lines."""
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-    out = ["| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | counted | DSGAN min |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | counted | DSGAN min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['draw']} | {r['degradation']} | {r['oracle_gain_db']:+.2f} | {r['dsgan_gain_db']:+.2f} | "
-                   f"**{fmt(r['gap_closed'])}** | {', '.join(fmt(x) for x in r['per_seed'])} | "
-                   f"{'yes' if r['counted'] else 'no'} | {r['dsgan_seconds'] / 60:.1f} |")
-    out += ["", f"Counted draws: {summary['counted']} of {summary['draws']}; median gap closed "
-                f"**{fmt(summary['median_gap_closed'])}**, minimum {fmt(summary['min_gap_closed'])}; "
-                f"below bicubic pairs: {summary['below_bicubic']}; DSGAN part at most {summary['max_dsgan_minutes']:.1f} min "
-                f"a draw; all draws {summary['total_minutes']:.0f} min of run time."]
+        out.append(
+            f"| {r['draw']} | {r['degradation']} | {r['oracle_gain_db']:+.2f} | {r['dsgan_gain_db']:+.2f} | "
+            f"**{fmt(r['gap_closed'])}** | {', '.join(fmt(x) for x in r['per_seed'])} | "
+            f"{'yes' if r['counted'] else 'no'} | {r['dsgan_seconds'] / 60:.1f} |"
+        )
+    out += [
+        "",
+        f"Counted draws: {summary['counted']} of {summary['draws']}; median gap closed "
+        f"**{fmt(summary['median_gap_closed'])}**, minimum {fmt(summary['min_gap_closed'])}; "
+        f"below bicubic pairs: {summary['below_bicubic']}; DSGAN part at most {summary['max_dsgan_minutes']:.1f} min "
+        f"a draw; all draws {summary['total_minutes']:.0f} min of run time.",
+    ]
     return "\n".join(out)
 
 
@@ -268,8 +307,9 @@ def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
     text = family_table(rows, summary)
     out.mkdir(parents=True, exist_ok=True)
     meta = {k: reports[0].get(k) for k in ("recipe", "sets", "family_seed", "sr_steps", "sr_seeds", "machine")}
-    (out / "family.json").write_text(json.dumps({**meta, "sources": [str(d) for d in dirs], "rows": rows,
-                                                 "summary": summary, "cases": cases}, indent=2) + "\n")
+    (out / "family.json").write_text(
+        json.dumps({**meta, "sources": [str(d) for d in dirs], "rows": rows, "summary": summary, "cases": cases}, indent=2) + "\n"
+    )
     (out / "family.md").write_text(text + "\n")
     print(text)
     return 0
@@ -296,9 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family-seed", type=int, default=0, help="seed the family is drawn from")
     ap.add_argument("--draws", default=None, help="subset of the family's draws, e.g. 0-5 or 1,4 (default: all)")
     ap.add_argument("--min-oracle-gain", type=float, default=0.2, help="dB the oracle must gain over bicubic for a draw to count")
-    ap.add_argument("--reuse", nargs="+", type=Path, default=None,
-                    help="results.json files of earlier runs with the same data and SR settings: their bicubic and "
-                         "oracle SR scores are taken, only the DSGAN pairs' SR nets are trained (probes)")
+    ap.add_argument(
+        "--reuse",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="results.json files of earlier runs with the same data and SR settings: their bicubic and "
+        "oracle SR scores are taken, only the DSGAN pairs' SR nets are trained (probes)",
+    )
     ap.add_argument("--summarize", nargs="+", type=Path, default=None, help="merge family runs' output folders into --out")
     args = ap.parse_args(argv)
     if args.summarize:
@@ -324,11 +369,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row(name, results[name]))
         print(rows[-1], flush=True)
         # Written after every case: a long family run that stops keeps what it finished.
-        report = {"recipe": args.recipe, "sets": args.sets, "budget_min": args.budget_min, "sr_steps": args.sr_steps,
-                  "family_seed": args.family_seed if args.family else None,
-                  "sr_seeds": args.sr_seeds, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                         "python": platform.python_version()},
-                  "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv), "cases": results}
+        report = {
+            "recipe": args.recipe,
+            "sets": args.sets,
+            "budget_min": args.budget_min,
+            "sr_steps": args.sr_steps,
+            "family_seed": args.family_seed if args.family else None,
+            "sr_seeds": args.sr_seeds,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "command": " ".join(sys.argv),
+            "cases": results,
+        }
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(rows, bool(args.lpips_alexnet))
     (out / "table.md").write_text(text + "\n")

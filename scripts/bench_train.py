@@ -44,8 +44,7 @@ sys.path.insert(0, str(REPO))
 from benchio import emit_json  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 from dsgan_cli.data.sampling import Crops, MicroBatches  # noqa: E402
-from dsgan_cli.method.losses import (ColorLoss, build_perceptual,  # noqa: E402
-                              gan_loss_discriminator, gan_loss_generator)
+from dsgan_cli.method.losses import ColorLoss, build_perceptual, gan_loss_discriminator, gan_loss_generator  # noqa: E402
 from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale  # noqa: E402
 from dsgan_cli.method.recipe import load_recipe  # noqa: E402
 from dsgan_cli.plumbing.allocator import keep_freed_memory  # noqa: E402
@@ -53,8 +52,18 @@ from dsgan_cli.plumbing.allocator import keep_freed_memory  # noqa: E402
 PHASES = ["data", "g_forward", "d_step", "perceptual_fwd", "g_loss_fwd", "g_backward_step"]
 
 
-def run_layout(recipe, layout: str, batch: int, size: int, steps: int, warmup: int, device: torch.device,
-               precision: str, perceptual_weights: str, net: str = "vgg19") -> dict:
+def run_layout(
+    recipe,
+    layout: str,
+    batch: int,
+    size: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    precision: str,
+    perceptual_weights: str,
+    net: str = "vgg19",
+) -> dict:
     """Time ``warmup + steps`` training steps in one memory layout; returns per-phase seconds per step."""
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     scale = recipe.data.scale
@@ -122,12 +131,21 @@ def run_layout(recipe, layout: str, batch: int, size: int, steps: int, warmup: i
             for p in PHASES:
                 totals[p] += t[p] - prev
                 prev = t[p]
-        print(f"  {net} {layout}: step {step + 1}/{warmup + steps} {t['g_backward_step'] - t0:.2f}s"
-              f"{' (warm-up)' if step < warmup else ''}", file=sys.stderr, flush=True)
+        print(
+            f"  {net} {layout}: step {step + 1}/{warmup + steps} {t['g_backward_step'] - t0:.2f}s{' (warm-up)' if step < warmup else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
     per_step = {p: totals[p] / steps for p in PHASES}
     step_s = sum(per_step.values())
-    return {"net": net, "layout": layout, "seconds_per_step": step_s, "steps_per_s": 1 / step_s, "images_per_s": batch / step_s,
-            "phases_s": per_step}
+    return {
+        "net": net,
+        "layout": layout,
+        "seconds_per_step": step_s,
+        "steps_per_s": 1 / step_s,
+        "images_per_s": batch / step_s,
+        "phases_s": per_step,
+    }
 
 
 # ----------------------------------------------------------------------------- --vs-original
@@ -164,13 +182,18 @@ def batch_maker(recipe, batch: int, size: int, device: torch.device):
     """Micro-batch ``i`` as (Xb, real LR) float tensors on the device, from the real sampler."""
     g = torch.Generator().manual_seed(0)
     s = recipe.data.scale
-    data = MicroBatches(torch.randint(0, 256, (32, 3, size * s, size * s), dtype=torch.uint8, generator=g),
-                        torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g),
-                        batch_size=batch, seed=0, crops=Crops(scale=s))
+    data = MicroBatches(
+        torch.randint(0, 256, (32, 3, size * s, size * s), dtype=torch.uint8, generator=g),
+        torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=g),
+        batch_size=batch,
+        seed=0,
+        crops=Crops(scale=s),
+    )
 
     def get(i: int):
         hr, real = data[i]
         return downscale(hr.to(device).float().div_(255), s), real.to(device).float().div_(255)
+
     return get
 
 
@@ -182,8 +205,11 @@ def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: st
     from dsgan_cli.engines.train import StepInputs, build_networks, discriminator_step, generator_step
 
     fmts, opts = parse_variant(variant)
-    r = dataclasses.replace(recipe, perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
-                            train=dataclasses.replace(recipe.train, compile="compile" in opts))
+    r = dataclasses.replace(
+        recipe,
+        perceptual=dataclasses.replace(recipe.perceptual, weights=perceptual_weights),
+        train=dataclasses.replace(recipe.train, compile="compile" in opts),
+    )
     # Autocast around the step: one process holds one Accelerator state, so its mixed_precision can't vary per variant.
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if "bf16" in opts else contextlib.nullcontext
     accelerator = Accelerator(cpu=device.type == "cpu")
@@ -199,6 +225,7 @@ def ours_step(recipe, device: torch.device, variant: str, perceptual_weights: st
             batch = StepInputs([xb], [real])
             xds, _ = discriminator_step(accelerator, G, D, opt_d, batch)
             generator_step(accelerator, G, D, opt_g, g_loss_fn, batch, xds)
+
     return step
 
 
@@ -225,6 +252,7 @@ def lpips_alex():
                 total = total + (na - nb).pow(2).sum(1).mean()
                 prev = c
             return total
+
         return dist, "torchvision AlexNet features, random weights (lpips package not installed)"
 
 
@@ -254,6 +282,7 @@ def original_step(recipe, device: torch.device):
         loss_g = w.w_color * color(xd, xb) + w.w_gan * gan_loss_generator(D(xd)) + w.w_perceptual * lpips_fn(xd, xb)
         loss_g.backward()
         opt_g.step()
+
     return step, lpips_kind
 
 
@@ -283,14 +312,13 @@ def peak_gflops(threads: int, clock_ghz: float | None = None) -> tuple[float, st
     mhz = 1000 * clock_ghz if clock_ghz else 0.0
     if not mhz:
         with contextlib.suppress(OSError, ValueError):
-            mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("cpu MHz"))
+            mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("cpu MHz"))
     source = "given" if clock_ghz else "/proc/cpuinfo"
     try:
         per_cycle, why = fp32_flops_per_cycle(Path("/proc/cpuinfo").read_text())
     except OSError:
         per_cycle, why = 32, "unknown CPU: assumed 2 x 256-bit FMA"
-    return threads * mhz / 1000 * per_cycle, f"{threads} threads x {mhz:.0f} MHz ({source}) x {per_cycle} FLOP/cycle ({why})"
+    return (threads * mhz / 1000 * per_cycle, f"{threads} threads x {mhz:.0f} MHz ({source}) x {per_cycle} FLOP/cycle ({why})")
 
 
 def count_flops(step, xb, real) -> int:
@@ -314,7 +342,7 @@ def vs_original(args, recipe, device: torch.device) -> dict:
         xb, real = get(i)
         # Interleaved, so every variant sees the same machine load; the order flips every step so
         # that none always pays the process's first-step costs or runs right after another.
-        for name, step in (list(runs.items()) if i % 2 == 0 else list(runs.items())[::-1]):
+        for name, step in list(runs.items()) if i % 2 == 0 else list(runs.items())[::-1]:
             t0 = time.perf_counter()
             step(xb, real)
             if device.type == "cuda":
@@ -329,13 +357,17 @@ def vs_original(args, recipe, device: torch.device) -> dict:
     peak, peak_how = peak_gflops(torch.get_num_threads(), args.clock_ghz)
     ours_name = list(runs)[1]
     return {
-        "lpips": lpips_kind, "seconds_per_step": per_step, "step_times": times,
+        "lpips": lpips_kind,
+        "seconds_per_step": per_step,
+        "step_times": times,
         "ratio_original_over_ours": {k: per_step["original"] / v for k, v in per_step.items() if k != "original"},
         "flops_per_step": {"original": flops["original"], "ours": flops[ours_name]},
         "achieved_gflops": {k: flops["original" if k == "original" else ours_name] / v / 1e9 for k, v in per_step.items()},
-        "peak_gflops": peak, "peak_assumption": peak_how,
-        "fraction_of_peak": {k: flops["original" if k == "original" else ours_name] / v / 1e9 / peak if peak else None
-                             for k, v in per_step.items()},
+        "peak_gflops": peak,
+        "peak_assumption": peak_how,
+        "fraction_of_peak": {
+            k: flops["original" if k == "original" else ours_name] / v / 1e9 / peak if peak else None for k, v in per_step.items()
+        },
     }
 
 
@@ -351,8 +383,16 @@ def profile_step(args, recipe, device: torch.device) -> dict:
         step(*get(args.warmup))
     ops = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ops)
-    rows = [{"op": e.key, "shapes": str(e.input_shapes)[:120], "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
-             "share": e.self_cpu_time_total / total} for e in ops[:args.profile]]
+    rows = [
+        {
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:120],
+            "calls": e.count,
+            "self_s": e.self_cpu_time_total / 1e6,
+            "share": e.self_cpu_time_total / total,
+        }
+        for e in ops[: args.profile]
+    ]
     by_kind: dict[str, float] = {}
     for e in ops:
         kind = "convolution" if "conv" in e.key else "other"
@@ -380,24 +420,44 @@ def main() -> None:
     ap.add_argument("--perceptual-weights", default="random", help="'random' keeps the benchmark offline (same cost)")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     ap.add_argument("--clock-ghz", type=float, help="CPU clock for the nominal peak (default: /proc/cpuinfo's)")
-    ap.add_argument("--vs-original", action="store_true",
-                    help="time our step against the original implementation's step (minimal port), interleaved")
-    ap.add_argument("--variants", default="nchw",
-                    help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
-                         "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)")
-    ap.add_argument("--malloc", default="default", choices=("default", "keep"),
-                    help="'keep': the allocator setting `dsgan train` makes on a CPU (dsgan_cli/plumbing/allocator.py), for "
-                         "the whole process, so for the original's step too; compare two runs for its own effect")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="profile one step of ours (first --variants entry) and print its N costliest ops")
+    ap.add_argument(
+        "--vs-original", action="store_true", help="time our step against the original implementation's step (minimal port), interleaved"
+    )
+    ap.add_argument(
+        "--variants",
+        default="nchw",
+        help="with --vs-original: our variants, ';'-separated: nchw, cl, or e.g. G=cl,D=nchw,P=nchw, "
+        "each optionally with +compile (torch.compile) and/or +bf16 (bf16 autocast)",
+    )
+    ap.add_argument(
+        "--malloc",
+        default="default",
+        choices=("default", "keep"),
+        help="'keep': the allocator setting `dsgan train` makes on a CPU (dsgan_cli/plumbing/allocator.py), for "
+        "the whole process, so for the original's step too; compare two runs for its own effect",
+    )
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile one step of ours (first --variants entry) and print its N costliest ops",
+    )
     args = ap.parse_args()
 
     malloc = keep_freed_memory() if args.malloc == "keep" else "default"
     recipe = load_recipe(args.recipe)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.profile:
-        report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "batch": args.batch, "lr_size": args.size, "malloc": malloc, **profile_step(args, recipe, device)}
+        report = {
+            "device": device_name(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch": args.batch,
+            "lr_size": args.size,
+            "malloc": malloc,
+            **profile_step(args, recipe, device),
+        }
         print(f"{'op':<34}{'calls':>6}{'self s':>9}{'share':>8}  input shapes")
         for r in report["top_ops"]:
             print(f"{r['op']:<34}{r['calls']:>6}{r['self_s']:>9.3f}{100 * r['share']:>7.1f}%  {r['shapes']}")
@@ -405,32 +465,59 @@ def main() -> None:
         emit_json(report, args.json)
         return
     if args.vs_original:
-        report = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "recipe": str(args.recipe), "batch": args.batch, "lr_size": args.size, "precision": "fp32 unless a variant says +bf16",
-                  "steps": args.steps, "warmup": args.warmup, "malloc": malloc, **vs_original(args, recipe, device)}
+        report = {
+            "device": device_name(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "recipe": str(args.recipe),
+            "batch": args.batch,
+            "lr_size": args.size,
+            "precision": "fp32 unless a variant says +bf16",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "malloc": malloc,
+            **vs_original(args, recipe, device),
+        }
         for k, v in report["ratio_original_over_ours"].items():
-            print(f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
-                  f"original/ours = {v:.2f}x")
+            print(
+                f"{k}: {report['seconds_per_step'][k]:.2f} s/step; original {report['seconds_per_step']['original']:.2f} s/step; "
+                f"original/ours = {v:.2f}x"
+            )
         for k, v in report["fraction_of_peak"].items():
-            print(f"{k}: {report['achieved_gflops'][k]:.1f} GFLOP/s = {100 * v:.1f}% of the nominal peak ({report['peak_gflops']:.0f} GFLOP/s)")
+            print(
+                f"{k}: {report['achieved_gflops'][k]:.1f} GFLOP/s = {100 * v:.1f}% of the nominal peak ({report['peak_gflops']:.0f} GFLOP/s)"
+            )
         emit_json(report, args.json)
         return
-    results = [run_layout(recipe, layout, args.batch, args.size, args.steps, args.warmup, device, args.precision,
-                          args.perceptual_weights, net) for net in args.nets.split(",") for layout in args.layouts.split(",")]
+    results = [
+        run_layout(recipe, layout, args.batch, args.size, args.steps, args.warmup, device, args.precision, args.perceptual_weights, net)
+        for net in args.nets.split(",")
+        for layout in args.layouts.split(",")
+    ]
     fastest = min(results, key=lambda r: r["seconds_per_step"])["layout"]
     report = {
         "device": device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "recipe": str(args.recipe),
-        "batch": args.batch, "lr_size": args.size, "hr_size": args.size * recipe.data.scale,
-        "precision": args.precision, "steps": args.steps, "warmup": args.warmup, "malloc": malloc,
-        "results": results, "fastest_layout": fastest,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "recipe": str(args.recipe),
+        "batch": args.batch,
+        "lr_size": args.size,
+        "hr_size": args.size * recipe.data.scale,
+        "precision": args.precision,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "malloc": malloc,
+        "results": results,
+        "fastest_layout": fastest,
     }
     header = f"{'net':<12}{'layout':<14}{'s/step':>9}{'steps/s':>9}{'img/s':>8}" + "".join(f"{p:>17}" for p in PHASES)
     print(f"device: {report['device']}, batch {args.batch}, LR {args.size}px, HR {report['hr_size']}px, precision {args.precision}")
     print(header)
     for r in results:
-        print(f"{r['net']:<12}{r['layout']:<14}{r['seconds_per_step']:>9.3f}{r['steps_per_s']:>9.4f}{r['images_per_s']:>8.3f}"
-              + "".join(f"{r['phases_s'][p]:>17.3f}" for p in PHASES))
+        print(
+            f"{r['net']:<12}{r['layout']:<14}{r['seconds_per_step']:>9.3f}{r['steps_per_s']:>9.4f}{r['images_per_s']:>8.3f}"
+            + "".join(f"{r['phases_s'][p]:>17.3f}" for p in PHASES)
+        )
     print(f"fastest layout: {fastest}")
     emit_json(report, args.json)
 

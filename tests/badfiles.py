@@ -34,8 +34,15 @@ BAD_IMAGES = {
 
 #: Valid but unusual images (their expected content is checked in the tests).
 ODD_IMAGES = (
-    "one_px.png", "gray16.png", "palette.png", "palette_trns.png", "cmyk.jpg", "rgba.png",
-    "gray.png", "exif_rot6.jpg", "exif_rot8.jpg",
+    "one_px.png",
+    "gray16.png",
+    "palette.png",
+    "palette_trns.png",
+    "cmyk.jpg",
+    "rgba.png",
+    "gray.png",
+    "exif_rot6.jpg",
+    "exif_rot8.jpg",
 )
 
 #: Names that exercise spaces and non-ASCII characters, in nested folders.
@@ -70,8 +77,9 @@ def pattern(width: int = 24, height: int = 16, seed: int = 0) -> np.ndarray:
     """A smooth deterministic RGB uint8 pattern (compresses well, survives JPEG)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    arr = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
-                    np.full_like(xx, int(rng.integers(40, 200)))], axis=-1)
+    arr = np.stack(
+        [(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), np.full_like(xx, int(rng.integers(40, 200)))], axis=-1
+    )
     return arr.astype(np.uint8)
 
 
@@ -79,7 +87,7 @@ def halves(width: int = 32, height: int = 16) -> Image.Image:
     """Left half red, right half blue: shows which way an image was rotated."""
     arr = np.zeros((height, width, 3), np.uint8)
     arr[:, : width // 2] = RED
-    arr[:, width // 2:] = BLUE
+    arr[:, width // 2 :] = BLUE
     return Image.fromarray(arr, "RGB")
 
 
@@ -300,8 +308,9 @@ def run_cli_many(cases: list[list[str]], cwd: Path | None = None, timeout: float
     """
     env = dict(os.environ, OMP_NUM_THREADS="2", DSGAN_OFFLINE="1")
     argvs = [[str(a) for a in c] for c in cases]
-    proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(argvs)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps(argvs)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr
     return [subprocess.CompletedProcess(argv, rc, out, err) for argv, (rc, out, err) in zip(argvs, json.loads(proc.stdout))]
 
@@ -352,8 +361,7 @@ class Zygote:
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS="2", DSGAN_OFFLINE="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.n = 0
         self.children: list[Child] = []
 
@@ -364,12 +372,13 @@ class Zygote:
         assert line, "fork server died"
         return json.loads(line)
 
-    def start(self, argv: list, env: dict | None = None, prelude: str = "") -> "Child":
+    def start(self, argv: list, env: dict | None = None, prelude: str = "") -> Child:
         """Start one run; returns a :class:`Child`."""
         self.n += 1
         out, err = self.logs / f"{self.n}.out", self.logs / f"{self.n}.err"
-        pid = self._ask({"argv": [str(a) for a in argv], "env": env or {}, "prelude": prelude,
-                         "stdout": str(out), "stderr": str(err)})["pid"]
+        pid = self._ask({"argv": [str(a) for a in argv], "env": env or {}, "prelude": prelude, "stdout": str(out), "stderr": str(err)})[
+            "pid"
+        ]
         child = Child(self, pid, out, err)
         self.children.append(child)
         return child

@@ -23,8 +23,9 @@ def package_modules() -> dict[str, Path]:
 
     Checks that scan the package's files use this, and it fails when a package that pyproject.toml ships has no
     module of its own here: such a scan would pass on files it never saw."""
-    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in sorted((REPO / "dsgan_cli").rglob("*.py"))}
+    modules = {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in sorted((REPO / "dsgan_cli").rglob("*.py"))
+    }
     shipped = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
     for package in shipped:
         if package == "dsgan_cli.recipes":  # package data mapped onto the top-level recipes/ folder
@@ -90,8 +91,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "dsgan_cli", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "dsgan_cli", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from badfiles import (
     BAD_IMAGES,
     BLUE,
@@ -33,12 +31,13 @@ from badfiles import (
     tree_digest,
 )
 from conftest import write_images
+from PIL import Image
+
 from dsgan_cli.data import images
 from dsgan_cli.data.images import ImageReadError, list_images, load_rgb
 from dsgan_cli.plumbing import writes
 from dsgan_cli.plumbing.errors import DsganError
 from dsgan_cli.plumbing.writes import check_output_dir, check_writable_dir
-
 
 
 def one_line_error(stderr: str, *must: str) -> str:
@@ -305,7 +304,7 @@ def test_bad_recipes_cli_exit_2_one_line(bad_recipes, tmp_path, tiny_recipe):
         path, must = bad_recipes[name]
         assert res.returncode == 2, (name, res.stderr)
         one_line_error(res.stderr, str(path), must)
-    missing, neg_lr, unknown = results[len(RECIPE_CASES):]
+    missing, neg_lr, unknown = results[len(RECIPE_CASES) :]
     assert missing.returncode == 2
     one_line_error(missing.stderr, str(tmp_path / "nope.toml"), "not found")
     assert neg_lr.returncode == 2
@@ -344,15 +343,18 @@ def test_pickle_payload_is_real(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("text.safetensors", "not a valid safetensors"),
-    ("truncated.safetensors", "not a valid safetensors"),
-    ("wrong_arch.safetensors", "wrong architecture"),
-    ("foreign.safetensors", "not a DSGAN generator"),
-    ("payload.pth", "not a valid safetensors"),
-    ("payload.safetensors", "not a valid safetensors"),
-    ("payload_zip.pth", "not a valid safetensors"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("text.safetensors", "not a valid safetensors"),
+        ("truncated.safetensors", "not a valid safetensors"),
+        ("wrong_arch.safetensors", "wrong architecture"),
+        ("foreign.safetensors", "not a DSGAN generator"),
+        ("payload.pth", "not a valid safetensors"),
+        ("payload.safetensors", "not a valid safetensors"),
+        ("payload_zip.pth", "not a valid safetensors"),
+    ],
+)
 def test_load_generator_refuses_bad_checkpoint(bad_ckpts, name, reason):
     from dsgan_cli.engines.checkpoint import load_generator
 
@@ -475,8 +477,12 @@ def test_degrade_read_only_output(degrade_env, readonly_dir):
     root, inp, files, _ = degrade_env
     before = tree_digest(inp)
     good = files["good.safetensors"]
-    res, sub = run_cli_many([["degrade", inp, readonly_dir, "--checkpoint", good, "--no-progress"],
-                             ["degrade", inp, readonly_dir / "sub", "--checkpoint", good, "--no-progress"]])
+    res, sub = run_cli_many(
+        [
+            ["degrade", inp, readonly_dir, "--checkpoint", good, "--no-progress"],
+            ["degrade", inp, readonly_dir / "sub", "--checkpoint", good, "--no-progress"],
+        ]
+    )
     assert res.returncode == 2, res.stderr
     one_line_error(res.stderr, str(readonly_dir), "not writable")
     assert sub.returncode == 2, sub.stderr
@@ -517,7 +523,7 @@ def test_eval_bad_and_odd_images_are_reported_not_fatal(degrade_env, tmp_path):
     assert "Traceback" not in mixed.stderr
     data = json.loads((report / "r.json").read_text())
     listed = " ".join(sum(data["unreadable"].values(), []))
-    for name, path in bad.items():
+    for name in bad:
         assert name in listed, (name, listed)
     assert missing.returncode == 2
     one_line_error(missing.stderr, str(tmp_path / "missing"))
@@ -525,8 +531,7 @@ def test_eval_bad_and_odd_images_are_reported_not_fatal(degrade_env, tmp_path):
     one_line_error(empty.stderr, str(tmp_path / "empty"), "no images")
     assert all_bad.returncode == 2, all_bad.stderr
     after = tree_digest(tmp_path)
-    assert {k: v for k, v in after.items() if not k.startswith("report")} == {
-        k: v for k, v in before.items() if not k.startswith("report")}
+    assert {k: v for k, v in after.items() if not k.startswith("report")} == {k: v for k, v in before.items() if not k.startswith("report")}
     # The one error line must name the folder it is about (the per-file warnings above it name each file).
     one_line_error(all_bad.stderr, "no readable image", str(fake / "bad"))
 
@@ -547,14 +552,28 @@ def test_train_bad_data_folders(tmp_path, tiny_recipe):
     (tmp_path / "empty").mkdir()
     before = tree_digest(tmp_path)
 
-    def args(h, l, run):
-        return ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={h}", "--set", f"data.lr_dir={l}",
-                "--set", f"train.output_dir={tmp_path / 'runs' / run}", "--set", "train.iterations=1",
-                "--set", "train.batch_size=2", "--set", "loss.w_perceptual=0"]
+    def args(h, lr, run):
+        return [
+            "train",
+            tiny_recipe,
+            "--no-progress",
+            "--set",
+            f"data.hr_dir={h}",
+            "--set",
+            f"data.lr_dir={lr}",
+            "--set",
+            f"train.output_dir={tmp_path / 'runs' / run}",
+            "--set",
+            "train.iterations=1",
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "loss.w_perceptual=0",
+        ]
 
-    missing, empty, mismatched, skipping = run_cli_many([
-        args(tmp_path / "missing", lr, "a"), args(hr, tmp_path / "empty", "b"), args(wrong, lr, "c"), args(hr, lr, "d"),
-    ], cwd=tmp_path)
+    missing, empty, mismatched, skipping = run_cli_many(
+        [args(tmp_path / "missing", lr, "a"), args(hr, tmp_path / "empty", "b"), args(wrong, lr, "c"), args(hr, lr, "d")], cwd=tmp_path
+    )
     assert missing.returncode == 2, missing.stderr
     one_line_error(missing.stderr, str(tmp_path / "missing"))
     assert empty.returncode == 2, empty.stderr
@@ -592,13 +611,15 @@ def test_prepare_bad_files_recorded_inputs_untouched(raw_photos, tmp_path):
     before = tree_digest(raw_photos)
     out = tmp_path / "aligned"
     (tmp_path / "empty").mkdir()
-    res, missing, same, inside, empty = run_cli_many([
-        ["prepare", raw_photos, "--out", out, "--size", "64", "--workers", "1", "--no-progress", "--json"],
-        ["prepare", tmp_path / "missing", "--out", tmp_path / "o1", "--no-progress"],
-        ["prepare", raw_photos, "--out", raw_photos, "--no-progress"],
-        ["prepare", raw_photos, "--out", raw_photos / "bad" / "out", "--no-progress"],
-        ["prepare", tmp_path / "empty", "--out", tmp_path / "o2", "--no-progress"],
-    ])
+    res, missing, same, inside, empty = run_cli_many(
+        [
+            ["prepare", raw_photos, "--out", out, "--size", "64", "--workers", "1", "--no-progress", "--json"],
+            ["prepare", tmp_path / "missing", "--out", tmp_path / "o1", "--no-progress"],
+            ["prepare", raw_photos, "--out", raw_photos, "--no-progress"],
+            ["prepare", raw_photos, "--out", raw_photos / "bad" / "out", "--no-progress"],
+            ["prepare", tmp_path / "empty", "--out", tmp_path / "o2", "--no-progress"],
+        ]
+    )
     assert res.returncode == 1, res.stderr  # unreadable inputs -> exit 1
     assert "Traceback" not in res.stderr
     records = {r["input"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
@@ -611,8 +632,12 @@ def test_prepare_bad_files_recorded_inputs_untouched(raw_photos, tmp_path):
         assert Image.open(crop).size == (64, 64)
     assert records["odd/one_px.png"]["status"] in ("no_face", "too_small")
     assert not [k for k in records if "self" in k.split("/") or "up" in k.split("/")]  # loop not followed
-    for r, must in [(missing, str(tmp_path / "missing")), (same, "input folder"), (inside, "inside the input folder"),
-                    (empty, str(tmp_path / "empty"))]:
+    for r, must in [
+        (missing, str(tmp_path / "missing")),
+        (same, "input folder"),
+        (inside, "inside the input folder"),
+        (empty, str(tmp_path / "empty")),
+    ]:
         assert r.returncode == 2, r.stderr
         one_line_error(r.stderr, must)
     assert tree_digest(raw_photos) == before
@@ -634,9 +659,26 @@ def test_train_output_dir_inside_a_data_folder_is_refused(tmp_path, tiny_recipe)
     write_images(hr, 4, 32, seed=4)
     write_images(lr, 4, 16, seed=5)
     before = tree_digest(tmp_path)
-    cases = [["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={hr}", "--set", f"data.lr_dir={lr}",
-              "--set", f"train.output_dir={out}", "--set", "train.iterations=1", "--set", "train.batch_size=2",
-              "--set", "loss.w_perceptual=0"] for out in (hr / "run", lr)]
+    cases = [
+        [
+            "train",
+            tiny_recipe,
+            "--no-progress",
+            "--set",
+            f"data.hr_dir={hr}",
+            "--set",
+            f"data.lr_dir={lr}",
+            "--set",
+            f"train.output_dir={out}",
+            "--set",
+            "train.iterations=1",
+            "--set",
+            "train.batch_size=2",
+            "--set",
+            "loss.w_perceptual=0",
+        ]
+        for out in (hr / "run", lr)
+    ]
     for res in run_cli_many(cases, cwd=tmp_path):
         assert res.returncode == 2, res.stderr
         one_line_error(res.stderr, "input folder")

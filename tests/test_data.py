@@ -30,15 +30,16 @@ def _labelled(n: int, size: int) -> torch.Tensor:
 def test_every_epoch_is_a_fresh_permutation_and_any_window_is_the_same_stream():
     n = 7
     full = stream_indices(n, 0, 4 * n, seed=11, stream=1)
-    epochs = [full[e * n:(e + 1) * n].tolist() for e in range(4)]
+    epochs = [full[e * n : (e + 1) * n].tolist() for e in range(4)]
     for e, ids in enumerate(epochs):
         assert sorted(ids) == list(range(n)), f"epoch {e} shows {ids}: every image must be seen exactly once per epoch"
     assert len({tuple(ids) for ids in epochs}) > 1, "every epoch has the same order: the stream is not reshuffled per epoch"
     for start, count in ((3, 9), (n - 1, 2), (2 * n, n), (5, 1)):
         window = stream_indices(n, start, count, seed=11, stream=1)
-        assert torch.equal(window, full[start:start + count]), (
+        assert torch.equal(window, full[start : start + count]), (
             f"positions {start}..{start + count - 1} drawn alone differ from the same positions of the whole stream: "
-            "resuming at a step would not continue the stream")
+            "resuming at a step would not continue the stream"
+        )
 
 
 def test_streams_and_seeds_give_independent_orders():
@@ -48,7 +49,8 @@ def test_streams_and_seeds_give_independent_orders():
         assert not torch.equal(base, other), "two streams (or two seeds) draw the same order: HR and LR would be paired"
     # seed and stream are not interchangeable: (seed 1, stream 2) is not (seed 2, stream 1)
     assert not torch.equal(stream_indices(n, 0, count, seed=1, stream=2), stream_indices(n, 0, count, seed=2, stream=1)), (
-        "the seed and the stream number are mixed symmetrically: different runs share streams")
+        "the seed and the stream number are mixed symmetrically: different runs share streams"
+    )
 
 
 # ----------------------------------------------------------------------------- micro-batches, ranks, augmentations
@@ -65,7 +67,8 @@ def test_ranks_split_each_global_step_into_consecutive_stream_positions():
                 got, want = ds[m], single[m * world + rank]
                 assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (
                     f"rank {rank} of {world}, micro-batch {m}: not the stream positions of global micro-batch "
-                    f"{m * world + rank}: ranks overlap or skip images")
+                    f"{m * world + rank}: ranks overlap or skip images"
+                )
 
 
 def test_microbatches_are_deterministic_and_differ_between_steps():
@@ -74,7 +77,8 @@ def test_microbatches_are_deterministic_and_differ_between_steps():
     b = MicroBatches(hr, lr, batch_size=4, seed=5, crops=Crops(scale=2, crop_size=3, flip=True))
     for m in (0, 3, 9):
         assert torch.equal(a[m][0], b[m][0]) and torch.equal(a[m][1], b[m][1]), (
-            f"micro-batch {m} differs between two datasets with the same seed: sampling is not a function of (seed, step)")
+            f"micro-batch {m} differs between two datasets with the same seed: sampling is not a function of (seed, step)"
+        )
     assert not torch.equal(a[1][0], a[2][0]), "consecutive micro-batches are identical"
     c = MicroBatches(hr, lr, batch_size=4, seed=6, crops=Crops(scale=2, crop_size=3, flip=True))
     assert any(not torch.equal(a[m][0], c[m][0]) for m in range(3)), "the seed does not change the sampled crops"
@@ -98,16 +102,19 @@ def test_crops_are_contiguous_windows_lr_offsets_cover_every_pixel():
         for batch, tops, size in ((h, hr_tops, crop * scale), (low, lr_tops, crop)):
             for img in batch:
                 idx, top, left, _ = _locate(img)
-                assert torch.equal(img, _labelled(4, 16 if size == crop * scale else 8)[idx, :, top:top + size, left:left + size]), (
-                    "a crop is not a contiguous window of its source image")
+                assert torch.equal(img, _labelled(4, 16 if size == crop * scale else 8)[idx, :, top : top + size, left : left + size]), (
+                    "a crop is not a contiguous window of its source image"
+                )
                 tops.add(top)
                 if batch is low:
                     lr_lefts.add(left)
     assert lr_tops == set(range(8 - crop + 1)) and lr_lefts == set(range(8 - crop + 1)), (
         f"real LR crops start only at rows {sorted(lr_tops)} / columns {sorted(lr_lefts)}: "
-        "every offset, the last one included, must be possible")
+        "every offset, the last one included, must be possible"
+    )
     assert hr_tops == set(range(0, 16 - crop * scale + 1, scale)), (
-        f"HR crops start at rows {sorted(hr_tops)}: they must cover every offset on the {scale}-pixel grid")
+        f"HR crops start at rows {sorted(hr_tops)}: they must cover every offset on the {scale}-pixel grid"
+    )
 
 
 def test_flips_mirror_hr_images_and_never_the_real_lr():
@@ -182,7 +189,8 @@ def test_wrong_size_is_an_error_unless_resized_then_shorter_side_and_centre_crop
     img = s.images[0].permute(1, 2, 0).numpy().astype(int)
     assert np.abs(img - (0, 200, 0)).max() <= 3, (
         f"the resized image is not the centre of the short-side resize (max deviation from the middle band "
-        f"{np.abs(img - (0, 200, 0)).max()}): wrong scale or an off-centre crop")
+        f"{np.abs(img - (0, 200, 0)).max()}): wrong scale or an off-centre crop"
+    )
     ref = np.asarray(Image.fromarray(arr).resize((20, 10), Image.Resampling.LANCZOS))[:, 5:15]
     assert np.array_equal(img, ref.astype(int)), "the resize is not the antialiased (Lanczos) resize of the shorter side"
 

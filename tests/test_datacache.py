@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
 from dsgan_cli.data import datacache
 from dsgan_cli.data.datacache import DECODE_COUNTER, CacheRole, cached_image_set
 from dsgan_cli.method.recipe import load_recipe
@@ -108,8 +108,11 @@ def test_a_non_writer_waits_for_the_writer(tmp_path, monkeypatch):
         real_sleep(s)
 
     monkeypatch.setattr(datacache.time, "sleep", counting_sleep)
-    waiter = threading.Thread(target=lambda: got.setdefault("r", cached_image_set(
-        tmp_path / "hr", 16, what="HR", cache_dir=cache, role=CacheRole(writer=False, poll_s=0.001))))
+    waiter = threading.Thread(
+        target=lambda: got.setdefault(
+            "r", cached_image_set(tmp_path / "hr", 16, what="HR", cache_dir=cache, role=CacheRole(writer=False, poll_s=0.001))
+        )
+    )
     waiter.start()
     assert polling.wait(timeout=120), "the non-writer never polled"
     assert "r" not in got, "a non-writer finished with no cache entry written"
@@ -128,11 +131,20 @@ def test_train_reuses_the_cache_and_resume_decodes_nothing(tmp_path, tiny_recipe
     cache = tmp_path / "cache"
 
     def recipe(out: str, iters: int):
-        return load_recipe(tiny_recipe, [
-            "data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "loss.w_perceptual=0",
-            f"train.iterations={iters}", f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}",
-            f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}", f"data.cache_dir={json.dumps(str(cache))}",
-            f"train.output_dir={json.dumps(str(tmp_path / out))}"])
+        return load_recipe(
+            tiny_recipe,
+            [
+                "data.hr_size=16",
+                "data.lr_size=8",
+                "train.batch_size=2",
+                "loss.w_perceptual=0",
+                f"train.iterations={iters}",
+                f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}",
+                f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}",
+                f"data.cache_dir={json.dumps(str(cache))}",
+                f"train.output_dir={json.dumps(str(tmp_path / out))}",
+            ],
+        )
 
     before = DECODE_COUNTER["images"]
     train(recipe("a", 2), progress=False)
@@ -143,12 +155,20 @@ def test_train_reuses_the_cache_and_resume_decodes_nothing(tmp_path, tiny_recipe
 
 
 def test_cache_dir_none_decodes_into_ram(tmp_path, tiny_recipe):
-    from dsgan_cli.engines.train import load_data
+    from dsgan_cli.data.training_sets import load_data
 
     write_images(tmp_path / "hr", 3, 16, seed=0)
     write_images(tmp_path / "lr", 3, 8, seed=1)
-    r = load_recipe(tiny_recipe, ["data.hr_size=16", "data.lr_size=8", "data.cache_dir=none",
-                                  f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}", f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}"])
+    r = load_recipe(
+        tiny_recipe,
+        [
+            "data.hr_size=16",
+            "data.lr_size=8",
+            "data.cache_dir=none",
+            f"data.hr_dir={json.dumps(str(tmp_path / 'hr'))}",
+            f"data.lr_dir={json.dumps(str(tmp_path / 'lr'))}",
+        ],
+    )
     before = DECODE_COUNTER["images"]
     hr, lr = load_data(r, show=False)
     assert DECODE_COUNTER["images"] == before and len(hr.images) == 3 and hr.images.numpy().flags.writeable
@@ -199,8 +219,10 @@ def test_a_file_rewritten_in_place_with_its_size_mtime_and_inode_is_read_again(t
     assert key2 != key1, "the set's key must change with its content"
 
 
-@pytest.mark.parametrize("memo_text", ['{"img_000.png": [[1], "zz", [16, 16]]}', '[1, 2]',
-                                       '{"img_000.png": [null, "' + "0" * 64 + '", [-1, 5]]}', '{"img_000.png": 7}'])
+@pytest.mark.parametrize(
+    "memo_text",
+    ['{"img_000.png": [[1], "zz", [16, 16]]}', "[1, 2]", '{"img_000.png": [null, "' + "0" * 64 + '", [-1, 5]]}', '{"img_000.png": 7}'],
+)
 def test_a_malformed_scan_memo_is_ignored_not_trusted(tmp_path, memo_text):
     from dsgan_cli.data.datacache import scan_set
 

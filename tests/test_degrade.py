@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import REPO, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli import cli
 from dsgan_cli.commands.degrade import DegradeScale, degrade_folder
 from dsgan_cli.data.images import image_to_tensor, load_rgb
@@ -69,7 +69,8 @@ def test_cli_end_to_end_mirrors_tree_and_halves_sizes(tmp_path, ckpt):
         with Image.open(dest) as im:
             assert im.format == "PNG" and im.size == (16, 16) and im.mode == "RGB"
     assert sorted(p.relative_to(out).with_suffix("").as_posix() for p in out.rglob("*.png")) == sorted(
-        s.relative_to(inp).with_suffix("").as_posix() for s in srcs)
+        s.relative_to(inp).with_suffix("").as_posix() for s in srcs
+    )
     assert not list(out.rglob("*.partial"))
 
 
@@ -163,8 +164,12 @@ def _odd_mode_images(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True)
     base = Image.fromarray(synthetic_face_like(24, 3))
     paths = {
-        "L": folder / "gray.png", "P": folder / "palette.png", "RGBA": folder / "alpha.png",
-        "CMYK": folder / "cmyk.jpg", "16bit": folder / "deep.png", "exif": folder / "rotated.jpg",
+        "L": folder / "gray.png",
+        "P": folder / "palette.png",
+        "RGBA": folder / "alpha.png",
+        "CMYK": folder / "cmyk.jpg",
+        "16bit": folder / "deep.png",
+        "exif": folder / "rotated.jpg",
     }
     base.convert("L").save(paths["L"])
     base.convert("P", palette=Image.Palette.ADAPTIVE).save(paths["P"])
@@ -321,15 +326,36 @@ def test_two_processes_write_each_file_once(tmp_path, ckpt):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     # --multi_gpu selects accelerate's torchrun launcher; with no GPU visible the
     # processes use the gloo backend on the CPU (``--cpu`` alone starts one process).
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dsgan_cli",
-           "degrade", str(inp), str(out), "--checkpoint", str(ckpt), "--json", "--no-progress", "--cpu"]
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "dsgan_cli",
+        "degrade",
+        str(inp),
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--json",
+        "--no-progress",
+        "--cpu",
+    ]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout)  # printed once, by the main process only
     assert summary["processes"] == 2 and summary["written"] == len(srcs) and summary["skipped"] == 0
-    outs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
-                  if p.is_file() and p.name not in (".dsgan-degrade.json", ".dsgan.lock"))
+    outs = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name not in (".dsgan-degrade.json", ".dsgan.lock")
+    )
     assert outs == sorted(s.relative_to(inp).with_suffix(".png").as_posix() for s in srcs)
     for s in srcs:
         assert np.array_equal(read(out / s.relative_to(inp).with_suffix(".png")), expected_output(ckpt, s))
@@ -468,7 +494,8 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(ckpt):
     from dsgan_cli.engines.generate import is_oom
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
-    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried "
-                                "to allocate 1 bytes; out of memory"))
+    assert is_oom(
+        RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory: you tried to allocate 1 bytes; out of memory")
+    )
     assert not is_oom(RuntimeError("Expected all tensors to be on the same device"))
     assert not is_oom(ValueError("out of memory"))

@@ -29,8 +29,7 @@ def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     # One thread: tiny tensors gain nothing from two, and on a busy machine idle OpenMP threads spin.
     env = dict(os.environ, OMP_NUM_THREADS="1", DSGAN_OFFLINE="1")
     env.pop("DSGAN_INCEPTION_WEIGHTS", None)
-    return subprocess.run([sys.executable, "-m", "dsgan_cli", "demo", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "dsgan_cli", "demo", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -170,8 +169,7 @@ def test_a_failed_step_exits_with_its_code_in_one_line_and_is_recorded(tmp_path)
     out = tmp_path / "demo"
     proc = run_demo("--quick", "--out", str(out), "--no-progress", "--recipe", "no_such_recipe", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [
-        "error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, paper)"]
+    assert proc.stderr.strip().splitlines() == ["error: no_such_recipe: recipe file not found, and not a built-in recipe (idphoto, paper)"]
     failed = json.loads((out / "failed.json").read_text())
     assert failed["ok"] is False and [s["step"] for s in failed["steps"]] == ["recipe"]
     assert failed["steps"][0]["ok"] is False and "no_such_recipe" in failed["steps"][0]["error"]

@@ -8,10 +8,9 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+from conftest import package_modules
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-from conftest import package_modules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,9 +73,15 @@ def test_every_third_party_import_of_the_package_is_declared():
     """An undeclared import works here only because something else pulled it in."""
     import sys
 
-    import_names = {"PIL": "pillow", "face_recognition_models": "face-recognition-models", "dlib": "dlib-bin",
-                    "torch_fidelity": "torch-fidelity", "skimage": "scikit-image", "yaml": "pyyaml",
-                    "cv2": "opencv-python-headless"}
+    import_names = {
+        "PIL": "pillow",
+        "face_recognition_models": "face-recognition-models",
+        "dlib": "dlib-bin",
+        "torch_fidelity": "torch-fidelity",
+        "skimage": "scikit-image",
+        "yaml": "pyyaml",
+        "cv2": "opencv-python-headless",
+    }
     declared = set(project_requirements())
     optional = set(project_requirements(("demo", "bench"))) - declared
     missing = {}
@@ -123,8 +128,9 @@ def test_no_module_imports_another_ones_private_name_and_no_import_circle():
             assert targets, f"{name}: {ast.unparse(node)} names no module of the package"
             graph[name] |= targets
             if node.module:
-                private += [f"{name} imports {node.module}.{a.name}" for a in node.names
-                            if a.name.startswith("_") and not a.name.startswith("__")]
+                private += [
+                    f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert not private, private
     assert sum(map(len, graph.values())) > len(modules), "the import graph is nearly empty: the scan saw no imports"
 

@@ -14,9 +14,14 @@ from conftest import REPO
 def generate_cli_reference(dest: Path) -> str:
     """docs/cli.md as `make docs` writes it (typer's own generator, from the app)."""
     typer = Path(sys.executable).parent / "typer"
-    res = subprocess.run([str(typer), "dsgan_cli.cli", "utils", "docs", "--name", "dsgan", "--title",
-                          "dsgan command reference", "--output", str(dest)],
-                         cwd=REPO, env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [str(typer), "dsgan_cli.cli", "utils", "docs", "--name", "dsgan", "--title", "dsgan command reference", "--output", str(dest)],
+        cwd=REPO,
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return dest.read_text(encoding="utf-8")
 
@@ -25,8 +30,7 @@ def test_cli_reference_is_current(tmp_path):
     fresh = generate_cli_reference(tmp_path / "cli.md")
     for command in ("prepare", "train", "degrade", "pairs", "import", "weights", "eval", "demo"):
         assert f"## `dsgan {command}`" in fresh, command
-    assert (REPO / "docs" / "cli.md").read_text(encoding="utf-8") == fresh, (
-        "docs/cli.md differs from the app's options: run `make docs`")
+    assert (REPO / "docs" / "cli.md").read_text(encoding="utf-8") == fresh, "docs/cli.md differs from the app's options: run `make docs`"
 
 
 def test_readme_is_short_and_its_links_lead_somewhere():

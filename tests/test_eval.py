@@ -10,16 +10,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_face_like, write_images
 from PIL import Image
 
-from conftest import synthetic_face_like, write_images
 from dsgan_cli.commands.evaluate import EvalOptions, evaluate
 from dsgan_cli.metrics import fid
 from dsgan_cli.plumbing.errors import DsganError
 
 #: Keys of the report, as documented in docs/file-formats.md.
-TOP_KEYS = {"fid", "kid_mean", "kid_std", "kid_subset_size", "counts", "unreadable", "image_size", "resized",
-            "resized_counts", "converted_counts", "real_stats_cached", "warnings", "settings", "frequency", "plot"}
+TOP_KEYS = {
+    "fid",
+    "kid_mean",
+    "kid_std",
+    "kid_subset_size",
+    "counts",
+    "unreadable",
+    "image_size",
+    "resized",
+    "resized_counts",
+    "converted_counts",
+    "real_stats_cached",
+    "warnings",
+    "settings",
+    "frequency",
+    "plot",
+}
 SET_KEYS = {"count", "noise", "noise_std", "spectral_distance", "spectral_distance_high", "spectrum"}
 N = 3  # images per set: Inception runs at 299x299 internally, so keep the count small
 
@@ -62,8 +77,7 @@ def test_trace_term_matches_torch_fidelity():
 @pytest.mark.slow
 def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
     a, noisy = folders["A"], folders["noisy"]
-    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
-              progress=False)
+    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2, progress=False)
 
     same = evaluate(a, a, EvalOptions(json_path=tmp_path / "same.json", plot_path=tmp_path / "same.png", **kw))
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
@@ -95,8 +109,7 @@ def test_fid_identical_noisy_and_cache_hit(weights_file, folders, tmp_path):
 def test_cache_invalidated_when_a_real_file_changes(weights_file, folders, tmp_path):
     from dsgan_cli.data.datacache import scan_set
 
-    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2,
-              progress=False)
+    kw = dict(inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2, progress=False)
     real = tmp_path / "real"
     shutil.copytree(folders["A"], real)  # the same files in another folder: the same content key as A
     key = lambda folder: scan_set(folder, (32, 32), what="real", resize=True, workers=1, variant="eval")[1]  # noqa: E731
@@ -158,8 +171,23 @@ def test_cli_fid_with_env_weights_reference_and_json_stdout(tmp_path, cli, weigh
     env = {"DSGAN_INCEPTION_WEIGHTS": str(weights_file)}
     plot = tmp_path / "plot.png"
     plot.write_bytes(b"old")  # a plot path the user names is (re)written
-    proc = cli("eval", folders["noisy"], folders["A"], "--reference", hr, "--json", "-", "--plot", plot,
-               "--batch-size", "3", "--cache-dir", folders["cache"], cwd=tmp_path, env=env)
+    proc = cli(
+        "eval",
+        folders["noisy"],
+        folders["A"],
+        "--reference",
+        hr,
+        "--json",
+        "-",
+        "--plot",
+        plot,
+        "--batch-size",
+        "3",
+        "--cache-dir",
+        folders["cache"],
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # stdout holds only the JSON; tables and warnings went to stderr
     assert TOP_KEYS <= set(data) and data["fid"] > 0.1
@@ -186,11 +214,26 @@ def test_fid_and_kid_equal_torch_fidelity_calculate_metrics(weights_file, folder
     """Our FID/KID on two folders equal torch-fidelity's own end-to-end computation with the same weights file."""
     from torch_fidelity import calculate_metrics
 
-    ours = evaluate(folders["noisy"], folders["A"], EvalOptions(inception_weights=weights_file, cache_dir=folders["cache"],
-                                data_cache_dir=folders["data"], batch_size=2, progress=False))
-    theirs = calculate_metrics(input1=str(folders["noisy"]), input2=str(folders["A"]), fid=True, kid=True,
-                               kid_subset_size=N, feature_extractor_weights_path=str(weights_file), cuda=False,
-                               cache=False, verbose=False, batch_size=2, save_cpu_ram=True)
+    ours = evaluate(
+        folders["noisy"],
+        folders["A"],
+        EvalOptions(
+            inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=2, progress=False
+        ),
+    )
+    theirs = calculate_metrics(
+        input1=str(folders["noisy"]),
+        input2=str(folders["A"]),
+        fid=True,
+        kid=True,
+        kid_subset_size=N,
+        feature_extractor_weights_path=str(weights_file),
+        cuda=False,
+        cache=False,
+        verbose=False,
+        batch_size=2,
+        save_cpu_ram=True,
+    )
     assert ours["fid"] > 0.1
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
     assert ours["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
@@ -243,19 +286,33 @@ def test_the_real_floor_is_torch_fidelitys_fid_between_the_seeded_halves(weights
     from torch_fidelity import calculate_metrics
 
     write_images(tmp_path / "real", 7, 32, seed=6, noise=10)
-    ours = evaluate(folders["noisy"], tmp_path / "real", EvalOptions(inception_weights=weights_file, cache_dir=folders["cache"],
-                                data_cache_dir=folders["data"], batch_size=4, progress=False))
+    ours = evaluate(
+        folders["noisy"],
+        tmp_path / "real",
+        EvalOptions(
+            inception_weights=weights_file, cache_dir=folders["cache"], data_cache_dir=folders["data"], batch_size=4, progress=False
+        ),
+    )
     floor = ours["floor"]
     real = sorted((tmp_path / "real").glob("*.png"))
     order = np.random.default_rng(floor["seed"]).permutation(len(real))
     halves = [tmp_path / "h1", tmp_path / "h2"]
-    for folder, idx in zip(halves, (order[: len(real) // 2], order[len(real) // 2:])):
+    for folder, idx in zip(halves, (order[: len(real) // 2], order[len(real) // 2 :])):
         folder.mkdir()
         for i in idx:
             shutil.copy(real[i], folder / real[i].name)
     assert floor["halves"] == [len(list(h.iterdir())) for h in halves] == [3, 4]
-    theirs = calculate_metrics(input1=str(halves[0]), input2=str(halves[1]), fid=True, feature_extractor_weights_path=str(weights_file),
-                               cuda=False, cache=False, verbose=False, batch_size=2, save_cpu_ram=True)
+    theirs = calculate_metrics(
+        input1=str(halves[0]),
+        input2=str(halves[1]),
+        fid=True,
+        feature_extractor_weights_path=str(weights_file),
+        cuda=False,
+        cache=False,
+        verbose=False,
+        batch_size=2,
+        save_cpu_ram=True,
+    )
     assert floor["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
     assert ours["reference_xb"] is None and ours["closes"] is None  # no reference: no Xb baseline
 
@@ -272,8 +329,22 @@ def test_xd_equal_to_xb_closes_nothing_and_the_verdict_says_so(weights_file, tmp
     fake.mkdir()
     for p in sorted(hr.iterdir()):
         tensor_to_image(downscale(image_to_tensor(load_rgb(p)[0])[None], 2)[0]).save(fake / p.name)
-    proc = cli("eval", fake, real, "--reference", hr, "--json", tmp_path / "r.json", "--inception-weights", weights_file,
-               "--batch-size", "4", "--cache-dir", tmp_path / "c", cwd=tmp_path)
+    proc = cli(
+        "eval",
+        fake,
+        real,
+        "--reference",
+        hr,
+        "--json",
+        tmp_path / "r.json",
+        "--inception-weights",
+        weights_file,
+        "--batch-size",
+        "4",
+        "--cache-dir",
+        tmp_path / "c",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["reference_xb"]["fid"] == pytest.approx(data["fid"], rel=1e-6), "Xd = Xb must have Xb's FID"
@@ -291,6 +362,6 @@ def test_eval_help_says_what_reference_adds(cli):
     res = cli("eval", "--help", env={"COLUMNS": "200"})
     assert res.returncode == 0, res.stderr
     said = " ".join(res.stdout.split())
-    reference = said[said.index("--reference"):said.index("--json")]
+    reference = said[said.index("--reference") : said.index("--json")]
     for what in ("baseline", "Xb", "real floor", "two halves of the real set", "verdict"):
         assert what in reference, (what, reference)

@@ -11,6 +11,7 @@ import pytest
 from dsgan_cli.data import family
 from dsgan_cli.data.family import Chain, Step, anisotropic_gaussian, sample_family
 
+
 def flat(value: float = 128.0, size: int = 96) -> np.ndarray:
     return np.full((size, size, 3), value)
 
@@ -24,7 +25,7 @@ def lag_corr(r: np.ndarray, dy: int, dx: int) -> float:
     """Correlation of a residual (H, W, 3) with itself shifted by (dy, dx) >= 0, pooled over channels."""
     r = r - r.mean(axis=(0, 1))
     h, w = r.shape[:2]
-    a, b = r[:h - dy, :w - dx], r[dy:, dx:]
+    a, b = r[: h - dy, : w - dx], r[dy:, dx:]
     return float((a * b).mean() / (r * r).mean())
 
 
@@ -62,7 +63,7 @@ def test_an_anisotropic_kernel_lies_along_its_angle(angle):
     widest axis is across it."""
     k = anisotropic_gaussian(2.0, 0.6, angle)
     r = k.shape[0] // 2
-    ys, xs = np.mgrid[-r:r + 1, -r:r + 1]
+    ys, xs = np.mgrid[-r : r + 1, -r : r + 1]
     x, y = xs, -ys
     m = np.array([[np.sum(k * x * x), np.sum(k * x * y)], [np.sum(k * x * y), np.sum(k * y * y)]])
     vals, vecs = np.linalg.eigh(m)
@@ -141,6 +142,7 @@ def test_jpeg_leaves_its_8_pixel_grid():
     from skimage import data
 
     img = np.asarray(data.astronaut()[100:228, 150:278], dtype=np.float64)
+
     def grid_ratio(r: np.ndarray, axis: int) -> float:
         """Mean step of the error across 8-px block edges over that inside blocks."""
         jumps = np.abs(np.diff(r, axis=axis)).mean(axis=(0, 2) if axis == 1 else (1, 2))

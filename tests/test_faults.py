@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from badfiles import Zygote, tree_digest
 from conftest import TINY_RECIPE, run_cli, write_images
+from PIL import Image
+
 from dsgan_cli.data.images import list_images
+
 
 @pytest.fixture(scope="module")
 def zygote(tmp_path_factory):
@@ -170,13 +171,30 @@ rundir_mod.save_generator = pausing_save
 
 
 def train_args(run: Path, data: Path, iterations: int) -> list[str]:
-    return ["train", str(TINY_RECIPE), "--no-progress",
-            "--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr'}",
-            "--set", f"train.output_dir={run}", "--set", f"train.iterations={iterations}",
-            "--set", "train.sample_every=100",
-            # No VGG: this test is about checkpoints, and building VGG19 dominates a tiny run's time.
-            "--set", "loss.w_perceptual=0",
-            "--set", "train.batch_size=2", "--set", "train.checkpoint_every=1", "--set", "train.keep_last=2"]
+    return [
+        "train",
+        str(TINY_RECIPE),
+        "--no-progress",
+        "--set",
+        f"data.hr_dir={data / 'hr'}",
+        "--set",
+        f"data.lr_dir={data / 'lr'}",
+        "--set",
+        f"train.output_dir={run}",
+        "--set",
+        f"train.iterations={iterations}",
+        "--set",
+        "train.sample_every=100",
+        # No VGG: this test is about checkpoints, and building VGG19 dominates a tiny run's time.
+        "--set",
+        "loss.w_perceptual=0",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.keep_last=2",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli, small_generator_file, write_images
 from PIL import Image
 
-from conftest import run_cli, small_generator_file, write_images
 from dsgan_cli.plumbing.folder_lock import OUTPUT_LOCK
 
 REPLACING = "replacing_earlier_outputs"
@@ -24,8 +24,7 @@ REPLACING = "replacing_earlier_outputs"
 def generators(tmp_path_factory) -> tuple[Path, Path]:
     """A (zero padding: processes a 1x1 LR) and B (reflect padding: cannot)."""
     d = tmp_path_factory.mktemp("gens")
-    return (small_generator_file(d / "a.safetensors", seed=1),
-            small_generator_file(d / "b.safetensors", seed=2, padding="reflect"))
+    return (small_generator_file(d / "a.safetensors", seed=1), small_generator_file(d / "b.safetensors", seed=2, padding="reflect"))
 
 
 def photos(folder: Path) -> Path:

@@ -25,6 +25,5 @@ def test_gpu_check_says_why_it_stops_on_a_machine_without_a_gpu(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PY=sys.executable, OUT=str(tmp_path / "out.json"))
     res = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().endswith("no CUDA GPU visible to torch here (torch.cuda.is_available() is False); "
-                                       "run it on a GPU machine")
+    assert res.stderr.strip().endswith("no CUDA GPU visible to torch here (torch.cuda.is_available() is False); run it on a GPU machine")
     assert not (tmp_path / "out.json").exists()

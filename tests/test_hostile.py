@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from badfiles import run_cli_many, tree_digest
 from conftest import write_images
+from PIL import Image
+from test_bad_inputs import one_line_error
+
 from dsgan_cli.data import images
 from dsgan_cli.engines.checkpoint import save_generator
 from dsgan_cli.method.models import Generator, GeneratorConfig
 from dsgan_cli.plumbing import writes
 from dsgan_cli.plumbing.errors import DsganError
-from test_bad_inputs import one_line_error
 
 #: Longest legal file name on common Linux file systems (NAME_MAX) minus one.
 LONG_STEM = "n" * 250  # + ".png" = 254 bytes
@@ -65,8 +65,7 @@ def test_degrade_output_folder_ancestor_of_input_is_refused(tmp_path, gens):
     write_images(inp, 2, 16, seed=1)
     write_images(inp / "data", 2, 16, seed=2)  # same names one level down
     before = tree_digest(tmp_path)
-    plain, forced = run_cli_many([degrade_args(inp, tmp_path, gens["g1"]),
-                                  degrade_args(inp, tmp_path, gens["g1"], "--overwrite")])
+    plain, forced = run_cli_many([degrade_args(inp, tmp_path, gens["g1"]), degrade_args(inp, tmp_path, gens["g1"], "--overwrite")])
     for res in (plain, forced):
         assert res.returncode == 2, res.stderr
         one_line_error(res.stderr, "inside an input folder")
@@ -92,8 +91,7 @@ def test_prepare_output_folder_ancestor_of_input_is_refused(tmp_path):
     face_photo().save(raw / "face.png")
     face_photo().rotate(5).save(raw / "raw" / "face.png")  # its crop would be P/raw/face.png: an input
     before = tree_digest(tmp_path)
-    (res,) = run_cli_many([["prepare", raw, "--out", tmp_path, "--size", "64", "--workers", "1", "--no-progress",
-                            "--overwrite"]])
+    (res,) = run_cli_many([["prepare", raw, "--out", tmp_path, "--size", "64", "--workers", "1", "--no-progress", "--overwrite"]])
     assert res.returncode == 2, res.stderr
     one_line_error(res.stderr, "inside an input folder")
     assert tree_digest(tmp_path) == before
@@ -162,10 +160,14 @@ def test_degrade_names_differing_in_case_do_not_share_an_output(tmp_path, gens):
 def test_degrade_rerun_with_another_generator_is_refused_without_overwrite(tmp_path, gens):
     inp, out, ref = tmp_path / "in", tmp_path / "out", tmp_path / "ref"
     write_images(inp, 3, 16, seed=4)
-    first, second, forced, clean = run_cli_many([
-        degrade_args(inp, out, gens["g1"]), degrade_args(inp, out, gens["g2"]),
-        degrade_args(inp, out, gens["g2"], "--overwrite"), degrade_args(inp, ref, gens["g2"]),
-    ])
+    first, second, forced, clean = run_cli_many(
+        [
+            degrade_args(inp, out, gens["g1"]),
+            degrade_args(inp, out, gens["g2"]),
+            degrade_args(inp, out, gens["g2"], "--overwrite"),
+            degrade_args(inp, ref, gens["g2"]),
+        ]
+    )
     assert first.returncode == 0, first.stderr
     assert second.returncode == 2, second.stderr
     one_line_error(second.stderr, ".dsgan-degrade.json", "another generator", "--overwrite")
@@ -199,10 +201,14 @@ def test_prepare_rerun_with_other_settings_is_refused_then_replaced(tmp_path):
     face_photo().save(raw / "face.png")
     out = tmp_path / "out"
     base = ["prepare", raw, "--out", out, "--workers", "1", "--no-progress"]
-    first, other_size, other_margin, forced = run_cli_many([
-        [*base, "--size", "64"], [*base, "--size", "32"], [*base, "--size", "64", "--margin", "0.3"],
-        [*base, "--size", "32", "--overwrite"],
-    ])
+    first, other_size, other_margin, forced = run_cli_many(
+        [
+            [*base, "--size", "64"],
+            [*base, "--size", "32"],
+            [*base, "--size", "64", "--margin", "0.3"],
+            [*base, "--size", "32", "--overwrite"],
+        ]
+    )
     assert first.returncode == 0, first.stderr
     for res in (other_size, other_margin):
         assert res.returncode == 2, res.stderr
@@ -246,8 +252,10 @@ def test_eval_cache_is_keyed_on_content_not_names_sizes_mtimes(tmp_path):
         st = pa.stat()
         os.utime(pb, ns=(st.st_atime_ns, st.st_mtime_ns))
     cache = tmp_path / "cache"
-    cases = [["eval", fake, real, "--no-fid", "--cache-dir", c, "--json", tmp_path / f"{n}.json", "--plot", tmp_path / f"{n}.png"]
-             for n, real, c in (("a", real_a, cache), ("b", real_b, cache), ("b_clean", real_b, tmp_path / "cache2"))]
+    cases = [
+        ["eval", fake, real, "--no-fid", "--cache-dir", c, "--json", tmp_path / f"{n}.json", "--plot", tmp_path / f"{n}.png"]
+        for n, real, c in (("a", real_a, cache), ("b", real_b, cache), ("b_clean", real_b, tmp_path / "cache2"))
+    ]
     for res in run_cli_many(cases, cwd=tmp_path):
         assert res.returncode == 0, res.stderr
     rep = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b", "b_clean")}
@@ -267,8 +275,11 @@ def test_fifo_in_eval_folder_is_listed_not_waited_on(tmp_path):
     os.mkfifo(fake / "pipe.png")
     os.symlink(real / "gone.png", real / "dangling.png")
     before = tree_digest(tmp_path)
-    (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--json", tmp_path / "r.json", "--plot", tmp_path / "r.png",
-                            "--cache-dir", tmp_path / "cache"]], cwd=tmp_path, timeout=180)
+    (res,) = run_cli_many(
+        [["eval", fake, real, "--no-fid", "--json", tmp_path / "r.json", "--plot", tmp_path / "r.png", "--cache-dir", tmp_path / "cache"]],
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert res.returncode == 1, res.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     assert "pipe.png: not a regular file (a FIFO" in " ".join(data["unreadable"]["fake"])
@@ -354,19 +365,29 @@ def _forged(folder: Path, name: str, *, meta: dict | None = None, nan: bool = Fa
     tensors = {k: v.detach().clone().contiguous() for k, v in g.state_dict().items()}
     if nan:
         tensors["block_input.0.weight"][0, 0, 0, 0] = float("nan")
-    metadata = {"format": "dsgan-generator/1", "step": "1", "scale": "2", "n_res_blocks": "1", "channels": "8",
-                "recipe": "{}", **(meta or {})}
+    metadata = {
+        "format": "dsgan-generator/1",
+        "step": "1",
+        "scale": "2",
+        "n_res_blocks": "1",
+        "channels": "8",
+        "recipe": "{}",
+        **(meta or {}),
+    }
     path = folder / name
     path.write_bytes(st_save(tensors, metadata=metadata))
     return path
 
 
-@pytest.mark.parametrize("name, meta, nan, must", [
-    ("neg_scale", {"scale": "-2"}, False, "scale=-2"),
-    ("huge_blocks", {"n_res_blocks": "50000000"}, False, "n_res_blocks=50000000"),
-    ("huge_channels", {"channels": "2000000"}, False, "channels=2000000"),
-    ("nan_weights", None, True, "not finite"),
-])
+@pytest.mark.parametrize(
+    "name, meta, nan, must",
+    [
+        ("neg_scale", {"scale": "-2"}, False, "scale=-2"),
+        ("huge_blocks", {"n_res_blocks": "50000000"}, False, "n_res_blocks=50000000"),
+        ("huge_channels", {"channels": "2000000"}, False, "channels=2000000"),
+        ("nan_weights", None, True, "not finite"),
+    ],
+)
 @pytest.mark.slow
 def test_hostile_checkpoint_metadata_is_refused_before_building(tmp_path, name, meta, nan, must):
     inp = tmp_path / "in"
@@ -440,8 +461,13 @@ def test_degrade_outputs_follow_the_umask(tmp_path, gens):
     write_images(inp, 2, 16)
     code = "import os, sys; os.umask(0o022); from dsgan_cli.cli import main; main(sys.argv[1:])"
     env = dict(os.environ, DSGAN_OFFLINE="1", OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code, "degrade", str(inp), str(tmp_path / "out"), "--checkpoint",
-                          str(gens["g1"]), "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code, "degrade", str(inp), str(tmp_path / "out"), "--checkpoint", str(gens["g1"]), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     files = [p for p in (tmp_path / "out").iterdir()]
     assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in files), [oct(p.stat().st_mode) for p in files]
@@ -465,8 +491,10 @@ def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- K: Ctrl-C
 
 
-@pytest.mark.parametrize("command, hint", [("degrade", "run the same command again"), ("pairs", "run the same command again"),
-                                           ("train", "run the same command again")])
+@pytest.mark.parametrize(
+    "command, hint",
+    [("degrade", "run the same command again"), ("pairs", "run the same command again"), ("train", "run the same command again")],
+)
 @pytest.mark.slow
 def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe, command, hint):
     """A real SIGINT, delivered at a fixed point of the run (the start of the work), not at a random time."""
@@ -477,17 +505,29 @@ def test_ctrl_c_says_what_stopped_and_how_to_resume(tmp_path, gens, tiny_recipe,
         argv = [command, inp, tmp_path / "out", "--checkpoint", gens["g1"], "--no-progress"]
         hook = "import dsgan_cli.engines.inference as m; name = 'process_jobs'"
     else:
-        argv = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={inp}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
-                "--set", f"train.output_dir={tmp_path / 'run'}", "--set", "loss.w_perceptual=0"]
+        argv = [
+            "train",
+            tiny_recipe,
+            "--no-progress",
+            "--set",
+            f"data.hr_dir={inp}",
+            "--set",
+            f"data.lr_dir={tmp_path / 'lr'}",
+            "--set",
+            f"train.output_dir={tmp_path / 'run'}",
+            "--set",
+            "loss.w_perceptual=0",
+        ]
         hook = "import dsgan_cli.engines.train as m; name = 'load_data'"
     # A shell started in the background ignores SIGINT for its children; a terminal's foreground job does not.
-    code = (f"import os, signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{hook}\n"
-            "orig = getattr(m, name)\n"
-            "def hooked(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n    return orig(*a, **k)\n"
-            "setattr(m, name, hooked)\nfrom dsgan_cli.cli import main\nmain(sys.argv[1:])\n")
+    code = (
+        f"import os, signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{hook}\n"
+        "orig = getattr(m, name)\n"
+        "def hooked(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n    return orig(*a, **k)\n"
+        "setattr(m, name, hooked)\nfrom dsgan_cli.cli import main\nmain(sys.argv[1:])\n"
+    )
     env = dict(os.environ, DSGAN_OFFLINE="1", OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True, env=env,
-                         timeout=300, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert res.returncode == 130, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("interrupted")]
     assert len(lines) == 1 and command in lines[0] and hint in lines[0], res.stderr
@@ -517,10 +557,25 @@ def test_bad_recipe_values_exit_2_before_training(tmp_path, tiny_recipe):
     work = tmp_path / "work"
     work.mkdir()
     before = tree_digest(tmp_path)
-    base = ["train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={hr}", "--set", f"data.lr_dir={lr}",
-            "--set", "train.iterations=1", "--set", "train.batch_size=2", "--set", "loss.w_perceptual=0"]
-    cases = [[*base, "--set", f"train.output_dir={tmp_path / 'runs' / str(i)}", "--set", override]
-             for i, (override, _) in enumerate(H_RECIPE_CASES)]
+    base = [
+        "train",
+        tiny_recipe,
+        "--no-progress",
+        "--set",
+        f"data.hr_dir={hr}",
+        "--set",
+        f"data.lr_dir={lr}",
+        "--set",
+        "train.iterations=1",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "loss.w_perceptual=0",
+    ]
+    cases = [
+        [*base, "--set", f"train.output_dir={tmp_path / 'runs' / str(i)}", "--set", override]
+        for i, (override, _) in enumerate(H_RECIPE_CASES)
+    ]
     for (override, key), res in zip(H_RECIPE_CASES, run_cli_many(cases, cwd=work)):
         assert res.returncode == 2, (override, res.stderr[-2000:])
         one_line_error(res.stderr, key)
@@ -544,8 +599,9 @@ def test_eval_unwritable_json_fails_before_the_work(tmp_path):
     write_images(real, 2, 16, seed=2)
     (tmp_path / "file").write_text("a file, not a folder\n")
     target = tmp_path / "file" / "r.json"
-    (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--json", target, "--plot", tmp_path / "p.png",
-                            "--cache-dir", tmp_path / "cache"]], cwd=tmp_path)
+    (res,) = run_cli_many(
+        [["eval", fake, real, "--no-fid", "--json", target, "--plot", tmp_path / "p.png", "--cache-dir", tmp_path / "cache"]], cwd=tmp_path
+    )
     assert res.returncode == 2, res.stderr
     one_line_error(res.stderr, str(target))
     assert not (tmp_path / "p.png").exists() and not (tmp_path / "cache").exists()  # nothing was computed
@@ -555,8 +611,21 @@ def test_eval_unwritable_json_fails_before_the_work(tmp_path):
 
 
 def train_args(recipe, hr, lr, out, *sets):
-    args = ["train", recipe, "--no-progress", "--set", f"data.hr_dir={hr}", "--set", f"data.lr_dir={lr}",
-            "--set", f"train.output_dir={out}", "--set", "loss.w_perceptual=0", "--set", "train.batch_size=2"]
+    args = [
+        "train",
+        recipe,
+        "--no-progress",
+        "--set",
+        f"data.hr_dir={hr}",
+        "--set",
+        f"data.lr_dir={lr}",
+        "--set",
+        f"train.output_dir={out}",
+        "--set",
+        "loss.w_perceptual=0",
+        "--set",
+        "train.batch_size=2",
+    ]
     for s in sets:
         args += ["--set", s]
     return args
@@ -596,10 +665,12 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
     out = tmp_path / "run"
     ready, go = tmp_path / "ready", tmp_path / "go"
     # The first run pauses right after taking the folder (a file handshake, no timing).
-    prelude = (f"import pathlib, time, dsgan_cli.engines.train as t\norig = t.start_run\n"
-               f"def held(*a, **k):\n    d = orig(*a, **k)\n    pathlib.Path({str(ready)!r}).touch()\n"
-               f"    while not pathlib.Path({str(go)!r}).exists():\n        time.sleep(0.02)\n    return d\n"
-               "t.start_run = held\n")
+    prelude = (
+        f"import pathlib, time, dsgan_cli.engines.train as t\norig = t.start_run\n"
+        f"def held(*a, **k):\n    d = orig(*a, **k)\n    pathlib.Path({str(ready)!r}).touch()\n"
+        f"    while not pathlib.Path({str(go)!r}).exists():\n        time.sleep(0.02)\n    return d\n"
+        "t.start_run = held\n"
+    )
     first = zygote.start(train_args(tiny_recipe, hr, lr, out, "train.iterations=2"), prelude=prelude)
     assert _wait_for(ready, first), first.wait().stderr
     (second,) = run_cli_many([train_args(tiny_recipe, hr, lr, out, "train.iterations=2")], cwd=tmp_path)
@@ -615,9 +686,11 @@ def test_second_training_in_a_busy_run_folder_is_refused(tmp_path, tiny_recipe, 
 def test_lock_of_a_killed_training_is_released(tmp_path, tiny_recipe, train_data, zygote):
     hr, lr = train_data
     out = tmp_path / "run"
-    prelude = ("import os, signal, dsgan_cli.engines.train as t\norig = t.start_run\n"
-               "def die(*a, **k):\n    orig(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-               "t.start_run = die\n")
+    prelude = (
+        "import os, signal, dsgan_cli.engines.train as t\norig = t.start_run\n"
+        "def die(*a, **k):\n    orig(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "t.start_run = die\n"
+    )
     killed = zygote.run(train_args(tiny_recipe, hr, lr, out, "train.iterations=1"), prelude=prelude)
     assert killed.returncode == -9
     (again,) = run_cli_many([train_args(tiny_recipe, hr, lr, out, "train.iterations=1")], cwd=tmp_path)
@@ -629,11 +702,15 @@ def test_resume_latest_follows_the_resumed_branch(tmp_path, tiny_recipe, train_d
     hr, lr = train_data
     out = tmp_path / "run"
     base = train_args(tiny_recipe, hr, lr, out, "train.checkpoint_every=1", "train.keep_last=10")
-    first, branch, latest = run_cli_many([
-        [*base, "--set", "train.iterations=4"],
-        [*base, "--set", "train.iterations=3", "--resume", out / "checkpoints" / "step_00000002"],
-        [*base, "--set", "train.iterations=5", "--resume", "latest"],
-    ], cwd=tmp_path, timeout=1200)
+    first, branch, latest = run_cli_many(
+        [
+            [*base, "--set", "train.iterations=4"],
+            [*base, "--set", "train.iterations=3", "--resume", out / "checkpoints" / "step_00000002"],
+            [*base, "--set", "train.iterations=5", "--resume", "latest"],
+        ],
+        cwd=tmp_path,
+        timeout=1200,
+    )
     for res in (first, branch, latest):
         assert res.returncode == 0, res.stderr
     assert "step_00000003" in latest.stdout and "step_00000004" not in latest.stdout, latest.stdout
@@ -650,11 +727,14 @@ def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_pat
     (first,) = run_cli_many([[*base, "--set", "train.iterations=2"]], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     recipe_before = (out / "recipe.json").read_bytes()
-    flip, crop, soft = run_cli_many([
-        [*base, "--set", "train.iterations=3", "--set", "data.flip=true", "--resume", "latest"],
-        [*base, "--set", "train.iterations=3", "--set", "data.crop_size=8", "--resume", "latest"],
-        [*base, "--set", "train.iterations=3", "--set", "train.log_every=2", "--resume", "latest"],
-    ], cwd=tmp_path)
+    flip, crop, soft = run_cli_many(
+        [
+            [*base, "--set", "train.iterations=3", "--set", "data.flip=true", "--resume", "latest"],
+            [*base, "--set", "train.iterations=3", "--set", "data.crop_size=8", "--resume", "latest"],
+            [*base, "--set", "train.iterations=3", "--set", "train.log_every=2", "--resume", "latest"],
+        ],
+        cwd=tmp_path,
+    )
     for res, key in ((flip, "data.flip"), (crop, "data.crop_size")):
         assert res.returncode == 2, res.stderr
         one_line_error(res.stderr, "cannot resume exactly", key)
@@ -689,10 +769,9 @@ def test_gif_avif_and_disguised_eps_are_listed_not_ignored_or_decoded(tmp_path, 
     assert "unrecognised format" in failed["vector.png"] and "ghostscript" not in failed["vector.png"].lower()
 
 
-@pytest.mark.parametrize("mode, values, expected", [
-    ("F", [0.0, 250.0, 500.0, 1000.0], [0, 64, 128, 255]),
-    ("I", [0, 70000, 140000, 280000], [0, 64, 128, 255]),
-])
+@pytest.mark.parametrize(
+    "mode, values, expected", [("F", [0.0, 250.0, 500.0, 1000.0], [0, 64, 128, 255]), ("I", [0, 70000, 140000, 280000], [0, 64, 128, 255])]
+)
 def test_float_and_int32_tiffs_are_rescaled_not_clipped(tmp_path, mode, values, expected):
     arr = np.array([values], dtype=np.float32 if mode == "F" else np.int32)
     path = tmp_path / f"deep_{mode}.tif"
@@ -706,10 +785,13 @@ def test_float_and_int32_tiffs_are_rescaled_not_clipped(tmp_path, mode, values, 
 def test_failed_usage_checks_create_nothing(tmp_path, gens, tiny_recipe, train_data):
     hr, lr = train_data
     before = tree_digest(tmp_path)
-    deg, tr = run_cli_many([
-        degrade_args(hr, tmp_path / "out", gens["g1"], "--batch-size", "0"),
-        train_args(tiny_recipe, hr, lr, tmp_path / "run", "loss.w_perceptual=0.01", "perceptual.weights=torchvision"),
-    ], cwd=tmp_path)
+    deg, tr = run_cli_many(
+        [
+            degrade_args(hr, tmp_path / "out", gens["g1"], "--batch-size", "0"),
+            train_args(tiny_recipe, hr, lr, tmp_path / "run", "loss.w_perceptual=0.01", "perceptual.weights=torchvision"),
+        ],
+        cwd=tmp_path,
+    )
     assert deg.returncode == 2, deg.stderr
     one_line_error(deg.stderr, "--batch-size")
     assert tr.returncode == 2, tr.stderr
@@ -753,8 +835,23 @@ def test_a_damaged_statistics_cache_entry_is_recomputed_not_used(tmp_path, damag
     cache = tmp_path / "cache"
 
     def run(name):
-        (res,) = run_cli_many([["eval", fake, real, "--no-fid", "--cache-dir", cache, "--json", tmp_path / f"{name}.json",
-                                "--plot", tmp_path / f"{name}.png"]], cwd=tmp_path)
+        (res,) = run_cli_many(
+            [
+                [
+                    "eval",
+                    fake,
+                    real,
+                    "--no-fid",
+                    "--cache-dir",
+                    cache,
+                    "--json",
+                    tmp_path / f"{name}.json",
+                    "--plot",
+                    tmp_path / f"{name}.png",
+                ]
+            ],
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
         return json.loads((tmp_path / f"{name}.json").read_text())
 

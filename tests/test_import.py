@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, write_images
 from PIL import Image
 from safetensors import safe_open
 from torch import nn
 
-from conftest import run_cli, write_images
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig, downscale
@@ -63,16 +63,19 @@ def original_checkpoint(path: Path, n_res_blocks: int = 8, seed: int = 0, epoch:
     g(x).mean().backward()
     d(x).mean().backward()
     opt_g.step(), opt_d.step(), sched_g.step(), sched_d.step()
-    torch.save({
-        "epoch": epoch,
-        "iteration": iteration,
-        "model_g_state_dict": g.state_dict(),
-        "models_d_state_dict": d.state_dict(),
-        "optimizer_g_state_dict": opt_g.state_dict(),
-        "optimizer_d_state_dict": opt_d.state_dict(),
-        "scheduler_g_state_dict": sched_g.state_dict(),
-        "scheduler_d_state_dict": sched_d.state_dict(),
-    }, path)
+    torch.save(
+        {
+            "epoch": epoch,
+            "iteration": iteration,
+            "model_g_state_dict": g.state_dict(),
+            "models_d_state_dict": d.state_dict(),
+            "optimizer_g_state_dict": opt_g.state_dict(),
+            "optimizer_d_state_dict": opt_d.state_dict(),
+            "scheduler_g_state_dict": sched_g.state_dict(),
+            "scheduler_d_state_dict": sched_d.state_dict(),
+        },
+        path,
+    )
     return g.eval()
 
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RECIPE, chw, libjpeg, run_cli, synthetic_face_like, write_images
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TINY_RECIPE, chw, libjpeg, run_cli, synthetic_face_like, write_images
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.engines.generate import generate_tiled
 from dsgan_cli.method.codec import MCU, block_phase, estimate_quality, image_quality, jpeg, rgb_to_ycbcr, tables
@@ -34,7 +34,8 @@ def test_the_codec_is_much_closer_to_libjpegs_output_than_its_input_is(quality):
     ref = libjpeg(arr, quality)
     ours = (jpeg(chw(arr)[None].float() / 255, quality)[0].permute(1, 2, 0).numpy() * 255).round()
     assert _psnr(ours, ref) > max(35.0, _psnr(arr, ref) + 5), (
-        f"q{quality}: codec output {_psnr(ours, ref):.1f} dB from libjpeg's, its input {_psnr(arr, ref):.1f} dB")
+        f"q{quality}: codec output {_psnr(ours, ref):.1f} dB from libjpeg's, its input {_psnr(arr, ref):.1f} dB"
+    )
 
 
 def test_the_tables_are_libjpegs_at_every_quality():
@@ -89,8 +90,9 @@ def test_flat_and_clipped_backgrounds_neither_fake_a_quality_nor_hide_one(colour
 
 def _jpeg_generator(quality: int = 30) -> Generator:
     torch.manual_seed(5)
-    g = Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True,
-                  jpeg_quality=quality)).eval()
+    g = Generator(
+        GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output="residual", output_noise=True, jpeg_quality=quality)
+    ).eval()
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -110,7 +112,8 @@ def test_blocks_follow_the_origin_and_tiles_equal_the_whole_image():
     for tile in (6, 9, 40):
         tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=z)
         assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
-            f"tile {tile}: tiled G differs from the whole image by {(tiled - whole).abs().max():.3g}")
+            f"tile {tile}: tiled G differs from the whole image by {(tiled - whole).abs().max():.3g}"
+        )
 
 
 def test_training_crops_get_blocks_at_random_phases():
@@ -121,7 +124,7 @@ def test_training_crops_get_blocks_at_random_phases():
     for _ in range(12):
         with torch.no_grad():
             y = g(x, torch.zeros(1, 3, 32, 32))
-        steps = (y[0, :, 0].diff(dim=-1).abs().sum(0))  # along a row: the block edges carry the steps
+        steps = y[0, :, 0].diff(dim=-1).abs().sum(0)  # along a row: the block edges carry the steps
         phases.add(int(steps.argmax()) % 8)
     assert len(phases) >= 3, f"training crops always get their blocks at phase {phases}: D would learn where crops start"
 
@@ -171,6 +174,7 @@ def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_p
         assert torch.equal(h(x, z, origin=(1, 2)), g(x, z, origin=(1, 2)))
 
     from safetensors.torch import load_file, save_file
+
     with safe_open(tmp_path / "g.safetensors", "pt") as f:
         meta = dict(f.metadata())
     save_file(load_file(tmp_path / "g.safetensors"), tmp_path / "bad.safetensors", metadata={**meta, "jpeg_quality": "101"})

@@ -103,12 +103,12 @@ def test_patches_draw_y_then_x_and_with_flip_one_more_draw_per_patch():
     rng = np.random.default_rng(11)
     for p in out:
         y, x = rng.integers(0, 33), rng.integers(0, 43)
-        assert np.array_equal(p, img[y:y + 8, x:x + 8])
+        assert np.array_equal(p, img[y : y + 8, x : x + 8])
     with_flip = known.patches([img], 5, 8, np.random.default_rng(11), flip=True)
     rng = np.random.default_rng(11)
     for p in with_flip:
         y, x, mirror = rng.integers(0, 33), rng.integers(0, 43), rng.random() < 0.5
-        crop = img[y:y + 8, x:x + 8]
+        crop = img[y : y + 8, x : x + 8]
         assert np.array_equal(p, crop[:, ::-1] if mirror else crop)
 
 

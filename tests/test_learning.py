@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, synthetic_face_like, write_images
 from PIL import Image
 
-from conftest import run_cli, synthetic_face_like, write_images
 from dsgan_cli.data.images import image_to_tensor, load_rgb
 from dsgan_cli.engines.checkpoint import load_generator, save_generator
 from dsgan_cli.method.models import Generator, GeneratorConfig, downscale
@@ -84,11 +84,21 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
 
     old = perturbed(Generator(GeneratorConfig(n_res_blocks=1, channels=8)))
     # A file from before the options existed: no padding/noise/output metadata.
-    save_file({k: v.contiguous() for k, v in old.state_dict().items()}, str(tmp_path / "old.safetensors"),
-              metadata={"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8"})
+    save_file(
+        {k: v.contiguous() for k, v in old.state_dict().items()},
+        str(tmp_path / "old.safetensors"),
+        metadata={"format": "dsgan-generator/1", "scale": "2", "n_res_blocks": "1", "channels": "8"},
+    )
     loaded_old, _ = load_generator(tmp_path / "old.safetensors")
-    assert loaded_old.arch() == {"n_res_blocks": 1, "channels": 8, "padding": "zeros", "output": "sigmoid",
-                                "output_noise": False, "jpeg_quality": 0, "noise_init": 1.7}
+    assert loaded_old.arch() == {
+        "n_res_blocks": 1,
+        "channels": 8,
+        "padding": "zeros",
+        "output": "sigmoid",
+        "output_noise": False,
+        "jpeg_quality": 0,
+        "noise_init": 1.7,
+    }
 
 
 # ----------------------------------------------------------------------------- degrade with a noise input
@@ -113,8 +123,8 @@ def test_degrade_with_noise_input_is_reproducible_and_independent_of_tiling_and_
     write_images(inp / "big", 1, 90, seed=5)
     runs = {
         "a": ["--batch-size", "3"],
-        "b": ["--batch-size", "1", "--tile", "16"],   # every image tiled, one at a time
-        "c": ["--batch-size", "3"],                   # a plain rerun
+        "b": ["--batch-size", "1", "--tile", "16"],  # every image tiled, one at a time
+        "c": ["--batch-size", "3"],  # a plain rerun
         "seed1": ["--batch-size", "3", "--seed", "1"],
     }
     for name, extra in runs.items():
@@ -155,8 +165,20 @@ def data(tmp_path):
 @pytest.mark.slow
 def test_max_minutes_stops_with_a_checkpoint_that_resume_continues(data, tiny_recipe):
     out = data / "run"
-    sets = ["--set", f"data.hr_dir={data / 'hr'}", "--set", f"data.lr_dir={data / 'lr'}", "--set", f"train.output_dir={out}",
-            "--set", "model.output_noise=true", "--set", "model.output=residual", "--set", "model.padding=reflect"]
+    sets = [
+        "--set",
+        f"data.hr_dir={data / 'hr'}",
+        "--set",
+        f"data.lr_dir={data / 'lr'}",
+        "--set",
+        f"train.output_dir={out}",
+        "--set",
+        "model.output_noise=true",
+        "--set",
+        "model.output=residual",
+        "--set",
+        "model.padding=reflect",
+    ]
     # A zero limit is always exceeded after the first step: deterministic, no timing race.
     proc = run_cli("train", tiny_recipe, *sets, "--no-progress", "--max-minutes", "0")
     assert proc.returncode == 0, proc.stderr
@@ -234,8 +256,8 @@ def test_eval_reference_reports_colour_shift_and_border_ratio(tmp_path):
     fake.mkdir()
     for p in sorted(hr.glob("*.png")):
         xb = downscale(image_to_tensor(load_rgb(p)[0])[None], 2)[0].mul(255).round().permute(1, 2, 0).numpy()
-        xb[..., 0] = np.clip(xb[..., 0] + 4, 0, 255)   # +4 levels of red: a colour cast
-        xb[:2] = np.clip(xb[:2] + 20, 0, 255)          # a bright stripe along the top
+        xb[..., 0] = np.clip(xb[..., 0] + 4, 0, 255)  # +4 levels of red: a colour cast
+        xb[:2] = np.clip(xb[:2] + 20, 0, 255)  # a bright stripe along the top
         Image.fromarray(xb.astype(np.uint8)).save(fake / p.name)
     proc = run_cli("eval", fake, real, "--reference", hr, "--no-fid", "--json", "-", "--plot", tmp_path / "s.png")
     assert proc.returncode == 0, proc.stderr
@@ -256,8 +278,14 @@ def test_demo_learns_its_known_degradation(tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, OMP_NUM_THREADS="2", DSGAN_OFFLINE="1")
     env.pop("DSGAN_INCEPTION_WEIGHTS", None)
-    proc = subprocess.run([sys.executable, "-m", "dsgan_cli", "demo", "--out", str(out), "--no-progress", "--require-learning"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dsgan_cli", "demo", "--out", str(out), "--no-progress", "--require-learning"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     summary = json.loads((out / "report" / "summary.json").read_text()) if (out / "report" / "summary.json").is_file() else {}
     assert proc.returncode == 0, f"demo did not learn: {summary.get('sr')}\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
     assert summary["sr"]["gain_db"] >= summary["sr"]["gain_min_db"] > 0

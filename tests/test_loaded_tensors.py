@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from dsgan_cli.commands.importer import GENERATOR_KEY, expected_shapes
 
 
@@ -38,10 +38,11 @@ def test_import_refuses_views_that_stand_for_more_than_the_file_before_allocatin
     assert src.stat().st_size < 2**20 * 8
     out = tmp_path / "g.safetensors"
     # The child reports its peak memory on stdout: the expanded network alone would be 1.2 GB as float32.
-    peak = ("import resource, sys\nfrom dsgan_cli.cli import main\ntry:\n    main()\nfinally:\n"
-            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
-    res = subprocess.run([sys.executable, "-c", peak, "import", str(src), "-o", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    peak = (
+        "import resource, sys\nfrom dsgan_cli.cli import main\ntry:\n    main()\nfinally:\n"
+        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    )
+    res = subprocess.run([sys.executable, "-c", peak, "import", str(src), "-o", str(out)], capture_output=True, text=True, timeout=300)
     baseline = subprocess.run([sys.executable, "-c", peak, "--version"], capture_output=True, text=True, timeout=300)
     grown = int(res.stdout.split()[-1]) - int(baseline.stdout.split()[-1])
     assert grown < 300 * 2**20, f"the refused import grew by {grown / 2**20:.0f} MiB"
@@ -52,8 +53,8 @@ def test_import_refuses_views_that_stand_for_more_than_the_file_before_allocatin
 
 
 def test_a_weights_file_of_views_is_refused(tmp_path):
-    from dsgan_cli.plumbing.tensor_files import load_weights_file
     from dsgan_cli.plumbing.errors import DsganError
+    from dsgan_cli.plumbing.tensor_files import load_weights_file
 
     path = tmp_path / "w.pt"
     torch.save({"a": torch.zeros(1).expand(4096, 4096)}, path)
@@ -77,8 +78,8 @@ def test_a_weights_file_with_compressed_zip_entries_is_refused_before_it_is_unpa
     a tensor (it would expand to far more than its size); the same file stored plainly still loads."""
     import zipfile
 
-    from dsgan_cli.plumbing.tensor_files import load_weights_file
     from dsgan_cli.plumbing.errors import DsganError
+    from dsgan_cli.plumbing.tensor_files import load_weights_file
 
     plain = tmp_path / "plain.pth"
     torch.save({"w": torch.zeros(256, 256)}, plain)

@@ -243,7 +243,7 @@ def _valid_blur(x: torch.Tensor, k: int, gaussian: bool) -> torch.Tensor:
     w /= w.sum()
     a = x.double().numpy()
     h, wd = a.shape[2] - k + 1, a.shape[3] - k + 1
-    out = sum(w[i, j] * a[:, :, i:i + h, j:j + wd] for i in range(k) for j in range(k))
+    out = sum(w[i, j] * a[:, :, i : i + h, j : j + wd] for i in range(k) for j in range(k))
     return torch.from_numpy(out)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli, synthetic_face_like, write_images
+
 from dsgan_cli.method.losses import GeneratorLoss, build_perceptual
 from dsgan_cli.method.lpips_alex import LPIPSAlex
 from dsgan_cli.method.models import Discriminator, Generator, GeneratorConfig
@@ -118,9 +118,17 @@ def test_train_with_lpips_alex_through_the_cli(tmp_path, tiny_recipe, reference_
     data = tmp_path / "data"
     write_images(data / "hr", 4, 64, seed=0)
     write_images(data / "lr", 4, 32, seed=1, noise=12)
-    sets = ["data.hr_size=64", "data.lr_size=32", f"data.hr_dir={data / 'hr'}", f"data.lr_dir={data / 'lr'}",
-            f"train.output_dir={tmp_path / 'run'}", "train.iterations=2", "train.batch_size=2",
-            "perceptual.net=lpips-alex", f"perceptual.weights={path}"]
+    sets = [
+        "data.hr_size=64",
+        "data.lr_size=32",
+        f"data.hr_dir={data / 'hr'}",
+        f"data.lr_dir={data / 'lr'}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.iterations=2",
+        "train.batch_size=2",
+        "perceptual.net=lpips-alex",
+        f"perceptual.weights={path}",
+    ]
     res = run_cli("train", tiny_recipe, *[a for s in sets for a in ("--set", s)], "--no-progress", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
@@ -141,9 +149,24 @@ def test_train_checks_the_chosen_backbone_before_creating_the_run(tmp_path, monk
     write_images(tmp_path / "hr", 4, 64)
     write_images(tmp_path / "lr", 4, 32, seed=3)
     out = tmp_path / "run"
-    proc = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'hr'}", "--set", f"data.lr_dir={tmp_path / 'lr'}",
-                   "--set", "data.hr_size=64", "--set", "data.lr_size=32", "--set", f"train.output_dir={out}",
-                   "--set", "perceptual.net=lpips-alex", "--set", "perceptual.weights=torchvision",
-                   env={"TORCH_HOME": str(tmp_path / "torch")})
+    proc = run_cli(
+        "train",
+        tiny_recipe,
+        "--set",
+        f"data.hr_dir={tmp_path / 'hr'}",
+        "--set",
+        f"data.lr_dir={tmp_path / 'lr'}",
+        "--set",
+        "data.hr_size=64",
+        "--set",
+        "data.lr_size=32",
+        "--set",
+        f"train.output_dir={out}",
+        "--set",
+        "perceptual.net=lpips-alex",
+        "--set",
+        "perceptual.weights=torchvision",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert proc.returncode == 2, proc.stderr
     assert "AlexNet" in proc.stderr and not out.exists()

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RECIPE, run_cli, write_images
 from PIL import Image
 from safetensors.torch import load_file
 from torch.nn import functional as F
 
 import dsgan_cli.data.sampling as data_mod
 import dsgan_cli.method.models as models_mod
-from conftest import TINY_RECIPE, run_cli, write_images
 from dsgan_cli.method.losses import ColorLoss, GeneratorLoss, LossWeights
 from dsgan_cli.method.models import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, downscale
 from dsgan_cli.method.recipe import load_recipe
@@ -44,7 +44,8 @@ def test_discriminator_ignores_a_constant_offset(gaussian):
         shifted = d(x + c)
         assert torch.allclose(shifted, base, rtol=0, atol=1e-6), (
             f"D's logits change by {(shifted - base).abs().max():.3g} when a constant {c} is added: "
-            "D sees low frequencies, it must see only the high-pass")
+            "D sees low frequencies, it must see only the high-pass"
+        )
     # ...while it does respond to high frequencies, so the equality above is not trivial.
     checker = ((torch.arange(20)[:, None] + torch.arange(20)[None, :]) % 2).double() * 0.1
     assert (d(x + checker) - base).abs().max() > 1e-3, "D does not respond to high frequencies at all"
@@ -59,7 +60,8 @@ def test_discriminator_input_gradient_has_no_dc_component():
     scale = x.grad.abs().sum(dim=(-2, -1))
     assert (scale > 0).all(), "D's input gradient is zero: D ignores its input"
     assert (dc.abs() < 1e-7 * scale).all(), (
-        f"D's input gradient has a DC component ({dc.abs().max():.3g}): D's output depends on the image mean")
+        f"D's input gradient has a DC component ({dc.abs().max():.3g}): D's output depends on the image mean"
+    )
 
 
 # ----------------------------------------------------------------------------- colour loss sees only low frequencies
@@ -80,11 +82,12 @@ def test_color_loss_is_blind_to_high_frequencies_and_sees_low_ones():
     lf = 0.05 * ramp + 0.03
     loss = ColorLoss(5)
     hf_loss, lf_loss = loss(xb + hf, xb).item(), loss(xb + lf, xb).item()
-    assert (hf.abs().mean() > lf.abs().mean()), "test setup: the high-frequency change must be the larger one per pixel"
+    assert hf.abs().mean() > lf.abs().mean(), "test setup: the high-frequency change must be the larger one per pixel"
     assert lf_loss > 0.02, f"colour loss {lf_loss:.3g} for a low-frequency change of Xd: the colour term is blind to colour"
     assert hf_loss < 1e-3 * lf_loss, (
         f"colour loss {hf_loss:.3g} for a high-frequency change of Xd (low-frequency one: {lf_loss:.3g}): "
-        "the colour term constrains high frequencies that the GAN term should shape")
+        "the colour term constrains high frequencies that the GAN term should shape"
+    )
 
 
 # ----------------------------------------------------------------------------- Xb is an antialiased bicubic downscale
@@ -117,7 +120,8 @@ def test_downscale_is_antialiased_bicubic(h, w, scale):
     diff = np.abs(got - ref)
     assert diff.max() <= 1.25 and diff.mean() <= 0.4, (
         f"Xb differs from an antialiased bicubic downscale by up to {diff.max():.1f} levels (mean {diff.mean():.2f}): "
-        "Xb is not made by antialiased bicubic interpolation")
+        "Xb is not made by antialiased bicubic interpolation"
+    )
 
 
 def test_other_interpolations_fail_the_bicubic_reference():
@@ -125,8 +129,13 @@ def test_other_interpolations_fail_the_bicubic_reference():
     arr = _random_unclipped((32, 32), 7)
     x = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 255
     ref = _pil_bicubic(arr, 2)
-    for mode, kw in [("bilinear", {"antialias": False}), ("bilinear", {"antialias": True}),
-                     ("bicubic", {"antialias": False}), ("area", {}), ("nearest", {})]:
+    for mode, kw in [
+        ("bilinear", {"antialias": False}),
+        ("bilinear", {"antialias": True}),
+        ("bicubic", {"antialias": False}),
+        ("area", {}),
+        ("nearest", {}),
+    ]:
         y = F.interpolate(x, size=(16, 16), mode=mode, **kw).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
         assert np.abs(y - ref).max() > 4, f"{mode} {kw} is within 4 levels of bicubic: the reference cannot tell kernels apart"
 
@@ -198,8 +207,7 @@ def _instrument(monkeypatch) -> _Recorded:
             real, fake = rec.d_inputs[-2], rec.d_inputs[-1]
             fooled = rec.d(rec.g(rec.g_inputs[-1]))
             # -log(sigmoid(l)) == softplus(-l): G's non-saturating objective, written out here.
-            out = {"real": rec.d(real).mean().item(), "fake": rec.d(fake).mean().item(),
-                   "g_bce": F.softplus(-fooled).mean().item()}
+            out = {"real": rec.d(real).mean().item(), "fake": rec.d(fake).mean().item(), "g_bce": F.softplus(-fooled).mean().item()}
         with torch.no_grad():
             for k, v in rec.d.named_buffers():
                 v.copy_(saved[k])
@@ -216,8 +224,10 @@ def _instrument(monkeypatch) -> _Recorded:
     def post(opt, args, kwargs):
         own = {id(p) for group in opt.param_groups for p in group["params"]}
         which = "G" if any(id(p) in own for p in rec.g.parameters()) else "D"
-        changed = {name: [not torch.equal(a, b) for a, b in zip(state[name.lower()], snapshot(module))]
-                   for name, module in (("G", rec.g), ("D", rec.d))}
+        changed = {
+            name: [not torch.equal(a, b) for a, b in zip(state[name.lower()], snapshot(module))]
+            for name, module in (("G", rec.g), ("D", rec.d))
+        }
         rec.steps.append({"optimizer": which, "changed": changed, "before": state["probe"], "after": probe()})
 
     rec.handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
@@ -232,9 +242,17 @@ def _train(tmp_path: Path, name: str, *sets: str, resume: str | None = None):
     if not data.exists():
         write_images(data / "hr", 6, 16, seed=0)
         write_images(data / "lr", 6, 8, seed=1, noise=12)
-    base = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "data.num_workers=0", "loss.w_perceptual=0",
-            "train.sample_every=100", f"data.hr_dir={json.dumps(str(data / 'hr'))}",
-            f"data.lr_dir={json.dumps(str(data / 'lr'))}", f"train.output_dir={json.dumps(str(tmp_path / name))}"]
+    base = [
+        "data.hr_size=16",
+        "data.lr_size=8",
+        "train.batch_size=2",
+        "data.num_workers=0",
+        "loss.w_perceptual=0",
+        "train.sample_every=100",
+        f"data.hr_dir={json.dumps(str(data / 'hr'))}",
+        f"data.lr_dir={json.dumps(str(data / 'lr'))}",
+        f"train.output_dir={json.dumps(str(tmp_path / name))}",
+    ]
     return train(load_recipe(TINY_RECIPE, [*base, *sets]), resume=resume, progress=False)
 
 
@@ -256,7 +274,8 @@ def test_training_step_gan_term_alone_moves_every_generator_parameter(instrument
     unchanged = [k for k, v in rec.g_init.items() if torch.equal(v, final[k])]
     assert not unchanged, (
         f"GAN term gives no gradient to G: the adversarial signal is cut ({len(unchanged)} of {len(final)} "
-        f"generator tensors did not move in training steps with only the GAN term, e.g. {unchanged[:3]})")
+        f"generator tensors did not move in training steps with only the GAN term, e.g. {unchanged[:3]})"
+    )
 
 
 def test_training_step_without_any_loss_term_leaves_generator_unchanged(tmp_path, monkeypatch):
@@ -274,7 +293,8 @@ def test_training_step_without_any_loss_term_leaves_generator_unchanged(tmp_path
 def test_each_optimiser_step_moves_only_its_own_network(instrumented_gan_only_run):
     rec, _ = instrumented_gan_only_run
     assert [s["optimizer"] for s in rec.steps] == ["D", "G", "D", "G"], (
-        f"optimiser steps ran as {[s['optimizer'] for s in rec.steps]}: each training step must be D step, then G step")
+        f"optimiser steps ran as {[s['optimizer'] for s in rec.steps]}: each training step must be D step, then G step"
+    )
     for i, s in enumerate(rec.steps):
         own, other = s["optimizer"], "G" if s["optimizer"] == "D" else "D"
         assert not any(s["changed"][other]), f"the {own} step (#{i}) changed {other}'s parameters: the steps are not separated"
@@ -287,15 +307,15 @@ def test_discriminator_step_pushes_real_up_and_fake_down(instrumented_gan_only_r
         b, a = s["before"], s["after"]
         assert a["real"] - a["fake"] > b["real"] - b["fake"], (
             f"after the D step the logit gap real - fake went from {b['real'] - b['fake']:.4f} to "
-            f"{a['real'] - a['fake']:.4f}: D is not trained towards real -> 1, fake -> 0")
+            f"{a['real'] - a['fake']:.4f}: D is not trained towards real -> 1, fake -> 0"
+        )
 
 
 def test_generator_step_makes_d_call_its_output_more_real(instrumented_gan_only_run):
     rec, _ = instrumented_gan_only_run
     for s in (s for s in rec.steps if s["optimizer"] == "G"):
         b, a = s["before"]["g_bce"], s["after"]["g_bce"]
-        assert a < b, (f"after the G step -log D(G(Xb)) went from {b:.5f} to {a:.5f}: "
-                       "G is not trained to make D call its output real")
+        assert a < b, f"after the G step -log D(G(Xb)) went from {b:.5f} to {a:.5f}: G is not trained to make D call its output real"
 
 
 # ----------------------------------------------------------------------------- resume continues, it does not restart
@@ -333,20 +353,23 @@ def test_resume_restores_optimiser_moments_and_continues_the_data_stream(tmp_pat
     assert len(straight_batches) == 3 and len(resumed_batches) == 1
     hr, lr = resumed_batches[0]
     assert not torch.equal(hr, straight_batches[0][0]) or not torch.equal(lr, straight_batches[0][1]), (
-        "the resumed run drew the first batch of the run again: the data stream restarts instead of continuing")
+        "the resumed run drew the first batch of the run again: the data stream restarts instead of continuing"
+    )
     assert torch.equal(hr, straight_batches[2][0]) and torch.equal(lr, straight_batches[2][1]), (
-        "the resumed run's first batch is not the batch an uninterrupted run draws at that step: the data stream does not continue")
+        "the resumed run's first batch is not the batch an uninterrupted run draws at that step: the data stream does not continue"
+    )
 
     for index, net in ((0, "G"), (1, "D")):
         a, b = _optimizer_state(straight.checkpoint_dir, index), _optimizer_state(resumed.checkpoint_dir, index)
         assert a.keys() == b.keys() and a, f"{net}'s optimiser state is missing from the checkpoint"
         for pid in a:
             assert float(b[pid]["step"]) == float(a[pid]["step"]) == 3, (
-                f"{net}'s Adam step count is {float(b[pid]['step'])} after resuming to step 3: the optimiser was restarted")
+                f"{net}'s Adam step count is {float(b[pid]['step'])} after resuming to step 3: the optimiser was restarted"
+            )
             for moment in ("exp_avg", "exp_avg_sq"):
                 assert torch.allclose(a[pid][moment], b[pid][moment], rtol=1e-5, atol=1e-9), (
-                    f"{net}'s Adam {moment} after resume differs from an uninterrupted run: "
-                    "resume did not restore the optimiser moments")
+                    f"{net}'s Adam {moment} after resume differs from an uninterrupted run: resume did not restore the optimiser moments"
+                )
 
 
 # ----------------------------------------------------------------------------- degrade is G(bicubic(x))
@@ -370,12 +393,10 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     rng = np.random.default_rng(0)
     # --tile 12 --batch-size 3: four 16x16 (LR 8x8) run as batches of 3 and 1, 21x17 (LR 10x8, odd) whole,
     # 60x44 (LR 30x22) and 51x37 (LR 26x18, odd) in 12 px tiles.
-    sizes = {"a0": (16, 16), "a1": (16, 16), "a2": (16, 16), "a3": (16, 16), "odd": (21, 17),
-             "big": (60, 44), "big_odd": (51, 37)}
+    sizes = {"a0": (16, 16), "a1": (16, 16), "a2": (16, 16), "a3": (16, 16), "odd": (21, 17), "big": (60, 44), "big_odd": (51, 37)}
     for name, (h, w) in sizes.items():
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(inp / f"{name}.png")
-    res = run_cli("degrade", inp, tmp_path / "out", "--checkpoint", ckpt, "--tile", "12", "--batch-size", "3",
-                  "--no-progress", "--json")
+    res = run_cli("degrade", inp, tmp_path / "out", "--checkpoint", ckpt, "--tile", "12", "--batch-size", "3", "--no-progress", "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["written"] == len(sizes)
 
@@ -384,8 +405,7 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
     ref.eval()
     for name, (h, w) in sizes.items():
         x = torch.from_numpy(np.array(Image.open(inp / f"{name}.png"))).permute(2, 0, 1)[None].float() / 255
-        xb = F.interpolate(x, size=(round(h / 2), round(w / 2)), mode="bicubic", antialias=True,
-                           align_corners=False).clamp(0, 1)
+        xb = F.interpolate(x, size=(round(h / 2), round(w / 2)), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         with torch.no_grad():
             want = ref(xb)[0].permute(1, 2, 0).mul(255).round().numpy()
         got = np.asarray(Image.open(tmp_path / "out" / f"{name}.png")).astype(float)
@@ -394,7 +414,8 @@ def test_degrade_output_is_generator_of_bicubic_downscale(tmp_path):
         # Equal up to float summation order: a value on a rounding boundary may move by one level.
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (
             f"{name} ({h}x{w}): degrade's output differs from G(bicubic(x)) by up to {diff.max():.0f} levels "
-            f"on {(diff > 0).mean():.1%} of values: degrade does not compute G(bicubic(x))")
+            f"on {(diff > 0).mean():.1%} of values: degrade does not compute G(bicubic(x))"
+        )
 
 
 # ----------------------------------------------------------------------------- unpaired, scale-aligned training data
@@ -430,7 +451,8 @@ def test_hr_crops_are_aligned_to_the_scale():
             top, left = int(img[1, 0, 0]), int(img[2, 0, 0])
             assert torch.equal(img[1, :, 0], torch.arange(top, top + crop * scale, dtype=torch.uint8)), "HR crop is not contiguous"
             assert top % scale == 0 and left % scale == 0, (
-                f"HR crop at ({top}, {left}) is not on the {scale}-pixel grid: its Xb is not a crop of the full image's Xb")
+                f"HR crop at ({top}, {left}) is not on the {scale}-pixel grid: its Xb is not a crop of the full image's Xb"
+            )
             tops.add(top), lefts.add(left)
     assert len(tops) > 1 and len(lefts) > 1, "crops never move: random cropping is off"
 
@@ -479,7 +501,8 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
         assert tiled.shape == whole.shape, f"tile {tile}: stitched output has shape {tuple(tiled.shape)}, the image {tuple(whole.shape)}"
         assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), (
             f"tile {tile}: tiled G(x, z) differs from the whole-image pass by {(tiled - whole).abs().max():.3g}: "
-            "the tiles or the noise map are not cut and stitched consistently")
+            "the tiles or the noise map are not cut and stitched consistently"
+        )
     calls = []
     handle = g.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape[-2:])))
     try:
@@ -491,7 +514,8 @@ def test_tiled_generation_cuts_the_noise_map_with_the_image():
     with torch.no_grad():
         want = plain(x)
     assert torch.allclose(generate_tiled(plain, x, 9, torch.device("cpu")), want, atol=1e-5, rtol=0), (
-        "tiled generation without a noise input differs from the whole-image pass")
+        "tiled generation without a noise input differs from the whole-image pass"
+    )
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -509,7 +533,8 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
     plain = Generator(GeneratorConfig(n_res_blocks=1, channels=4)).eval()
     with torch.no_grad():
         assert torch.allclose(run_generator(plain, x, torch.device("cpu"), "fp32", channels_last), plain(x), atol=1e-6), (
-            "run_generator without a noise input is not G(x)")
+            "run_generator without a noise input is not G(x)"
+        )
     errors = {}
     for precision in ("bf16", "fp16"):
         low = run_generator(g, x, torch.device("cpu"), precision, channels_last, z)
@@ -517,7 +542,8 @@ def test_run_generator_is_g_in_float32_and_reduced_precision_only_when_asked(cha
         errors[precision] = (low - want).abs().max().item()
     assert 0 < errors["fp16"] < errors["bf16"] < 0.05, (
         f"max error against fp32: bf16 {errors['bf16']:.3g}, fp16 {errors['fp16']:.3g}: each reduced precision must run "
-        "in its own dtype (fp16 keeps 3 more mantissa bits than bf16)")
+        "in its own dtype (fp16 keeps 3 more mantissa bits than bf16)"
+    )
 
 
 def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
@@ -528,7 +554,8 @@ def test_to_uint8_rounds_to_nearest_clamps_and_moves_channels_last():
     out = to_uint8(y)
     assert out.dtype == torch.uint8 and out.shape == (1, 3, 3, 3)
     assert out[0, :, :, 0].flatten().tolist() == [0, 0, 0, 1, 2, 128, 254, 255, 255], (
-        f"got {out[0, :, :, 0].flatten().tolist()}: values are not clamped to [0, 1] and rounded to the nearest level")
+        f"got {out[0, :, :, 0].flatten().tolist()}: values are not clamped to [0, 1] and rounded to the nearest level"
+    )
     assert (out[0, :, :, 1] == 51).all() and (out[0, :, :, 2] == 204).all(), "channels are not moved last (HWC)"
 
 
@@ -553,7 +580,9 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
             _, idx, x, _ = ev
             assert len(idx) <= 2, f"batch of {len(idx)} > batch_size 2"
             assert len({sizes[i] for i in idx}) == 1, f"batch {idx} mixes sizes"
-            assert x.shape == (len(idx), 3, *sizes[idx[0]]) and [int(v) for v in x[:, 0, 0, 0]] == idx, "batch tensor is not the stacked images"
+            assert x.shape == (len(idx), 3, *sizes[idx[0]]) and [int(v) for v in x[:, 0, 0, 0]] == idx, (
+                "batch tensor is not the stacked images"
+            )
             seen += idx
         elif ev[0] == "tiled":
             _, (i,), x, _ = ev
@@ -561,16 +590,17 @@ def test_iter_batches_groups_same_sizes_tiles_large_images_and_passes_failures()
             seen.append(i)
             tiled.append(i)
     assert sorted(seen) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10], (
-        f"generated {sorted(seen)}: every decoded image must be generated exactly once, also after a failed one")
-    assert sorted(tiled) == [3, 9], (
-        f"tiled images {sorted(tiled)}: exactly those taller or wider than the tile (9x4 and 4x9) must be tiled")
+        f"generated {sorted(seen)}: every decoded image must be generated exactly once, also after a failed one"
+    )
+    assert sorted(tiled) == [3, 9], f"tiled images {sorted(tiled)}: exactly those taller or wider than the tile (9x4 and 4x9) must be tiled"
     assert ("failed", 5, "broken") in events and ("mode", "L") in events
     full = [ev[1] for ev in events if ev[0] == "batch" and len(ev[1]) == 2]
     assert [0, 2] in full and [4, 8] in full and [1, 6] in full, f"same-size images are not batched together: {full}"
     # large images: at most BATCH_PIXEL_BUDGET (2**20) pixels per batch, and never less than one image
     big = list(iter_batches(_items([(800, 700)] * 3 + [(600, 600)] * 5), batch_size=4, tile=None, channels_last=False))
     assert [ev[1] for ev in big] == [[0], [1], [2], [3, 4], [5, 6], [7]], (
-        f"large-image batches {[ev[1] for ev in big]}: batches must hold at most 2**20 pixels and at least one image")
+        f"large-image batches {[ev[1] for ev in big]}: batches must hold at most 2**20 pixels and at least one image"
+    )
     no_tile = list(iter_batches(_items([(9, 4), (8, 8)]), batch_size=4, tile=None, channels_last=True))
     assert [ev[0] for ev in no_tile] == ["batch", "batch"]
     assert no_tile[0][2].is_contiguous(memory_format=torch.channels_last), "channels_last batches were asked for"
@@ -591,7 +621,8 @@ def test_iter_batches_does_not_hoard_many_distinct_sizes():
     first = next(events)
     assert first[0] == "batch" and len(consumed) == 9, (
         f"the first batch came out after {len(consumed)} of 12 images: with many distinct sizes, a partial batch "
-        "must run once more than 4 * batch_size images wait")
+        "must run once more than 4 * batch_size images wait"
+    )
     rest = [ev for ev in events if ev[0] == "batch"]
     assert sorted(i for ev in [first, *rest] for i in ev[1]) == list(range(12)), "some images were lost or repeated"
     # the partial batch that runs is the fullest one
@@ -663,25 +694,27 @@ def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_gr
     want = [p.detach() - lr * p.grad for p in ref.parameters()]
     g_before = _params(g)
 
-    xds, stats = discriminator_step(_accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), StepInputs(xbs, reals),
-                                     StepMode(keep_graph=keep_graph))
+    xds, stats = discriminator_step(
+        _accelerator(), g, d, torch.optim.SGD(d.parameters(), lr=lr), StepInputs(xbs, reals), StepMode(keep_graph=keep_graph)
+    )
 
     for i, (p, w) in enumerate(zip(d.parameters(), want)):
         assert torch.allclose(p, w, atol=1e-5), (
             f"D parameter {i} after the D step is not one step down the mean over micro-batches of "
-            "-log D(real) - log(1 - D(G(Xb))): wrong labels, wrong scaling or a micro-batch left out")
+            "-log D(real) - log(1 - D(G(Xb))): wrong labels, wrong scaling or a micro-batch left out"
+        )
     assert all(torch.equal(a, b) for a, b in zip(g_before, _params(g))), "the D step changed G"
     assert all(p.grad is None for p in g.parameters()), "the D step sent gradients into G: Xd is not detached"
     assert abs(stats["loss_d"].item() - want_loss.item()) < 1e-5, "the reported D loss is not the mean micro-batch loss"
     want_real = sum(torch.sigmoid(rl).mean() for rl in real_logits).item() / 2
     want_fake = sum(torch.sigmoid(fl).mean() for fl in fake_logits).item() / 2
     assert abs(stats["d_real"].item() - want_real) < 1e-5 and abs(stats["d_fake"].item() - want_fake) < 1e-5, (
-        "d_real / d_fake are not D's mean probabilities on the real and generated micro-batches")
+        "d_real / d_fake are not D's mean probabilities on the real and generated micro-batches"
+    )
     assert all(det is None for _, det in xds), "no deterministic Xd was asked for"
     xds = [x for x, _ in xds]
     assert len(xds) == 2 and all(torch.allclose(x, f, atol=1e-6) for x, f in zip(xds, fakes)), "returned Xd is not G(Xb)"
-    assert all(x.requires_grad == keep_graph for x in xds), (
-        f"keep_graph={keep_graph}: Xd {'lost' if keep_graph else 'kept'} its graph")
+    assert all(x.requires_grad == keep_graph for x in xds), f"keep_graph={keep_graph}: Xd {'lost' if keep_graph else 'kept'} its graph"
 
 
 class _FeaturePerceptual(torch.nn.Module):
@@ -728,18 +761,21 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     g_passes = []
     handle = g.register_forward_pre_hook(lambda m, args: g_passes.append(1))
     try:
-        stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, StepInputs(xbs, reals),
-                               xds, StepMode(keep_graph=keep_graph))
+        stats = generator_step(
+            _accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=lr), crit, StepInputs(xbs, reals), xds, StepMode(keep_graph=keep_graph)
+        )
     finally:
         handle.remove()
     assert len(g_passes) == (0 if keep_graph else 2), (
         f"keep_graph={keep_graph}: the G step ran G {len(g_passes)} times; it must reuse the D step's Xd when the graph "
-        "is kept and recompute it (once per micro-batch) only under accumulation")
+        "is kept and recompute it (once per micro-batch) only under accumulation"
+    )
 
     for i, (p, w) in enumerate(zip(g.parameters(), want)):
         assert torch.allclose(p, w, atol=1e-5), (
             f"G parameter {i} after the G step is not one step down the mean over micro-batches of "
-            "w_color * colour + w_gan * (-log D(Xd)) + w_perceptual * perceptual")
+            "w_color * colour + w_gan * (-log D(Xd)) + w_perceptual * perceptual"
+        )
     assert all(torch.equal(a, b) for a, b in zip(d_before, _params(d))), "the G step changed D"
     assert all(p.grad is None for p in d.parameters()), "the G step left gradients in D (D must be frozen there)"
     assert all(p.requires_grad for p in d.parameters()), "D stays frozen after the G step: the next D step cannot train it"
@@ -748,9 +784,9 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
         assert abs(stats[k].item() - v) < 1e-5, f"{k} reported {stats[k].item():.6f}, the micro-batch mean is {v:.6f}"
     want_total = 0.5 * parts["loss_color"] + 2.0 * parts["loss_gan"] + 0.25 * parts["loss_perceptual"]
     assert abs(stats["loss_g"].item() - want_total) < 1e-5, "the reported G loss is not the mean weighted total"
-    assert len(perceptual.given) == 2 and all(
-        torch.allclose(f[0], xb.mean(dim=(2, 3))) for f, xb in zip(perceptual.given, xbs)), (
-        "the perceptual term was not given the features of its own micro-batch's Xb")
+    assert len(perceptual.given) == 2 and all(torch.allclose(f[0], xb.mean(dim=(2, 3))) for f, xb in zip(perceptual.given, xbs)), (
+        "the perceptual term was not given the features of its own micro-batch's Xb"
+    )
 
 
 def test_generator_step_without_a_perceptual_term():
@@ -759,8 +795,9 @@ def test_generator_step_without_a_perceptual_term():
 
     g, d, xbs, reals = _toy_nets()
     crit = GeneratorLoss(LossWeights(w_color=1.0, w_gan=1.0, w_perceptual=0.0))
-    stats = generator_step(_accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, StepInputs(xbs, reals),
-                           [(g(xb), None) for xb in xbs])
+    stats = generator_step(
+        _accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, StepInputs(xbs, reals), [(g(xb), None) for xb in xbs]
+    )
     assert set(stats) == {"loss_g", "loss_color", "loss_gan"}, f"reported {sorted(stats)} without a perceptual network"
 
 

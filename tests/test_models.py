@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -76,7 +74,7 @@ def test_gaussian_low_pass_uses_sigma_kernel_over_6(k):
     # the filter applies that kernel: an impulse far from the borders comes out as the kernel
     x = torch.zeros(1, 3, 15, 15)
     x[:, :, 7, 7] = 1
-    out = FilterLow(k, gaussian=True)(x)[0, 0, 7 - int(c):8 + int(c), 7 - int(c):8 + int(c)]
+    out = FilterLow(k, gaussian=True)(x)[0, 0, 7 - int(c) : 8 + int(c), 7 - int(c) : 8 + int(c)]
     assert np.allclose(out.numpy(), want, atol=1e-6)
 
 
@@ -100,7 +98,11 @@ def test_architectures_follow_the_reference():
     layers = list(d.net.net)
     convs = [m for m in layers if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0], c.stride[0]) for c in convs] == [
-        (3, 64, 5, 2, 1), (64, 128, 5, 2, 1), (128, 256, 5, 2, 1), (256, 1, 1, 0, 1)]
+        (3, 64, 5, 2, 1),
+        (64, 128, 5, 2, 1),
+        (128, 256, 5, 2, 1),
+        (256, 1, 1, 0, 1),
+    ]
     assert [m.negative_slope for m in layers if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2, 0.2]
     assert [m.num_features for m in layers if isinstance(m, nn.BatchNorm2d)] == [128, 256]
     assert isinstance(layers[-1], nn.Conv2d), "D must end in raw logits (the loss applies the sigmoid)"
@@ -187,8 +189,15 @@ def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
 def test_generator_padding_and_arch_round_trip(padding):
     g = Generator(GeneratorConfig(n_res_blocks=2, channels=6, padding=padding, output_noise=True, output="residual"))
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
-    assert g.arch() == {"n_res_blocks": 2, "channels": 6, "padding": padding, "output": "residual",
-                        "output_noise": True, "jpeg_quality": 0, "noise_init": 1.7}
+    assert g.arch() == {
+        "n_res_blocks": 2,
+        "channels": 6,
+        "padding": padding,
+        "output": "residual",
+        "output_noise": True,
+        "jpeg_quality": 0,
+        "noise_init": 1.7,
+    }
     h = Generator(GeneratorConfig(**g.arch()))
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
     with pytest.raises(ValueError, match="padding must be one of"):
@@ -224,7 +233,7 @@ def _gaussian_reference(x: torch.Tensor, k: int, sigma: float) -> torch.Tensor:
     out = np.zeros(x.shape)
     for i in range(k):
         for j in range(k):
-            out += w[i, j] * a[:, :, i:i + x.shape[2], j:j + x.shape[3]]
+            out += w[i, j] * a[:, :, i : i + x.shape[2], j : j + x.shape[3]]
     return torch.from_numpy(out)
 
 
@@ -235,19 +244,23 @@ def test_gaussian_high_pass_subtracts_a_reflect_padded_gaussian_blur(sigma):
     got = FilterHigh(5, gaussian=True, sigma=sigma).double()(x)
     want = x - _gaussian_reference(x, 5, 5 / 6 if sigma is None else sigma)
     assert torch.allclose(got, want, atol=1e-9), (
-        f"FilterHigh(gaussian=True, sigma={sigma}) is not x minus the Gaussian blur (max error {(got - want).abs().max():.3g})")
+        f"FilterHigh(gaussian=True, sigma={sigma}) is not x minus the Gaussian blur (max error {(got - want).abs().max():.3g})"
+    )
     box = FilterHigh(5)(x.float()).double()
     assert not torch.allclose(box, want, atol=1e-3), "the box and Gaussian high-passes agree: the test cannot tell them apart"
 
 
 def test_filter_kernel_is_not_a_weight_and_filters_keep_the_input_dtype():
     assert Discriminator(DiscriminatorConfig(gaussian=True)).state_dict().keys() == Discriminator().state_dict().keys(), (
-        "the fixed Gaussian kernel is saved as a weight: checkpoints would differ between filter choices")
+        "the fixed Gaussian kernel is saved as a weight: checkpoints would differ between filter choices"
+    )
     assert Discriminator().filter.low.gaussian is False and Discriminator(DiscriminatorConfig(gaussian=True)).filter.low.gaussian is True
     # D's high-pass uses the kernel size it is given: x - 7x7 box mean (inside the image)
     xi = torch.rand(1, 3, 12, 12)
     want = xi - torch.nn.functional.avg_pool2d(xi, 7, stride=1, padding=3, count_include_pad=False)
-    assert torch.allclose(Discriminator(DiscriminatorConfig(filter_kernel=7)).filter(xi), want, atol=1e-6), "Discriminator(DiscriminatorConfig(filter_kernel=7)) does not filter with a 7x7 kernel"
+    assert torch.allclose(Discriminator(DiscriminatorConfig(filter_kernel=7)).filter(xi), want, atol=1e-6), (
+        "Discriminator(DiscriminatorConfig(filter_kernel=7)) does not filter with a 7x7 kernel"
+    )
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     for f in (FilterLow(3), FilterLow(3, gaussian=True), FilterLow(5, padding="valid", gaussian=True)):
         assert f(x).dtype == torch.float64, f"{f} changed the dtype"
@@ -328,5 +341,3 @@ def test_output_noise_starts_at_noise_init_levels_whatever_the_image():
         assert abs(std - level) < 0.05 * level, f"noise_init {level}: output noise std {std:.2f} levels"
     with pytest.raises(ValueError, match="noise_init"):
         Generator(GeneratorConfig(output_noise=True, noise_init=0))
-
-

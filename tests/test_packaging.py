@@ -11,11 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TINY_RECIPE, package_modules, run_cli
 
 from dsgan_cli.method.recipe import load_recipe, resolve_recipe
 from dsgan_cli.plumbing.errors import EXIT_USAGE, DsganError
-
-from conftest import REPO, TINY_RECIPE, package_modules, run_cli
 
 #: The one copy of the built-in recipes: the top-level recipes/ folder, installed as the package dsgan_cli.recipes.
 PACKAGE_RECIPES = REPO / "recipes"
@@ -81,7 +80,8 @@ def test_cli_train_takes_a_builtin_name_and_refuses_an_unknown_one(tmp_path):
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.strip().splitlines() == [
         "error: data/idphoto/hr: no such folder (data.hr_dir); make it with "
-        "`dsgan prepare RAW_CLEAN_PHOTOS --out data/idphoto/hr --size 256`, or set data.hr_dir"]
+        "`dsgan prepare RAW_CLEAN_PHOTOS --out data/idphoto/hr --size 256`, or set data.hr_dir"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,8 +97,9 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheels = list(out.glob("dsgan_cli-*.whl"))
     assert len(wheels) == 1, wheels
@@ -131,31 +132,42 @@ def test_pyproject_ships_every_folder_of_the_package():
 def test_non_editable_install_runs_the_quick_demo(wheel, tmp_path):
     """``pip install`` of the wheel (not editable), run from outside the repository: ``dsgan demo --quick``."""
     site = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS="1", DSGAN_OFFLINE="1")
     env.pop("DSGAN_INCEPTION_WEIGHTS", None)
-    where = subprocess.run([sys.executable, "-c", "import dsgan_cli; print(dsgan_cli.__file__)"], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [sys.executable, "-c", "import dsgan_cli; print(dsgan_cli.__file__)"], cwd=work, env=env, capture_output=True, text=True, timeout=60
+    )
     assert Path(where.stdout.strip()) == site / "dsgan_cli" / "__init__.py", where.stdout + where.stderr
 
     out = work / "demo"
-    proc = subprocess.run([str(site / "bin" / "dsgan"), "demo", "--quick", "--no-progress", "--out", str(out)],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(site / "bin" / "dsgan"), "demo", "--quick", "--no-progress", "--out", str(out)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "report" / "summary.json").read_text())
     # The installed package ran and read its own recipe (not the repository's).
     assert Path(summary["recipe_file"]) == site / "dsgan_cli" / "recipes" / "idphoto.toml"
     assert summary["ok"] is True and Path(summary["train"]["generator"]).is_file()
     # Outside the repository, the design card's recipe path falls back to the installed built-in one.
-    proc = subprocess.run([str(site / "bin" / "dsgan"), "train", "recipes/nope.toml"], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(site / "bin" / "dsgan"), "train", "recipes/nope.toml"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "not a built-in recipe" in proc.stderr
     code = "from dsgan_cli.method.recipe import resolve_recipe; print(resolve_recipe('recipes/idphoto.toml'))"
-    check = subprocess.run([sys.executable, "-c", code],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    check = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=60)
     assert Path(check.stdout.strip()) == site / "dsgan_cli" / "recipes" / "idphoto.toml", check.stdout + check.stderr
     assert "using the built-in recipe idphoto" in check.stderr

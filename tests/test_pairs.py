@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import read_only, run_cli, small_generator_file, synthetic_face_like, write_images
 from PIL import Image
 
-from conftest import read_only, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli.engines.checkpoint import load_generator
 from dsgan_cli.method.models import downscale
 
@@ -72,7 +72,7 @@ def basicsr_paired_folder_check(gt_folder: Path, lq_folder: Path, scale: int, me
 def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     inp = tmp_path / "hr_in"
     originals = {
-        "a.png": write_image(inp / "a.png", 37, 29, 1),          # odd sizes: cropped to 36x28
+        "a.png": write_image(inp / "a.png", 37, 29, 1),  # odd sizes: cropped to 36x28
         "b.png": write_image(inp / "b.png", 32, 32, 2),
         "sub__c.png": write_image(inp / "sub" / "c.png", 25, 40, 3),  # nested input: flat name
     }
@@ -81,8 +81,7 @@ def test_pairs_load_like_basicsr_with_exact_scale_and_names(tmp_path, ckpt):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["written"] == 4 and summary["pairs"] == 4 and summary["scale"] == 2
-    pairs = basicsr_paired_folder_check(tmp_path / "pairs" / "hr", tmp_path / "pairs" / "lr", 2,
-                                        tmp_path / "pairs" / "meta_info.txt")
+    pairs = basicsr_paired_folder_check(tmp_path / "pairs" / "hr", tmp_path / "pairs" / "lr", 2, tmp_path / "pairs" / "meta_info.txt")
     assert sorted(g.name for g, _ in pairs) == ["a.png", "b.png", "d.png", "sub__c.png"]
     for name, arr in originals.items():
         hr = pixels(tmp_path / "pairs" / "hr" / name)
@@ -116,7 +115,7 @@ def test_pairs_resume_skip_and_redo_only_incomplete(tmp_path, ckpt):
     assert run_cli("pairs", inp, out, "-c", ckpt).returncode == 0
     meta = (out / "meta_info.txt").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
-    (out / "lr" / "img_001.png").unlink()                     # a run killed between HR and LR
+    (out / "lr" / "img_001.png").unlink()  # a run killed between HR and LR
     (out / "lr" / ".img_002.png.abcd.partial").write_bytes(b"half")  # and a leftover temporary
     res = run_cli("pairs", inp, out, "-c", ckpt, "--json")
     assert res.returncode == 0, res.stderr
@@ -135,9 +134,9 @@ def test_pairs_refuse_other_settings_and_report_bad_images(tmp_path, ckpt):
     write_images(inp, 2, 16)
     (inp / "broken.png").write_text("not an image")
     write_image(inp / "dup.png", 16, 16, 9)
-    write_image(inp / "dup.bmp", 16, 16, 9)                  # same flat name as dup.png
+    write_image(inp / "dup.bmp", 16, 16, 9)  # same flat name as dup.png
     (inp / "tiny.png").parent.mkdir(exist_ok=True)
-    Image.new("RGB", (1, 1)).save(inp / "tiny.png")           # smaller than the scale
+    Image.new("RGB", (1, 1)).save(inp / "tiny.png")  # smaller than the scale
     res = run_cli("pairs", inp, out, "-c", ckpt, "--json")
     assert res.returncode == 1, res.stderr
     failed = {Path(f["path"]).name: f["reason"] for f in json.loads(res.stdout)["failed"]}
@@ -186,8 +185,9 @@ def test_pairs_folder_must_not_overlap_the_input(tmp_path, ckpt):
 @pytest.fixture(scope="module")
 def noise_ckpt(tmp_path_factory) -> Path:
     """A small reflect-padded generator with output noise (the idphoto recipe's kind)."""
-    return small_generator_file(tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors", seed=4,
-                                output_noise=True, padding="reflect", output="residual")
+    return small_generator_file(
+        tmp_path_factory.mktemp("noise_ckpt") / "generator.safetensors", seed=4, output_noise=True, padding="reflect", output="residual"
+    )
 
 
 @pytest.mark.slow
@@ -201,7 +201,8 @@ def test_pairs_lr_is_degrade_output_byte_for_byte_with_a_noise_generator(tmp_pat
     assert res.returncode == 0, res.stderr
     for rel, name in [("img_000.png", "img_000.png"), ("img_002.png", "img_002.png"), ("sub/deep.png", "sub__deep.png")]:
         assert (tmp_path / "pairs" / "lr" / name).read_bytes() == (tmp_path / "deg" / rel).read_bytes(), (
-            f"{name}: pairs' LR differs from degrade's output for the same image, generator and seed")
+            f"{name}: pairs' LR differs from degrade's output for the same image, generator and seed"
+        )
 
 
 @pytest.mark.slow
@@ -210,8 +211,10 @@ def test_pairs_with_noise_are_reproducible_tile_exact_and_follow_the_seed(tmp_pa
     srcs = write_images(inp, 3, 64)
     base = ["-c", noise_ckpt, "--no-progress"]
     runs = {
-        "a": [*base, "--seed", "1"], "again": [*base, "--seed", "1"],
-        "tiled": [*base, "--seed", "1", "--tile", "8", "--batch-size", "2"], "other": [*base, "--seed", "2"],
+        "a": [*base, "--seed", "1"],
+        "again": [*base, "--seed", "1"],
+        "tiled": [*base, "--seed", "1", "--tile", "8", "--batch-size", "2"],
+        "other": [*base, "--seed", "2"],
     }
     for name, args in runs.items():
         res = run_cli("pairs", inp, tmp_path / name, *args)
@@ -328,9 +331,14 @@ def test_a_closed_stdout_pipe_is_not_reported_as_failed_items(tmp_path, ckpt, co
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the command prints its report
     try:
-        res = subprocess.run([sys.executable, "-m", "dsgan_cli", command, str(tmp_path / "in"), str(tmp_path / "out"),
-                              "-c", str(ckpt), "--json"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300,
-                             env={**os.environ, "DSGAN_OFFLINE": "1"})
+        res = subprocess.run(
+            [sys.executable, "-m", "dsgan_cli", command, str(tmp_path / "in"), str(tmp_path / "out"), "-c", str(ckpt), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            env={**os.environ, "DSGAN_OFFLINE": "1"},
+        )
     finally:
         os.close(write_end)
     assert res.returncode == 141, res.stderr

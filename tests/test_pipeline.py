@@ -16,18 +16,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from dsgan_cli.metrics import fid
 
 skdata = pytest.importorskip("skimage.data")
 
 #: Recipe keys the test shrinks so that training takes seconds on a CPU; everything else is the built-in recipe.
-SMALL = {"train.iterations": "2", "train.batch_size": "2", "model.n_res_blocks": "1", "model.channels": "8",
-         "data.crop_size": "32", "data.num_workers": "0", "perceptual.weights": '"random"',
-         "perceptual.layers": '["relu1_2"]', "train.checkpoint_every": "2", "train.sample_every": "2",
-         "train.log_every": "1"}
+SMALL = {
+    "train.iterations": "2",
+    "train.batch_size": "2",
+    "model.n_res_blocks": "1",
+    "model.channels": "8",
+    "data.crop_size": "32",
+    "data.num_workers": "0",
+    "perceptual.weights": '"random"',
+    "perceptual.layers": '["relu1_2"]',
+    "train.checkpoint_every": "2",
+    "train.sample_every": "2",
+    "train.log_every": "1",
+}
 
 
 def readme_pipeline() -> list[str]:
@@ -41,8 +50,12 @@ def raw_photos(folder: Path, low_quality: bool) -> None:
     """Four photos of one face (straight, rotated both ways, mirrored); low quality: small, noisy, JPEG q40."""
     folder.mkdir(parents=True)
     astro = Image.fromarray(skdata.astronaut())
-    variants = {"straight": astro, "left": astro.rotate(8, resample=Image.Resampling.BICUBIC),
-                "right": astro.rotate(-8, resample=Image.Resampling.BICUBIC), "mirror": astro.transpose(Image.Transpose.FLIP_LEFT_RIGHT)}
+    variants = {
+        "straight": astro,
+        "left": astro.rotate(8, resample=Image.Resampling.BICUBIC),
+        "right": astro.rotate(-8, resample=Image.Resampling.BICUBIC),
+        "mirror": astro.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    }
     rng = np.random.default_rng(0)
     for name, img in variants.items():
         if low_quality:
@@ -57,7 +70,12 @@ def raw_photos(folder: Path, low_quality: bool) -> None:
 def test_readme_pipeline_runs_as_written(tmp_path):
     lines = readme_pipeline()
     assert [shlex.split(line, comments=True)[:2] for line in lines] == [
-        ["dsgan", "prepare"], ["dsgan", "prepare"], ["accelerate", "launch"], ["dsgan", "degrade"], ["dsgan", "eval"]]
+        ["dsgan", "prepare"],
+        ["dsgan", "prepare"],
+        ["accelerate", "launch"],
+        ["dsgan", "degrade"],
+        ["dsgan", "eval"],
+    ]
     # The design card's line (quiet: dsgan's error line is the last one): the recipe by its path under recipes/
     # (the built-in one outside the repo).
     assert shlex.split(lines[2], comments=True) == ["accelerate", "launch", "-q", "-m", "dsgan_cli", "train", "recipes/idphoto.toml"]
@@ -72,13 +90,21 @@ def test_readme_pipeline_runs_as_written(tmp_path):
     weights = tmp_path / "inception-random.pth"
     torch.save(fid.random_state_dict(), weights)
     bindir = Path(sys.executable).parent
-    env = dict(os.environ, OMP_NUM_THREADS="2", CUDA_VISIBLE_DEVICES="", DSGAN_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               DSGAN_INCEPTION_WEIGHTS=str(weights), PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="2",
+        CUDA_VISIBLE_DEVICES="",
+        DSGAN_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+        DSGAN_INCEPTION_WEIGHTS=str(weights),
+        PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     assert shutil.which("dsgan", path=env["PATH"]) and shutil.which("accelerate", path=env["PATH"])
 
     def run(i: int, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-        res = subprocess.run(shlex.split(lines[i], comments=True) + list(extra), cwd=project, env=env, capture_output=True,
-                             text=True, timeout=900)
+        res = subprocess.run(
+            shlex.split(lines[i], comments=True) + list(extra), cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
         assert res.returncode == 0, (lines[i], res.stderr[-3000:])
         return res
 

@@ -8,17 +8,25 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from dsgan_cli.plumbing import plots
 
 
 def test_line_plot_writes_a_marked_png_of_the_asked_size_atomically(tmp_path):
     out = tmp_path / "sub" / "plot.png"
     xs = [0, 1, 2, 3]
-    written = plots.line_plot({"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3])}, out,
-                              title="spectrum", xlabel="x", ylabel="y", logy=True, size=(400, 300), kind="test-kind")
+    written = plots.line_plot(
+        {"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3])},
+        out,
+        title="spectrum",
+        xlabel="x",
+        ylabel="y",
+        logy=True,
+        size=(400, 300),
+        kind="test-kind",
+    )
     assert written == out
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (400, 300)
@@ -31,8 +39,13 @@ def test_the_figure_holds_each_series_with_gaps_for_points_it_cannot_draw():
     """What the plot says, read from the figure (not from matplotlib's pixels): the series, in order and colour,
     non-finite values and y <= 0 on a log axis left out as gaps, a lone point given a marker, the axis scale."""
     xs = [0, 1, 2, 3]
-    fig = plots.build_figure({"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3]),
-                              "c": (xs, [float("inf"), 5, float("nan"), -1])}, title="t", xlabel="x", ylabel="y", logy=True)
+    fig = plots.build_figure(
+        {"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3]), "c": (xs, [float("inf"), 5, float("nan"), -1])},
+        title="t",
+        xlabel="x",
+        ylabel="y",
+        logy=True,
+    )
     (ax,) = fig.axes
     assert ax.get_yscale() == "log" and ax.get_title() == "t" and ax.get_xlabel() == "x"
     lines = {ln.get_label(): ln for ln in ax.lines}
@@ -61,9 +74,11 @@ def test_is_own_plot_refuses_other_pngs(tmp_path):
 @pytest.mark.slow
 def test_plotting_needs_no_display(tmp_path):
     """A display-less environment with an interactive backend configured: plotting still works (no pyplot)."""
-    code = ("import sys; from dsgan_cli.plumbing import plots; "
-            "plots.line_plot({'a': ([0, 1, 2], [3, 1, 2])}, sys.argv[1], size=(320, 240)); "
-            "assert 'matplotlib.pyplot' not in sys.modules")
+    code = (
+        "import sys; from dsgan_cli.plumbing import plots; "
+        "plots.line_plot({'a': ([0, 1, 2], [3, 1, 2])}, sys.argv[1], size=(320, 240)); "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
     for backend in (None, "TkAgg"):
         if backend:

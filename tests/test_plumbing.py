@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_face_like
 from PIL import Image
 from rich.console import Console
 
-from conftest import synthetic_face_like
 from dsgan_cli.data.images import ImageReadError, image_size, load_rgb, tensor_to_uint8, to_uint8
 from dsgan_cli.engines.trainlog import truncate_metrics
 from dsgan_cli.plumbing.errors import DsganError

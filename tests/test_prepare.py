@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from dsgan_cli.commands.prepare import MANIFEST, FaceCrop, prepare_folder
-from dsgan_cli.data.align import similarity_transform, apply_transform, template_points
+from dsgan_cli.data.align import apply_transform, similarity_transform, template_points
 from dsgan_cli.data.faces import FaceDetector
-
-from conftest import run_cli
 
 skdata = pytest.importorskip("skimage.data")
 SIZE = 128
@@ -172,7 +171,7 @@ def test_one_photo_that_fails_in_any_way_does_not_stop_the_others(raw, tmp_path,
     records = {r["input"]: r for r in map(json.loads, summary.manifest.read_text().splitlines())}
     assert records["large.png"]["status"] == "failed" and "injected failure" in records["large.png"]["reason"]
     assert records["rotated.png"]["status"] == "ok" and (out / "rotated.png").is_file()
-    assert ("injected failure" in " ".join(r for _, r in summary.failed))
+    assert "injected failure" in " ".join(r for _, r in summary.failed)
     monkeypatch.setattr(align, "align_face", real)
     again = prepare_folder(raw / "variants", out, FaceCrop(size=SIZE), workers=1, progress=False)
     records = {r["input"]: r for r in map(json.loads, again.manifest.read_text().splitlines())}

@@ -1,9 +1,8 @@
 import pytest
+from conftest import REPO, run_cli
 
 from dsgan_cli.method.recipe import load_recipe, parse_override, recipe_help
 from dsgan_cli.plumbing.errors import DsganError
-
-from conftest import REPO, run_cli
 
 
 def test_paper_recipe_has_the_reference_settings():
@@ -22,8 +21,8 @@ def test_paper_schedule_is_the_originals_constant_then_linear_to_zero():
     lrs = [lr_at(s, r) for s in range(0, 80_001, 500)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lr_at(0, r) == lr_at(39_999, r) == lr_at(40_000, r) == 2e-4  # first half constant
-    assert lr_at(60_000, r) == pytest.approx(1e-4)                     # halfway down
-    assert lr_at(79_999, r) == pytest.approx(2e-4 / 40_000)            # last step: one decay step above 0
+    assert lr_at(60_000, r) == pytest.approx(1e-4)  # halfway down
+    assert lr_at(79_999, r) == pytest.approx(2e-4 / 40_000)  # last step: one decay step above 0
     assert lr_at(80_000, r) == 0.0
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RECIPE, chw, libjpeg, run_cli, small_generator_file, synthetic_face_like, write_images
 from PIL import Image
 
-from conftest import TINY_RECIPE, chw, libjpeg, run_cli, small_generator_file, synthetic_face_like, write_images
 from dsgan_cli.metrics import fid
 
 
@@ -53,8 +53,21 @@ def test_eval_gives_no_verdict_when_a_set_is_smaller_than_the_real_half(tmp_path
     write_images(hr, 2, 64, seed=4)
     write_images(fake, 12, 32, seed=6)
     write_images(real, 12, 32, seed=5, noise=20)
-    res = run_cli("eval", fake, real, "--reference", hr, "--json", tmp_path / "r.json", "--inception-weights",
-                  weights_file, "--batch-size", "4", "--cache-dir", tmp_path / "c")
+    res = run_cli(
+        "eval",
+        fake,
+        real,
+        "--reference",
+        hr,
+        "--json",
+        tmp_path / "r.json",
+        "--inception-weights",
+        weights_file,
+        "--batch-size",
+        "4",
+        "--cache-dir",
+        tmp_path / "c",
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads((tmp_path / "r.json").read_text())
     eq = data["equal_sizes"]
@@ -79,13 +92,34 @@ def test_eval_cache_option_naming_a_file_is_refused(tmp_path, option):
 def test_resume_into_another_folder_is_checked_against_the_checkpoints_recipe(tmp_path):
     write_images(tmp_path / "hr", 4, 32, seed=1)
     write_images(tmp_path / "lr", 4, 16, seed=2, noise=6)
-    base = ["train", TINY_RECIPE, "--set", f"data.hr_dir='{tmp_path / 'hr'}'", "--set", f"data.lr_dir='{tmp_path / 'lr'}'",
-            "--set", "train.iterations=2", "--set", "model.jpeg_quality=30"]
+    base = [
+        "train",
+        TINY_RECIPE,
+        "--set",
+        f"data.hr_dir='{tmp_path / 'hr'}'",
+        "--set",
+        f"data.lr_dir='{tmp_path / 'lr'}'",
+        "--set",
+        "train.iterations=2",
+        "--set",
+        "model.jpeg_quality=30",
+    ]
     res = run_cli(*base, "--set", f"train.output_dir='{tmp_path / 'rA'}'")
     assert res.returncode == 0, res.stderr
     ckpt = tmp_path / "rA" / "checkpoints" / "step_00000002"
-    res = run_cli(*base, "--set", "train.iterations=3", "--set", f"train.output_dir='{tmp_path / 'rB'}'",
-                  "--set", "model.jpeg_quality=90", "--set", "data.crop_size=8", "--resume", ckpt)
+    res = run_cli(
+        *base,
+        "--set",
+        "train.iterations=3",
+        "--set",
+        f"train.output_dir='{tmp_path / 'rB'}'",
+        "--set",
+        "model.jpeg_quality=90",
+        "--set",
+        "data.crop_size=8",
+        "--resume",
+        ckpt,
+    )
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith(f"error: {tmp_path / 'rB'}: cannot resume exactly") and res.stderr.count("\n") == 1
     assert "model.jpeg_quality 30 -> 90" in res.stderr and "data.crop_size" in res.stderr
@@ -107,14 +141,21 @@ def _gradient(size: int, seed: int, radial: bool = False) -> np.ndarray:
 def test_smooth_images_never_saved_as_jpeg_read_as_none_and_say_how_sure():
     from dsgan_cli.method.codec import read_quality
 
-    cases = {"radial 256": [_gradient(256, 1, radial=True)], "linear 256": [_gradient(256, 2)],
-             "linear 64 q95": [libjpeg(_gradient(64, s), 95) for s in range(16)],
-             "radial 64 q95": [libjpeg(_gradient(64, s, radial=True), 95) for s in range(16)]}
+    cases = {
+        "radial 256": [_gradient(256, 1, radial=True)],
+        "linear 256": [_gradient(256, 2)],
+        "linear 64 q95": [libjpeg(_gradient(64, s), 95) for s in range(16)],
+        "radial 64 q95": [libjpeg(_gradient(64, s, radial=True), 95) for s in range(16)],
+    }
     for name, images in cases.items():
         reading = read_quality(torch.stack([chw(a) for a in images]))
         assert reading.quality == 0, f"{name}: read as q{reading.quality} ({reading.describe()})"
         assert reading.describe().startswith("no JPEG quality read") and "sigma" in reading.describe()
-    photos = [libjpeg(np.clip(synthetic_face_like(64, s) + np.random.default_rng(s).normal(0, 6, (64, 64, 3)), 0, 255)
-                    .round().astype(np.uint8), 40) for s in range(4)]
+    photos = [
+        libjpeg(
+            np.clip(synthetic_face_like(64, s) + np.random.default_rng(s).normal(0, 6, (64, 64, 3)), 0, 255).round().astype(np.uint8), 40
+        )
+        for s in range(4)
+    ]
     reading = read_quality(torch.stack([chw(a) for a in photos]))
     assert reading.quality == 40 and reading.describe().startswith("JPEG quality 40, read off 4 images (")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_face_like, write_images
 from PIL import Image
 
-from conftest import synthetic_face_like, write_images
 from dsgan_cli.commands.eval_report import Reporter, default_plot_path
 from dsgan_cli.commands.evaluate import EvalOptions, evaluate
 from dsgan_cli.metrics import spectrum
@@ -36,8 +36,7 @@ def test_spectrum_shape_and_white_noise_level():
 def test_noisy_images_have_more_high_frequency_power(tmp_path):
     clean = write_images(tmp_path / "clean", 4, 32, seed=3)
     noisy = write_images(tmp_path / "noisy", 4, 32, seed=3, noise=25)
-    s_clean, s_noisy = (spectrum.set_stats(np.asarray(Image.open(p).convert("RGB")) for p in paths)["spectrum"]
-                        for paths in (clean, noisy))
+    s_clean, s_noisy = (spectrum.set_stats(np.asarray(Image.open(p).convert("RGB")) for p in paths)["spectrum"] for paths in (clean, noisy))
     high = spectrum.radial_frequencies(len(s_clean)) >= spectrum.HIGH_BAND
     assert s_noisy[high].mean() > 2 * s_clean[high].mean()
     # Independent RGB noise of sigma 25 gives luminance noise power (25/255)^2 * sum(LUMA^2), flat over frequency.
@@ -99,8 +98,15 @@ def test_frequency_report_through_evaluate(tmp_path):
 def test_line_plot_writes_marked_png_atomically(tmp_path):
     out = tmp_path / "sub" / "plot.png"
     xs = [0, 1, 2, 3]
-    plots.line_plot({"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3])}, out, title="t",
-                    xlabel="x", ylabel="y", logy=True, size=(400, 300))
+    plots.line_plot(
+        {"a": (xs, [1, 10, 100, 1000]), "b": (xs, [0, 2, float("nan"), 3])},
+        out,
+        title="t",
+        xlabel="x",
+        ylabel="y",
+        logy=True,
+        size=(400, 300),
+    )
     with Image.open(out) as im:
         assert im.size == (400, 300) and im.format == "PNG"
         arr = np.asarray(im.convert("RGB"))
@@ -132,8 +138,18 @@ def test_evaluate_no_fid_mixed_sizes_modes_and_reference(tmp_path):
     write_images(hr, 2, 64, seed=3)
     Image.fromarray(synthetic_face_like(40, 9)).convert("L").save(fake / "gray_40.png")
     Image.fromarray(synthetic_face_like(32, 8)).convert("RGBA").save(fake / "alpha.png")
-    result = evaluate(fake, real, EvalOptions(reference_dir=hr, fid=False, cache_dir=tmp_path / "cache",
-                                  plot_path=tmp_path / "p.png", json_path=tmp_path / "r.json", progress=False))
+    result = evaluate(
+        fake,
+        real,
+        EvalOptions(
+            reference_dir=hr,
+            fid=False,
+            cache_dir=tmp_path / "cache",
+            plot_path=tmp_path / "p.png",
+            json_path=tmp_path / "r.json",
+            progress=False,
+        ),
+    )
     assert result["fid"] is None and result["kid_mean"] is None
     assert result["counts"] == {"fake": 5, "real": 3, "reference": 2}
     assert result["resized"] is True and result["resized_counts"]["fake"] == 1 and result["image_size"] == [32, 32]

@@ -48,8 +48,10 @@ def test_sets_that_differ_only_in_blur_orientation_are_told_apart():
 
 def test_sets_that_differ_only_in_spatial_correlation_are_told_apart():
     white = [np.clip(Step("white", {"sigma": 8.0, "grey": 0.0}).apply(photo_like(i), np.random.default_rng(i)), 0, 255) for i in range(8)]
-    corr = [np.clip(Step("correlated", {"sigma": 8.0, "spatial": 1.0, "grey": 0.0}).apply(photo_like(i), np.random.default_rng(i)), 0, 255)
-            for i in range(8)]
+    corr = [
+        np.clip(Step("correlated", {"sigma": 8.0, "spatial": 1.0, "grey": 0.0}).apply(photo_like(i), np.random.default_rng(i)), 0, 255)
+        for i in range(8)
+    ]
     dw, dc = (structure.describe(structure.set_structure(s)) for s in (white, corr))
     # Same scenes, same level: only the grain's correlation differs, and the lag-1 maps part by far more than
     # the scenes' own edges put in both.
@@ -58,8 +60,13 @@ def test_sets_that_differ_only_in_spatial_correlation_are_told_apart():
 
 
 def test_sets_that_differ_only_in_colour_correlation_are_told_apart():
-    sets = {g: [np.clip(Step("white", {"sigma": 8.0, "grey": g}).apply(np.full((48, 48, 3), 128.0), np.random.default_rng(i)), 0, 255)
-                for i in range(6)] for g in (0.0, 0.8)}
+    sets = {
+        g: [
+            np.clip(Step("white", {"sigma": 8.0, "grey": g}).apply(np.full((48, 48, 3), 128.0), np.random.default_rng(i)), 0, 255)
+            for i in range(6)
+        ]
+        for g in (0.0, 0.8)
+    }
     d = {g: structure.describe(structure.set_structure(s)) for g, s in sets.items()}
     assert abs(d[0.0]["mean_channel_correlation"]) < 0.05
     assert d[0.8]["mean_channel_correlation"] == pytest.approx(0.8, abs=0.05)
@@ -89,8 +96,21 @@ def test_cli_eval_reports_structure_and_draws_it(tmp_path):
     report and the plot: a fake set blurred across the real set's orientation lies far from it."""
     _write_set(tmp_path / "fake", degraded_set(aniso(120.0), seed=1))
     _write_set(tmp_path / "real", degraded_set(aniso(30.0), seed=0))
-    proc = subprocess.run([sys.executable, "-m", "dsgan_cli", "eval", str(tmp_path / "fake"), str(tmp_path / "real"), "--no-fid",
-                           "--json", str(tmp_path / "r.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsgan_cli",
+            "eval",
+            str(tmp_path / "fake"),
+            str(tmp_path / "real"),
+            "--no-fid",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     sets = report["structure"]["sets"]

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import run_cli, small_generator_file, write_images
+from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -60,8 +59,7 @@ def test_prepare_degrade_and_pairs_report_the_same_keys_on_a_first_and_a_second_
     runs = {
         "degrade": (["degrade", hr, tmp_path / "lr", "-c", ckpt], tmp_path / "lr", 3, [broken]),
         "pairs": (["pairs", hr, tmp_path / "pairs", "-c", ckpt], tmp_path / "pairs", 3, [broken]),
-        "prepare": (["prepare", photos, "--out", tmp_path / "aligned", "--size", "64", "--workers", "1"],
-                    tmp_path / "aligned", 2, [notes]),
+        "prepare": (["prepare", photos, "--out", tmp_path / "aligned", "--size", "64", "--workers", "1"], tmp_path / "aligned", 2, [notes]),
     }
     for command, (args, out, n, failed) in runs.items():
         code, first, err = run_json(*args)
@@ -81,8 +79,10 @@ def test_summaries_of_several_processes_add_up():
 
     from dsgan_cli.engines.inference import FolderSummary, merge_summaries
 
-    parts = [FolderSummary(written=3, skipped=1, failed=[("b.png", "truncated")], converted_modes={"L": 1}, seconds=2.0),
-             FolderSummary(written=1, skipped=2, failed=[("a.png", "empty")], converted_modes={"L": 1, "P": 2}, seconds=4.0)]
+    parts = [
+        FolderSummary(written=3, skipped=1, failed=[("b.png", "truncated")], converted_modes={"L": 1}, seconds=2.0),
+        FolderSummary(written=1, skipped=2, failed=[("a.png", "empty")], converted_modes={"L": 1, "P": 2}, seconds=4.0),
+    ]
     total = merge_summaries([pickle.loads(pickle.dumps(p)) for p in parts])
     assert (total.written, total.skipped, total.seconds) == (4, 3, 4.0)
     assert total.failed == [("a.png", "empty"), ("b.png", "truncated")]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli, write_images
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_images
 from dsgan_cli.engines.checkpoint import load_generator
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import EXIT_NONFINITE, DsganError
@@ -34,8 +34,13 @@ def data(tmp_path_factory) -> Path:
 
 def small_recipe(tiny_recipe: Path, data: Path, out: Path, *extra: str):
     """The tiny recipe at 16/8 px pointing at ``data`` and writing to ``out``."""
-    sets = [*SMALL, f"data.hr_dir={json.dumps(str(data / 'hr'))}", f"data.lr_dir={json.dumps(str(data / 'lr'))}",
-            f"train.output_dir={json.dumps(str(out))}", *extra]
+    sets = [
+        *SMALL,
+        f"data.hr_dir={json.dumps(str(data / 'hr'))}",
+        f"data.lr_dir={json.dumps(str(data / 'lr'))}",
+        f"train.output_dir={json.dumps(str(out))}",
+        *extra,
+    ]
     return load_recipe(tiny_recipe, sets)
 
 
@@ -65,8 +70,14 @@ def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert ckpts == ["step_00000002", "step_00000003"]
     last = out / "checkpoints" / "step_00000003"
-    for name in ("model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin",
-                 "generator.safetensors", "trainer_state.json"):
+    for name in (
+        "model.safetensors",
+        "model_1.safetensors",
+        "optimizer.bin",
+        "optimizer_1.bin",
+        "generator.safetensors",
+        "trainer_state.json",
+    ):
         assert (last / name).is_file(), name
     state = json.loads((last / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["data"]["counts"]["hr"] == 6 and state["data"]["counts"]["hr_skipped"] == 1
@@ -92,7 +103,9 @@ def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     # a fresh run over an existing one is refused; --resume latest continues it
     res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=3"), cwd=tmp_path)
     assert res.returncode == 2 and "--resume latest" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=4", "train.checkpoint_every=1"), "--resume", "latest", cwd=tmp_path)
+    res = run_cli(
+        "train", tiny_recipe, *cli_sets(data, out, "train.iterations=4", "train.checkpoint_every=1"), "--resume", "latest", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     assert "resumed from" in res.stdout and "step_00000003" in res.stdout
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
@@ -101,8 +114,9 @@ def test_cli_train_writes_everything_and_resumes(tmp_path, tiny_recipe):
     assert load_generator(out / "generator.safetensors")[1]["step"] == 4
 
 
-@pytest.mark.parametrize("variant", [(), ("optim.ema=0.5",), ("model.output_noise=true", "model.output=residual")],
-                         ids=["plain", "ema", "noise"])
+@pytest.mark.parametrize(
+    "variant", [(), ("optim.ema=0.5",), ("model.output_noise=true", "model.output=residual")], ids=["plain", "ema", "noise"]
+)
 def test_resume_equals_straight_run(tmp_path, tiny_recipe, data, variant):
     from dsgan_cli.engines.train import train
 
@@ -189,6 +203,7 @@ def test_non_finite_loss_stops_with_exit_3_and_keeps_checkpoint(tmp_path, tiny_r
 
 
 def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tiny_recipe, data, monkeypatch):
+    import dsgan_cli.engines.rankcheck as rankcheck
     import dsgan_cli.engines.train as tr
     import dsgan_cli.method.losses as losses
 
@@ -203,7 +218,7 @@ def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tin
         return loss.detach() * float("nan") + (loss - loss.detach()) * 0 if calls["n"] == 5 else loss
 
     monkeypatch.setattr(losses, "gan_loss_discriminator", nan_once)
-    monkeypatch.setattr(tr, "SYNC_SECONDS", 1e9)  # checks only at log/checkpoint steps, whatever the machine's speed
+    monkeypatch.setattr(rankcheck, "SYNC_SECONDS", 1e9)  # checks only at log/checkpoint steps, whatever the machine's speed
     out = tmp_path / "run"
     with pytest.raises(DsganError) as info:
         tr.train(small_recipe(tiny_recipe, data, out, "train.iterations=6", "train.log_every=100", NO_VGG), progress=False)
@@ -215,6 +230,7 @@ def test_non_finite_loss_between_checks_never_reaches_a_checkpoint(tmp_path, tin
 def test_losses_are_synchronised_only_at_log_and_checkpoint_steps(tmp_path, tiny_recipe, data, monkeypatch):
     import accelerate
 
+    import dsgan_cli.engines.rankcheck as rankcheck
     import dsgan_cli.engines.train as tr
 
     reduced_at = []
@@ -225,9 +241,11 @@ def test_losses_are_synchronised_only_at_log_and_checkpoint_steps(tmp_path, tiny
         return real_reduce(self, tensor, *args, **kwargs)
 
     monkeypatch.setattr(accelerate.Accelerator, "reduce", counting_reduce)
-    monkeypatch.setattr(tr, "SYNC_SECONDS", 1e9)
-    result = tr.train(small_recipe(tiny_recipe, data, tmp_path / "run", "train.iterations=6", "train.log_every=3",
-                                   "train.checkpoint_every=3", NO_VGG), progress=False)
+    monkeypatch.setattr(rankcheck, "SYNC_SECONDS", 1e9)
+    result = tr.train(
+        small_recipe(tiny_recipe, data, tmp_path / "run", "train.iterations=6", "train.log_every=3", "train.checkpoint_every=3", NO_VGG),
+        progress=False,
+    )
     assert result.steps == 6 and len(reduced_at) == 3  # steps 1 (first), 3 and 6, not all 6 steps
     records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 3, 6] and all(math.isfinite(r["loss_g"]) for r in records)
@@ -253,7 +271,7 @@ def test_bad_data_folders_give_one_line_errors(tmp_path, tiny_recipe, case):
         (data / "lr").symlink_to(data / "hr")
     expected = {
         "missing": f"{data / 'hr'}: no such folder (data.hr_dir); make it with `dsgan prepare RAW_CLEAN_PHOTOS --out "
-                   f"{data / 'hr'} --size 16`",
+        f"{data / 'hr'} --size 16`",
         "empty": "holds no images",
         "wrong_size": "img_000.png: HR image is 20x20, expected 16x16 (set data.resize_mismatched",
         "all_unreadable": "none of the 1 HR images could be read",
@@ -273,11 +291,22 @@ def re_escape(s: str) -> str:
 
 @pytest.mark.slow
 def test_cli_bad_folder_is_one_line_on_stderr(tmp_path, tiny_recipe):
-    res = run_cli("train", tiny_recipe, "--set", f"data.hr_dir={tmp_path / 'nope'}", "--set", f"data.lr_dir={tmp_path}",
-                  "--set", f"train.output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    res = run_cli(
+        "train",
+        tiny_recipe,
+        "--set",
+        f"data.hr_dir={tmp_path / 'nope'}",
+        "--set",
+        f"data.lr_dir={tmp_path}",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert res.returncode == 2
-    assert res.stderr.strip() == (f"error: {tmp_path / 'nope'}: no such folder (data.hr_dir); make it with "
-                                  f"`dsgan prepare RAW_CLEAN_PHOTOS --out {tmp_path / 'nope'} --size 32`, or set data.hr_dir")
+    assert res.stderr.strip() == (
+        f"error: {tmp_path / 'nope'}: no such folder (data.hr_dir); make it with "
+        f"`dsgan prepare RAW_CLEAN_PHOTOS --out {tmp_path / 'nope'} --size 32`, or set data.hr_dir"
+    )
 
 
 def test_loader_workers_are_capped_by_the_usable_cpus(monkeypatch):
@@ -301,7 +330,7 @@ def test_resize_mismatched_and_deterministic_sampling(tmp_path):
     # every image once per epoch, in a different order per epoch, same order for the same seed
     idx = stream_indices(5, 0, 15, seed=3, stream=1)
     for e in range(3):
-        assert sorted(idx[5 * e: 5 * e + 5].tolist()) == [0, 1, 2, 3, 4]
+        assert sorted(idx[5 * e : 5 * e + 5].tolist()) == [0, 1, 2, 3, 4]
     assert not torch.equal(idx[:5], idx[5:10]) or not torch.equal(idx[5:10], idx[10:15])
     assert torch.equal(idx, stream_indices(5, 0, 15, seed=3, stream=1))
     assert torch.equal(idx[7:12], stream_indices(5, 7, 5, seed=3, stream=1))
@@ -321,7 +350,7 @@ def test_resize_mismatched_and_deterministic_sampling(tmp_path):
 def test_linear_lr_decay(tiny_recipe):
     from dsgan_cli.engines.train import lr_at
 
-    r = load_recipe(tiny_recipe, ["train.iterations=100", "optim.lr_decay=\"linear\"", "optim.decay_start=50", "optim.lr=1e-3"])
+    r = load_recipe(tiny_recipe, ["train.iterations=100", 'optim.lr_decay="linear"', "optim.decay_start=50", "optim.lr=1e-3"])
     assert lr_at(0, r) == lr_at(49, r) == 1e-3
     assert lr_at(75, r) == pytest.approx(5e-4)
     assert lr_at(100, r) == 0.0
@@ -337,8 +366,7 @@ def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recip
     opts = ("train.checkpoint_every=1", "train.sample_every=100", "data.crop_size=6", NO_VGG)
     plain = train(small_recipe(tiny_recipe, data, tmp_path / "a", "train.iterations=2", *opts), progress=False)
     train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=1", *opts), progress=False)
-    other = train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=2", *opts, option),
-                  resume="latest", progress=False)
+    other = train(small_recipe(tiny_recipe, data, tmp_path / "b", "train.iterations=2", *opts, option), resume="latest", progress=False)
     a, b = load_file(plain.generator_path), load_file(other.generator_path)
     assert a.keys() == b.keys(), f"{option} changes the generator's parameter names"
     start = load_file(tmp_path / "b" / "checkpoints" / "step_00000001" / "generator.safetensors")
@@ -357,11 +385,13 @@ def test_layout_and_compile_options_train_the_same_networks(tmp_path, tiny_recip
 def two_checkpoints(tmp_path_factory, data) -> Path:
     """A run folder with complete checkpoints at steps 2 and 4 of 6 (copy it before damaging it)."""
     from conftest import TINY_RECIPE as tiny_recipe
+
     from dsgan_cli.engines.train import train
 
     out = tmp_path_factory.mktemp("ckpts") / "run"
-    train(small_recipe(tiny_recipe, data, out, "train.iterations=4", "train.checkpoint_every=2", "train.keep_last=2",
-                       NO_VGG), progress=False)
+    train(
+        small_recipe(tiny_recipe, data, out, "train.iterations=4", "train.checkpoint_every=2", "train.keep_last=2", NO_VGG), progress=False
+    )
     return out
 
 
@@ -372,50 +402,71 @@ def damaged_copy(src: Path, dest: Path, damage) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("damage, file, reason", [
-    (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl", "missing from the checkpoint"),
-    (lambda c: (c / "random_states_0.pkl").write_bytes((c / "random_states_0.pkl").read_bytes()[:100]),
-     "random_states_0.pkl", "truncated or changed"),
-    (lambda c: (c / "optimizer.bin").write_bytes(b"\0" * (c / "optimizer.bin").stat().st_size),
-     "optimizer.bin", "truncated or changed"),
-], ids=["rng-deleted", "rng-truncated", "optimizer-zeroed"])
+@pytest.mark.parametrize(
+    "damage, file, reason",
+    [
+        (lambda c: (c / "random_states_0.pkl").unlink(), "random_states_0.pkl", "missing from the checkpoint"),
+        (
+            lambda c: (c / "random_states_0.pkl").write_bytes((c / "random_states_0.pkl").read_bytes()[:100]),
+            "random_states_0.pkl",
+            "truncated or changed",
+        ),
+        (
+            lambda c: (c / "optimizer.bin").write_bytes(b"\0" * (c / "optimizer.bin").stat().st_size),
+            "optimizer.bin",
+            "truncated or changed",
+        ),
+    ],
+    ids=["rng-deleted", "rng-truncated", "optimizer-zeroed"],
+)
 @pytest.mark.slow
 def test_resume_refuses_a_damaged_checkpoint_naming_the_file(tmp_path, tiny_recipe, data, two_checkpoints, damage, file, reason):
     """Accelerate would skip an unreadable RNG state with a log line and go on with another random stream."""
     out = damaged_copy(two_checkpoints, tmp_path / "run", damage)
-    res = run_cli("train", tiny_recipe, *cli_sets(data, out, "train.iterations=6", "train.checkpoint_every=2",
-                                                  "train.keep_last=2", NO_VGG), "--resume", "latest", cwd=tmp_path)
+    res = run_cli(
+        "train",
+        tiny_recipe,
+        *cli_sets(data, out, "train.iterations=6", "train.checkpoint_every=2", "train.keep_last=2", NO_VGG),
+        "--resume",
+        "latest",
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith(f"error: {out / 'checkpoints' / 'step_00000004' / file}: {reason}"), res.stderr
     assert "Traceback" not in res.stderr
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"], \
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"], (
         "a refused resume must leave the checkpoints as they were"
+    )
 
 
-@pytest.mark.parametrize("state, reason", [
-    ({"step": "4"}, "step '4' is not a whole number"),
-    ({"step": 2}, "step 2 does not match its folder step_00000004"),
-    ([4], "not a JSON object"),
-    ({"step": 4, "world_size": 0}, "world_size 0 is not a whole number >= 1"),
-    ({"step": 4, "files": {"../x": {"size": 1, "sha256": "0"}}}, "files is not a list"),
-])
+@pytest.mark.parametrize(
+    "state, reason",
+    [
+        ({"step": "4"}, "step '4' is not a whole number"),
+        ({"step": 2}, "step 2 does not match its folder step_00000004"),
+        ([4], "not a JSON object"),
+        ({"step": 4, "world_size": 0}, "world_size 0 is not a whole number >= 1"),
+        ({"step": 4, "files": {"../x": {"size": 1, "sha256": "0"}}}, "files is not a list"),
+    ],
+)
 def test_resume_refuses_a_malformed_trainer_state_and_moves_nothing(tmp_path, tiny_recipe, data, two_checkpoints, state, reason):
     from dsgan_cli.engines.train import train
 
-    out = damaged_copy(two_checkpoints, tmp_path / "run",
-                       lambda c: (c / "trainer_state.json").write_text(json.dumps(state)))
+    out = damaged_copy(two_checkpoints, tmp_path / "run", lambda c: (c / "trainer_state.json").write_text(json.dumps(state)))
     with pytest.raises(DsganError, match=re_escape(f"trainer_state.json: not a valid training state: {reason}")):
-        train(small_recipe(tiny_recipe, data, out, "train.iterations=6", "train.checkpoint_every=2", NO_VGG),
-              resume="latest", progress=False)
+        train(
+            small_recipe(tiny_recipe, data, out, "train.iterations=6", "train.checkpoint_every=2", NO_VGG), resume="latest", progress=False
+        )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
     assert not (out / "abandoned").exists(), "a bad state must not set the checkpoint it names aside"
 
 
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_partial(tmp_path, tiny_recipe, data, monkeypatch):
     """Disk full shows up as torch's zip writer error; the partial folder must not stay and keep the disk full."""
-    import dsgan_cli.engines.train as tr
     from accelerate import Accelerator
+
+    import dsgan_cli.engines.train as tr
 
     def full_disk(self, *a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")

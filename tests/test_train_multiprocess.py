@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from safetensors.torch import load_file
-
 from conftest import REPO, TINY_RECIPE, write_images
+from safetensors.torch import load_file
 from train_rank_weights import weights_hash
 
 
@@ -20,12 +19,33 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     write_images(tmp_path / "hr", 8, 16, seed=0)
     write_images(tmp_path / "lr", 8, 8, seed=1, noise=12)
     out, hashes = tmp_path / "run", tmp_path / "hashes"
-    sets = ["data.hr_size=16", "data.lr_size=8", "train.batch_size=2", "train.iterations=2", "train.grad_accum=2",
-            "train.checkpoint_every=2", f"data.hr_dir={tmp_path / 'hr'}", f"data.lr_dir={tmp_path / 'lr'}",
-            f"train.output_dir={out}", "loss.w_perceptual=0", f"data.cache_dir={tmp_path / 'cache'}"]
+    sets = [
+        "data.hr_size=16",
+        "data.lr_size=8",
+        "train.batch_size=2",
+        "train.iterations=2",
+        "train.grad_accum=2",
+        "train.checkpoint_every=2",
+        f"data.hr_dir={tmp_path / 'hr'}",
+        f"data.lr_dir={tmp_path / 'lr'}",
+        f"train.output_dir={out}",
+        "loss.w_perceptual=0",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "train_rank_weights.py"), str(hashes), "train", str(TINY_RECIPE), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "train_rank_weights.py"),
+        str(hashes),
+        "train",
+        str(TINY_RECIPE),
+        "--no-progress",
+    ]
     for s in sets:
         cmd += ["--set", s]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -36,7 +56,8 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert sorted(rank_hashes) == [f"rank{r}_{n}.sha256" for r in (0, 1) for n in ("discriminator", "generator")]
     for net in ("generator", "discriminator"):
         assert rank_hashes[f"rank0_{net}.sha256"] == rank_hashes[f"rank1_{net}.sha256"], (
-            f"the two ranks ended with different {net} weights: gradients are not synchronised across processes")
+            f"the two ranks ended with different {net} weights: gradients are not synchronised across processes"
+        )
     assert weights_hash(load_file(out / "generator.safetensors")) == rank_hashes["rank0_generator.sha256"]
     d_saved = load_file(out / "checkpoints" / "step_00000002" / "model_1.safetensors")
     d_params = {k: v for k, v in d_saved.items() if "running_" not in k and "num_batches" not in k}
@@ -67,15 +88,28 @@ def test_an_error_under_accelerate_launch_quiet_ends_with_dsgans_own_line(tmp_pa
     """`accelerate launch -q`: dsgan's one-line error is what the user reads, without accelerate's
     CalledProcessError traceback (which it prints without -q)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
-    launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--num_processes", "1",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    res = subprocess.run([*launch, "-q", "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    launch = [
+        os.path.join(os.path.dirname(sys.executable), "accelerate"),
+        "launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    res = subprocess.run(
+        [*launch, "-q", "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1].startswith(
-        "error: no_such_recipe: recipe file not found, and not a built-in recipe ("), res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: no_such_recipe: recipe file not found, and not a built-in recipe ("), (
+        res.stderr
+    )
     assert "Traceback" not in res.stderr and "CalledProcessError" not in res.stderr, res.stderr
     # Without -q accelerate adds its own traceback after dsgan's line: the reason the docs say -q.
-    res = subprocess.run([*launch, "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*launch, "-m", "dsgan_cli", "train", "no_such_recipe"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert "error: no_such_recipe: recipe file not found" in res.stderr and "CalledProcessError" in res.stderr

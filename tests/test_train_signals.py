@@ -21,14 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_RECIPE, write_images
 
 pytestmark = pytest.mark.slow
 
 #: Test-only: the second flag read of each process (after step 1) writes a marker and waits for this
 #: process's own stop signal or a "release" file; with DSGAN_TEST_HOLD=forever it keeps waiting (for a second Ctrl-C).
-_HOLD = r'''
+_HOLD = r"""
 import os
 if os.environ.get("DSGAN_TEST_HOLD"):
     import time
@@ -48,7 +47,7 @@ if os.environ.get("DSGAN_TEST_HOLD"):
         return real_agreed(self)
 
     interrupt.StopOnSignal.agreed = holding_agreed
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +62,36 @@ def data(tmp_path_factory):
 
 def train_args(data: Path, run: Path, workers: int = 0) -> list[str]:
     """A 4-step tiny run whose first checkpoint would come only at its end (checkpoint_every 4)."""
-    sets = [f"data.hr_dir={data / 'hr'}", f"data.lr_dir={data / 'lr'}", f"train.output_dir={run}",
-            "train.iterations=4", "train.checkpoint_every=4", "train.sample_every=100", "loss.w_perceptual=0",
-            "train.batch_size=2", f"data.num_workers={workers}", f"data.cache_dir={data / 'cache'}"]
+    sets = [
+        f"data.hr_dir={data / 'hr'}",
+        f"data.lr_dir={data / 'lr'}",
+        f"train.output_dir={run}",
+        "train.iterations=4",
+        "train.checkpoint_every=4",
+        "train.sample_every=100",
+        "loss.w_perceptual=0",
+        "train.batch_size=2",
+        f"data.num_workers={workers}",
+        f"data.cache_dir={data / 'cache'}",
+    ]
     return ["train", str(TINY_RECIPE), "--no-progress", *[x for s in sets for x in ("--set", s)]]
 
 
 def environment(data: Path, hold: str = "") -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1",
-           # torchrun's grace period before SIGKILL: generous, so a slow machine is never cut short
-           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "300",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "DSGAN_OFFLINE": "1",
+        # torchrun's grace period before SIGKILL: generous, so a slow machine is never cut short
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "300",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     if hold:
-        env.update(DSGAN_TEST_HOLD=hold, DSGAN_TEST_HOLD_DIR=str(data / "held"),
-                   PYTHONPATH=os.pathsep.join([str(data / "hook"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+        env.update(
+            DSGAN_TEST_HOLD=hold,
+            DSGAN_TEST_HOLD_DIR=str(data / "held"),
+            PYTHONPATH=os.pathsep.join([str(data / "hook"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        )
     return env
 
 
@@ -86,8 +101,14 @@ def start(cmd: list[str], data: Path, logs: Path, hold: str) -> subprocess.Popen
     held.mkdir(exist_ok=True)
     for p in held.iterdir():
         p.unlink()
-    return subprocess.Popen(cmd, cwd=data, env=environment(data, hold), start_new_session=True,
-                            stdout=open(logs / "stdout", "w"), stderr=open(logs / "stderr", "w"))
+    return subprocess.Popen(
+        cmd,
+        cwd=data,
+        env=environment(data, hold),
+        start_new_session=True,
+        stdout=open(logs / "stdout", "w"),
+        stderr=open(logs / "stderr", "w"),
+    )
 
 
 def wait_for(cond, proc: subprocess.Popen, logs: Path, what: str) -> None:
@@ -105,14 +126,14 @@ def logged_steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.is_file() else []
 
 
-def interrupt_after_first_step(cmd, data: Path, run: Path, logs: Path, sig: int, ranks: int,
-                               only_rank: int | None = None) -> subprocess.CompletedProcess:
+def interrupt_after_first_step(
+    cmd, data: Path, run: Path, logs: Path, sig: int, ranks: int, only_rank: int | None = None
+) -> subprocess.CompletedProcess:
     """Start ``cmd``, wait for step 1 in the log and every rank holding, send ``sig`` to the process group
     (or to rank ``only_rank`` alone)."""
     logs.mkdir()
     proc = start(cmd, data, logs, hold="until-signal")
-    wait_for(lambda: 1 in logged_steps(run) and len(list((data / "held").iterdir())) == ranks, proc, logs,
-             "step 1 and every rank's hold")
+    wait_for(lambda: 1 in logged_steps(run) and len(list((data / "held").iterdir())) == ranks, proc, logs, "step 1 and every rank's hold")
     if only_rank is None:
         os.killpg(proc.pid, sig)
     else:  # one process alone gets it (a node's preemption); the others go on until they agree
@@ -154,8 +175,14 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def straight(data):
     """One uninterrupted run of the same command (one process)."""
     run = data / "straight"
-    res = subprocess.run([sys.executable, "-m", "dsgan_cli", *train_args(data, run)], cwd=data, env=environment(data),
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "dsgan_cli", *train_args(data, run)],
+        cwd=data,
+        env=environment(data),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     return run
 
@@ -176,7 +203,7 @@ def test_signal_stops_after_the_step_with_a_checkpoint_and_the_printed_command_r
     command = resume_line(res)
     # The command names every --set override the run was started with, and asks for the latest checkpoint.
     args = shlex.split(command)
-    assert args[args.index("train"):] == [*train_args(data, run, workers=1)[0:], "--resume", "latest"], command
+    assert args[args.index("train") :] == [*train_args(data, run, workers=1)[0:], "--resume", "latest"], command
     # The same command was printed at the signal (a launcher may kill the process before its summary).
     assert f"then resume with: {command}" in res.stderr
 
@@ -212,9 +239,23 @@ def accelerate_launch() -> list[str]:
     """`accelerate launch` with two processes; on a machine without a GPU they train on the CPU over gloo."""
     if torch.cuda.is_available():
         pytest.skip("runs the CPU (gloo) form of accelerate's multi-process launch")
-    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(free_port()), "-m", "dsgan_cli"]
+    return [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "dsgan_cli",
+    ]
 
 
 def test_ctrl_c_under_accelerate_launch_two_processes_checkpoints_once_and_resumes_exactly(data, tmp_path):
@@ -229,23 +270,23 @@ def test_ctrl_c_under_accelerate_launch_two_processes_checkpoints_once_and_resum
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= files
     assert res.stderr.count("SIGINT: stopping after the current step") == 1  # said once, by the main process
     command = resume_line(res)
-    assert shlex.split(command)[:len(launch)] == ["accelerate", *launch[1:]], command
+    assert shlex.split(command)[: len(launch)] == ["accelerate", *launch[1:]], command
 
     pasted = subprocess.run(command, shell=True, cwd=data, env=environment(data), capture_output=True, text=True, timeout=300)
     assert pasted.returncode == 0, pasted.stderr
     assert logged_steps(run) == [1, 2, 3, 4]
     # Two processes draw other batches than one: compare with a straight 2-process run.
     straight2 = tmp_path / "straight2"
-    ref = subprocess.run([*launch, *train_args(data, straight2)], cwd=data, env=environment(data), capture_output=True,
-                         text=True, timeout=300)
+    ref = subprocess.run(
+        [*launch, *train_args(data, straight2)], cwd=data, env=environment(data), capture_output=True, text=True, timeout=300
+    )
     assert ref.returncode == 0, ref.stderr
     assert_same_weights(run, straight2)
 
 
 def test_sigterm_to_one_rank_alone_stops_every_rank_after_the_same_step(data, tmp_path):
     run, launch = tmp_path / "run", accelerate_launch()
-    res = interrupt_after_first_step([*launch, *train_args(data, run)], data, run, tmp_path / "logs", signal.SIGTERM,
-                                     ranks=2, only_rank=1)
+    res = interrupt_after_first_step([*launch, *train_args(data, run)], data, run, tmp_path / "logs", signal.SIGTERM, ranks=2, only_rank=1)
     # Rank 0 got no signal, yet stopped with rank 1 after step 2 (a rank going on alone would hang in DDP or
     # train step 3), and it printed the summary and the command that resumes.
     assert res.returncode != 0, res.stderr

@@ -150,10 +150,22 @@ def test_train_offline_without_perceptual_weights_first_says_what_to_do(tmp_path
 
     write_images(tmp_path / "hr", 4, 32)
     write_images(tmp_path / "lr", 4, 16, seed=1)
-    res = run_cli("train", tiny_recipe, "--no-progress", "--set", f"data.hr_dir={tmp_path / 'hr'}",
-                  "--set", f"data.lr_dir={tmp_path / 'lr'}", "--set", f"train.output_dir={tmp_path / 'run'}",
-                  "--set", 'perceptual.weights="torchvision"', "--set", f"data.cache_dir={tmp_path / 'cache'}",
-                  env={"TORCH_HOME": str(tmp_path / "torch")})
+    res = run_cli(
+        "train",
+        tiny_recipe,
+        "--no-progress",
+        "--set",
+        f"data.hr_dir={tmp_path / 'hr'}",
+        "--set",
+        f"data.lr_dir={tmp_path / 'lr'}",
+        "--set",
+        f"train.output_dir={tmp_path / 'run'}",
+        "--set",
+        'perceptual.weights="torchvision"',
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert res.returncode == 2, res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: VGG19 weights are not available"), res.stderr

@@ -7,15 +7,32 @@ from __future__ import annotations
 import ast
 
 import pytest
-
 from conftest import REPO, package_modules
 
 GATE = REPO / "dsgan_cli" / "plumbing" / "writes.py"
 
 #: module.function calls that write, create or remove paths.
 WRITING_FUNCTIONS = {
-    "os": {"replace", "rename", "renames", "remove", "unlink", "rmdir", "removedirs", "truncate", "ftruncate", "pwrite",
-           "makedirs", "mkdir", "symlink", "link", "mkfifo", "mknod", "chmod", "chown"},
+    "os": {
+        "replace",
+        "rename",
+        "renames",
+        "remove",
+        "unlink",
+        "rmdir",
+        "removedirs",
+        "truncate",
+        "ftruncate",
+        "pwrite",
+        "makedirs",
+        "mkdir",
+        "symlink",
+        "link",
+        "mkfifo",
+        "mknod",
+        "chmod",
+        "chown",
+    },
     "shutil": {"copy", "copy2", "copyfile", "copyfileobj", "copytree", "move", "rmtree", "make_archive"},
     "tempfile": {"mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory", "TemporaryFile", "SpooledTemporaryFile"},
     "torch": {"save"},
@@ -23,8 +40,21 @@ WRITING_FUNCTIONS = {
     "numpy": {"save", "savez", "savez_compressed", "savetxt"},
 }
 #: Method names that only ever write paths (Path, accelerate, torch.hub, safetensors).
-WRITING_METHODS = {"write_text", "write_bytes", "touch", "mkdir", "symlink_to", "hardlink_to", "unlink", "rmdir",
-                   "save_state", "save_model", "download_url_to_file", "save_file", "to_csv"}
+WRITING_METHODS = {
+    "write_text",
+    "write_bytes",
+    "touch",
+    "mkdir",
+    "symlink_to",
+    "hardlink_to",
+    "unlink",
+    "rmdir",
+    "save_state",
+    "save_model",
+    "download_url_to_file",
+    "save_file",
+    "to_csv",
+}
 #: Methods that write to their first argument unless it is an in-memory buffer (named ``buf``).
 SAVING_METHODS = {"save", "savefig", "imsave"}
 #: filelock's classes: each creates its lock file.
@@ -98,24 +128,62 @@ def test_every_write_of_the_package_goes_through_the_gate():
     assert not offenders, "writes outside dsgan_cli/plumbing/writes.py:\n" + "\n".join(offenders)
 
 
-@pytest.mark.parametrize("code", [
-    "open(p, 'w')", "open(p, mode='a')", "open(p, 'rb+')", "Path(p).open('w')", "p.write_text('x')", "p.write_bytes(b'')",
-    "p.touch()", "p.mkdir(parents=True)", "p.unlink()", "os.open(p, os.O_RDWR | os.O_CREAT)", "os.open(p, flags | os.O_WRONLY)",
-    "os.fdopen(fd, 'w')", "os.replace(a, b)", "os.rename(a, b)", "os.remove(p)", "os.truncate(p, 0)", "os.makedirs(p)",
-    "shutil.rmtree(p)", "shutil.copy(a, b)", "shutil.move(a, b)", "tempfile.mkstemp(dir=d)", "torch.save(x, p)",
-    "np.save(p, a)", "np.memmap(p, dtype=np.uint8, mode='w+', shape=(1,))", "img.save(p)", "fig.savefig(path)",
-    "accelerator.save_state(d)", "torch.hub.download_url_to_file(u, p)", "safetensors.torch.save_file(t, p)",
-    "FileLock(str(p))", "filelock.FileLock(p)", "os.ftruncate(fd, 0)", "os.pwrite(fd, b'x', 0)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "open(p, 'w')",
+        "open(p, mode='a')",
+        "open(p, 'rb+')",
+        "Path(p).open('w')",
+        "p.write_text('x')",
+        "p.write_bytes(b'')",
+        "p.touch()",
+        "p.mkdir(parents=True)",
+        "p.unlink()",
+        "os.open(p, os.O_RDWR | os.O_CREAT)",
+        "os.open(p, flags | os.O_WRONLY)",
+        "os.fdopen(fd, 'w')",
+        "os.replace(a, b)",
+        "os.rename(a, b)",
+        "os.remove(p)",
+        "os.truncate(p, 0)",
+        "os.makedirs(p)",
+        "shutil.rmtree(p)",
+        "shutil.copy(a, b)",
+        "shutil.move(a, b)",
+        "tempfile.mkstemp(dir=d)",
+        "torch.save(x, p)",
+        "np.save(p, a)",
+        "np.memmap(p, dtype=np.uint8, mode='w+', shape=(1,))",
+        "img.save(p)",
+        "fig.savefig(path)",
+        "accelerator.save_state(d)",
+        "torch.hub.download_url_to_file(u, p)",
+        "safetensors.torch.save_file(t, p)",
+        "FileLock(str(p))",
+        "filelock.FileLock(p)",
+        "os.ftruncate(fd, 0)",
+        "os.pwrite(fd, b'x', 0)",
+    ],
+)
 def test_the_gate_check_sees_each_kind_of_write(code):
     """The checker itself: every kind of write it looks for is found (else the test above proves nothing)."""
     assert writes_in(code), f"{code!r} was not seen as a write"
 
 
-@pytest.mark.parametrize("code", [
-    "open(p)", "open(p, 'rb')", "os.open(p, os.O_RDONLY | os.O_NONBLOCK)", "os.fdopen(fd, 'rb')", "img.save(buf, format='PNG')",
-    "fig.savefig(buf, format='png')", "np.memmap(p, dtype=np.uint8, mode='r', shape=(1,))", "text.replace('a', 'b')",
-    "writes.write_bytes_atomic(p, b'')",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "open(p)",
+        "open(p, 'rb')",
+        "os.open(p, os.O_RDONLY | os.O_NONBLOCK)",
+        "os.fdopen(fd, 'rb')",
+        "img.save(buf, format='PNG')",
+        "fig.savefig(buf, format='png')",
+        "np.memmap(p, dtype=np.uint8, mode='r', shape=(1,))",
+        "text.replace('a', 'b')",
+        "writes.write_bytes_atomic(p, b'')",
+    ],
+)
 def test_the_gate_check_lets_reads_and_in_memory_writes_pass(code):
     assert not writes_in(code), f"{code!r} was taken for a write"

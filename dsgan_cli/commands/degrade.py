@@ -11,19 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
-from ..plumbing.writes import check_destinations, check_output_dir
 from ..engines.folder_job import FolderTarget, Planned, plan_outputs, run_folder
 from ..engines.jobs import FolderSummary, Job
 from ..engines.run_settings import RunOptions, check_options, output_format
-from ..plumbing.output_record import output_record
 from ..method.models import Generator
+from ..plumbing.errors import EXIT_USAGE, DsganError, file_error
+from ..plumbing.output_record import output_record
+from ..plumbing.writes import check_destinations, check_output_dir
 
 #: Hidden file in the output folder naming the generator and settings that made its outputs.
 RUN_RECORD = ".dsgan-degrade.json"
 
 
 # --------------------------------------------------------------------------- planning
+
 
 def plan_jobs(input_dir: Path, output_dir: Path, suffix: str) -> tuple[list[Planned], list[Job], list[tuple[str, str]]]:
     """Map every input image to its output path (same relative path, ``suffix``); inputs whose output name is
@@ -64,7 +65,6 @@ def load_for_folder(checkpoint: Path, input_dir: Path, scale: int | None, downsc
     return generator, meta, run_scale
 
 
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -76,8 +76,9 @@ class DegradeScale:
     downscale: bool = True
 
 
-def degrade_folder(input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(), how: DegradeScale = DegradeScale(),
-                   overwrite: bool = False) -> FolderSummary:
+def degrade_folder(
+    input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(), how: DegradeScale = DegradeScale(), overwrite: bool = False
+) -> FolderSummary:
     """Degrade every image under ``input_dir`` into ``output_dir`` with the generator in ``checkpoint``.
 
     ``opts`` says how G runs (output format, device, batching, precision, progress); ``opts.stats``, when
@@ -112,5 +113,7 @@ def report(summary: FolderSummary, console) -> None:
     console.print(
         f"wrote {summary.written}, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
         f"in {summary.seconds:.1f} s ({summary.images_per_second:.2f} images/s) -> {summary.output_dir}",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )

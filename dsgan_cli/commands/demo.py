@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +42,18 @@ DEMO_OVERRIDES = ("data.hr_size=128", "data.lr_size=64", "data.num_workers=0")
 
 #: Recipe overrides of the quick mode (CI): tiny images, a tiny generator, a few steps.
 QUICK_OVERRIDES = (
-    "data.hr_size=32", "data.lr_size=16", "data.crop_size=0", "data.num_workers=0",
-    "model.n_res_blocks=2", "model.channels=16", 'perceptual.layers=["relu1_2"]',
-    "train.iterations=6", "train.batch_size=4", "train.checkpoint_every=6", "train.sample_every=3", "train.log_every=1",
+    "data.hr_size=32",
+    "data.lr_size=16",
+    "data.crop_size=0",
+    "data.num_workers=0",
+    "model.n_res_blocks=2",
+    "model.channels=16",
+    'perceptual.layers=["relu1_2"]',
+    "train.iterations=6",
+    "train.batch_size=4",
+    "train.checkpoint_every=6",
+    "train.sample_every=3",
+    "train.log_every=1",
 )
 
 
@@ -76,7 +86,7 @@ def choose_perceptual_weights(choice: str) -> tuple[str, str]:
     if cached.is_file():
         return "torchvision", f"perceptual loss: pretrained VGG19 ({cached})"
     return "random", (
-        f"perceptual loss: RANDOM VGG19 features (perceptual.weights=\"random\"): pretrained VGG19 is not cached at {cached}. "
+        f'perceptual loss: RANDOM VGG19 features (perceptual.weights="random"): pretrained VGG19 is not cached at {cached}. '
         "The learned degradation comes from the GAN and colour losses; for pretrained features put the file there "
         "(or pass --perceptual-weights PATH) and run again"
     )
@@ -117,8 +127,9 @@ class StepLog:
         try:
             result = fn()
         except BaseException as e:
-            message = ("interrupted" if isinstance(e, KeyboardInterrupt)
-                       else str(e) if isinstance(e, DsganError) else f"{type(e).__name__}: {e}")
+            message = (
+                "interrupted" if isinstance(e, KeyboardInterrupt) else str(e) if isinstance(e, DsganError) else f"{type(e).__name__}: {e}"
+            )
             self.records.append({"step": name, "ok": False, "seconds": round(time.perf_counter() - t, 2), "error": message})
             self.console.print(f"[red]FAILED[/] {name}: {message}")
             raise
@@ -168,15 +179,18 @@ def run_steps(opts: DemoOptions, steps: StepLog, state: dict[str, Any], xd_dir: 
     manifest = steps.run("data", lambda: build_data(data_dir, spec, console.print))
     state["data"] = manifest
     console.print(f"degradation of the real LR set: {manifest['degradation']}")
-    xb_paths = steps.run("bicubic Xb of held-out photos",
-                         lambda: write_bicubic_set(data_dir / "holdout_hr", data_dir / "holdout_xb", spec.scale))
+    xb_paths = steps.run(
+        "bicubic Xb of held-out photos", lambda: write_bicubic_set(data_dir / "holdout_hr", data_dir / "holdout_xb", spec.scale)
+    )
     result = steps.run("train", lambda: run_train(recipe, opts.progress))
     steps.run("degrade held-out photos", lambda: run_degrade(data_dir / "holdout_hr", xd_dir, result.generator_path, opts.progress))
-    sr = steps.run("SR from bicubic pairs vs SR from DSGAN pairs",
-                   lambda: run_sr_check(data_dir, fresh_dir(out / "pairs"), result.generator_path, xb_paths, spec, report_dir,
-                                        opts, console))
-    evaluation = steps.run("eval", lambda: run_eval(xd_dir, data_dir / "lr_real", data_dir / "holdout_hr", report_dir,
-                                                    out / "eval_cache", opts, console))
+    sr = steps.run(
+        "SR from bicubic pairs vs SR from DSGAN pairs",
+        lambda: run_sr_check(data_dir, fresh_dir(out / "pairs"), result.generator_path, xb_paths, spec, report_dir, opts, console),
+    )
+    evaluation = steps.run(
+        "eval", lambda: run_eval(xd_dir, data_dir / "lr_real", data_dir / "holdout_hr", report_dir, out / "eval_cache", opts, console)
+    )
     held = HeldOut(data_dir, xb_paths, xd_dir, spec)
     return steps.run("report", lambda: write_report(report_dir, held, result, evaluation, sr, state))
 
@@ -211,7 +225,7 @@ def load_demo_recipe(opts: DemoOptions, out: Path, state: dict[str, Any], consol
     style = "bold yellow" if weights == "random" else ""
     console.print(sentence, style=style)
     if weights == "random":
-        console.print("recipe override: --set perceptual.weights=\"random\"", style=style)
+        console.print('recipe override: --set perceptual.weights="random"', style=style)
     state["recipe_file"] = str(resolve_recipe(opts.recipe))
     state["overrides"] = overrides
     state["perceptual_weights"] = weights
@@ -245,13 +259,21 @@ def run_train(recipe: Any, progress: bool) -> Any:
 SR_STEPS, SR_STEPS_QUICK = 500, 10
 
 
-def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths: list[Path], spec: DataSpec,
-                 report_dir: Path, opts: DemoOptions, console) -> dict[str, Any]:
+def run_sr_check(
+    data_dir: Path,
+    pairs_dir: Path,
+    generator_path: Path,
+    xb_paths: list[Path],
+    spec: DataSpec,
+    report_dir: Path,
+    opts: DemoOptions,
+    console,
+) -> dict[str, Any]:
     """Train the small SR net on bicubic pairs and on DSGAN pairs (``pairs`` code path) of the training HR set,
     apply both to the held-out real-LR photos and score them against HR; one picture per photo."""
-    from ..metrics import srcheck
     from ..data.images import list_images
     from ..engines.run_settings import RunOptions
+    from ..metrics import srcheck
     from .pairs import make_pairs
 
     summary = make_pairs(data_dir / "hr", pairs_dir, generator_path, RunOptions(progress=opts.progress), overwrite=True)
@@ -260,8 +282,7 @@ def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths
         raise DsganError(f"pairs: {len(summary.failed)} image(s) failed, first {path}: {reason}", EXIT_ITEMS_FAILED)
     hr_paths = list_images(data_dir / "hr")
     hr = load_arrays(hr_paths)
-    lr = {"bicubic": [known.xb_of(h, spec.scale) for h in hr],
-          "DSGAN": load_arrays([pairs_dir / "lr" / p.name for p in hr_paths])}
+    lr = {"bicubic": [known.xb_of(h, spec.scale) for h in hr], "DSGAN": load_arrays([pairs_dir / "lr" / p.name for p in hr_paths])}
     held_hr = load_arrays([data_dir / "holdout_hr" / (p.stem + ".png") for p in xb_paths])
     held_lr = holdout_targets(xb_paths, spec)
     steps = SR_STEPS_QUICK if opts.quick else SR_STEPS
@@ -278,10 +299,17 @@ def run_sr_check(data_dir: Path, pairs_dir: Path, generator_path: Path, xb_paths
         photos.append({"photo": path.stem, "psnr_sr_bicubic_pairs": scores["bicubic"], "psnr_sr_dsgan_pairs": scores["DSGAN"]})
     mean = {kind: float(np.mean([srcheck.psnr(a, b) for a, b in zip(sr[kind], held_hr)])) for kind in sr}
     gain = mean["DSGAN"] - mean["bicubic"]
-    return {"psnr_sr_bicubic_pairs": mean["bicubic"], "psnr_sr_dsgan_pairs": mean["DSGAN"], "gain_db": gain,
-            "photos_improved": sum(p["psnr_sr_dsgan_pairs"] > p["psnr_sr_bicubic_pairs"] for p in photos),
-            "photos": photos, "sr_steps": steps, "gain_min_db": SR_GAIN_MIN_DB, "folder": str(photo_dir),
-            "test": "held-out HR photos; real LR = their bicubic Xb through the real degradation; PSNR over RGB, 2-px border cropped"}
+    return {
+        "psnr_sr_bicubic_pairs": mean["bicubic"],
+        "psnr_sr_dsgan_pairs": mean["DSGAN"],
+        "gain_db": gain,
+        "photos_improved": sum(p["psnr_sr_dsgan_pairs"] > p["psnr_sr_bicubic_pairs"] for p in photos),
+        "photos": photos,
+        "sr_steps": steps,
+        "gain_min_db": SR_GAIN_MIN_DB,
+        "folder": str(photo_dir),
+        "test": "held-out HR photos; real LR = their bicubic Xb through the real degradation; PSNR over RGB, 2-px border cropped",
+    }
 
 
 def run_degrade(hr_dir: Path, xd_dir: Path, generator_path: Path, progress: bool) -> Any:
@@ -312,13 +340,25 @@ def run_eval(xd_dir: Path, real_dir: Path, hr_dir: Path, report_dir: Path, cache
 
     weights = find_inception_weights(opts.inception_weights)
     if weights is None:
-        note = ("FID/KID skipped: Inception-v3 weights are not available offline (torch-fidelity downloads them on first use; "
-                "pass --inception-weights PATH to include them). The frequency/noise report needs no network.")
+        note = (
+            "FID/KID skipped: Inception-v3 weights are not available offline (torch-fidelity downloads them on first use; "
+            "pass --inception-weights PATH to include them). The frequency/noise report needs no network."
+        )
         console.print(note, style="yellow")
     else:
         note = f"FID/KID with Inception-v3 weights {weights} (few, small images: a rough indication only)"
         console.print(note)
-    result = evaluate(xd_dir, real_dir, EvalOptions(reference_dir=hr_dir, inception_weights=weights, fid=weights is not None,
-                                                    cache_dir=cache_dir, json_path=report_dir / "eval.json",
-                                                    progress=opts.progress), console=console)
+    result = evaluate(
+        xd_dir,
+        real_dir,
+        EvalOptions(
+            reference_dir=hr_dir,
+            inception_weights=weights,
+            fid=weights is not None,
+            cache_dir=cache_dir,
+            json_path=report_dir / "eval.json",
+            progress=opts.progress,
+        ),
+        console=console,
+    )
     return {"fid_note": note, "fid_computed": weights is not None, "result": result}

@@ -6,9 +6,10 @@ held-out photos and their bicubic Xb. Built once into ``demo_output/data/`` and 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -101,8 +102,10 @@ def build_data(data_dir: Path, spec: DataSpec, log: Callable[[str], None] = prin
     manifest = {
         "spec": wanted,
         "sources": {"hr": list(HR_SOURCES), "lr_real": list(LR_SOURCES), "holdout_hr": list(LR_SOURCES)},
-        "holdout_note": (f"held-out HR patches are cut from the right {1 - HOLDOUT_SPLIT:.0%} of the real-LR photos, "
-                         f"real LR patches from the left {HOLDOUT_SPLIT:.0%}; no held-out image is a training input"),
+        "holdout_note": (
+            f"held-out HR patches are cut from the right {1 - HOLDOUT_SPLIT:.0%} of the real-LR photos, "
+            f"real LR patches from the left {HOLDOUT_SPLIT:.0%}; no held-out image is a training input"
+        ),
         "counts": {"hr": len(hr), "lr_real": len(lr_real), "holdout_hr": len(holdout)},
         "degradation": (
             f"real LR = antialiased bicubic x{spec.scale} downscale of {spec.hr_size}px crops, "

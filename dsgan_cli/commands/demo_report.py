@@ -50,16 +50,21 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Pat
     save_image_atomic(canvas, path)
 
 
-def sr_picture(real_lr: np.ndarray, sr_bicubic: np.ndarray, sr_dsgan: np.ndarray, hr: np.ndarray,
-               scores: dict[str, float], path: Path, zoom: int = 3) -> None:
+def sr_picture(
+    real_lr: np.ndarray, sr_bicubic: np.ndarray, sr_dsgan: np.ndarray, hr: np.ndarray, scores: dict[str, float], path: Path, zoom: int = 3
+) -> None:
     """real LR | SR from bicubic pairs | SR from DSGAN pairs | HR, each titled (with its PSNR), enlarged without smoothing."""
     from PIL import ImageDraw
 
     from ..plumbing.writes import save_image_atomic
 
     up = np.asarray(Image.fromarray(real_lr).resize(hr.shape[1::-1], Image.Resampling.NEAREST))
-    tiles = [("real LR", up), (f"SR, bicubic pairs {scores['bicubic']:.2f} dB", sr_bicubic),
-             (f"SR, DSGAN pairs {scores['DSGAN']:.2f} dB", sr_dsgan), ("HR", hr)]
+    tiles = [
+        ("real LR", up),
+        (f"SR, bicubic pairs {scores['bicubic']:.2f} dB", sr_bicubic),
+        (f"SR, DSGAN pairs {scores['DSGAN']:.2f} dB", sr_dsgan),
+        ("HR", hr),
+    ]
     h, w = hr.shape[:2]
     tw, th, pad, head = w * zoom, h * zoom, 4, 18
     canvas = Image.new("RGB", (len(tiles) * (tw + pad) + pad, head + th + 2 * pad), (255, 255, 255))
@@ -100,8 +105,7 @@ def loss_plot(records: list[dict[str, Any]], path: Path) -> list[str]:
             series[key] = (list(xs), smooth(list(ys), window))
     if series:
         how = f"moving average over {window} log records" if window > 1 else "as logged"
-        line_plot(series, path, title=f"Training losses ({how})",
-                  xlabel="step", ylabel="loss", logy=True, kind="demo-losses")
+        line_plot(series, path, title=f"Training losses ({how})", xlabel="step", ylabel="loss", logy=True, kind="demo-losses")
     return list(series)
 
 
@@ -120,8 +124,15 @@ def frequency_numbers(frequency: dict[str, Any], plot_path: Path) -> dict[str, A
     order = ["Xb", "Xd", "real LR"]
     freqs = list(frequency["frequencies"])
     series = {f"{name} (n={per_set[name]['count']})": (freqs, list(per_set[name]["spectrum"])) for name in order}
-    line_plot(series, plot_path, title="Radially averaged power spectrum: held-out Xb and Xd vs real LR",
-              xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True, kind="demo-spectrum")
+    line_plot(
+        series,
+        plot_path,
+        title="Radially averaged power spectrum: held-out Xb and Xd vs real LR",
+        xlabel="spatial frequency (cycles/pixel)",
+        ylabel="power",
+        logy=True,
+        kind="demo-spectrum",
+    )
     return {
         "noise": {name: float(per_set[name]["noise"]) for name in order},
         "spectral_distance": {name: float(per_set[name]["spectral_distance"]) for name in order},
@@ -141,12 +152,12 @@ def judge(xbs: list[np.ndarray], xds: list[np.ndarray], targets: list[np.ndarray
     return {"learned": all(checks.values()), "checks": checks, "paired": figures, "targets": TARGETS}
 
 
-def write_report(report_dir: Path, held: HeldOut, train_result: Any, evaluation: dict[str, Any], sr: dict[str, Any],
-                 state: dict[str, Any]) -> dict[str, Any]:
+def write_report(
+    report_dir: Path, held: HeldOut, train_result: Any, evaluation: dict[str, Any], sr: dict[str, Any], state: dict[str, Any]
+) -> dict[str, Any]:
     """Sample grid, loss curves, spectrum plot and the summary numbers; returns the summary."""
-    from .eval_report import jsonable
-
     from ..data.images import list_images
+    from .eval_report import jsonable
 
     data_dir, xb_paths, xd_dir, spec = held.data_dir, held.xb_paths, held.xd_dir, held.spec
     xd_by_stem = {p.stem: p for p in list_images(xd_dir)}
@@ -175,8 +186,11 @@ def write_report(report_dir: Path, held: HeldOut, train_result: Any, evaluation:
         # The point of the tool: SR trained on DSGAN pairs does better on real LR than SR trained on bicubic pairs.
         "learned": sr["gain_db"] >= SR_GAIN_MIN_DB,
         "sr": sr,
-        "verdict": {"checks": verdict["checks"], "targets": verdict["targets"],
-                    "note": "diagnostics of Xd against its known target; the verdict is the SR result (learned)"},
+        "verdict": {
+            "checks": verdict["checks"],
+            "targets": verdict["targets"],
+            "note": "diagnostics of Xd against its known target; the verdict is the SR result (learned)",
+        },
         "paired": verdict["paired"],
         "noise": freq["noise"],
         "spectral_distance": freq["spectral_distance"],
@@ -192,12 +206,17 @@ def write_report(report_dir: Path, held: HeldOut, train_result: Any, evaluation:
         "perceptual_note": state["perceptual_note"],
         "degradation": state["data"]["degradation"],
         "counts": {"train_hr": state["data"]["counts"]["hr"], "real_lr": len(real_paths), "held_out": len(pairs)},
-        "train": {"steps": train_result.steps, "generator": str(train_result.generator_path),
-                  "last_losses": jsonable(train_result.last_losses)},
+        "train": {
+            "steps": train_result.steps,
+            "generator": str(train_result.generator_path),
+            "last_losses": jsonable(train_result.last_losses),
+        },
         "recipe_file": state["recipe_file"],
         "overrides": state["overrides"],
-        "files": {**{name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
-                  "sr_pictures": sr["folder"]},
+        "files": {
+            **{name: str(report_dir / name) for name in ("samples.png", "losses.png", "spectrum.png", "summary.json", "eval.json")},
+            "sr_pictures": sr["folder"],
+        },
     }
     return summary
 
@@ -213,8 +232,12 @@ def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:
     table.add_column("same, high band only", justify="right")
     labels = {"Xb": "Xb  bicubic input", "Xd": "Xd  G(Xb), learned", "real LR": "real LR  (target)"}
     for key, label in labels.items():
-        table.add_row(label, f"{summary['noise'][key]:.2f}", f"{summary['spectral_distance'][key]:.3f}",
-                      f"{summary['spectral_distance_high'][key]:.3f}")
+        table.add_row(
+            label,
+            f"{summary['noise'][key]:.2f}",
+            f"{summary['spectral_distance'][key]:.3f}",
+            f"{summary['spectral_distance_high'][key]:.3f}",
+        )
     console.print(table)
     if summary.get("fid") is not None:
         console.print(f"FID(Xd, real LR) = {summary['fid']:.2f}  ({summary['fid_note']})")
@@ -225,23 +248,30 @@ def print_summary(summary: dict[str, Any], report_dir: Path, console) -> None:
     for col in ("figure", "Xd", "target", "needed"):
         paired.add_column(col, justify="left" if col == "figure" else "right")
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-    paired.add_row("grain in flat regions (std, 0-255)", fmt(p["grain_xd"]), fmt(p["grain_target"]),
-                   f">= {t['grain_ratio_min']:.0%} of target")
-    paired.add_row("colour shift, worst channel (levels)", fmt(p["colour_shift_max"]), fmt(max(p["colour_shift_target"])),
-                   f"<= {t['colour_shift_max']}")
-    paired.add_row("border / interior residual", fmt(p["border_ratio_xd"]), fmt(p["border_ratio_target"]),
-                   f"<= {t['border_ratio_max']}")
-    paired.add_row("residual spectrum distance (Xb = 1)", fmt(p["spectrum_distance_xd"]), "0.00",
-                   f"<= {t['spectrum_vs_xb_max']}")
+    paired.add_row(
+        "grain in flat regions (std, 0-255)", fmt(p["grain_xd"]), fmt(p["grain_target"]), f">= {t['grain_ratio_min']:.0%} of target"
+    )
+    paired.add_row(
+        "colour shift, worst channel (levels)",
+        fmt(p["colour_shift_max"]),
+        fmt(max(p["colour_shift_target"])),
+        f"<= {t['colour_shift_max']}",
+    )
+    paired.add_row("border / interior residual", fmt(p["border_ratio_xd"]), fmt(p["border_ratio_target"]), f"<= {t['border_ratio_max']}")
+    paired.add_row("residual spectrum distance (Xb = 1)", fmt(p["spectrum_distance_xd"]), "0.00", f"<= {t['spectrum_vs_xb_max']}")
     console.print(paired)
     sr = summary["sr"]
     n = len(sr["photos"])
-    console.print(f"SR net on held-out real-LR photos: trained on bicubic pairs {sr['psnr_sr_bicubic_pairs']:.2f} dB, "
-                  f"on DSGAN pairs {sr['psnr_sr_dsgan_pairs']:.2f} dB ({sr['gain_db']:+.2f} dB; better on "
-                  f"{sr['photos_improved']} of {n} photos)")
+    console.print(
+        f"SR net on held-out real-LR photos: trained on bicubic pairs {sr['psnr_sr_bicubic_pairs']:.2f} dB, "
+        f"on DSGAN pairs {sr['psnr_sr_dsgan_pairs']:.2f} dB ({sr['gain_db']:+.2f} dB; better on "
+        f"{sr['photos_improved']} of {n} photos)"
+    )
     if summary["learned"]:
-        console.print(f"[bold green]Learned:[/] SR trained on DSGAN pairs restores held-out real-LR photos "
-                      f"{sr['gain_db']:.2f} dB better than SR trained on bicubic pairs.")
+        console.print(
+            f"[bold green]Learned:[/] SR trained on DSGAN pairs restores held-out real-LR photos "
+            f"{sr['gain_db']:.2f} dB better than SR trained on bicubic pairs."
+        )
     else:
         console.print(
             f"[bold red]NOT learned:[/] SR trained on DSGAN pairs gains {sr['gain_db']:+.2f} dB over bicubic pairs "

@@ -114,9 +114,13 @@ def reference_artefacts(fake: ImageSet, fake_dir: Path, ref: ImageSet, ref_dir: 
     if not pairs:
         return None
     shift = np.asarray(shifts)
-    return {"pairs": pairs, "colour_shift_mean": shift.mean(0).tolist(), "colour_shift_abs": np.abs(shift).mean(0).tolist(),
-            "colour_shift_max": float(np.abs(shift).mean(0).max()),
-            "border_ratio": float(np.sqrt(outer / inner)) if inner > 0 else None}
+    return {
+        "pairs": pairs,
+        "colour_shift_mean": shift.mean(0).tolist(),
+        "colour_shift_abs": np.abs(shift).mean(0).tolist(),
+        "colour_shift_max": float(np.abs(shift).mean(0).max()),
+        "border_ratio": float(np.sqrt(outer / inner)) if inner > 0 else None,
+    }
 
 
 def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
@@ -126,13 +130,19 @@ def frequency_section(stats: dict[str, dict], size: tuple[int, int]) -> dict:
     per_set = {}
     for name, s in stats.items():
         f = s["frequency"]
-        per_set[name] = {"count": int(f["count"][0]), "spectrum": f["spectrum"], "noise": float(f["noise"][0]),
-                         "noise_std": float(f["noise_std"][0])}
+        per_set[name] = {
+            "count": int(f["count"][0]),
+            "spectrum": f["spectrum"],
+            "noise": float(f["noise"][0]),
+            "noise_std": float(f["noise_std"][0]),
+        }
     frequency = spectrum.summarize(per_set, REAL)
     frequency["image_size"] = list(size)
     if REFERENCE in stats:
-        frequency["reference_note"] = ("reference = bicubic Xb of the --reference HR images: models.downscale "
-                                       "(antialiased bicubic) by scale = HR width / analysis width")
+        frequency["reference_note"] = (
+            "reference = bicubic Xb of the --reference HR images: models.downscale "
+            "(antialiased bicubic) by scale = HR width / analysis width"
+        )
     return frequency
 
 
@@ -153,11 +163,22 @@ def draw_plot(frequency: dict, stats: dict[str, dict], plot_path: Path) -> str:
     labels = {FAKE: "fake", REAL: "real", REFERENCE: "reference Xb (bicubic)"}
     series = {f"{labels[n]} (n={s['count']})": (freqs, s["spectrum"]) for n, s in frequency["sets"].items()}
     names = list(frequency["sets"])
-    maps = {"2-D spectrum, log10": [(labels[n], np.log10(np.maximum(stats[n]["structure"]["spectrum_2d"], 1e-12))) for n in names],
-            "autocorrelation": [(labels[n], stats[n]["structure"]["autocorrelation"]) for n in names]}
-    write_bytes_atomic(plot_path, lines_and_maps_png(series, maps, title="Radially averaged power spectrum (luminance)",
-                                                     xlabel="spatial frequency (cycles/pixel)", ylabel="power", logy=True,
-                                                     kind=PLOT_KIND))
+    maps = {
+        "2-D spectrum, log10": [(labels[n], np.log10(np.maximum(stats[n]["structure"]["spectrum_2d"], 1e-12))) for n in names],
+        "autocorrelation": [(labels[n], stats[n]["structure"]["autocorrelation"]) for n in names],
+    }
+    write_bytes_atomic(
+        plot_path,
+        lines_and_maps_png(
+            series,
+            maps,
+            title="Radially averaged power spectrum (luminance)",
+            xlabel="spatial frequency (cycles/pixel)",
+            ylabel="power",
+            logy=True,
+            kind=PLOT_KIND,
+        ),
+    )
     return str(plot_path)
 
 
@@ -168,50 +189,64 @@ def build_report(dirs: dict[str, Path], decoded: dict, metrics: dict, frequency:
 
     size, weights = run["size"], run["weights"]
     meta = {name: m for name, (_, m) in decoded.items()}
-    counts = {FAKE: len(decoded[FAKE][0].paths), REAL: len(decoded[REAL][0].paths),
-              REFERENCE: len(decoded[REFERENCE][0].paths) if REFERENCE in decoded else None}
+    counts = {
+        FAKE: len(decoded[FAKE][0].paths),
+        REAL: len(decoded[REAL][0].paths),
+        REFERENCE: len(decoded[REFERENCE][0].paths) if REFERENCE in decoded else None,
+    }
     ref_dir = dirs.get(REFERENCE)
-    return jsonable({
-        **metrics,
-        "counts": counts,
-        "unreadable": run["unreadable"],
-        "image_size": list(size),
-        "resized": bool(run["needs_resize"] or any(m.get("resized") for m in meta.values())),
-        "resized_counts": {name: m.get("resized", 0) for name, m in meta.items()},
-        "converted_counts": {name: m.get("converted", 0) for name, m in meta.items()},
-        "real_stats_cached": run["cached"][REAL],
-        "warnings": rep.messages,
-        "settings": {
-            "fake_dir": str(dirs[FAKE]), "real_dir": str(dirs[REAL]), "reference_dir": str(ref_dir) if ref_dir else None,
-            "fid": weights is not None, "feature_extractor": fidmod.EXTRACTOR_NAME if weights else None,
-            "feature_layer": fidmod.FEATURE_LAYER if weights else None,
-            "inception_weights": weights.describe() if weights else None,
-            "kid_subsets": fidmod.KID_SUBSETS if weights else None,
-            "batch_size": run["batch_size"], "device": str(extractor_device()) if weights is not None else None,
-            "size_requested": list(run["requested"]) if run["requested"] else None, "cache_dir": str(run["cache_dir"]),
-            "data_cache_dir": run["data_cache_dir"], "dsgan_cli_version": __version__,
-        },
-        "frequency": frequency,
-        "structure": run["structure"],
-        "artefacts": reference_artefacts(decoded[FAKE][0], dirs[FAKE], decoded[REFERENCE][0], ref_dir) if ref_dir else None,
-        "plot": run["plot"],
-    })
+    return jsonable(
+        {
+            **metrics,
+            "counts": counts,
+            "unreadable": run["unreadable"],
+            "image_size": list(size),
+            "resized": bool(run["needs_resize"] or any(m.get("resized") for m in meta.values())),
+            "resized_counts": {name: m.get("resized", 0) for name, m in meta.items()},
+            "converted_counts": {name: m.get("converted", 0) for name, m in meta.items()},
+            "real_stats_cached": run["cached"][REAL],
+            "warnings": rep.messages,
+            "settings": {
+                "fake_dir": str(dirs[FAKE]),
+                "real_dir": str(dirs[REAL]),
+                "reference_dir": str(ref_dir) if ref_dir else None,
+                "fid": weights is not None,
+                "feature_extractor": fidmod.EXTRACTOR_NAME if weights else None,
+                "feature_layer": fidmod.FEATURE_LAYER if weights else None,
+                "inception_weights": weights.describe() if weights else None,
+                "kid_subsets": fidmod.KID_SUBSETS if weights else None,
+                "batch_size": run["batch_size"],
+                "device": str(extractor_device()) if weights is not None else None,
+                "size_requested": list(run["requested"]) if run["requested"] else None,
+                "cache_dir": str(run["cache_dir"]),
+                "data_cache_dir": run["data_cache_dir"],
+                "dsgan_cli_version": __version__,
+            },
+            "frequency": frequency,
+            "structure": run["structure"],
+            "artefacts": reference_artefacts(decoded[FAKE][0], dirs[FAKE], decoded[REFERENCE][0], ref_dir) if ref_dir else None,
+            "plot": run["plot"],
+        }
+    )
 
 
 def verdict_line(result: dict) -> str:
     """What the FID means, in one line."""
-    floor, xb, part, eq = result.get("floor"), result.get("reference_xb"), result.get("closes"), result.get("equal_sizes")
+    floor, xb, part, eq = (result.get("floor"), result.get("reference_xb"), result.get("closes"), result.get("equal_sizes"))
     if part is not None:
-        return (f"Xd closes {100 * part:.0f}% of the way from Xb to the real floor (at {eq['sizes'][0]} vs "
-                f"{eq['sizes'][1]} images: Xb FID {eq['xb_fid']:.2f}, Xd {eq['fake_fid']:.2f}, floor {floor['fid']:.2f})")
+        return (
+            f"Xd closes {100 * part:.0f}% of the way from Xb to the real floor (at {eq['sizes'][0]} vs "
+            f"{eq['sizes'][1]} images: Xb FID {eq['xb_fid']:.2f}, Xd {eq['fake_fid']:.2f}, floor {floor['fid']:.2f})"
+        )
     if eq and eq.get("no_verdict"):
         return f"no verdict: {eq['no_verdict']}"
     if xb and floor:
-        return (f"Xb is already at the real floor (FID {eq['xb_fid']:.2f} vs {floor['fid']:.2f} at equal sizes): "
-                "FID cannot rank Xd here")
+        return f"Xb is already at the real floor (FID {eq['xb_fid']:.2f} vs {floor['fid']:.2f} at equal sizes): FID cannot rank Xd here"
     if floor:
-        return (f"FID {result['fid']:.2f} against a real floor of {floor['fid']:.2f} (two halves of the real set); "
-                "give --reference HR for the Xb baseline")
+        return (
+            f"FID {result['fid']:.2f} against a real floor of {floor['fid']:.2f} (two halves of the real set); "
+            "give --reference HR for the Xb baseline"
+        )
     return "too few real images (under 4) for the real floor: FID has no scale here"
 
 
@@ -220,13 +255,23 @@ def structure_table(structure: dict, console) -> None:
     from rich.table import Table
 
     t = Table(title="Structure of the fine detail (high-pass x - box5(x))")
-    for col in ("set", "lag-1 corr. h / v", "channel corr.", "anisotropy / orientation", "distance to real: autocorr. / channels / 2-D spectrum"):
+    for col in (
+        "set",
+        "lag-1 corr. h / v",
+        "channel corr.",
+        "anisotropy / orientation",
+        "distance to real: autocorr. / channels / 2-D spectrum",
+    ):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in structure["sets"].items():
         d = s["distance"]
-        t.add_row("reference Xb" if name == REFERENCE else name, f"{s['lag1_horizontal']:.2f} / {s['lag1_vertical']:.2f}",
-                  f"{s['mean_channel_correlation']:.2f}", f"{s['anisotropy']:.2f} / {s['orientation_deg']:.0f} deg",
-                  "-" if d is None else f"{d['autocorrelation']:.3f} / {d['channel_correlation']:.3f} / {d['spectrum_2d']:.3f}")
+        t.add_row(
+            "reference Xb" if name == REFERENCE else name,
+            f"{s['lag1_horizontal']:.2f} / {s['lag1_vertical']:.2f}",
+            f"{s['mean_channel_correlation']:.2f}",
+            f"{s['anisotropy']:.2f} / {s['orientation_deg']:.0f} deg",
+            "-" if d is None else f"{d['autocorrelation']:.3f} / {d['channel_correlation']:.3f} / {d['spectrum_2d']:.3f}",
+        )
     console.print(t)
 
 
@@ -242,15 +287,26 @@ def print_report(result: dict, console) -> None:
         t.add_column("note")
         cached = " (real stats from cache)" if result["real_stats_cached"] else ""
         t.add_row("FID", f"{result['fid']:.4f}", f"fake {result['counts']['fake']} vs real {result['counts']['real']} images{cached}")
-        t.add_row("KID", f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}", f"subset size {result['kid_subset_size']}, "
-                  f"{result['settings']['kid_subsets']} subsets")
+        t.add_row(
+            "KID",
+            f"{result['kid_mean']:.6f} ± {result['kid_std']:.6f}",
+            f"subset size {result['kid_subset_size']}, {result['settings']['kid_subsets']} subsets",
+        )
         floor, xb = result.get("floor"), result.get("reference_xb")
         if floor:
-            t.add_row("FID real floor", f"{floor['fid']:.4f}", f"two random halves of the real set ({floor['halves'][0]} vs "
-                      f"{floor['halves'][1]}): the best any fake set can do; KID {floor['kid_mean']:.6f}")
+            t.add_row(
+                "FID real floor",
+                f"{floor['fid']:.4f}",
+                f"two random halves of the real set ({floor['halves'][0]} vs "
+                f"{floor['halves'][1]}): the best any fake set can do; KID {floor['kid_mean']:.6f}",
+            )
         if xb:
-            t.add_row("FID Xb", f"{xb['fid']:.4f}", f"bicubic of the reference ({xb['sizes'][0]} images) vs real "
-                      f"({xb['sizes'][1]}): what Xd must beat; KID {xb['kid_mean']:.6f}")
+            t.add_row(
+                "FID Xb",
+                f"{xb['fid']:.4f}",
+                f"bicubic of the reference ({xb['sizes'][0]} images) vs real "
+                f"({xb['sizes'][1]}): what Xd must beat; KID {xb['kid_mean']:.6f}",
+            )
         console.print(t)
         console.print(verdict_line(result), markup=False, highlight=False)
     freq = result["frequency"]
@@ -270,11 +326,15 @@ def print_report(result: dict, console) -> None:
     if art:
         r, g, b = art["colour_shift_mean"]
         border = "-" if art["border_ratio"] is None else f"{art['border_ratio']:.2f}"
-        console.print(f"against each image's reference Xb ({art['pairs']} pairs): colour shift R {r:+.2f} G {g:+.2f} "
-                      f"B {b:+.2f} levels; border/interior residual {border} (1.0 = no border artefact)",
-                      markup=False, highlight=False)
+        console.print(
+            f"against each image's reference Xb ({art['pairs']} pairs): colour shift R {r:+.2f} G {g:+.2f} "
+            f"B {b:+.2f} levels; border/interior residual {border} (1.0 = no border artefact)",
+            markup=False,
+            highlight=False,
+        )
     if result.get("plot"):
         console.print(f"spectrum plot: {result['plot']}", markup=False, highlight=False)
     else:
-        console.print("no spectrum plot: name one with --plot PATH, or give --json PATH to get one beside the report",
-                      markup=False, highlight=False)
+        console.print(
+            "no spectrum plot: name one with --plot PATH, or give --json PATH to get one beside the report", markup=False, highlight=False
+        )

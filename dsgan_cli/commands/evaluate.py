@@ -12,23 +12,22 @@ from __future__ import annotations
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-from ..plumbing import writes
-from ..data.sets import ImageSet
-from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error
 from ..data.images import ImageReadError, image_size, load_rgb, require_images
+from ..data.sets import ImageSet
+from ..plumbing import writes
+from ..plumbing.errors import EXIT_ITEMS_FAILED, DsganError, file_error
+from ..plumbing.progress import progress_bar
 from ..plumbing.reads import file_kind
 from ..plumbing.writes import check_output_file
-from ..plumbing.progress import progress_bar
-from .eval_report import (FAKE, REAL, REFERENCE, Reporter, build_report, draw_plot, frequency_section, inside,
-                          structure_section, write_json)
+from .eval_report import FAKE, REAL, REFERENCE, Reporter, build_report, draw_plot, frequency_section, inside, structure_section, write_json
 
 
 def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
@@ -172,8 +171,10 @@ def collect_sets(fake_dir, real_dir, opts: EvalOptions) -> Inputs:
         if out is not None:
             check_output_file(out, what)
     if opts.fid and min(len(files[FAKE]), len(files[REAL])) < 2:
-        raise DsganError(f"FID/KID need at least 2 images per set (fake: {len(files[FAKE])}, real: {len(files[REAL])}); "
-                         "use --no-fid for the frequency report only")
+        raise DsganError(
+            f"FID/KID need at least 2 images per set (fake: {len(files[FAKE])}, real: {len(files[REAL])}); "
+            "use --no-fid for the frequency report only"
+        )
     return Inputs(dirs, files)
 
 
@@ -196,12 +197,21 @@ def decode_sets(inputs: Inputs, size: tuple[int, int], cache_dir: Path, bar) -> 
     workers = max(1, min(4, os.cpu_count() or 1))
     out = {}
     for name, folder in inputs.dirs.items():
+
         def start(total: int, name=name):
             task = bar.add_task(f"decode {name:>9}", total=total)
             return lambda n: bar.advance(task, n)
 
-        out[name] = cached_decode(folder, size, what=name, variant="eval-xb" if name == REFERENCE else "eval",
-                                  decode=_decoder(name, size), cache_dir=cache_dir, workers=workers, progress=start)
+        out[name] = cached_decode(
+            folder,
+            size,
+            what=name,
+            variant="eval-xb" if name == REFERENCE else "eval",
+            decode=_decoder(name, size),
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=start,
+        )
     return out
 
 
@@ -217,8 +227,10 @@ def _warn_about_sets(decoded: dict, size: tuple[int, int], rep: Reporter) -> dic
         if meta.get("converted"):
             rep.warn(f"{meta['converted']} {name} image(s) converted to 8-bit RGB (grayscale, palette, alpha, 16-bit or CMYK)")
     if REFERENCE in decoded and decoded[REFERENCE][1].get("resized"):
-        rep.warn(f"{decoded[REFERENCE][1]['resized']} reference Xb image(s) resized to {size[0]}x{size[1]} "
-                 "after the bicubic downscale (HR aspect ratio or size not a multiple of the analysis size)")
+        rep.warn(
+            f"{decoded[REFERENCE][1]['resized']} reference Xb image(s) resized to {size[0]}x{size[1]} "
+            "after the bicubic downscale (HR aspect ratio or size not a multiple of the analysis size)"
+        )
     return unreadable
 
 
@@ -240,29 +252,42 @@ def evaluate(fake_dir, real_dir, opts: EvalOptions = EvalOptions(), console=None
     rep = Reporter(console if console is not None else Console(stderr=True))
     inputs = collect_sets(fake_dir, real_dir, opts)
     requested = parse_size(opts.size)
-    check_cache_folders({"--cache-dir": opts.cache_dir,
-                         "--data-cache-dir": None if str(opts.data_cache_dir) == "none" else opts.data_cache_dir})
+    check_cache_folders(
+        {"--cache-dir": opts.cache_dir, "--data-cache-dir": None if str(opts.data_cache_dir) == "none" else opts.data_cache_dir}
+    )
     weights = fidmod.resolve_weights(opts.inception_weights, opts.allow_random_inception) if opts.fid else None
     if weights is not None and weights.kind == "random":
         rep.warn("Inception-v3 with RANDOM weights (--random-inception, meant for tests): FID/KID say nothing about image quality")
     analysis, needs_resize, seen = choose_size(inputs.files[FAKE], inputs.files[REAL], requested)
     if needs_resize:
-        rep.warn(f"images are resized (bicubic) to {analysis[0]}x{analysis[1]} for the comparison; "
-                 f"sizes found: fake {seen[FAKE]}, real {seen[REAL]}")
+        rep.warn(
+            f"images are resized (bicubic) to {analysis[0]}x{analysis[1]} for the comparison; "
+            f"sizes found: fake {seen[FAKE]}, real {seen[REAL]}"
+        )
     stats_dir = Path(opts.cache_dir) if opts.cache_dir is not None else fidmod.default_cache_dir()
     with data_cache(opts.data_cache_dir) as pixels, progress_bar(opts.progress, console=rep.console) as bar:
         decoded = decode_sets(inputs, analysis, pixels, bar)
         unreadable = _warn_about_sets(decoded, analysis, rep)
         stats, cached = set_statistics(decoded, weights, stats_dir, int(opts.batch_size), bar)
-        metrics = fid_kid(stats[FAKE]["inception"], stats[REAL]["inception"], stats.get(REFERENCE, {}).get("inception"),
-                          rep.warn) if weights is not None else dict.fromkeys(
-            ("fid", "kid_mean", "kid_std", "kid_subset_size", "floor", "reference_xb", "equal_sizes", "closes"))
+        metrics = (
+            fid_kid(stats[FAKE]["inception"], stats[REAL]["inception"], stats.get(REFERENCE, {}).get("inception"), rep.warn)
+            if weights is not None
+            else dict.fromkeys(("fid", "kid_mean", "kid_std", "kid_subset_size", "floor", "reference_xb", "equal_sizes", "closes"))
+        )
         frequency = frequency_section(stats, analysis)
-        run = {"size": analysis, "weights": weights, "needs_resize": needs_resize, "unreadable": unreadable, "cached": cached,
-               "batch_size": int(opts.batch_size), "requested": requested, "cache_dir": stats_dir,
-               "data_cache_dir": None if str(opts.data_cache_dir) == "none" else str(pixels),
-               "structure": structure_section(stats),
-               "plot": draw_plot(frequency, stats, Path(opts.plot_path)) if opts.plot_path is not None else None}
+        run = {
+            "size": analysis,
+            "weights": weights,
+            "needs_resize": needs_resize,
+            "unreadable": unreadable,
+            "cached": cached,
+            "batch_size": int(opts.batch_size),
+            "requested": requested,
+            "cache_dir": stats_dir,
+            "data_cache_dir": None if str(opts.data_cache_dir) == "none" else str(pixels),
+            "structure": structure_section(stats),
+            "plot": draw_plot(frequency, stats, Path(opts.plot_path)) if opts.plot_path is not None else None,
+        }
         result = build_report(inputs.dirs, decoded, metrics, frequency, run, rep)
     if opts.json_path is not None:
         write_json(result, opts.json_path)

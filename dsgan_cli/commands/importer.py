@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from ..engines.checkpoint import save_generator
-from ..plumbing.tensor_files import check_loaded_tensors, check_zip_entries
+from ..method.models import Generator, GeneratorConfig
 from ..plumbing.errors import DsganError, file_error
 from ..plumbing.reads import file_sha256
-from ..method.models import Generator, GeneratorConfig
+from ..plumbing.tensor_files import check_loaded_tensors, check_zip_entries
 
 #: Key of the generator's state dict in the original checkpoints.
 GENERATOR_KEY = "model_g_state_dict"
@@ -84,8 +84,13 @@ MAX_RES_BLOCKS, MAX_CHANNELS = 256, 1024
 def expected_shapes(n_res_blocks: int, channels: int) -> dict[str, tuple[int, ...]]:
     """Every tensor name of the paper's generator and its shape, computed without building the network."""
     c = channels
-    shapes = {"block_input.0.weight": (c, 3, 3, 3), "block_input.0.bias": (c,), "block_input.1.weight": (1,),
-              "block_output.weight": (3, c, 3, 3), "block_output.bias": (3,)}
+    shapes = {
+        "block_input.0.weight": (c, 3, 3, 3),
+        "block_input.0.bias": (c,),
+        "block_input.1.weight": (1,),
+        "block_output.weight": (3, c, 3, 3),
+        "block_output.bias": (3,),
+    }
     for i in range(n_res_blocks):
         for conv in ("conv1", "conv2"):
             shapes[f"res_blocks.{i}.{conv}.weight"] = (c, c, 3, 3)
@@ -113,16 +118,18 @@ def convert_state(path: Path, original: Any) -> tuple[dict[str, torch.Tensor], i
     channels = int(first.shape[0])
     blocks = sorted({int(k.split(".")[1]) for k in renamed if k.startswith("res_blocks.")})
     if not 1 <= channels <= MAX_CHANNELS or len(blocks) > MAX_RES_BLOCKS or blocks != list(range(len(blocks))):
-        raise file_error(path, f"{GENERATOR_KEY} declares {channels} channels and residual blocks {_span(blocks)}: "
-                               f"not a DSGAN generator (at most {MAX_CHANNELS} channels and {MAX_RES_BLOCKS} blocks, numbered from 0)")
+        raise file_error(
+            path,
+            f"{GENERATOR_KEY} declares {channels} channels and residual blocks {_span(blocks)}: "
+            f"not a DSGAN generator (at most {MAX_CHANNELS} channels and {MAX_RES_BLOCKS} blocks, numbered from 0)",
+        )
     expected = expected_shapes(len(blocks), channels)
     missing = sorted(set(expected) - set(renamed))
     if missing:
         raise file_error(path, f"{GENERATOR_KEY} lacks {missing[0]} ({len(missing)} tensors missing): not a DSGAN generator")
     for mine, (key, value) in renamed.items():
         if tuple(value.shape) != expected[mine]:
-            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] has shape {tuple(value.shape)}, "
-                                   f"the DSGAN generator needs {expected[mine]}")
+            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] has shape {tuple(value.shape)}, the DSGAN generator needs {expected[mine]}")
     state = {}
     for mine, (key, value) in renamed.items():
         if not value.is_floating_point() or not torch.isfinite(value).all():
@@ -149,8 +156,9 @@ def build_generator(path: Path, state: dict[str, torch.Tensor], n_res_blocks: in
         raise file_error(path, f"{GENERATOR_KEY} lacks {missing[0]} ({len(missing)} tensors missing): not a DSGAN generator")
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise file_error(path, f"{GENERATOR_KEY}[{key!r}] has shape {tuple(value.shape)}, "
-                                   f"the DSGAN generator needs {tuple(expected[key].shape)}")
+            raise file_error(
+                path, f"{GENERATOR_KEY}[{key!r}] has shape {tuple(value.shape)}, the DSGAN generator needs {tuple(expected[key].shape)}"
+            )
     generator.load_state_dict(state, strict=True)
     return generator.eval()
 

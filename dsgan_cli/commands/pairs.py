@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plumbing.errors import DsganError, file_error
 from ..data.images import image_size
-from ..plumbing.writes import check_destinations, check_output_dir, write_bytes_atomic
 from ..engines.folder_job import FolderJob, FolderTarget, Planned, plan_outputs, run_folder, safe_name
 from ..engines.jobs import FolderSummary, Job
 from ..engines.run_settings import RunOptions, check_options, output_format
+from ..plumbing.errors import DsganError, file_error
 from ..plumbing.output_record import output_record
+from ..plumbing.writes import check_destinations, check_output_dir, write_bytes_atomic
 
 META_INFO = "meta_info.txt"
 #: The pairs folder's record of the generator and settings that made its pairs (see output_record).
@@ -71,8 +71,16 @@ def write_meta_info(out_dir: Path, names: list[str]) -> None:
     write_bytes_atomic(out_dir / META_INFO, "".join(lines).encode("utf-8", "surrogateescape"))
 
 
-def make_pairs(input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(), *, scale: int | None = None,
-               cleanup_factor: int = 1, overwrite: bool = False) -> PairsSummary:
+def make_pairs(
+    input_dir,
+    output_dir,
+    checkpoint,
+    opts: RunOptions = RunOptions(),
+    *,
+    scale: int | None = None,
+    cleanup_factor: int = 1,
+    overwrite: bool = False,
+) -> PairsSummary:
     """Write HR/LR pairs for every image under ``input_dir`` into ``out_dir/hr`` and ``out_dir/lr``.
 
     LR = G(bicubic downscale of HR) through the same engine as ``degrade``, run as ``opts`` says: for the same
@@ -89,10 +97,14 @@ def make_pairs(input_dir, output_dir, checkpoint, opts: RunOptions = RunOptions(
     check_pairs_dir(input_dir, out_dir)
     planned, failed = plan_pairs(input_dir, out_dir, suffix)
     jobs = [Job(p.src, out_dir / p.outputs[1], p.rel.as_posix(), out_dir / p.outputs[0]) for p in planned]
-    check_destinations([d for j in jobs for d in (j.hr_dest, j.dest)] + [out_dir / META_INFO, out_dir / SETTINGS_FILE],
-                       [input_dir], [p.src for p in planned])
-    record = output_record(meta["sha256"], scale, suffix, opts.precision, opts.seed if generator.noise_dim else None,
-                           cleanup_factor=cleanup_factor)
+    check_destinations(
+        [d for j in jobs for d in (j.hr_dest, j.dest)] + [out_dir / META_INFO, out_dir / SETTINGS_FILE],
+        [input_dir],
+        [p.src for p in planned],
+    )
+    record = output_record(
+        meta["sha256"], scale, suffix, opts.precision, opts.seed if generator.noise_dim else None, cleanup_factor=cleanup_factor
+    )
     complete: list[str] = []
 
     def list_pairs(job: FolderJob) -> None:
@@ -117,5 +129,7 @@ def report(summary: PairsSummary, console) -> None:
         f"wrote {summary.written} pairs, skipped {summary.skipped} (already there), failed {len(summary.failed)} "
         f"in {summary.seconds:.1f} s; {summary.pairs} pairs (x{summary.scale}, clean-up x{summary.cleanup_factor}) "
         f"in {summary.output_dir}/hr, /lr and {META_INFO}",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )

@@ -23,21 +23,29 @@ import errno
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from ..plumbing.errors import DsganError, file_error, write_stdout
 from ..data.images import UNSUPPORTED_SUFFIXES, ImageReadError, list_images, load_rgb, unique_output_names
-from ..plumbing.reads import file_sha256
 from ..engines.folder_job import remove_recorded
-from ..plumbing.jsonl import read_jsonl
+from ..plumbing.errors import DsganError, file_error, write_stdout
 from ..plumbing.folder_lock import lock_output_folder, unlock_folder
+from ..plumbing.jsonl import read_jsonl
 from ..plumbing.output_record import RunSummary, recorded_outputs
 from ..plumbing.progress import progress_bar
-from ..plumbing.writes import (check_destinations, check_output_dir, check_writable_dir, open_append, remove_own, save_image_atomic,
-                     write_bytes_atomic)
+from ..plumbing.reads import file_sha256
+from ..plumbing.writes import (
+    check_destinations,
+    check_output_dir,
+    check_writable_dir,
+    open_append,
+    remove_own,
+    save_image_atomic,
+    write_bytes_atomic,
+)
 
 STATUSES = ("ok", "several_faces", "no_face", "too_small", "unreadable", "name_clash", "failed")
 #: Statuses of inputs that were not processed (exit code 1).
@@ -129,8 +137,17 @@ def _r(values, nd: int = 2) -> list:
 def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dict[str, Any]:
     """Detect and align one photo; write its crop; return its manifest record."""
     src, rel, out_rel, out_dir, size, margin, min_face, overwrite = task
-    record: dict[str, Any] = {"input": rel, "status": None, "reason": None, "output": None, "score": None,
-                              "box": None, "landmarks": None, "other_faces": [], "source": _source_key(Path(src))}
+    record: dict[str, Any] = {
+        "input": rel,
+        "status": None,
+        "reason": None,
+        "output": None,
+        "score": None,
+        "box": None,
+        "landmarks": None,
+        "other_faces": [],
+        "source": _source_key(Path(src)),
+    }
     try:
         img, _ = load_rgb(src)
     except ImageReadError as e:
@@ -155,8 +172,9 @@ def process_photo(task: tuple[str, str, str, str, int, float, int, bool]) -> dic
 RUN_STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
-def _align_and_write(img, record: dict[str, Any], out_dir: str, out_rel: str, size: int, margin: float, min_face: int,
-                     overwrite: bool) -> dict[str, Any]:
+def _align_and_write(
+    img, record: dict[str, Any], out_dir: str, out_rel: str, size: int, margin: float, min_face: int, overwrite: bool
+) -> dict[str, Any]:
     """Detect, align and write one decoded photo's crop; fills and returns its record."""
     from ..data.align import align_face
 
@@ -165,16 +183,23 @@ def _align_and_write(img, record: dict[str, Any], out_dir: str, out_rel: str, si
         record.update(status="no_face", reason="no face detected")
         return record
     best, others = faces[0], faces[1:]
-    record.update(score=round(best.score, 4), box=_r(best.box), landmarks=[_r(p) for p in best.landmarks],
-                  other_faces=[{"score": round(f.score, 4), "box": _r(f.box)} for f in others])
+    record.update(
+        score=round(best.score, 4),
+        box=_r(best.box),
+        landmarks=[_r(p) for p in best.landmarks],
+        other_faces=[{"score": round(f.score, 4), "box": _r(f.box)} for f in others],
+    )
     if best.width < min_face:
         record.update(status="too_small", reason=f"face is {best.width:.0f} px wide, below --min-face {min_face}")
         return record
     dest = Path(out_dir) / out_rel
     if overwrite or not dest.exists():  # ``overwrite`` is also set for folders this command made (see prepare_folder)
         save_image_atomic(align_face(img, best.landmarks, size, margin), dest)
-    record.update(status="several_faces" if others else "ok", output=out_rel,
-                  reason=f"{len(faces)} faces; kept the largest x most confident" if others else None)
+    record.update(
+        status="several_faces" if others else "ok",
+        output=out_rel,
+        reason=f"{len(faces)} faces; kept the largest x most confident" if others else None,
+    )
     return record
 
 
@@ -186,8 +211,13 @@ def _read_records(path: Path) -> dict[str, dict[str, Any]]:
 def _reusable(rec: dict[str, Any] | None, src: Path, out_dir: Path) -> bool:
     """An earlier record still describes this input and its output (if any) exists."""
     # A failed photo is tried again: its failure may have been the folder's, not the photo's.
-    if (rec is None or not isinstance(rec.get("source"), dict) or not _same_source(rec["source"], src)
-            or rec.get("status") not in STATUSES or rec.get("status") == "failed"):
+    if (
+        rec is None
+        or not isinstance(rec.get("source"), dict)
+        or not _same_source(rec["source"], src)
+        or rec.get("status") not in STATUSES
+        or rec.get("status") == "failed"
+    ):
         return False
     return rec.get("output") is None or (out_dir / rec["output"]).is_file()
 
@@ -203,8 +233,15 @@ class FaceCrop:
     min_face: int | None = None
 
 
-def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, crop: FaceCrop = FaceCrop(), *,
-                   workers: int | None = None, overwrite: bool = False, progress: bool = True) -> PrepareSummary:
+def prepare_folder(
+    input_dir: str | Path,
+    output_dir: str | Path | None = None,
+    crop: FaceCrop = FaceCrop(),
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareSummary:
     """Align every photo under ``input_dir`` into ``crop.size`` x ``crop.size`` face crops and a manifest."""
     started = time.perf_counter()
     input_dir = Path(input_dir)
@@ -224,8 +261,7 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     min_face = default_min_face(size) if min_face is None else min_face
     settings = _settings(size, margin, min_face, detector)
     outputs, clashes = plan_outputs(files, input_dir)
-    check_destinations([out_dir / o for o in outputs.values()] + [out_dir / MANIFEST, out_dir / JOURNAL],
-                       [input_dir], files)
+    check_destinations([out_dir / o for o in outputs.values()] + [out_dir / MANIFEST, out_dir / JOURNAL], [input_dir], files)
     check_settings_record(out_dir, settings, overwrite)  # a refusal creates nothing
     check_writable_dir(out_dir)
     from ..data.faces import FaceDetector
@@ -235,8 +271,9 @@ def prepare_folder(input_dir: str | Path, output_dir: str | Path | None = None, 
     lock_output_folder(out_dir, "prepare")
     try:
         ours = check_settings_record(out_dir, settings, overwrite)
-        return _prepare_locked(files, input_dir, out_dir, PrepareRun(settings, outputs, clashes, ours, overwrite, not_images),
-                               progress, workers, started)
+        return _prepare_locked(
+            files, input_dir, out_dir, PrepareRun(settings, outputs, clashes, ours, overwrite, not_images), progress, workers, started
+        )
     finally:
         unlock_folder(out_dir)
 
@@ -254,8 +291,9 @@ class PrepareRun:
     not_images: list[str]
 
 
-def _prepare_locked(files: list[Path], input_dir: Path, out_dir: Path, run: PrepareRun, progress: bool,
-                    workers: int | None, started: float) -> PrepareSummary:
+def _prepare_locked(
+    files: list[Path], input_dir: Path, out_dir: Path, run: PrepareRun, progress: bool, workers: int | None, started: float
+) -> PrepareSummary:
     """The work of :func:`prepare_folder` once the output folder is locked."""
     settings, outputs, clashes, ours, overwrite = run.settings, run.outputs, run.clashes, run.ours, run.overwrite
     size, margin, min_face, detector = settings["size"], settings["margin"], settings["min_face"], settings["detector"]
@@ -282,8 +320,9 @@ def _prepare_locked(files: list[Path], input_dir: Path, out_dir: Path, run: Prep
             # An unsupported file (no output name of its own when another input took it) is read and reported.
             out_rel = outputs.get(f, Path(rel)).as_posix()
             tasks.append((str(f), rel, out_rel, str(out_dir), size, margin, min_face, overwrite or ours))
-    summary = PrepareSummary(output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - n_clashes,
-                             not_images=run.not_images)
+    summary = PrepareSummary(
+        output_dir=str(out_dir), manifest=out_dir / MANIFEST, skipped=len(records) - n_clashes, not_images=run.not_images
+    )
     journal_path = out_dir / JOURNAL
     with open_append(journal_path) as journal:
         for rec in _run(tasks, detector, workers, progress, len(files), len(records)):
@@ -321,17 +360,29 @@ def check_settings_record(out_dir: Path, settings: dict[str, Any], overwrite: bo
         return (out_dir / MANIFEST).is_file() or (out_dir / JOURNAL).is_file()
     if old != settings and not overwrite:
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-        raise file_error(path, f"the crops in this folder were made with other settings ({changed}); "
-                               "pass --overwrite to replace them, or choose another --out")
+        raise file_error(
+            path,
+            f"the crops in this folder were made with other settings ({changed}); "
+            "pass --overwrite to replace them, or choose another --out",
+        )
     return True
 
 
 def _clash_record(rel: str, owner: Path, output: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Manifest record of an input refused because ``owner`` takes its output name."""
-    return {"input": rel, "status": "name_clash", "output": None, "score": None, "box": None, "landmarks": None,
-            "other_faces": [], "source": None, "settings": settings,
-            "reason": f"output {output.as_posix()} is already the output of {owner.as_posix()} (same name apart from "
-                      "suffix or case); rename one of them"}
+    return {
+        "input": rel,
+        "status": "name_clash",
+        "output": None,
+        "score": None,
+        "box": None,
+        "landmarks": None,
+        "other_faces": [],
+        "source": None,
+        "settings": settings,
+        "reason": f"output {output.as_posix()} is already the output of {owner.as_posix()} (same name apart from "
+        "suffix or case); rename one of them",
+    }
 
 
 def _run(tasks: list, detector: str, workers: int | None, progress: bool, total: int, done: int) -> Iterator[dict[str, Any]]:
@@ -366,8 +417,12 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     console = Console(stderr=True)
     if summary.not_images:
         shown = ", ".join(summary.not_images[:5]) + (", ..." if len(summary.not_images) > 5 else "")
-        console.print(f"note: skipped {len(summary.not_images)} file(s) without an image suffix ({shown})",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"note: skipped {len(summary.not_images)} file(s) without an image suffix ({shown})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for path, reason in summary.failed:
         console.print(f"not processed: {path}: {reason}", markup=False, highlight=False)
     table = Table(title=f"prepare: {summary.output_dir}")
@@ -376,8 +431,9 @@ def report(summary: PrepareSummary, as_json: bool = False) -> int:
     for status, n in summary.counts.items():
         table.add_row(status, str(n))
     console.print(table)
-    console.print(f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.skipped} records reused)",
-                  markup=False, highlight=False)
+    console.print(
+        f"manifest: {summary.manifest}  ({summary.written} crops written, {summary.skipped} records reused)", markup=False, highlight=False
+    )
     if as_json:
         write_stdout(json.dumps(summary.to_dict(), indent=2) + "\n")
     return EXIT_ITEMS_FAILED if summary.failed else EXIT_OK

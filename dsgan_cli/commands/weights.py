@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..plumbing.reads import file_sha256
 from ..method import weights as pretrained
 from ..plumbing.errors import DsganError, file_error
+from ..plumbing.reads import file_sha256
 
 #: The networks by the name the command takes.
 NETS = {"vgg19": pretrained.VGG19, "alexnet": pretrained.ALEXNET, "inception": pretrained.INCEPTION}
@@ -32,7 +32,7 @@ def load_check(name: str, path: Path) -> None:
 
         LPIPSAlex(str(path))
     else:
-        from ..metrics.fid import build_extractor, InceptionWeights
+        from ..metrics.fid import InceptionWeights, build_extractor
 
         build_extractor(InceptionWeights("file", path, "sha256:" + file_sha256(path)))
 
@@ -44,8 +44,11 @@ def fetch(name: str, say=print) -> Path:
     dest = pretrained.hub_cache_file(net)
     if dest.is_file():
         if not file_sha256(dest).startswith(net.hash_prefix):
-            raise file_error(dest, f"damaged {net.name} weights: its SHA-256 does not start with {net.hash_prefix} as its "
-                                   f"name says; delete it and run `dsgan weights {name}` again")
+            raise file_error(
+                dest,
+                f"damaged {net.name} weights: its SHA-256 does not start with {net.hash_prefix} as its "
+                f"name says; delete it and run `dsgan weights {name}` again",
+            )
         what = "cached"
     else:
         pretrained.check_available(net)  # offline: the what-to-do line comes first, not a download that cannot start

@@ -14,15 +14,7 @@ import numpy as np
 from PIL import Image
 
 #: dlib 5-point order: right eye (image right) outer, inner; left eye outer, inner; nose base.
-TEMPLATE_5PT = np.array(
-    [
-        [0.680, 0.400],
-        [0.578, 0.400],
-        [0.320, 0.400],
-        [0.422, 0.400],
-        [0.500, 0.590],
-    ]
-)
+TEMPLATE_5PT = np.array([[0.680, 0.400], [0.578, 0.400], [0.320, 0.400], [0.422, 0.400], [0.500, 0.590]])
 TEMPLATE_CENTER = np.array([0.5, 0.5])
 
 

@@ -35,20 +35,20 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..plumbing import writes
-from .sets import ImageSet
 from ..plumbing.errors import DsganError, file_error
-from .images import ImageReadError, decode_square, image_size, require_images
 from ..plumbing.reads import file_sha256, open_regular
 from ..plumbing.writes import write_bytes_atomic
+from .images import ImageReadError, decode_square, image_size, require_images
+from .sets import ImageSet
 
 #: Bump when the cached bytes or the metadata change meaning.
 CACHE_FORMAT = 1
@@ -97,12 +97,25 @@ def _memo_entry_ok(entry) -> bool:
     if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], list)):
         return False
     digest, wh = entry[1], entry[2]
-    return (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
-            and (wh is None or (isinstance(wh, list) and len(wh) == 2 and all(type(v) is int and v > 0 for v in wh))))
+    return (
+        isinstance(digest, str)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+        and (wh is None or (isinstance(wh, list) and len(wh) == 2 and all(type(v) is int and v > 0 for v in wh)))
+    )
 
 
-def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resize: bool, workers: int,
-             memo: Path | None = None, save_memo: bool = False, variant: str | None = None) -> tuple[list[Path], str]:
+def scan_set(
+    folder: str | Path,
+    size: int | tuple[int, int],
+    *,
+    what: str,
+    resize: bool,
+    workers: int,
+    memo: Path | None = None,
+    save_memo: bool = False,
+    variant: str | None = None,
+) -> tuple[list[Path], str]:
     """List a set, hash every file and check its size from the header; returns (paths, cache key).
 
     ``size`` is the side S of square images, or (W, H). A wrong-size image is an error naming the
@@ -133,8 +146,11 @@ def scan_set(folder: str | Path, size: int | tuple[int, int], *, what: str, resi
     for i, (path, rel, sig) in enumerate(zip(paths, rels, sigs)):
         digest, wh = fresh[i] if i in fresh else (old[rel][1], old[rel][2])
         if wh is not None and tuple(wh) != expected and not resize:
-            raise file_error(path, f"{what} image is {wh[0]}x{wh[1]}, expected {expected[0]}x{expected[1]} "
-                                   "(set data.resize_mismatched = true to resize such images)")
+            raise file_error(
+                path,
+                f"{what} image is {wh[0]}x{wh[1]}, expected {expected[0]}x{expected[1]} "
+                "(set data.resize_mismatched = true to resize such images)",
+            )
         h.update(f"{rel}\0{digest}\n".encode())
         new[rel] = [sig, digest, wh]
     if memo is not None and save_memo and fresh:
@@ -178,25 +194,28 @@ def _read_meta(meta_file: Path, data_file: Path, size: int | tuple[int, int], wa
     rewritten in place cannot keep its ctime."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        ok = (isinstance(meta, dict) and type(meta.get("count")) is int and meta["count"] >= 0
-              and isinstance(meta.get("paths"), list) and len(meta["paths"]) == meta["count"]
-              and all(isinstance(p, str) for p in meta["paths"])
-              and isinstance(meta.get("skipped"), list)
-              and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in meta["skipped"])
-              and isinstance(meta.get("pixels_sha256"), str)
-              and data_file.stat().st_size == _nbytes(meta["count"], size))
+        ok = (
+            isinstance(meta, dict)
+            and type(meta.get("count")) is int
+            and meta["count"] >= 0
+            and isinstance(meta.get("paths"), list)
+            and len(meta["paths"]) == meta["count"]
+            and all(isinstance(p, str) for p in meta["paths"])
+            and isinstance(meta.get("skipped"), list)
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, str) for v in e) for e in meta["skipped"])
+            and isinstance(meta.get("pixels_sha256"), str)
+            and data_file.stat().st_size == _nbytes(meta["count"], size)
+        )
         if ok and meta.get("pixels_stat") != _stat_sig(data_file) and file_sha256(data_file) != meta["pixels_sha256"]:
             ok = False
             if warn:
-                print(f"warning: {data_file}: the cached pixels changed since they were decoded; decoding again",
-                      file=sys.stderr)
+                print(f"warning: {data_file}: the cached pixels changed since they were decoded; decoding again", file=sys.stderr)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return meta if ok else None
 
 
-def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], decode, workers: int,
-                 tmp: Path, progress) -> dict:
+def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], decode, workers: int, tmp: Path, progress) -> dict:
     """Decode ``paths`` in parallel with ``decode`` into the raw file ``tmp``; returns the entry's metadata.
 
     ``decode(path)`` gives (uint8 (H, W, 3) array or None, skip reason, {flag: bool}); the metadata
@@ -221,16 +240,18 @@ def _decode_into(paths: list[Path], root: Path, size: int | tuple[int, int], dec
     del arr
     if len(kept) < len(paths):
         writes.truncate(tmp, _nbytes(len(kept), size))
-    return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped,
-            "pixels_sha256": file_sha256(tmp), **counts}
+    return {"format": CACHE_FORMAT, "count": len(kept), "paths": kept, "skipped": skipped, "pixels_sha256": file_sha256(tmp), **counts}
 
 
 def _check_space(cache_dir: Path, need: int) -> None:
     """Refuse to start a decode that cannot fit on the cache's disk."""
     free = shutil.disk_usage(cache_dir).free
     if free < need:
-        raise file_error(cache_dir, f"not enough free space for the decoded image cache ({need / 2**30:.2f} GiB needed, "
-                                    f"{free / 2**30:.2f} GiB free); set data.cache_dir to another disk")
+        raise file_error(
+            cache_dir,
+            f"not enough free space for the decoded image cache ({need / 2**30:.2f} GiB needed, "
+            f"{free / 2**30:.2f} GiB free); set data.cache_dir to another disk",
+        )
 
 
 @dataclass(frozen=True)
@@ -259,8 +280,16 @@ class Entry:
         return self.cache_dir / f"{self.key}.json"
 
 
-def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str | Path, resize: bool = False,
-                     scanned: tuple | None = None, role: CacheRole = CacheRole()) -> tuple[ImageSet, bool]:
+def cached_image_set(
+    folder: str | Path,
+    size: int,
+    *,
+    what: str,
+    cache_dir: str | Path,
+    resize: bool = False,
+    scanned: tuple | None = None,
+    role: CacheRole = CacheRole(),
+) -> tuple[ImageSet, bool]:
     """The set's images from the cache, decoding once if needed; returns (set, decoded_by_this_process).
 
     ``scanned`` is :func:`scan_set`'s result when the caller scanned already (to check every set
@@ -273,6 +302,7 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     entry = Entry(Path(cache_dir), key)
     meta, decoded = _read_meta(entry.meta_file, entry.data_file, size), False
     if meta is None and role.writer:
+
         def decode(p: Path):
             img, reason, was_resized = decode_square(p, size, resize, what)
             return img, reason, {"resized": was_resized}
@@ -286,12 +316,14 @@ def cached_image_set(folder: str | Path, size: int, *, what: str, cache_dir: str
     skipped = [(root / p, r) for p, r in meta["skipped"]]
     if role.writer:
         _warn_skipped(skipped, what)
-    return ImageSet(images=_map(entry.data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped,
-                    resized=meta.get("resized", 0)), decoded
+    return ImageSet(
+        images=_map(entry.data_file, meta, size), paths=[root / p for p in meta["paths"]], skipped=skipped, resized=meta.get("resized", 0)
+    ), decoded
 
 
-def cached_decode(folder: str | Path, size: tuple[int, int], *, what: str, variant: str, decode, cache_dir: str | Path,
-                  workers: int = 2, progress=None) -> tuple[ImageSet, dict]:
+def cached_decode(
+    folder: str | Path, size: tuple[int, int], *, what: str, variant: str, decode, cache_dir: str | Path, workers: int = 2, progress=None
+) -> tuple[ImageSet, dict]:
     """Any-size images of ``folder`` brought to ``size`` = (W, H) by ``decode``, through the cache; returns (set, metadata).
 
     For readers of whole sets other than training (``dsgan eval``): ``variant`` names the decode
@@ -299,19 +331,25 @@ def cached_decode(folder: str | Path, size: tuple[int, int], *, what: str, varia
     the flag counts and ``decoded`` (True when this call decoded). Skipped files are returned, not printed.
     """
     root, cache_dir = Path(folder), Path(cache_dir)
-    paths, key = scan_set(root, size, what=what, resize=True, workers=workers, variant=variant,
-                          memo=scan_memo(cache_dir, root), save_memo=True)
+    paths, key = scan_set(
+        root, size, what=what, resize=True, workers=workers, variant=variant, memo=scan_memo(cache_dir, root), save_memo=True
+    )
     entry = Entry(cache_dir, key)
     meta, decoded = _read_meta(entry.meta_file, entry.data_file, size), False
     if meta is None:
         meta, decoded = _build(entry, paths, root, size, what, decode, workers, progress)
-    image_set = ImageSet(images=_map(entry.data_file, meta, size), paths=[root / p for p in meta["paths"]],
-                         skipped=[(root / p, r) for p, r in meta["skipped"]], resized=meta.get("resized", 0))
+    image_set = ImageSet(
+        images=_map(entry.data_file, meta, size),
+        paths=[root / p for p in meta["paths"]],
+        skipped=[(root / p, r) for p, r in meta["skipped"]],
+        resized=meta.get("resized", 0),
+    )
     return image_set, {**meta, "key": key, "decoded": decoded}
 
 
-def _build(entry: Entry, paths: list[Path], root: Path, size: int | tuple[int, int], what: str, decode, workers: int,
-           progress) -> tuple[dict, bool]:
+def _build(
+    entry: Entry, paths: list[Path], root: Path, size: int | tuple[int, int], what: str, decode, workers: int, progress
+) -> tuple[dict, bool]:
     """Decode the set into the cache ``entry`` under a file lock (unless another writer completed it meanwhile)."""
     cache_dir, key, data_file, meta_file = entry.cache_dir, entry.key, entry.data_file, entry.meta_file
     try:
@@ -325,12 +363,16 @@ def _build(entry: Entry, paths: list[Path], root: Path, size: int | tuple[int, i
         _check_space(cache_dir, _nbytes(len(paths), size))
         tmp = cache_dir / f".{key}.{os.getpid()}.partial"
         try:
-            meta = {"what": what, "size": size, **_decode_into(paths, root, size, decode, workers, tmp,
-                                                              progress(len(paths)) if progress else None)}
+            meta = {
+                "what": what,
+                "size": size,
+                **_decode_into(paths, root, size, decode, workers, tmp, progress(len(paths)) if progress else None),
+            }
             if not meta["count"]:
                 first = meta["skipped"][0]
-                raise file_error(root, f"no readable image: none of the {len(paths)} {what} images could be read "
-                                       f"(first: {root / first[0]}: {first[1]})")
+                raise file_error(
+                    root, f"no readable image: none of the {len(paths)} {what} images could be read (first: {root / first[0]}: {first[1]})"
+                )
             writes.replace(tmp, data_file)
             meta["pixels_stat"] = _stat_sig(data_file)  # after the rename, which changes the ctime
             write_bytes_atomic(meta_file, json.dumps(meta).encode())  # written last: marks completeness

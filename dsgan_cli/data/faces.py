@@ -82,8 +82,11 @@ class FaceDetector:
     def detect(self, img: Image.Image) -> list[Face]:
         """All faces in an RGB image, landmarks mapped back to full resolution."""
         factor = min(1.0, DETECT_MAX_SIDE / max(img.size))
-        small = img if factor == 1.0 else img.resize(
-            (max(1, round(img.width * factor)), max(1, round(img.height * factor))), Image.Resampling.LANCZOS)
+        small = (
+            img
+            if factor == 1.0
+            else img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))), Image.Resampling.LANCZOS)
+        )
         pad = round(DETECT_PAD_FRACTION * max(small.size))
         arr = np.asarray(small, dtype=np.uint8)
         arr = np.pad(arr, ((pad, pad), (pad, pad), (0, 0)), mode="edge")

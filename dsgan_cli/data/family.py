@@ -68,8 +68,9 @@ def convolve(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``x`` (H, W, 3 float) filtered by a 2-D ``kernel`` per channel (OpenCV, mirrored borders)."""
     cv2 = _require("cv2")
     # filter2D correlates; flip the kernel so that an asymmetric one convolves.
-    return cv2.filter2D(x.astype(np.float32), -1, np.ascontiguousarray(kernel[::-1, ::-1]).astype(np.float32),
-                        borderType=cv2.BORDER_REFLECT_101).astype(np.float64)
+    return cv2.filter2D(
+        x.astype(np.float32), -1, np.ascontiguousarray(kernel[::-1, ::-1]).astype(np.float32), borderType=cv2.BORDER_REFLECT_101
+    ).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -92,10 +93,10 @@ class Step:
             "resize": lambda: f"resample x{p['factor']:.2f} ({p['down']}) and back ({p['up']})",
             "white": lambda: f"white noise sigma {p['sigma']:.1f}/255, grey share {p['grey']:.2f}",
             "poisson": lambda: f"signal-dependent noise var {p['gain']:.2f} x signal + {p['read']:.1f}^2",
-            "correlated": lambda: (f"correlated noise sigma {p['sigma']:.1f}/255, spatial sigma {p['spatial']:.2f} px, "
-                                   f"grey share {p['grey']:.2f}"),
-            "camera": lambda: (f"camera: Bayer RGGB, shot gain {p['gain']:.4f}, read {p['read']:.4f} (linear), "
-                               f"{p['demosaic']} demosaicing"),
+            "correlated": lambda: (
+                f"correlated noise sigma {p['sigma']:.1f}/255, spatial sigma {p['spatial']:.2f} px, grey share {p['grey']:.2f}"
+            ),
+            "camera": lambda: f"camera: Bayer RGGB, shot gain {p['gain']:.4f}, read {p['read']:.4f} (linear), {p['demosaic']} demosaicing",
             "jpeg": lambda: f"JPEG q{p['quality']}",
             "webp": lambda: f"WebP q{p['quality']}",
         }[self.kind]
@@ -122,12 +123,10 @@ class Step:
     # Resampling ---------------------------------------------------------
     def _resize(self, x, rng):
         cv2 = _require("cv2")
-        interp = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
-                  "nearest": cv2.INTER_NEAREST}
+        interp = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
         h, w = x.shape[:2]
         f = self.params["factor"]
-        small = cv2.resize(x.astype(np.float32), (max(1, round(w * f)), max(1, round(h * f))),
-                           interpolation=interp[self.params["down"]])
+        small = cv2.resize(x.astype(np.float32), (max(1, round(w * f)), max(1, round(h * f))), interpolation=interp[self.params["down"]])
         return cv2.resize(small, (w, h), interpolation=interp[self.params["up"]]).astype(np.float64)
 
     # Noise --------------------------------------------------------------
@@ -151,8 +150,11 @@ class Step:
         lin = (np.clip(x, 0, 255) / 255.0) ** 2.2  # display -> linear light, where sensor noise lives
         cfa = cd.mosaicing_CFA_Bayer(lin, "RGGB")
         cfa = cfa + np.sqrt(p["gain"] * np.clip(cfa, 0, None) + p["read"] ** 2) * rng.standard_normal(cfa.shape)
-        demosaic = {"bilinear": cd.demosaicing_CFA_Bayer_bilinear, "Malvar2004": cd.demosaicing_CFA_Bayer_Malvar2004,
-                    "Menon2007": cd.demosaicing_CFA_Bayer_Menon2007}[p["demosaic"]]
+        demosaic = {
+            "bilinear": cd.demosaicing_CFA_Bayer_bilinear,
+            "Malvar2004": cd.demosaicing_CFA_Bayer_Malvar2004,
+            "Menon2007": cd.demosaicing_CFA_Bayer_Menon2007,
+        }[p["demosaic"]]
         rgb = np.asarray(demosaic(cfa, "RGGB"), dtype=np.float64)
         return 255.0 * np.clip(rgb, 0, 1) ** (1 / 2.2)
 
@@ -220,20 +222,24 @@ def draw_blur(rng: np.random.Generator, strength: float) -> Step:
         a, b = rng.uniform(0.4, 0.4 + 1.6 * strength, size=2)
         if rng.random() < 0.4:
             b = a  # isotropic
-        return Step("gaussian", {"sigma_x": round(float(a), 3), "sigma_y": round(float(b), 3),
-                                 "angle": round(float(rng.uniform(0, 180)), 1)})
+        return Step(
+            "gaussian", {"sigma_x": round(float(a), 3), "sigma_y": round(float(b), 3), "angle": round(float(rng.uniform(0, 180)), 1)}
+        )
     if kind == "motion":
         return Step("motion", {"length": _odd(rng.uniform(3, 3 + 4 * strength)), "angle": round(float(rng.uniform(0, 180)), 1)})
-    return Step("defocus", {"radius": int(rng.integers(1, 1 + max(1, round(3 * strength)) + 1)),
-                            "alias": round(float(rng.uniform(0.1, 0.5)), 3)})
+    return Step(
+        "defocus", {"radius": int(rng.integers(1, 1 + max(1, round(3 * strength)) + 1)), "alias": round(float(rng.uniform(0.1, 0.5)), 3)}
+    )
 
 
 def draw_resize(rng: np.random.Generator) -> Step:
     """A resample down (or up) and back to the same size, with random interpolations."""
     factor = float(rng.uniform(0.5, 0.9) if rng.random() < 0.7 else rng.uniform(1.1, 1.5))
     methods = ("area", "bilinear", "bicubic", "nearest")
-    return Step("resize", {"factor": round(factor, 3), "down": methods[int(rng.integers(3 if factor < 1 else 4))],
-                           "up": methods[1 + int(rng.integers(2))]})
+    return Step(
+        "resize",
+        {"factor": round(factor, 3), "down": methods[int(rng.integers(3 if factor < 1 else 4))], "up": methods[1 + int(rng.integers(2))]},
+    )
 
 
 def draw_noise(rng: np.random.Generator, strength: float) -> Step:
@@ -243,14 +249,22 @@ def draw_noise(rng: np.random.Generator, strength: float) -> Step:
     if kind == "white":
         return Step("white", {"sigma": round(float(rng.uniform(2, 2 + 12 * strength)), 2), "grey": grey})
     if kind == "poisson":
-        return Step("poisson", {"gain": round(float(rng.uniform(0.05, 0.05 + 0.75 * strength)), 3),
-                                "read": round(float(rng.uniform(0.5, 4)), 2)})
+        return Step(
+            "poisson", {"gain": round(float(rng.uniform(0.05, 0.05 + 0.75 * strength)), 3), "read": round(float(rng.uniform(0.5, 4)), 2)}
+        )
     if kind == "correlated":
-        return Step("correlated", {"sigma": round(float(rng.uniform(2, 2 + 10 * strength)), 2),
-                                   "spatial": round(float(rng.uniform(0.5, 1.5)), 3), "grey": grey})
-    return Step("camera", {"gain": round(float(rng.uniform(0.0005, 0.0005 + 0.004 * strength)), 5),
-                           "read": round(float(rng.uniform(0.001, 0.006)), 5),
-                           "demosaic": ("bilinear", "Malvar2004", "Menon2007")[int(rng.integers(3))]})
+        return Step(
+            "correlated",
+            {"sigma": round(float(rng.uniform(2, 2 + 10 * strength)), 2), "spatial": round(float(rng.uniform(0.5, 1.5)), 3), "grey": grey},
+        )
+    return Step(
+        "camera",
+        {
+            "gain": round(float(rng.uniform(0.0005, 0.0005 + 0.004 * strength)), 5),
+            "read": round(float(rng.uniform(0.001, 0.006)), 5),
+            "demosaic": ("bilinear", "Malvar2004", "Menon2007")[int(rng.integers(3))],
+        },
+    )
 
 
 def draw_codec(rng: np.random.Generator, strength: float) -> Step:

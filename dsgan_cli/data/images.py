@@ -12,8 +12,9 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -25,8 +26,16 @@ from ..plumbing.reads import open_regular
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 #: Image files that are listed (so a run reports them) but not decoded: animation, newer codecs, vector formats.
-UNSUPPORTED_SUFFIXES = {".gif": "GIF", ".avif": "AVIF", ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL",
-                        ".svg": "SVG", ".eps": "EPS", ".psd": "PSD"}
+UNSUPPORTED_SUFFIXES = {
+    ".gif": "GIF",
+    ".avif": "AVIF",
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".jxl": "JPEG XL",
+    ".svg": "SVG",
+    ".eps": "EPS",
+    ".psd": "PSD",
+}
 
 #: The only Pillow decoders ever tried (JPEG includes multi-picture MPO files from cameras). Whatever a file is
 #: named, no other plugin (e.g. EPS through Ghostscript) ever sees it.

@@ -10,8 +10,8 @@ same seed gives the same images. scikit-image is the optional ``demo`` extra.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -75,7 +75,7 @@ def patches(images: list[np.ndarray], n: int, size: int, rng: np.random.Generato
         img = images[i % len(images)]
         y = int(rng.integers(0, img.shape[0] - size + 1))
         x = int(rng.integers(0, img.shape[1] - size + 1))
-        patch = img[y:y + size, x:x + size]
+        patch = img[y : y + size, x : x + size]
         if flip and rng.random() < 0.5:
             patch = patch[:, ::-1]
         out.append(np.ascontiguousarray(patch))

@@ -58,8 +58,9 @@ class MicroBatches(torch.utils.data.Dataset):
     ``range(start, stop)`` resumes exactly where a run stopped.
     """
 
-    def __init__(self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, crops: Crops = Crops()):
+    def __init__(
+        self, hr: torch.Tensor, lr: torch.Tensor, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, crops: Crops = Crops()
+    ):
         self.hr, self.lr = hr, lr
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.scale, self.crop_size, self.flip = crops.scale, crops.crop_size, crops.flip
@@ -98,7 +99,7 @@ def _crop(x: torch.Tensor, size: int, g: torch.Generator, step: int = 1) -> torc
     h, w = x.shape[-2:]
     top = int(torch.randint(0, (h - size) // step + 1, (1,), generator=g)) * step
     left = int(torch.randint(0, (w - size) // step + 1, (1,), generator=g)) * step
-    return x[:, top: top + size, left: left + size]
+    return x[:, top : top + size, left : left + size]
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -113,7 +114,12 @@ def ignore_stop_signals(worker_id: int) -> None:
 def make_loader(dataset: MicroBatches, start: int, stop: int, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     """DataLoader yielding micro-batches ``start .. stop-1`` in order (workers prefetch ahead)."""
     return torch.utils.data.DataLoader(
-        dataset, sampler=range(start, stop), batch_size=None, num_workers=num_workers,
-        pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if num_workers else None,
+        dataset,
+        sampler=range(start, stop),
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
         worker_init_fn=ignore_stop_signals if num_workers else None,
     )

@@ -29,8 +29,7 @@ class ImageSet:
     resized: int = 0
 
 
-def load_image_set(folder: str | Path, size: int, *, what: str, resize: bool = False,
-                   workers: int = 2, progress=None) -> ImageSet:
+def load_image_set(folder: str | Path, size: int, *, what: str, resize: bool = False, workers: int = 2, progress=None) -> ImageSet:
     """Decode every image under ``folder`` into a uint8 tensor (N, 3, size, size).
 
     Unreadable files are skipped with a warning and counted; a wrong size is
@@ -59,8 +58,7 @@ def load_image_set(folder: str | Path, size: int, *, what: str, resize: bool = F
         print(f"warning: {len(skipped) - 5} more unreadable {what} images skipped", file=sys.stderr)
     if not kept:
         raise file_error(folder, f"none of the {len(paths)} {what} images could be read (first: {skipped[0][0]}: {skipped[0][1]})")
-    return ImageSet(images=out[: len(kept)].clone() if len(kept) < len(paths) else out, paths=kept,
-                    skipped=skipped, resized=resized)
+    return ImageSet(images=out[: len(kept)].clone() if len(kept) < len(paths) else out, paths=kept, skipped=skipped, resized=resized)
 
 
 def check_data_dirs(hr_dir: str | Path, lr_dir: str | Path, hr_size: int | None = None, lr_size: int | None = None) -> None:

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from .. import __version__
+from ..method.models import Generator, GeneratorConfig, RetiredOptionError, check_retired
 from ..plumbing.errors import DsganError, file_error
 from ..plumbing.reads import open_regular
 from ..plumbing.writes import write_bytes_atomic
-from ..method.models import Generator, GeneratorConfig, RetiredOptionError, check_retired
 
 GENERATOR_FORMAT = "dsgan-generator/1"
 
@@ -33,8 +33,15 @@ def generator_state_for_export(generator: torch.nn.Module) -> dict[str, torch.Te
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
 
 
-def save_generator(generator: torch.nn.Module, path: str | Path, *, step: int, scale: int,
-                   recipe: dict[str, Any] | None = None, extra: dict[str, str] | None = None) -> None:
+def save_generator(
+    generator: torch.nn.Module,
+    path: str | Path,
+    *,
+    step: int,
+    scale: int,
+    recipe: dict[str, Any] | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
     """Write ``generator`` to ``path`` as safetensors with DSGAN metadata, atomically."""
     metadata = {
         **(extra or {}),
@@ -91,7 +98,7 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
 
         tensors = safetensors_load(data)
         n = int.from_bytes(data[:8], "little")
-        metadata = dict(json.loads(data[8:8 + n]).get("__metadata__") or {})
+        metadata = dict(json.loads(data[8 : 8 + n]).get("__metadata__") or {})
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise file_error(path, f"not a valid safetensors checkpoint (truncated, or another format such as a pickle): {detail}") from None
@@ -149,10 +156,15 @@ def generator_config(raw: dict[str, str], tensors: dict[str, torch.Tensor]) -> G
         fields = dict(
             n_res_blocks=int(raw.get("n_res_blocks") or _count_res_blocks(tensors)),
             channels=int(raw.get("channels") or tensors["block_input.0.weight"].shape[0]),
-            padding=raw.get("padding", "zeros"), noise_channels=int(raw.get("noise_channels", 0)),
-            output=raw.get("output", "sigmoid"), output_noise=_flag(raw.get("output_noise", "False"), "output_noise"),
-            blur_size=int(raw.get("blur_size", 5)), noise_filter=int(raw.get("noise_filter", 1)),
-            grid_period=int(raw.get("grid_period", 0)), jpeg_quality=int(raw.get("jpeg_quality", 0)))
+            padding=raw.get("padding", "zeros"),
+            noise_channels=int(raw.get("noise_channels", 0)),
+            output=raw.get("output", "sigmoid"),
+            output_noise=_flag(raw.get("output_noise", "False"), "output_noise"),
+            blur_size=int(raw.get("blur_size", 5)),
+            noise_filter=int(raw.get("noise_filter", 1)),
+            grid_period=int(raw.get("grid_period", 0)),
+            jpeg_quality=int(raw.get("jpeg_quality", 0)),
+        )
     except (KeyError, ValueError) as e:
         raise GeneratorConfigError(f"bad or missing {e}") from None
     try:
@@ -178,8 +190,7 @@ def _flag(text: str, name: str) -> bool:
 MAX_SCALE = 16
 
 
-def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channels: int,
-                    tensors: dict[str, torch.Tensor]) -> None:
+def _check_metadata(path: Path, meta: dict[str, Any], n_res_blocks: int, channels: int, tensors: dict[str, torch.Tensor]) -> None:
     """Refuse metadata out of range or at odds with the tensors, and non-finite weights, before building the network.
 
     The architecture numbers must match the tensors in the file, so the
@@ -216,12 +227,15 @@ def default_generator(root: str | Path = ".") -> Path:
         return found[0]
     where = root.resolve()
     if not found:
-        raise DsganError(f"no --checkpoint given and neither {DEFAULT_GENERATOR} nor runs/*/generator.safetensors "
-                         f"exists under {where}; train first (dsgan train idphoto) or pass --checkpoint PATH")
+        raise DsganError(
+            f"no --checkpoint given and neither {DEFAULT_GENERATOR} nor runs/*/generator.safetensors "
+            f"exists under {where}; train first (dsgan train idphoto) or pass --checkpoint PATH"
+        )
     # Several runs: picking one silently could degrade a whole data set with the wrong model.
     names = ", ".join(str(p) for p in found)
-    raise DsganError(f"no --checkpoint given and {len(found)} trained generators found (newest first: {names}); "
-                     "choose one with --checkpoint PATH")
+    raise DsganError(
+        f"no --checkpoint given and {len(found)} trained generators found (newest first: {names}); choose one with --checkpoint PATH"
+    )
 
 
 def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
@@ -232,5 +246,12 @@ def _count_res_blocks(tensors: dict[str, torch.Tensor]) -> int:
     return max(ids) + 1
 
 
-__all__ = ["GENERATOR_FORMAT", "DEFAULT_GENERATOR", "default_generator", "save_generator", "load_generator", "read_generator_file",
-           "generator_state_for_export"]
+__all__ = [
+    "GENERATOR_FORMAT",
+    "DEFAULT_GENERATOR",
+    "default_generator",
+    "save_generator",
+    "load_generator",
+    "read_generator_file",
+    "generator_state_for_export",
+]

@@ -9,14 +9,15 @@ import torch
 
 from ..method.recipe import Recipe
 
-
 #: Layout per network ("G", "D", "P" = perceptual) for ``train.memory_format = "auto"``, by device type and
 #: whether the networks are compiled: what scripts/bench_train.py --vs-original measured fastest
 #: (BENCHMARKS.md). GPUs: cuDNN's preferred layout under mixed precision, not measured yet.
-AUTO_LAYOUTS = {("cpu", False): {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
-                ("cpu", True): {"G": "contiguous", "D": "contiguous", "P": "contiguous"},
-                ("other", False): {"G": "channels_last", "D": "channels_last", "P": "channels_last"},
-                ("other", True): {"G": "channels_last", "D": "channels_last", "P": "channels_last"}}
+AUTO_LAYOUTS = {
+    ("cpu", False): {"G": "channels_last", "D": "channels_last", "P": "contiguous"},
+    ("cpu", True): {"G": "contiguous", "D": "contiguous", "P": "contiguous"},
+    ("other", False): {"G": "channels_last", "D": "channels_last", "P": "channels_last"},
+    ("other", True): {"G": "channels_last", "D": "channels_last", "P": "channels_last"},
+}
 
 
 def memory_formats_for(device: torch.device, choice: str = "auto", compiled: bool = False) -> dict[str, torch.memory_format]:

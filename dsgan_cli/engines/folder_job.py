@@ -21,15 +21,14 @@ import contextlib
 import os
 import stat
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..data.images import UNSUPPORTED_SUFFIXES, require_images
 from ..plumbing import writes
 from ..plumbing.folder_lock import lock_output_folder, unlock_folder
-from ..plumbing.output_record import (OUTPUTS, check_output_record, read_output_record, recorded_outputs,
-                                      write_output_record)
+from ..plumbing.output_record import OUTPUTS, check_output_record, read_output_record, recorded_outputs, write_output_record
 
 
 def is_main_process() -> bool:
@@ -53,12 +52,12 @@ class Planned:
 def safe_name(name: str) -> str:
     """``name`` with whitespace and control characters (newlines, tabs, format marks) replaced by ``_``: line-based
     lists such as BasicSR's ``meta_info.txt`` read a name up to its first space and a record per line."""
-    return "".join("_" if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs") else ch
-                   for ch in name)
+    return "".join("_" if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs") else ch for ch in name)
 
 
-def plan_outputs(input_dir: Path, name_of: Callable[[Path], str],
-                 outputs_of: Callable[[str], tuple[str, ...]]) -> tuple[list[Planned], list[tuple[str, str]]]:
+def plan_outputs(
+    input_dir: Path, name_of: Callable[[Path], str], outputs_of: Callable[[str], tuple[str, ...]]
+) -> tuple[list[Planned], list[tuple[str, str]]]:
     """Every image under ``input_dir`` with its output name (``name_of(relative path)``) and output files
     (``outputs_of(name)``), and the ``(path, reason)`` of the inputs that get none.
 
@@ -74,15 +73,19 @@ def plan_outputs(input_dir: Path, name_of: Callable[[Path], str],
         name = name_of(rel)
         key = name.casefold()
         if key in owner:
-            failed.append((str(src), f"output {name} is already the output of {owner[key]} (the same stem, apart from "
-                                     "case or characters a name may not hold)"))
+            failed.append(
+                (
+                    str(src),
+                    f"output {name} is already the output of {owner[key]} (the same stem, apart from "
+                    "case or characters a name may not hold)",
+                )
+            )
             continue
         owner[key] = src
         planned.append(Planned(src, rel, outputs_of(name)))
     for src in sources:
         if src.suffix.lower() in UNSUPPORTED_SUFFIXES:
-            failed.append((str(src), f"{UNSUPPORTED_SUFFIXES[src.suffix.lower()]} files are not supported; "
-                                     "convert to PNG or JPEG"))
+            failed.append((str(src), f"{UNSUPPORTED_SUFFIXES[src.suffix.lower()]} files are not supported; convert to PNG or JPEG"))
     return planned, failed
 
 
@@ -170,8 +173,9 @@ class FolderJob:
 
 
 @contextlib.contextmanager
-def folder_job(folder: Path, record_path: Path, settings: dict, overwrite: bool, planned: list[Planned],
-               command: str) -> Iterator[FolderJob]:
+def folder_job(
+    folder: Path, record_path: Path, settings: dict, overwrite: bool, planned: list[Planned], command: str
+) -> Iterator[FolderJob]:
     """Lock ``folder`` (main process), check its record against ``settings`` and yield the job; on leaving,
     update the record (see :class:`FolderJob`) and release the lock. The folder must exist."""
     main = is_main_process()
@@ -179,9 +183,15 @@ def folder_job(folder: Path, record_path: Path, settings: dict, overwrite: bool,
         lock_output_folder(folder, command)
     try:
         old = read_output_record(record_path)
-        job = FolderJob(folder, record_path, settings, planned, main=main,
-                        replacing=check_output_record(record_path, settings, overwrite),
-                        owned=recorded_outputs(old) if not (old or {}).get("unreadable") else set())
+        job = FolderJob(
+            folder,
+            record_path,
+            settings,
+            planned,
+            main=main,
+            replacing=check_output_record(record_path, settings, overwrite),
+            owned=recorded_outputs(old) if not (old or {}).get("unreadable") else set(),
+        )
         try:
             yield job
         finally:
@@ -205,8 +215,16 @@ class FolderTarget:
     cleanup_factor: int | None = None  # ``pairs``: each input gives an HR (cleaned up by this factor) and an LR
 
 
-def run_folder(target: FolderTarget, planned: list[Planned], jobs: list, generator, scale: int, opts,
-               overwrite: bool, after: Callable[[FolderJob], None] | None = None):
+def run_folder(
+    target: FolderTarget,
+    planned: list[Planned],
+    jobs: list,
+    generator,
+    scale: int,
+    opts,
+    overwrite: bool,
+    after: Callable[[FolderJob], None] | None = None,
+):
     """Run G over ``jobs`` (one per ``planned`` input) into the locked target folder; returns the run's summary and
     whether this is the main process. ``after`` runs on the main process, still under the lock, once the record
     is up to date (``pairs`` writes its ``meta_info.txt`` there)."""
@@ -217,9 +235,16 @@ def run_folder(target: FolderTarget, planned: list[Planned], jobs: list, generat
     writes.check_writable_dir(target.folder)
     with folder_job(target.folder, record_path, target.settings, overwrite, planned, target.command) as job:
         # Replacing outputs made otherwise: every one is remade, or a later run would skip the old ones as done.
-        summary, main = run_jobs(jobs, generator, scale, opts, overwrite=overwrite or job.replacing,
-                                 label="pairs" if target.cleanup_factor is not None else "degrading",
-                                 cleanup_factor=target.cleanup_factor, on_start=job.start)
+        summary, main = run_jobs(
+            jobs,
+            generator,
+            scale,
+            opts,
+            overwrite=overwrite or job.replacing,
+            label="pairs" if target.cleanup_factor is not None else "degrading",
+            cleanup_factor=target.cleanup_factor,
+            on_start=job.start,
+        )
         job.finish([src for src, _ in summary.failed])
         job.close()
         if main and after is not None:
@@ -227,5 +252,14 @@ def run_folder(target: FolderTarget, planned: list[Planned], jobs: list, generat
     return summary, main
 
 
-__all__ = ["FolderJob", "FolderTarget", "Planned", "folder_job", "is_main_process", "plan_outputs", "remove_recorded",
-           "run_folder", "safe_name"]
+__all__ = [
+    "FolderJob",
+    "FolderTarget",
+    "Planned",
+    "folder_job",
+    "is_main_process",
+    "plan_outputs",
+    "remove_recorded",
+    "run_folder",
+    "safe_name",
+]

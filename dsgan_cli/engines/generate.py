@@ -29,13 +29,19 @@ def image_noise(generator: Generator, x: torch.Tensor, keys: list[str], seed: in
     # torch's CPU generator keeps 32 bits of a seed: hash (seed, key) down to 32 bits, not seed * 2**32 + key.
     # surrogateescape: a file name that is not valid UTF-8 still has bytes to seed from (its own).
     seeds = [zlib.crc32(f"{seed}/{k}".encode("utf-8", "surrogateescape")) for k in keys]
-    maps = [generator.make_noise(x[i:i + 1].cpu(), torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
+    maps = [generator.make_noise(x[i : i + 1].cpu(), torch.Generator().manual_seed(s)) for i, s in enumerate(seeds)]
     return torch.cat(maps)
 
 
-def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.device,
-                  precision: str = "fp32", channels_last: bool = True, noise: torch.Tensor | None = None,
-                  origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def run_generator(
+    generator: torch.nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = True,
+    noise: torch.Tensor | None = None,
+    origin: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
     """G(x) for a (N, 3, h, w) batch, on ``device``; returns float32 on ``device``."""
     x = x.to(device, non_blocking=True)
     if channels_last:
@@ -46,9 +52,16 @@ def run_generator(generator: torch.nn.Module, x: torch.Tensor, device: torch.dev
         return generator(x, noise, origin=origin).float()
 
 
-def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: torch.device,
-                   precision: str = "fp32", channels_last: bool = True, margin: int | None = None,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
+def generate_tiled(
+    generator: Generator,
+    x: torch.Tensor,
+    tile: int,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = True,
+    margin: int | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """G(x) for one (1, 3, h, w) image computed in overlapping tiles; equals G on the whole image.
 
     Each ``tile`` x ``tile`` core is computed from an input window extended
@@ -72,7 +85,7 @@ def generate_tiled(generator: Generator, x: torch.Tensor, tile: int, device: tor
             b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
             z = noise[:, :, a0:a1, b0:b1] if noise is not None else None
             y = run_generator(generator, x[:, :, a0:a1, b0:b1], device, precision, channels_last, z, origin=(a0, b0))
-            out[:, :, y0:y1, x0:x1] = y[:, :, y0 - a0:y1 - a0, x0 - b0:x1 - b0].cpu()
+            out[:, :, y0:y1, x0:x1] = y[:, :, y0 - a0 : y1 - a0, x0 - b0 : x1 - b0].cpu()
     return out
 
 
@@ -85,8 +98,14 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
 
 
-def generate_fitting(generator: Generator, x: torch.Tensor, device: torch.device, settings: Settings,
-                     noise: torch.Tensor | None = None, tile: int | None = None) -> torch.Tensor:
+def generate_fitting(
+    generator: Generator,
+    x: torch.Tensor,
+    device: torch.device,
+    settings: Settings,
+    noise: torch.Tensor | None = None,
+    tile: int | None = None,
+) -> torch.Tensor:
     """G(x) for a batch (or, with ``tile``, one image in tiles); on out-of-memory, the same in smaller pieces.
 
     A batch is split in halves, one image is tiled, and tiles are halved down
@@ -108,8 +127,9 @@ def generate_fitting(generator: Generator, x: torch.Tensor, device: torch.device
         n = len(x)
         if n > 1:
             halves = (slice(0, n // 2), slice(n // 2, n))
-            return torch.cat([generate_fitting(generator, x[h], device, settings, None if noise is None else noise[h]).cpu()
-                              for h in halves])
+            return torch.cat(
+                [generate_fitting(generator, x[h], device, settings, None if noise is None else noise[h]).cpu() for h in halves]
+            )
         tile = (tile or max(x.shape[-2:])) // 2
         if tile < MIN_OOM_TILE:
             hint = "free memory and run again" if device.type == "cpu" else "free memory on the device, or run on the CPU (--cpu)"

@@ -23,16 +23,16 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
-from ..plumbing import writes
-from ..plumbing.writes import partial_prefix
 from ..method.models import Generator
+from ..plumbing import writes
 from ..plumbing.progress import progress_bar
+from ..plumbing.writes import partial_prefix
 from .generate import generate_fitting, image_noise, is_oom
 from .input_batches import DecodeDataset, in_thread, iter_batches, iter_decoded
 from .jobs import FolderSummary, Job
@@ -47,17 +47,19 @@ def job_batches(jobs: list[Job], settings: Settings, pairs: bool, cleanup_factor
     return iter_batches(decoded, settings.batch_size, settings.tile, settings.channels_last)
 
 
-def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, settings: Settings, opts: RunOptions, *,
-                 label: str = "degrading", cleanup_factor: int | None = None) -> FolderSummary:
-    """Run G over ``jobs`` (already filtered for skips) and return this process's summary. ``opts`` gives the
-    progress switch, the noise seed and the dict for the per-stage seconds; ``cleanup_factor`` (not None) makes pairs.
-
-    An image G fails on (e.g. smaller than a reflect padding allows) fails alone: its batch is rerun one
-    image at a time and the others are written.
-
-    On any error the input thread is stopped and the encoder threads are
-    joined before it propagates: nothing keeps running or writing.
-    """
+def process_jobs(
+    jobs: list[Job],
+    generator: Generator,
+    device: torch.device,
+    settings: Settings,
+    opts: RunOptions,
+    *,
+    label: str = "degrading",
+    cleanup_factor: int | None = None,
+) -> FolderSummary:
+    """Run G over ``jobs`` (already filtered for skips); returns this process's summary. ``opts``: progress, noise seed,
+    per-stage seconds; ``cleanup_factor`` (not None) makes pairs. An image G fails on fails alone (its batch is rerun one
+    image at a time); on any error the input and encoder threads stop before it propagates: nothing keeps writing."""
     summary = FolderSummary()
     modes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -87,7 +89,7 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
                     raise
                 if len(indices) > 1:  # find the image at fault; the rest of the batch is written
                     for k in range(len(indices)):
-                        generate(x[k:k + 1], indices[k:k + 1], hrs[k:k + 1], tiled)
+                        generate(x[k : k + 1], indices[k : k + 1], hrs[k : k + 1], tiled)
                 else:
                     on_done(jobs[indices[0]], f"the generator cannot process it ({str(e).splitlines()[0]})")
                 return
@@ -99,8 +101,7 @@ def process_jobs(jobs: list[Job], generator: Generator, device: torch.device, se
                 writer.submit(arr, jobs[i], hr)
 
         start = time.perf_counter()
-        # Decoding, downscaling, bucketing and stacking all run on one input
-        # thread (fed by worker processes when workers > 0), two batches ahead.
+        # Decoding, downscaling, bucketing and stacking run on one input thread (fed by worker processes), two batches ahead.
         events = in_thread(lambda: job_batches(jobs, settings, pairs, factor), depth=2)
         try:
             while True:
@@ -162,17 +163,25 @@ def remove_stale_partials(jobs: list[Job]) -> int:
         prefixes = {partial_prefix(folder / name) for name in names}
         for entry in entries:
             # Temp names are PREFIX + random characters (no dot) + ".partial" (writes.atomic_path).
-            stem = entry[:-len(".partial")] if entry.endswith(".partial") else ""
-            if any(stem.startswith(p) and "." not in stem[len(p):] for p in prefixes):
+            stem = entry[: -len(".partial")] if entry.endswith(".partial") else ""
+            if any(stem.startswith(p) and "." not in stem[len(p) :] for p in prefixes):
                 with contextlib.suppress(OSError):
                     writes.remove_own(folder / entry)
                     removed += 1
     return removed
 
 
-def run_jobs(jobs: list[Job], generator: Generator, scale: int, opts: RunOptions, *, overwrite: bool,
-             label: str = "degrading", cleanup_factor: int | None = None,
-             on_start: Callable[[], None] | None = None) -> tuple[FolderSummary, bool]:
+def run_jobs(
+    jobs: list[Job],
+    generator: Generator,
+    scale: int,
+    opts: RunOptions,
+    *,
+    overwrite: bool,
+    label: str = "degrading",
+    cleanup_factor: int | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[FolderSummary, bool]:
     """Run G over a planned folder job list in this process's share; returns the summary over every
     process and whether this is the main process.
 

@@ -11,8 +11,9 @@ import contextlib
 import math
 import queue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -125,8 +126,13 @@ def iter_decoded(dataset: DecodeDataset, workers: int, depth: int) -> Iterator[A
         yield from (dataset[i] for i in range(len(dataset)))
         return
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
-        prefetch_factor=max(2, math.ceil(depth / workers)), persistent_workers=False,
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_first,
+        prefetch_factor=max(2, math.ceil(depth / workers)),
+        persistent_workers=False,
     )
     it = iter(loader)
     try:

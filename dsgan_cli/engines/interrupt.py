@@ -72,7 +72,7 @@ class StopOnSignal:
             if dist.get_backend() != "gloo":
                 self.group = dist.new_group(backend="gloo")
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if self.active and threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
                 self.previous[s] = signal.signal(s, self._handle)
@@ -91,8 +91,10 @@ class StopOnSignal:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if self.say:
             then = f"; then resume with: {self.resume}" if self.resume else ""
-            _write_stderr(f"\n{signal.Signals(signum).name}: stopping after the current step with a checkpoint "
-                          f"(Ctrl-C again stops at once, without one){then}\n")
+            _write_stderr(
+                f"\n{signal.Signals(signum).name}: stopping after the current step with a checkpoint "
+                f"(Ctrl-C again stops at once, without one){then}\n"
+            )
 
     def agreed(self) -> bool:
         """Whether any process got a stop signal: the same answer on every process. Call at every step, on all."""
@@ -137,11 +139,15 @@ def _program(parent: list[str], own: list[str]) -> list[str]:
     """How this process was started, up to its own arguments ``own``: the launcher's command line
     (``accelerate launch ... -m dsgan_cli``, ``torchrun ...``) when the parent ran this very command,
     else ``dsgan`` or ``python -m dsgan_cli``."""
-    if own and len(parent) > len(own) and parent[-len(own):] == own:
-        prefix = parent[:-len(own)]
+    if own and len(parent) > len(own) and parent[-len(own) :] == own:
+        prefix = parent[: -len(own)]
         # `python /venv/bin/accelerate launch ...`: a script's interpreter line says python; the script is the command.
-        if len(prefix) > 1 and os.path.basename(prefix[0]).startswith("python") and not prefix[1].startswith("-") \
-                and os.access(prefix[1], os.X_OK):
+        if (
+            len(prefix) > 1
+            and os.path.basename(prefix[0]).startswith("python")
+            and not prefix[1].startswith("-")
+            and os.access(prefix[1], os.X_OK)
+        ):
             prefix = prefix[1:]
         return [_short(prefix[0]), *prefix[1:]]
     argv0 = sys.argv[0] if sys.argv else "dsgan"

@@ -15,7 +15,6 @@ from ..plumbing.errors import DsganError
 from ..plumbing.writes import save_image_atomic
 from .jobs import Job
 
-
 #: Lossy formats get a high quality: the point of the output is G's degradation,
 #: not the encoder's.
 LOSSY_QUALITY = 95

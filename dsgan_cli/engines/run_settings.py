@@ -97,6 +97,14 @@ def default_settings(device: torch.device, scale: int, opts: RunOptions, num_pro
     encoder_threads = opts.encoder_threads
     if encoder_threads is None:
         encoder_threads = min(4, cpus) if cuda else 1
-    return Settings(scale=scale, fmt=pil_format, suffix=suffix, batch_size=batch_size, workers=workers,
-                    tile=tile or None, encoder_threads=encoder_threads, precision=opts.precision or "fp32",
-                    channels_last=True if opts.channels_last is None else opts.channels_last)
+    return Settings(
+        scale=scale,
+        fmt=pil_format,
+        suffix=suffix,
+        batch_size=batch_size,
+        workers=workers,
+        tile=tile or None,
+        encoder_threads=encoder_threads,
+        precision=opts.precision or "fp32",
+        channels_last=True if opts.channels_last is None else opts.channels_last,
+    )

@@ -31,13 +31,13 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..plumbing.reads import file_sha256
+from ..method.models import RetiredOptionError
 from ..method.recipe import Recipe
 from ..plumbing import writes
 from ..plumbing.errors import DsganError, file_error
 from ..plumbing.folder_lock import lock_folder, unlock_folder
+from ..plumbing.reads import file_sha256
 from ..plumbing.writes import check_writable_dir, write_bytes_atomic
-from ..method.models import RetiredOptionError
 from .checkpoint import GeneratorConfigError, generator_config, read_metadata, save_generator
 
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})$")
@@ -46,11 +46,17 @@ STATE_FILE = "trainer_state.json"
 LOCK_FILE = ".dsgan-train.lock"
 ABANDONED = "abandoned"
 
+
 def lock_run_folder(out: Path) -> None:
     """Hold an exclusive lock on the run folder ``out`` (which exists); refuse when another process holds it
     (see :mod:`dsgan_cli.plumbing.folder_lock`, which every folder command shares). Reentrant within a process."""
-    lock_folder(out, LOCK_FILE, None, "another training is running in this folder ({holder}); "
-                                      "wait for it to finish or choose another train.output_dir", "the run folder")
+    lock_folder(
+        out,
+        LOCK_FILE,
+        None,
+        "another training is running in this folder ({holder}); wait for it to finish or choose another train.output_dir",
+        "the run folder",
+    )
 
 
 def unlock_run_folder(out: Path) -> None:
@@ -71,8 +77,11 @@ def set_aside_newer(checkpoints: list[tuple[int, Path]], resume_step: int, out: 
     writes.make_dirs(dest)
     for p in newer:
         writes.replace(p, dest / p.name)
-    print(f"note: resuming from step {resume_step}: moved {len(newer)} newer checkpoint(s) of the abandoned branch "
-          f"to {dest} (nothing deleted)", file=sys.stderr)
+    print(
+        f"note: resuming from step {resume_step}: moved {len(newer)} newer checkpoint(s) of the abandoned branch "
+        f"to {dest} (nothing deleted)",
+        file=sys.stderr,
+    )
     return dest
 
 
@@ -119,8 +128,7 @@ def checkpoint_recipe(ckpt: Path) -> dict[str, Any] | None:
     return first if isinstance(first, dict) else None
 
 
-def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any],
-                 ckpt: Path | None = None) -> None:
+def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now: dict[str, Any], ckpt: Path | None = None) -> None:
     """Refuse a resume that changes the model, the data or the world size; warn on any other recipe change.
 
     ``before``/``now`` are the checkpoint's and this run's state (``world_size``, ``data_sha256``). The recipe is
@@ -146,11 +154,13 @@ def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now:
         hard.append("the images in data.hr_dir/data.lr_dir")
     if hard:
         what = ", ".join(hard)
-        raise file_error(out, f"cannot resume exactly: {what} changed since the checkpoint was saved; "
-                              "restore them, or start a new run in another train.output_dir")
+        raise file_error(
+            out,
+            f"cannot resume exactly: {what} changed since the checkpoint was saved; "
+            "restore them, or start a new run in another train.output_dir",
+        )
     if changed:
-        print(f"warning: resuming with changed {', '.join(changed)}; recipe.json keeps the run's first recipe",
-              file=sys.stderr)
+        print(f"warning: resuming with changed {', '.join(changed)}; recipe.json keeps the run's first recipe", file=sys.stderr)
 
 
 def complete_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
@@ -171,8 +181,11 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
     if resume is None:
         existing = complete_checkpoints(ckpt_root)
         if existing:
-            raise file_error(output_dir, f"already holds a training run ({existing[-1][1].name}); "
-                                         "use --resume latest to continue it, or choose another train.output_dir")
+            raise file_error(
+                output_dir,
+                f"already holds a training run ({existing[-1][1].name}); "
+                "use --resume latest to continue it, or choose another train.output_dir",
+            )
         return None
     if resume == "latest":
         existing = complete_checkpoints(ckpt_root)
@@ -219,8 +232,13 @@ def state_problem(state, folder: str) -> str | None:
         return "data is not an object with a sha256 text"
     files = state.get("files", {})
     if not isinstance(files, dict) or not all(
-            isinstance(name, str) and "/" not in name and isinstance(f, dict) and type(f.get("size")) is int
-            and isinstance(f.get("sha256"), str) for name, f in files.items()):
+        isinstance(name, str)
+        and "/" not in name
+        and isinstance(f, dict)
+        and type(f.get("size")) is int
+        and isinstance(f.get("sha256"), str)
+        for name, f in files.items()
+    ):
         return "files is not a list of plain file names with size and sha256"
     return None
 
@@ -251,8 +269,11 @@ def verify_checkpoint_files(ckpt: Path, state: dict, world_size: int) -> None:
         if want is not None:
             size = p.stat().st_size
             if size != want["size"] or file_sha256(p) != want["sha256"]:
-                raise file_error(p, f"truncated or changed since the checkpoint was saved ({size} bytes, "
-                                    f"saved {want['size']}); resume from another checkpoint (--resume PATH)")
+                raise file_error(
+                    p,
+                    f"truncated or changed since the checkpoint was saved ({size} bytes, "
+                    f"saved {want['size']}); resume from another checkpoint (--resume PATH)",
+                )
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, G, recipe: Recipe, state: dict) -> Path:
@@ -331,12 +352,15 @@ def checkpoint_write_error(dest: Path, e: Exception) -> DsganError:
     except OSError:
         free = "free space unknown"
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return file_error(dest.parent, f"cannot write the checkpoint ({first}; {free}): free some space or choose "
-                                   "another train.output_dir, then --resume latest")
+    return file_error(
+        dest.parent,
+        f"cannot write the checkpoint ({first}; {free}): free some space or choose another train.output_dir, then --resume latest",
+    )
 
 
-def start_run(out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe,
-              hr_set, lr_set, world_size: int) -> str:
+def start_run(
+    out: Path, resume: str | None, resume_from: Path | None, start_step: int, recipe: Recipe, hr_set, lr_set, world_size: int
+) -> str:
     """Main process: check, create and lock the run folder, check a resume against the run, set aside an abandoned branch.
 
     Returns the data digest. Checks that need no folder run first, so a failing run creates nothing.
@@ -374,8 +398,7 @@ def check_generator_config(resume_from: Path, config) -> None:
         raise file_error(path, f"cannot resume from it ({e})") from None
     for name, value in dataclasses.asdict(stored).items():
         if getattr(config, name) != value:
-            raise file_error(path, f"cannot resume: its generator has {name}={value!r}, this run builds "
-                                   f"{name}={getattr(config, name)!r}")
+            raise file_error(path, f"cannot resume: its generator has {name}={value!r}, this run builds {name}={getattr(config, name)!r}")
 
 
 def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int, config) -> None:
@@ -392,12 +415,21 @@ def load_resume(accelerator, resume_from: Path, r: Recipe, start_step: int, conf
     now = {"world_size": accelerator.num_processes, "batch_size": r.train.batch_size, "grad_accum": r.train.grad_accum}
     changed = [f"{k} {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
     if changed and accelerator.is_main_process:
-        print(f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order "
-              "differs from an uninterrupted run", file=sys.stderr)
+        print(
+            f"warning: {', '.join(changed)} since the checkpoint: training continues, but the data order differs from an uninterrupted run",
+            file=sys.stderr,
+        )
 
 
 def checkpoint_state(done: int, r: Recipe, world_size: int, counts: dict, digest: str | None) -> dict:
     """The small JSON state saved with a checkpoint (its file manifest is added when it is written)."""
-    return {"step": done, "seed": r.train.seed, "world_size": world_size, "batch_size": r.train.batch_size,
-            "grad_accum": r.train.grad_accum, "micro_batches_consumed": done * r.train.grad_accum,
-            "dsgan_version": __version__, "data": {"counts": counts, "sha256": digest}}
+    return {
+        "step": done,
+        "seed": r.train.seed,
+        "world_size": world_size,
+        "batch_size": r.train.batch_size,
+        "grad_accum": r.train.grad_accum,
+        "micro_batches_consumed": done * r.train.grad_accum,
+        "dsgan_version": __version__,
+        "data": {"counts": counts, "sha256": digest},
+    }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -22,25 +21,23 @@ from pathlib import Path
 
 import torch
 
-from ..plumbing.errors import EXIT_NONFINITE, DsganError, file_error
-from ..plumbing.progress import progress_bar
+from ..data.training_sets import load_data
 from ..method.recipe import Recipe
-from .device import cpu_processes, memory_formats_for, mixed_precision_for, tune_device
-from .trainlog import RunTiming, print_summary
-from .interrupt import StopOnSignal
-from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
+from ..plumbing.errors import file_error
+from ..plumbing.progress import progress_bar
 from ..plumbing.writes import check_output_dir, write_bytes_atomic
-
-
-#: Longest training time between two all-rank checks of the losses and the time limit (each is a host sync).
-SYNC_SECONDS = 30.0
+from .device import cpu_processes, memory_formats_for, mixed_precision_for, tune_device
+from .interrupt import StopOnSignal
+from .rankcheck import RankCheck
+from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
+from .trainlog import RunTiming, print_summary, sample_batch, save_samples
 
 
 @dataclass
 class TrainResult:
     output_dir: Path
-    generator_path: Path          # output_dir / "generator.safetensors" (latest export)
-    checkpoint_dir: Path | None   # last full-state checkpoint folder
+    generator_path: Path  # output_dir / "generator.safetensors" (latest export)
+    checkpoint_dir: Path | None  # last full-state checkpoint folder
     steps: int
     last_losses: dict[str, float]
     stopped_by: int | None = None  # the signal that stopped the run early (see .interrupt), same on every rank
@@ -55,39 +52,6 @@ def lr_at(step: int, recipe: Recipe) -> float:
     if o.lr_decay == "none" or step < o.decay_start:
         return o.lr
     return o.lr * max(0.0, 1.0 - (step - o.decay_start) / max(1, total - o.decay_start))
-
-
-def load_data(recipe: Recipe, show: bool, writer: bool = True):
-    """Both image sets as uint8 tensors, via the shared memory-mapped cache (see :mod:`dsgan_cli.data.datacache`).
-
-    Only a ``writer`` (the main process of each machine) decodes; the others wait for its cache.
-    """
-    from ..data.sets import check_data_dirs, load_image_set
-    from ..data.datacache import CacheRole, cached_image_set, default_cache_dir, scan_memo, scan_set
-    from ..data.images import require_images
-
-    d = recipe.data
-    check_data_dirs(d.hr_dir, d.lr_dir, d.hr_size, d.lr_size)
-    workers = max(1, d.num_workers or (os.cpu_count() or 1))
-    sets = (("HR", d.hr_dir, d.hr_size), ("real LR", d.lr_dir, d.lr_size))
-    with progress_bar(show, transient=True) as bar:
-        def progress(what: str):
-            def start(total: int):
-                task = bar.add_task(f"decoding {what} images", total=total)
-                return lambda n: bar.advance(task, n)
-            return start
-
-        if d.cache_dir == "none":
-            return tuple(load_image_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
-                                        progress=progress(what)(len(require_images(folder, what))))
-                         for what, folder, size in sets)
-        cache = Path(d.cache_dir) if d.cache_dir else default_cache_dir()
-        # Both sets are checked (hashes, sizes from the headers) before either is decoded.
-        scans = [scan_set(folder, size, what=what, resize=d.resize_mismatched, workers=workers,
-                          memo=scan_memo(cache, folder), save_memo=writer) for what, folder, size in sets]
-        return tuple(cached_image_set(folder, size, what=what, cache_dir=cache, resize=d.resize_mismatched, scanned=scan,
-                                      role=CacheRole(writer=writer, workers=workers, progress=progress(what)))[0]
-                     for (what, folder, size), scan in zip(sets, scans))
 
 
 def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool):
@@ -127,8 +91,15 @@ def generator_config(r: Recipe, jpeg_quality: int = 0):
     from ..method.models import GeneratorConfig
 
     m = r.model
-    return GeneratorConfig(n_res_blocks=m.n_res_blocks, channels=m.channels, padding=m.padding, output=m.output,
-                           output_noise=m.output_noise, noise_init=float(m.noise_init), jpeg_quality=jpeg_quality)
+    return GeneratorConfig(
+        n_res_blocks=m.n_res_blocks,
+        channels=m.channels,
+        padding=m.padding,
+        output=m.output,
+        output_noise=m.output_noise,
+        noise_init=float(m.noise_init),
+        jpeg_quality=jpeg_quality,
+    )
 
 
 def discriminator_config(r: Recipe):
@@ -148,11 +119,15 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     G = models.Generator(generator_config(r, jpeg_quality)).to(memory_format=fmts["G"])
     D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
-    weights = losses.LossWeights(w_color=r.loss.w_color, w_gan=r.loss.w_gan, w_perceptual=r.loss.w_perceptual,
-                                 w_added_detail=r.loss.w_added_detail, w_noise_level=r.loss.w_noise_level,
-                                 content_without_noise=r.loss.content_without_noise)
-    g_loss_fn = losses.GeneratorLoss(weights, perceptual, kernel_size=r.model.filter_kernel,
-                                     gaussian=r.model.filter == "gaussian")
+    weights = losses.LossWeights(
+        w_color=r.loss.w_color,
+        w_gan=r.loss.w_gan,
+        w_perceptual=r.loss.w_perceptual,
+        w_added_detail=r.loss.w_added_detail,
+        w_noise_level=r.loss.w_noise_level,
+        content_without_noise=r.loss.content_without_noise,
+    )
+    g_loss_fn = losses.GeneratorLoss(weights, perceptual, kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
     g_loss_fn = g_loss_fn.to(device, memory_format=fmts["P"])
     if r.train.compile:  # in place: parameter names, checkpoints and DDP wrapping stay as without
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
@@ -199,8 +174,9 @@ class StepMode:
     deterministic: bool = False
 
 
-def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format],
-                phase_of=None, first: int = 0) -> StepInputs:
+def next_inputs(
+    batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format], phase_of=None, first: int = 0
+) -> StepInputs:
     """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
     in G's and D's layouts; with ``phase_of``, also each micro-batch's origin on the block grid (from ``first`` on)."""
     from ..method.models import downscale
@@ -254,8 +230,7 @@ def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMo
     return xds, {"loss_d": loss_d, "d_real": d_real, "d_fake": d_fake}
 
 
-def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs, xds,
-                   mode: StepMode = StepMode()) -> dict:
+def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs, xds, mode: StepMode = StepMode()) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
     + added detail (of the deterministic Xd, when asked)."""
     xbs, reals, origins = batch.xbs, batch.reals, batch.origins
@@ -280,61 +255,6 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs,
     return {"loss_g": loss_g, **parts_sum}
 
 
-class RankCheck:
-    """Every rank stops together on a non-finite loss and on the time limit.
-
-    That takes an all-reduce and a host sync, so :meth:`due` asks for it only when logging, before a
-    checkpoint, at the end and at least every ``SYNC_SECONDS``; a non-finite loss in between is
-    remembered on the device (:meth:`record`), so none reaches a checkpoint.
-    """
-
-    def __init__(self, accelerator, start_step: int, iters: int, max_minutes: float | None):
-        self.accelerator, self.start_step, self.iters, self.max_minutes = accelerator, start_step, iters, max_minutes
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-        self.checked = self.next_check = start_step
-        self.t_start = time.perf_counter()
-
-    def record(self, stats: dict) -> None:
-        """Remember, on the device, whether any loss of this step is not finite."""
-        self.nonfinite |= ~torch.isfinite(torch.stack([v for k, v in stats.items() if k.startswith("loss")])).all()
-
-    def due(self, done: int, every: tuple[int, ...]) -> bool:
-        """True at the steps where all ranks must agree."""
-        return (done >= self.next_check or done == self.iters or done == self.start_step + 1
-                or any(done % n == 0 for n in every))
-
-    def check(self, done: int, stats: dict, last_ckpt: Path | None, signalled: bool = False) -> tuple[dict[str, float], bool]:
-        """All-reduce the stats; raise on a non-finite loss; returns (mean stats as floats, stop early: out of time
-        or ``signalled``, before the last step)."""
-        device = self.accelerator.device
-        elapsed = time.perf_counter() - self.t_start
-        out_of_time = float(self.max_minutes is not None and elapsed > 60 * self.max_minutes)
-        values = torch.stack([*stats.values(), self.nonfinite.float(), torch.tensor(out_of_time, device=device),
-                              torch.tensor(elapsed, device=device)]).float()
-        values = self.accelerator.reduce(values, reduction="mean").tolist()
-        mean_elapsed, stop_early, any_bad = values.pop(), (values.pop() > 0 or signalled) and done < self.iters, values.pop() > 0
-        losses = dict(zip(stats, values))
-        if any_bad or not all(math.isfinite(v) for k, v in losses.items() if k.startswith("loss")):
-            self.accelerator.end_training()
-            bad = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-            keep = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-            where = f"at step {done}" if self.checked == done - 1 else f"between steps {self.checked + 1} and {done}"
-            raise DsganError(f"non-finite loss {where} ({bad}); training stopped, {keep}. "
-                             "Try a lower optim.lr or train.precision = \"no\"", exit_code=EXIT_NONFINITE)
-        # Same value on every rank (it comes from the all-reduce), so all ranks sync at the same steps.
-        self.checked = done
-        self.next_check = done + max(1, int(SYNC_SECONDS * (done - self.start_step) / max(mean_elapsed, 1e-9)))
-        return losses, stop_early
-
-
-def sample_batch(hr_set, lr_set, scale: int, device: torch.device):
-    """A fixed batch of (Xb, real LR) for the sample grids."""
-    from ..method.models import downscale
-
-    n = min(4, len(hr_set.images), len(lr_set.images))
-    return downscale(hr_set.images[:n].float().div(255), scale).to(device), lr_set.images[:n].float().div(255).to(device)
-
-
 def make_ema(G, decay: float):
     """The moving average of G's weights (torch's AveragedModel), or None when ``decay`` is 0."""
     if not decay:
@@ -344,25 +264,18 @@ def make_ema(G, decay: float):
     return AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def save_samples(accelerator, G, path: Path, sample_xb, sample_real, r: Recipe) -> None:
-    """Sample grid: Xb, G(Xb) and real LR side by side."""
-    from .trainlog import save_sample_grid
-
-    g = accelerator.unwrap_model(G)
-    # Fixed, private noise: grids of different steps compare, and the global RNG that checkpoints
-    # save is left alone (drawing from it here made a resumed noise-input run differ from a straight one).
-    noise = g.make_noise(sample_xb, torch.Generator(device=sample_xb.device).manual_seed(0))
-    with torch.no_grad(), accelerator.autocast():
-        sample_xd = g(sample_xb, noise, origin=(0, 0))  # an origin: no random block phase, no global RNG draw
-    save_sample_grid(path, sample_xb, sample_xd, sample_real, r.model.filter_kernel)
-
-
 def data_counts(hr_set, lr_set) -> dict:
     """Image counts for the checkpoint state; warns about skipped images."""
     if hr_set.skipped or lr_set.skipped:
         print(f"warning: skipped {len(hr_set.skipped)} HR and {len(lr_set.skipped)} real LR unreadable images", file=sys.stderr)
-    return {"hr": len(hr_set.paths), "lr": len(lr_set.paths), "hr_skipped": len(hr_set.skipped),
-            "lr_skipped": len(lr_set.skipped), "hr_resized": hr_set.resized, "lr_resized": lr_set.resized}
+    return {
+        "hr": len(hr_set.paths),
+        "lr": len(lr_set.paths),
+        "hr_skipped": len(hr_set.skipped),
+        "lr_skipped": len(lr_set.skipped),
+        "hr_resized": hr_set.resized,
+        "lr_resized": lr_set.resized,
+    }
 
 
 # ----------------------------------------------------------------------------- the training loop
@@ -375,11 +288,18 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jp
     from ..data.sampling import Crops, MicroBatches, make_loader
 
     accum = r.train.grad_accum
-    dataset = MicroBatches(hr_set.images, lr_set.images, batch_size=r.train.batch_size, seed=r.train.seed,
-                           rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           crops=Crops(scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip))
-    loader = make_loader(dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers),
-                         accelerator.device.type == "cuda")
+    dataset = MicroBatches(
+        hr_set.images,
+        lr_set.images,
+        batch_size=r.train.batch_size,
+        seed=r.train.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        crops=Crops(scale=r.data.scale, crop_size=r.data.crop_size, flip=r.data.flip),
+    )
+    loader = make_loader(
+        dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers), accelerator.device.type == "cuda"
+    )
     placed = jpeg_quality and not r.data.crop_size
     return iter(loader), ((lambda m: (0, 0)) if placed else None)
 
@@ -392,8 +312,9 @@ def ema_and_export(accelerator, G, r: Recipe):
     return G_ema, (G if G_ema is None else G_ema.module)
 
 
-def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None,
-          resume_command: str | None = None) -> TrainResult:
+def train(
+    recipe: Recipe, resume: str | None = None, progress: bool = True, max_minutes: float | None = None, resume_command: str | None = None
+) -> TrainResult:
     """Train DSGAN as the recipe says; ``resume`` is None, "latest" or a checkpoint folder.
 
     ``max_minutes`` and, given ``resume_command`` (printed), SIGINT and SIGTERM (see :mod:`.interrupt`) end the
@@ -490,5 +411,4 @@ def train(recipe: Recipe, resume: str | None = None, progress: bool = True, max_
     if is_main:
         unlock_run_folder(out)
         print_summary(out, start_step, done, iters, max_minutes, last_ckpt, stopped_by, resume_command)
-    return TrainResult(output_dir=out, generator_path=out / "generator.safetensors", checkpoint_dir=last_ckpt,
-                       steps=done, last_losses=losses, stopped_by=stopped_by)
+    return TrainResult(out, out / "generator.safetensors", last_ckpt, done, losses, stopped_by)

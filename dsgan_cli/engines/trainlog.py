@@ -15,9 +15,9 @@ import torch
 from accelerate.tracking import GeneralTracker
 
 from ..data.images import tensor_to_image
+from ..method.models import FilterHigh
 from ..method.recipe import Recipe
 from ..plumbing.jsonl import read_jsonl
-from ..method.models import FilterHigh
 from ..plumbing.writes import make_dirs, open_append, save_image_atomic, write_bytes_atomic
 from .device import auto_precision, on_cuda
 
@@ -122,9 +122,13 @@ class RunTiming:
         why = ""
         if r.train.precision == "auto" and os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "no":
             why = f" (auto: {auto_precision(on_cuda())[1]})"
-        print(f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
-              f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR"
-              + (f"; {tuned}" if tuned else ""), file=sys.stderr, flush=True)
+        print(
+            f"training steps {start_step + 1}-{iters} on {where}, precision {accelerator.mixed_precision}{why}, "
+            f"batch {r.train.batch_size} x {r.train.grad_accum} at {r.data.crop_size or r.data.lr_size} px LR"
+            + (f"; {tuned}" if tuned else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def step(self, done: int) -> None:
         """Call after each step; prints the estimate after the first step and after TIMED more."""
@@ -140,14 +144,24 @@ class RunTiming:
         left = per_step * (self.iters - done)
         hint = ""
         if self.cpu and left > self.SLOW_CPU_S:
-            hint = ("; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
-                    "or train the built-in 'idphoto' recipe, which runs in minutes")
+            hint = (
+                "; this recipe is sized for a GPU: on a CPU use a GPU machine, shrink it with --set, "
+                "or train the built-in 'idphoto' recipe, which runs in minutes"
+            )
         eta = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
         print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 
 
-def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes: float | None, last_ckpt,
-                  signum: int | None = None, resume: str | None = None) -> None:
+def print_summary(
+    out: Path,
+    start_step: int,
+    done: int,
+    iters: int,
+    max_minutes: float | None,
+    last_ckpt,
+    signum: int | None = None,
+    resume: str | None = None,
+) -> None:
     """Where the run's outputs are, and, for a run that stopped early, the command that continues it."""
     import signal
 
@@ -159,3 +173,22 @@ def print_summary(out: Path, start_step: int, done: int, iters: int, max_minutes
     print(f"checkpoint: {last_ckpt}")
     print(f"samples:    {out / 'samples'}")
     print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")
+
+
+def sample_batch(hr_set, lr_set, scale: int, device: torch.device):
+    """A fixed batch of (Xb, real LR) for the sample grids."""
+    from ..method.models import downscale
+
+    n = min(4, len(hr_set.images), len(lr_set.images))
+    return downscale(hr_set.images[:n].float().div(255), scale).to(device), lr_set.images[:n].float().div(255).to(device)
+
+
+def save_samples(accelerator, G, path: Path, sample_xb, sample_real, r: Recipe) -> None:
+    """Sample grid: Xb, G(Xb) and real LR side by side."""
+    g = accelerator.unwrap_model(G)
+    # Fixed, private noise: grids of different steps compare, and the global RNG that checkpoints
+    # save is left alone (drawing from it here made a resumed noise-input run differ from a straight one).
+    noise = g.make_noise(sample_xb, torch.Generator(device=sample_xb.device).manual_seed(0))
+    with torch.no_grad(), accelerator.autocast():
+        sample_xd = g(sample_xb, noise, origin=(0, 0))  # an origin: no random block phase, no global RNG draw
+    save_sample_grid(path, sample_xb, sample_xd, sample_real, r.model.filter_kernel)

@@ -25,11 +25,106 @@ import torch.nn.functional as F
 MCU = 16
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), row-major.
-_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-         14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-         49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-_CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
-           47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32
+_LUMA = [
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
+]
+_CHROMA = [
+    17,
+    18,
+    24,
+    47,
+    99,
+    99,
+    99,
+    99,
+    18,
+    21,
+    26,
+    66,
+    99,
+    99,
+    99,
+    99,
+    24,
+    26,
+    56,
+    99,
+    99,
+    99,
+    99,
+    99,
+    47,
+    66,
+    99,
+    99,
+    99,
+    99,
+    99,
+    99,
+] + [99] * 32
 
 
 def tables(quality: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +199,7 @@ def jpeg(x: torch.Tensor, quality: int, origin: tuple[int, int] = (0, 0)) -> tor
         c = quantise_blocks(F.avg_pool2d(ycc[:, 1:], 2), chroma, d)
         c = c.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
         out = ycbcr_to_rgb(torch.cat([y, c], 1)).clamp(0, 255) / 255
-    return out[:, :, top: top + h, left: left + w].to(x.dtype)
+    return out[:, :, top : top + h, left : left + w].to(x.dtype)
 
 
 def block_dct(y: torch.Tensor, top: int = 0, left: int = 0) -> torch.Tensor:
@@ -118,10 +213,12 @@ def block_dct(y: torch.Tensor, top: int = 0, left: int = 0) -> torch.Tensor:
 def block_phase(y: torch.Tensor) -> tuple[int, int]:
     """Where the 8-px block grid of a decoded JPEG's luma plane ``y`` (h, w) lies: the offsets (0-7) at which
     the most AC coefficients are about 0 (a quantiser zeroes most of them; off its grid they spread)."""
+
     def zeros(top: int, left: int) -> float:
         coef = block_dct(y, top, left).flatten(1)[:, 1:]
         return float((coef.abs() < 1).double().mean()) if coef.numel() else 0.0
-    return max(((t, l) for t in range(8) for l in range(8)), key=lambda tl: zeros(*tl))
+
+    return max(((t, c) for t in range(8) for c in range(8)), key=lambda tc: zeros(*tc))
 
 
 #: Fewest AC coefficients a quality's comb score is taken over (fewer land on some comb by chance).
@@ -197,13 +294,18 @@ class QualityReading:
 
     def describe(self) -> str:
         """One line: the quality read (or none) and how sure that is."""
-        evidence = (f"comb score {self.score:.2f} over {self.distinct} distinct quantised values, {self.sigma:.1f} sigma"
-                    if self.best else "too few coefficients to tell")
+        evidence = (
+            f"comb score {self.score:.2f} over {self.distinct} distinct quantised values, {self.sigma:.1f} sigma"
+            if self.best
+            else "too few coefficients to tell"
+        )
         if self.quality:
             return f"JPEG quality {self.quality}, read off {self.read} images ({evidence})"
         fit = f"best fit q{self.best}: " if self.best else ""
-        return (f"no JPEG quality read off {self.read} images ({fit}{evidence}; a reading needs a score of at least "
-                f"{COMB_MIN}, {DISTINCT_MIN} distinct values and {SIGMA_MIN:g} sigma)")
+        return (
+            f"no JPEG quality read off {self.read} images ({fit}{evidence}; a reading needs a score of at least "
+            f"{COMB_MIN}, {DISTINCT_MIN} distinct values and {SIGMA_MIN:g} sigma)"
+        )
 
 
 def read_coefficients(coef: torch.Tensor, read: int = 1) -> QualityReading:
@@ -228,7 +330,7 @@ def image_coefficients(rgb: torch.Tensor) -> torch.Tensor:
     out blocks with a clipped pixel (0 or 255 in a channel: the codec's output was cut there, off its comb)."""
     h, w = rgb.shape[-2:]
     top, left = max(0, (h - READ_SIDE) // 16 * 8), max(0, (w - READ_SIDE) // 16 * 8)
-    rgb = rgb[:, top: top + READ_SIDE, left: left + READ_SIDE].double()
+    rgb = rgb[:, top : top + READ_SIDE, left : left + READ_SIDE].double()
     y = rgb_to_ycbcr(rgb[None])[0, 0] - 128
     phase = block_phase(y)
     coef = block_dct(y, *phase)

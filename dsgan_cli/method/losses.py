@@ -5,8 +5,8 @@ All subcommands that need a loss or the VGG feature extractor use this module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ del _b, _n, _c, _i, _block_convs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class ColorLoss(nn.Module):
     """L1 distance between low-passes of two images (box filter, 'valid' borders)."""
@@ -134,7 +135,7 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "VGGFeatures":
+    def train(self, mode: bool = True) -> VGGFeatures:
         # Always frozen; keeps Accelerate/DDP .train() calls from changing it.
         return super().train(False)
 
@@ -221,8 +222,9 @@ class GeneratorLoss(nn.Module):
     """Weighted DSGAN generator objective; returns the total and its parts. ``kernel_size`` / ``gaussian``: the
     low-pass of the colour and added-detail terms (D's frequency separation)."""
 
-    def __init__(self, weights: LossWeights = LossWeights(), perceptual: nn.Module | None = None,
-                 kernel_size: int = 5, gaussian: bool = False):
+    def __init__(
+        self, weights: LossWeights = LossWeights(), perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False
+    ):
         super().__init__()
         self.w_color, self.w_gan, self.w_perceptual = weights.w_color, weights.w_gan, weights.w_perceptual
         self.w_added_detail, self.w_noise_level = weights.w_added_detail, weights.w_noise_level
@@ -232,10 +234,15 @@ class GeneratorLoss(nn.Module):
         self.added_detail = AddedDetailLoss(kernel_size, gaussian)
         self.perceptual = perceptual
 
-    def forward(self, xd: torch.Tensor, xb: torch.Tensor, fake_logits: torch.Tensor,
-                xb_feats: Sequence[torch.Tensor] | None = None,
-                xd_deterministic: torch.Tensor | None = None,
-                real: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self,
+        xd: torch.Tensor,
+        xb: torch.Tensor,
+        fake_logits: torch.Tensor,
+        xb_feats: Sequence[torch.Tensor] | None = None,
+        xd_deterministic: torch.Tensor | None = None,
+        real: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # Without output noise Xd is all deterministic.
         det = xd if xd_deterministic is None else xd_deterministic
         content = det if self.content_without_noise else xd

@@ -30,7 +30,7 @@ def _lpips():
     try:
         import lpips
     except ImportError:
-        raise DsganError("perceptual.net = \"lpips-alex\" needs the lpips package: pip install lpips") from None
+        raise DsganError('perceptual.net = "lpips-alex" needs the lpips package: pip install lpips') from None
     return lpips
 
 

@@ -19,7 +19,18 @@ from torch.nn import functional as F
 
 from .codec import MCU, jpeg
 
-__all__ = ["GeneratorConfig", "DiscriminatorConfig", "FilterLow", "FilterHigh", "ResidualBlock", "Generator", "DiscriminatorBasic", "Discriminator", "count_parameters", "downscale"]
+__all__ = [
+    "GeneratorConfig",
+    "DiscriminatorConfig",
+    "FilterLow",
+    "FilterHigh",
+    "ResidualBlock",
+    "Generator",
+    "DiscriminatorBasic",
+    "Discriminator",
+    "count_parameters",
+    "downscale",
+]
 
 
 def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
@@ -132,11 +143,14 @@ def check_retired(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` without the retired options that hold their "off" value; one that is on is refused by name."""
     for name, off in RETIRED_OPTIONS.items():
         if name in fields and fields[name] != off:
-            raise RetiredOptionError(f"{name}={fields[name]!r}, a retired option (dsgan-cli 0.1; measured not to "
-                                     f"help, BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1")
+            raise RetiredOptionError(
+                f"{name}={fields[name]!r}, a retired option (dsgan-cli 0.1; measured not to "
+                f"help, BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1"
+            )
     if fields.get("output") == "blur":
-        raise RetiredOptionError("output='blur', a retired option (dsgan-cli 0.1; measured not to help, "
-                                 "BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1")
+        raise RetiredOptionError(
+            "output='blur', a retired option (dsgan-cli 0.1; measured not to help, BENCHMARKS.md): retrain without it, or use dsgan-cli 0.1"
+        )
     return {k: v for k, v in fields.items() if k not in RETIRED_OPTIONS}
 
 
@@ -162,8 +176,7 @@ class GeneratorConfig:
             (self.output in OUTPUTS, f"output must be one of {OUTPUTS}"),
             (isinstance(self.output_noise, bool), "output_noise must be true or false"),
             (0 < self.noise_init <= 255, "noise_init must be in (0, 255]"),
-            (isinstance(self.jpeg_quality, int) and 0 <= self.jpeg_quality <= 100,
-             "jpeg_quality must be 0 (off) or 1 to 100"),
+            (isinstance(self.jpeg_quality, int) and 0 <= self.jpeg_quality <= 100, "jpeg_quality must be 0 (off) or 1 to 100"),
         )
         for ok, message in checks:
             if not ok:
@@ -175,7 +188,7 @@ class GeneratorConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> "GeneratorConfig":
+    def from_dict(cls, fields: dict[str, Any]) -> GeneratorConfig:
         """The configuration a file's metadata holds; a retired option that is on, or a field this version does
         not know, is refused by name."""
         fields = check_retired(fields)
@@ -278,12 +291,14 @@ class Generator(nn.Module):
         if not self.noise_dim:
             return None
         n, _, h, w = x.shape
-        z = torch.randn((n, self.noise_dim, h, w), generator=generator, dtype=torch.float32,
-                        device=x.device if generator is None else generator.device)
+        z = torch.randn(
+            (n, self.noise_dim, h, w), generator=generator, dtype=torch.float32, device=x.device if generator is None else generator.device
+        )
         return z.to(x.device, x.dtype)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False,
-                origin: tuple[int, int] | None = None):
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False, origin: tuple[int, int] | None = None
+    ):
         """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise or JPEG), from one pass.
         ``origin``: where ``x`` starts in the whole image (a tile's offset; only JPEG's blocks depend on it).
         Without one, (0, 0); but a training crop's JPEG blocks start at a random phase, as a real photo's

@@ -22,11 +22,18 @@ from ..plumbing.errors import DsganError
 LPIPS_MIN_SIDE = 31
 
 
-def _spec(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None, min_exclusive: bool = False, max_exclusive: bool = False) -> Any:
+def _spec(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple | None = None,
+    min_exclusive: bool = False,
+    max_exclusive: bool = False,
+) -> Any:
     """A dataclass field carrying its help text and allowed range as metadata."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive,
-            "max_exclusive": max_exclusive}
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "min_exclusive": min_exclusive, "max_exclusive": max_exclusive}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,12 +47,18 @@ class DataConfig:
     lr_size: int = _spec(128, "LR image side in pixels", min=4)
     scale: int = _spec(2, "downscale factor from HR to LR (bicubic, antialiased)", min=1, max=16)
     crop_size: int = _spec(0, "random LR-size crop side for training; 0 = whole image", min=0)
-    flip: bool = _spec(False, "random horizontal flips of the HR images (real LR are never flipped: a mirrored "
-                                    "photo carries a mirrored degradation, e.g. a motion blur's direction)")
+    flip: bool = _spec(
+        False,
+        "random horizontal flips of the HR images (real LR are never flipped: a mirrored "
+        "photo carries a mirrored degradation, e.g. a motion blur's direction)",
+    )
     resize_mismatched: bool = _spec(False, "resize images of the wrong size instead of stopping")
     num_workers: int = _spec(4, "DataLoader worker processes", min=0)
-    cache_dir: str = _spec("", "decoded-image cache shared by all processes and later runs; "
-                                "'' = ~/.cache/dsgan-cli/data, 'none' = decode into each process's RAM at every start")
+    cache_dir: str = _spec(
+        "",
+        "decoded-image cache shared by all processes and later runs; "
+        "'' = ~/.cache/dsgan-cli/data, 'none' = decode into each process's RAM at every start",
+    )
 
 
 @dataclass
@@ -54,19 +67,33 @@ class ModelConfig:
     channels: int = _spec(64, "feature channels in the generator", min=4)
     filter: str = _spec("avg", "low-pass filter for the frequency separation", choices=("avg", "gaussian"))
     filter_kernel: int = _spec(5, "low-pass kernel size (odd)", min=1)
-    padding: str = _spec("zeros", "generator convolution padding; 'reflect' avoids border stripes",
-                         choices=("zeros", "reflect", "replicate"))
-    output: str = _spec("sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)",
-                        choices=("sigmoid", "residual"))
-    noise_init: float = _spec(1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)",
-                              min=0.01, max=255)
-    d_norm: str = _spec("batch", "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's "
-                                 "strength) or 'none'", choices=("batch", "none"))
-    output_noise: bool = _spec(False, "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
-                                      "standard deviation (independent per channel, like sensor noise)")
-    jpeg_quality: int = _spec(0, "G's output goes through JPEG (4:2:0, 8x8 blocks on the image's grid, the standard tables) "
-                                 "at this quality, 1-100; -1 = the quality the real LR were saved at, read off their "
-                                 "DCT coefficients (off when they show none); 0 = off", min=-1, max=100)
+    padding: str = _spec(
+        "zeros", "generator convolution padding; 'reflect' avoids border stripes", choices=("zeros", "reflect", "replicate")
+    )
+    output: str = _spec(
+        "sigmoid", "generator output: 'sigmoid' (the paper's) or 'residual' (Xb + learned residual)", choices=("sigmoid", "residual")
+    )
+    noise_init: float = _spec(
+        1.7, "starting standard deviation of the output noise, in levels of 255 (model.output_noise)", min=0.01, max=255
+    )
+    d_norm: str = _spec(
+        "batch",
+        "normalisation in the discriminator: 'batch' (the paper's; divides out the grain's strength) or 'none'",
+        choices=("batch", "none"),
+    )
+    output_noise: bool = _spec(
+        False,
+        "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
+        "standard deviation (independent per channel, like sensor noise)",
+    )
+    jpeg_quality: int = _spec(
+        0,
+        "G's output goes through JPEG (4:2:0, 8x8 blocks on the image's grid, the standard tables) "
+        "at this quality, 1-100; -1 = the quality the real LR were saved at, read off their "
+        "DCT coefficients (off when they show none); 0 = off",
+        min=-1,
+        max=100,
+    )
 
 
 @dataclass
@@ -74,19 +101,33 @@ class LossConfig:
     w_color: float = _spec(1.0, "weight of the colour (low-frequency L1) loss", min=0)
     w_gan: float = _spec(0.005, "weight of the adversarial (texture) loss", min=0)
     w_perceptual: float = _spec(0.01, "weight of the VGG perceptual loss", min=0)
-    w_added_detail: float = _spec(0.0, "weight of the added-detail loss: local high-pass energy G adds beyond Xb's, "
-                                       "without its output noise (0 = off, the paper's)", min=0)
-    w_noise_level: float = _spec(0.0, "weight of matching Xd's noise level (a robust estimate from the finest diagonal "
-                                       "detail) to the real LR's (0 = off, the paper's)", min=0)
-    content_without_noise: bool = _spec(False, "colour and perceptual losses compare Xb with Xd before its output noise "
-                                               "(model.output_noise): the noise level is set by the GAN alone")
+    w_added_detail: float = _spec(
+        0.0,
+        "weight of the added-detail loss: local high-pass energy G adds beyond Xb's, without its output noise (0 = off, the paper's)",
+        min=0,
+    )
+    w_noise_level: float = _spec(
+        0.0,
+        "weight of matching Xd's noise level (a robust estimate from the finest diagonal detail) to the real LR's (0 = off, the paper's)",
+        min=0,
+    )
+    content_without_noise: bool = _spec(
+        False,
+        "colour and perceptual losses compare Xb with Xd before its output noise "
+        "(model.output_noise): the noise level is set by the GAN alone",
+    )
 
 
 @dataclass
 class PerceptualConfig:
-    net: str = _spec("vgg19", "perceptual network: VGG19 features, or LPIPS v0.1 with AlexNet (the original implementation's)",
-                     choices=("vgg19", "lpips-alex"))
-    weights: str = _spec("torchvision", "backbone weights: 'torchvision' (pretrained, downloaded once), a local file path, or 'random' (tests only)")
+    net: str = _spec(
+        "vgg19",
+        "perceptual network: VGG19 features, or LPIPS v0.1 with AlexNet (the original implementation's)",
+        choices=("vgg19", "lpips-alex"),
+    )
+    weights: str = _spec(
+        "torchvision", "backbone weights: 'torchvision' (pretrained, downloaded once), a local file path, or 'random' (tests only)"
+    )
     layers: list[str] = _spec(["relu1_2", "relu2_2", "relu3_4", "relu4_4"], "VGG19 layers compared (net = 'vgg19' only)")
 
 
@@ -97,8 +138,14 @@ class OptimConfig:
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     lr_decay: str = _spec("none", "learning-rate schedule", choices=("none", "linear"))
     decay_start: int = _spec(0, "iteration where linear decay to 0 begins", min=0)
-    ema: float = _spec(0.0, "decay of an exponential moving average of G's weights, which becomes the exported generator "
-                            "(e.g. 0.99: about the last 100 steps); 0 = off, the last G as is", min=0, max=1, max_exclusive=True)
+    ema: float = _spec(
+        0.0,
+        "decay of an exponential moving average of G's weights, which becomes the exported generator "
+        "(e.g. 0.99: about the last 100 steps); 0 = off, the last G as is",
+        min=0,
+        max=1,
+        max_exclusive=True,
+    )
 
 
 @dataclass
@@ -106,10 +153,16 @@ class TrainConfig:
     iterations: int = _spec(80_000, "optimisation steps", min=1)
     batch_size: int = _spec(16, "images per step per process", min=1)
     grad_accum: int = _spec(1, "gradient accumulation steps", min=1)
-    precision: str = _spec("no", "mixed precision; 'auto': bf16 where the hardware runs it fast (a CUDA GPU with bf16, "
-                                 "a CPU with AVX-512 BF16 or AMX), else 'no'", choices=("no", "bf16", "fp16", "auto"))
-    memory_format: str = _spec("auto", "tensor layout of G, D and the perceptual network; 'auto' = the fastest measured "
-                                       "per network and device (BENCHMARKS.md)", choices=("auto", "contiguous", "channels_last"))
+    precision: str = _spec(
+        "no",
+        "mixed precision; 'auto': bf16 where the hardware runs it fast (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX), else 'no'",
+        choices=("no", "bf16", "fp16", "auto"),
+    )
+    memory_format: str = _spec(
+        "auto",
+        "tensor layout of G, D and the perceptual network; 'auto' = the fastest measured per network and device (BENCHMARKS.md)",
+        choices=("auto", "contiguous", "channels_last"),
+    )
     compile: bool = _spec(False, "torch.compile G, D and the perceptual network (first steps are slower while compiling)")
     seed: int = _spec(0, "random seed", min=0, max=2**32 - 1)
     output_dir: str = _spec("runs/idphoto", "folder for checkpoints, samples and logs")
@@ -185,8 +238,14 @@ def _check_range(value: Any, f: dataclasses.Field, where: str) -> None:
 
 
 #: Recipe keys earlier versions had, each measured not to help (BENCHMARKS.md keeps their rows).
-RETIRED_KEYS = ("model.noise_channels", "model.noise_filter", "model.blur_size", "model.grid_period",
-                "model.d_contrast_free", "loss.noise_level_scales")
+RETIRED_KEYS = (
+    "model.noise_channels",
+    "model.noise_filter",
+    "model.blur_size",
+    "model.grid_period",
+    "model.d_contrast_free",
+    "loss.noise_level_scales",
+)
 
 
 def _section_types() -> dict[str, type]:
@@ -210,8 +269,10 @@ def _build(data: dict[str, Any], source: str) -> Recipe:
         hints = typing.get_type_hints(cls)
         for key in raw:
             if f"{name}.{key}" in RETIRED_KEYS:
-                raise DsganError(f"{source}: {name}.{key} is a retired option (dsgan-cli 0.1; measured not to help, "
-                                 f"BENCHMARKS.md): remove it from the recipe")
+                raise DsganError(
+                    f"{source}: {name}.{key} is a retired option (dsgan-cli 0.1; measured not to help, "
+                    f"BENCHMARKS.md): remove it from the recipe"
+                )
             if key not in fields:
                 raise DsganError(f"{source}: unknown key {name}.{key} (known: {', '.join(fields)})")
         kwargs = {}
@@ -239,8 +300,10 @@ def _check_consistency(r: Recipe, source: str) -> None:
     side = r.data.crop_size or r.data.lr_size
     if r.model.filter_kernel > side:
         # The colour loss filters without padding: a kernel wider than the training images leaves nothing.
-        raise DsganError(f"{source}: model.filter_kernel ({r.model.filter_kernel}) must be <= the LR training side "
-                         f"({side}: data.crop_size, or data.lr_size when crop_size = 0)")
+        raise DsganError(
+            f"{source}: model.filter_kernel ({r.model.filter_kernel}) must be <= the LR training side "
+            f"({side}: data.crop_size, or data.lr_size when crop_size = 0)"
+        )
     for key, value in (("data.hr_dir", r.data.hr_dir), ("data.lr_dir", r.data.lr_dir), ("train.output_dir", r.train.output_dir)):
         if not value.strip():
             raise DsganError(f"{source}: {key} must not be empty")
@@ -253,8 +316,10 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: perceptual.layers must name at least one layer")
     side = r.data.crop_size or r.data.lr_size
     if r.perceptual.net == "lpips-alex" and r.loss.w_perceptual > 0 and side < LPIPS_MIN_SIDE:
-        raise DsganError(f"{source}: perceptual.net = 'lpips-alex' needs training images of at least {LPIPS_MIN_SIDE} "
-                         f"pixels (AlexNet's strides), got {side}; use 'vgg19' or larger data.crop_size / data.lr_size")
+        raise DsganError(
+            f"{source}: perceptual.net = 'lpips-alex' needs training images of at least {LPIPS_MIN_SIDE} "
+            f"pixels (AlexNet's strides), got {side}; use 'vgg19' or larger data.crop_size / data.lr_size"
+        )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -343,5 +408,3 @@ def recipe_help() -> list[tuple[str, str, str]]:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             rows.append((f"{name}.{f.name}", repr(default), f.metadata.get("help", "")))
     return rows
-
-

@@ -85,8 +85,10 @@ def how_to_provide(net: Pretrained, reason: str) -> str:
     the command that fetches and checks them, where the file goes, or the option that names a file."""
     cached = hub_cache_file(net)
     option = net.local_option.format(file=net.filename)
-    return (f"{net.name} weights are not available ({reason}): run `dsgan weights {net.command}` with internet access "
-            f"(or download {net.url} elsewhere) and put the file at {cached}, or {option}")
+    return (
+        f"{net.name} weights are not available ({reason}): run `dsgan weights {net.command}` with internet access "
+        f"(or download {net.url} elsewhere) and put the file at {cached}, or {option}"
+    )
 
 
 def check_available(net: Pretrained) -> None:
@@ -146,7 +148,7 @@ def load_features(features_net: nn.Module, state: dict[str, torch.Tensor], weigh
 def warn_random_net(net: str) -> None:
     """Say loudly that the perceptual loss is meaningless with random weights."""
     print(
-        f"warning: perceptual.weights = \"random\": the perceptual loss uses an untrained {net}; "
+        f'warning: perceptual.weights = "random": the perceptual loss uses an untrained {net}; '
         "fine for tests, benchmarks and the demo, not for a real model",
         file=sys.stderr,
     )
@@ -161,10 +163,10 @@ class FrozenFeatures(nn.Module):
     whatever Accelerate or DDP call on it.
     """
 
-    def train(self, mode: bool = True) -> "FrozenFeatures":
+    def train(self, mode: bool = True) -> FrozenFeatures:
         return super().train(False)
 
-    def freeze(self) -> "FrozenFeatures":
+    def freeze(self) -> FrozenFeatures:
         """No gradients for the network's own weights, eval mode: call at the end of ``__init__``."""
         self.requires_grad_(False)
         return self.train(False)

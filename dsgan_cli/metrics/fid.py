@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from ..method import weights as pretrained
+from ..plumbing.errors import DsganError, file_error
 from ..plumbing.reads import file_sha256 as read_file_sha256
 from ..plumbing.tensor_files import load_weights_file
-from ..plumbing.errors import DsganError, file_error
 
 #: torch-fidelity's Inception-v3 weights (converted from the TensorFlow FID graph).
 INCEPTION_URL = pretrained.INCEPTION.url

@@ -4,7 +4,7 @@ the way from Xb to the floor the fake set closes). Sets are dicts {features, mu,
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ def real_halves(real: dict, seed: int = FLOOR_SEED) -> tuple[dict, dict] | None:
     if len(f) < 4:
         return None
     order = np.random.default_rng(seed).permutation(len(f))
-    return feature_set(f[np.sort(order[: len(f) // 2])]), feature_set(f[np.sort(order[len(f) // 2:])])
+    return feature_set(f[np.sort(order[: len(f) // 2])]), feature_set(f[np.sort(order[len(f) // 2 :])])
 
 
 def closes(fid_fake: float, fid_xb: float | None, fid_floor: float | None) -> float | None:
@@ -63,16 +63,20 @@ def verdict_at_equal_sizes(fake: dict, xb: dict, halves: tuple[dict, dict], floo
     fake set and Xb, and the real half they are compared with."""
     a, b = halves
     n = len(a["features"])
-    short = [f"{name} has {len(s['features'])}" for name, s in (("the fake set", fake), ("the reference Xb", xb))
-             if len(s["features"]) < n]
+    short = [f"{name} has {len(s['features'])}" for name, s in (("the fake set", fake), ("the reference Xb", xb)) if len(s["features"]) < n]
     if short:
-        return {"fake_fid": None, "xb_fid": None, "floor_fid": floor_fid, "sizes": None, "closes": None,
-                "no_verdict": f"{' and '.join(short)} images, fewer than the {n} of the real half the floor is "
-                              "measured on; FID is compared only at equal sizes"}
+        return {
+            "fake_fid": None,
+            "xb_fid": None,
+            "floor_fid": floor_fid,
+            "sizes": None,
+            "closes": None,
+            "no_verdict": f"{' and '.join(short)} images, fewer than the {n} of the real half the floor is "
+            "measured on; FID is compared only at equal sizes",
+        }
     f = fid_between(feature_set(seeded_subset(fake["features"], n, FLOOR_SEED + 1)), b)
     x = fid_between(feature_set(seeded_subset(xb["features"], n, FLOOR_SEED + 1)), b)
-    return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [n, len(b["features"])],
-            "closes": closes(f, x, floor_fid)}
+    return {"fake_fid": f, "xb_fid": x, "floor_fid": floor_fid, "sizes": [n, len(b["features"])], "closes": closes(f, x, floor_fid)}
 
 
 def fid_kid(fake: dict, real: dict, ref: dict | None, warn: Callable[[str], None]) -> dict:
@@ -84,9 +88,11 @@ def fid_kid(fake: dict, real: dict, ref: dict | None, warn: Callable[[str], None
         raise DsganError(f"FID/KID need at least 2 readable images per set (fake: {n_fake}, real: {n_real})")
     out = fid_kid_between(fake, real)
     if min(n_fake, n_real) < fidmod.FID_MIN_RECOMMENDED:
-        warn(f"small sets (fake: {n_fake}, real: {n_real} images): with fewer than "
-             f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
-             f"equal image counts and prefer KID (subset size {out['kid_subset_size']})")
+        warn(
+            f"small sets (fake: {n_fake}, real: {n_real} images): with fewer than "
+            f"{fidmod.FID_MIN_RECOMMENDED} images per set FID is biased upward and noisy; compare FIDs only at "
+            f"equal image counts and prefer KID (subset size {out['kid_subset_size']})"
+        )
     halves = real_halves(real)
     floor = None
     if halves is not None:

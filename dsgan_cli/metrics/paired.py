@@ -20,8 +20,13 @@ import numpy as np
 from scipy import ndimage
 
 #: What "learned" means (docs/demo-and-benchmarks.md, "Learning benchmark"); per-figure thresholds on the held-out set.
-TARGETS = {"grain_ratio_min": 0.5, "sharpness_progress": (0.5, 1.5), "colour_shift_max": 1.5,
-           "border_ratio_max": 1.2, "spectrum_vs_xb_max": 0.7}
+TARGETS = {
+    "grain_ratio_min": 0.5,
+    "sharpness_progress": (0.5, 1.5),
+    "colour_shift_max": 1.5,
+    "border_ratio_max": 1.2,
+    "spectrum_vs_xb_max": 0.7,
+}
 
 
 def luma(x: np.ndarray) -> np.ndarray:
@@ -139,18 +144,25 @@ def paired_report(xbs, xds, targets, min_flat: int = 200) -> dict:
     spectrum = float(np.abs(spec_d - spec_t).sum() / np.abs(spec_t).sum())
     bd, bt, bb = (np.mean(b, axis=0) for b in (block_d, block_t, block_b))
     return {
-        "images": len(xbs), "grain_images": len(g_d),
-        "grain_xd": float(np.mean(g_d)) if g_d else None, "grain_target": float(np.mean(g_t)) if g_t else None,
+        "images": len(xbs),
+        "grain_images": len(g_d),
+        "grain_xd": float(np.mean(g_d)) if g_d else None,
+        "grain_target": float(np.mean(g_t)) if g_t else None,
         "grain_ratio": float(np.mean(g_d) / np.mean(g_t)) if g_t and np.mean(g_t) > 0 else None,
         "colour_shift_xd": np.abs(shifts_d).mean(0).round(3).tolist(),
         "colour_shift_target": np.abs(shifts_t).mean(0).round(3).tolist(),
         "colour_shift_max": float(np.abs(shifts_d).mean(0).max()),
-        "border_ratio_xd": ratio(bo_d, bi_d), "border_ratio_target": ratio(bo_t, bi_t),
-        "sharpness_xb": float(sb), "sharpness_xd": float(sd), "sharpness_target": float(st),
+        "border_ratio_xd": ratio(bo_d, bi_d),
+        "border_ratio_target": ratio(bo_t, bi_t),
+        "sharpness_xb": float(sb),
+        "sharpness_xd": float(sd),
+        "sharpness_target": float(st),
         "sharpness_progress": float((sb - sd) / (sb - st)) if sb != st else None,
-        "blockiness_xb": [float(bb[0]), float(bb.max())], "blockiness_xd": [float(bd[0]), float(bd.max())],
+        "blockiness_xb": [float(bb[0]), float(bb.max())],
+        "blockiness_xd": [float(bd[0]), float(bd.max())],
         "blockiness_target": [float(bt[0]), float(bt.max())],
-        "spectrum_distance_xd": spectrum, "spectrum_distance_xb": 1.0,
+        "spectrum_distance_xd": spectrum,
+        "spectrum_distance_xb": 1.0,
     }
 
 

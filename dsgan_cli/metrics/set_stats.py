@@ -24,8 +24,9 @@ def _stats_keys(data_key: str, weights) -> dict[str, str]:
     """Statistics cache keys of one decoded set (frequency; Inception with ``weights``)."""
     keys = {"frequency": fidmod.cache_key("frequency", data_key), "structure": fidmod.cache_key("structure", data_key)}
     if weights is not None:
-        keys["inception"] = fidmod.cache_key("inception", data_key, extractor=fidmod.EXTRACTOR_NAME,
-                                             layer=fidmod.FEATURE_LAYER, weights=weights.identity)
+        keys["inception"] = fidmod.cache_key(
+            "inception", data_key, extractor=fidmod.EXTRACTOR_NAME, layer=fidmod.FEATURE_LAYER, weights=weights.identity
+        )
     return keys
 
 
@@ -34,15 +35,19 @@ def _compute_stats(images, kinds: set[str], model, batch_size: int, advance) -> 
     out = {}
     if "frequency" in kinds:
         s = spectrum.set_stats(img.permute(1, 2, 0).numpy() for img in images)
-        out["frequency"] = {"count": np.array([s["count"]], np.int64), "spectrum": s["spectrum"],
-                            "noise": np.array([s["noise"]]), "noise_std": np.array([s["noise_std"]])}
+        out["frequency"] = {
+            "count": np.array([s["count"]], np.int64),
+            "spectrum": s["spectrum"],
+            "noise": np.array([s["noise"]]),
+            "noise_std": np.array([s["noise_std"]]),
+        }
     if "structure" in kinds:
         out["structure"] = structure.set_structure(img.permute(1, 2, 0).numpy().astype(np.float64) for img in images)
     if "inception" in kinds:
         feats = []
         for i in range(0, len(images), batch_size):
-            feats.append(fidmod.extract(model, images[i:i + batch_size]).numpy())
-            advance(len(images[i:i + batch_size]))
+            feats.append(fidmod.extract(model, images[i : i + batch_size]).numpy())
+            advance(len(images[i : i + batch_size]))
         f = np.concatenate(feats).astype(np.float32)
         out["inception"] = {"features": f, **fidmod.fid_statistics(torch.from_numpy(f))}
     return out
@@ -56,10 +61,13 @@ def set_statistics(decoded: dict, weights, cache_dir: Path, batch_size: int, bar
     keys = {name: _stats_keys(meta["key"], weights) for name, (_, meta) in decoded.items()}
     # Looked up before anything is computed, so "cached" means an entry from an earlier run.
     # An entry with missing, misshapen or non-finite arrays is recomputed, never used.
-    found = {name: {kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors",
-                                            fidmod.statistics_shapes(kind, len(decoded[name][0].images)))
-                    for kind, key in ks.items()}
-             for name, ks in keys.items()}
+    found = {
+        name: {
+            kind: fidmod.cache_load(cache_dir / f"{kind}-{key}.safetensors", fidmod.statistics_shapes(kind, len(decoded[name][0].images)))
+            for kind, key in ks.items()
+        }
+        for name, ks in keys.items()
+    }
     model = None
     if weights is not None and any(v is None for ks in found.values() for v in ks.values()):
         model = fidmod.build_extractor(weights, extractor_device())

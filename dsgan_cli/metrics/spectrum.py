@@ -21,8 +21,8 @@ frequency report works fully offline. Definitions (also in docs/eval.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -107,7 +107,7 @@ def estimate_noise(img) -> float:
     # 3x3 "difference of two Laplacians" kernel: blind to planes and
     # quadratic shading, so mostly the noise is left.
     k = _IMMERKAER_KERNEL
-    conv = sum(k[i, j] * gray[i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3))
+    conv = sum(k[i, j] * gray[i : h - 2 + i, j : w - 2 + j] for i in range(3) for j in range(3))
     return float(np.sqrt(np.pi / 2.0) * np.abs(conv).sum() / (6.0 * (w - 2) * (h - 2)))
 
 
@@ -141,8 +141,7 @@ def set_stats(images: Iterable) -> dict:
         noises.append(noise)
     if not noises:
         raise ValueError("empty image set")
-    return {"count": len(noises), "spectrum": total / len(noises), "noise": float(np.mean(noises)),
-            "noise_std": float(np.std(noises))}
+    return {"count": len(noises), "spectrum": total / len(noises), "noise": float(np.mean(noises)), "noise_std": float(np.std(noises))}
 
 
 def summarize(stats: dict[str, dict], reference_name: str) -> dict:
@@ -167,7 +166,7 @@ def summarize(stats: dict[str, dict], reference_name: str) -> dict:
         "sets": sets,
         "definitions": {
             "spectrum": "radially averaged power spectrum of the Hann-windowed, mean-removed luminance in [0, 1]; "
-                        "frequencies in cycles/pixel (0 to 0.5), averaged over the images of a set",
+            "frequencies in cycles/pixel (0 to 0.5), averaged over the images of a set",
             "spectral_distance": "mean over frequency bins of |log10 P_set - log10 P_reference| (decades)",
             "spectral_distance_high": f"the same over bins with frequency >= {HIGH_BAND} cycles/pixel",
             "noise": "mean over images of Immerkaer's noise sigma estimate, luminance in 0-255 units",

@@ -54,8 +54,8 @@ def train_sr(hr: list[np.ndarray], lr: list[np.ndarray], seed: int, steps: int, 
         ys = torch.randint(0, h - crop + 1, (batch,), generator=g)
         xs = torch.randint(0, w - crop + 1, (batch,), generator=g)
         flip = torch.rand(batch, generator=g) < 0.5
-        lr_b = torch.stack([lr_t[i, :, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)])
-        hr_b = torch.stack([hr_t[i, :, 2 * y:2 * (y + crop), 2 * x:2 * (x + crop)] for i, y, x in zip(idx, ys, xs)])
+        lr_b = torch.stack([lr_t[i, :, y : y + crop, x : x + crop] for i, y, x in zip(idx, ys, xs)])
+        hr_b = torch.stack([hr_t[i, :, 2 * y : 2 * (y + crop), 2 * x : 2 * (x + crop)] for i, y, x in zip(idx, ys, xs)])
         lr_b[flip], hr_b[flip] = lr_b[flip].flip(-1), hr_b[flip].flip(-1)
         loss = F.l1_loss(net(lr_b), hr_b)
         opt.zero_grad(set_to_none=True)
@@ -83,9 +83,17 @@ def ssim(a: np.ndarray, b: np.ndarray, border: int = 2) -> float:
     """SSIM over RGB (scikit-image, Gaussian window as Wang et al.), ``border`` pixels cropped."""
     from skimage.metrics import structural_similarity
 
-    return float(structural_similarity(a[border:-border, border:-border], b[border:-border, border:-border],
-                                       channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       data_range=255))
+    return float(
+        structural_similarity(
+            a[border:-border, border:-border],
+            b[border:-border, border:-border],
+            channel_axis=2,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+        )
+    )
 
 
 def lpips_scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str) -> list[float]:
@@ -100,8 +108,7 @@ def lpips_scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str) -> 
 
 def scores(srs: list[np.ndarray], hrs: list[np.ndarray], alexnet: str | None) -> dict[str, float]:
     """Mean PSNR, SSIM (and LPIPS) of SR outputs against HR."""
-    out = {"psnr": float(np.mean([psnr(s, h) for s, h in zip(srs, hrs)])),
-           "ssim": float(np.mean([ssim(s, h) for s, h in zip(srs, hrs)]))}
+    out = {"psnr": float(np.mean([psnr(s, h) for s, h in zip(srs, hrs)])), "ssim": float(np.mean([ssim(s, h) for s, h in zip(srs, hrs)]))}
     if alexnet:
         out["lpips"] = float(np.mean(lpips_scores(srs, hrs, alexnet)))
     return out

@@ -23,7 +23,7 @@ difference over all frequencies (decades), as :mod:`dsgan_cli.metrics.spectrum` 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -56,8 +56,8 @@ def autocorrelation(h: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
     out = np.zeros((2 * max_lag + 1, 2 * max_lag + 1))
     for dy in range(-max_lag, max_lag + 1):
         for dx in range(-max_lag, max_lag + 1):
-            a = y[max(0, -dy):n - max(0, dy), max(0, -dx):m - max(0, dx)]
-            b = y[max(0, dy):n - max(0, -dy), max(0, dx):m - max(0, -dx)]
+            a = y[max(0, -dy) : n - max(0, dy), max(0, -dx) : m - max(0, dx)]
+            b = y[max(0, dy) : n - max(0, -dy), max(0, dx) : m - max(0, -dx)]
             out[dy + max_lag, dx + max_lag] = float(np.mean(a * b)) / energy if a.size else 0.0
     return out
 
@@ -118,13 +118,17 @@ def describe(stats: dict[str, np.ndarray]) -> dict:
     """One set's structure as JSON-ready numbers."""
     lag = MAX_LAG
     a = stats["autocorrelation"]
-    return {"count": int(stats["count"][0]),
-            "lag1_horizontal": float(a[lag, lag + 1]), "lag1_vertical": float(a[lag + 1, lag]),
-            "lag1_diagonal": float(a[lag + 1, lag + 1]), "lag1_antidiagonal": float(a[lag + 1, lag - 1]),
-            "autocorrelation": [[float(v) for v in r] for r in a],
-            "channel_correlation": off_diagonal(stats["channel_correlation"]),
-            "mean_channel_correlation": float(np.mean(off_diagonal(stats["channel_correlation"]))),
-            **orientation(stats["spectrum_2d"])}
+    return {
+        "count": int(stats["count"][0]),
+        "lag1_horizontal": float(a[lag, lag + 1]),
+        "lag1_vertical": float(a[lag + 1, lag]),
+        "lag1_diagonal": float(a[lag + 1, lag + 1]),
+        "lag1_antidiagonal": float(a[lag + 1, lag - 1]),
+        "autocorrelation": [[float(v) for v in r] for r in a],
+        "channel_correlation": off_diagonal(stats["channel_correlation"]),
+        "mean_channel_correlation": float(np.mean(off_diagonal(stats["channel_correlation"]))),
+        **orientation(stats["spectrum_2d"]),
+    }
 
 
 def distances(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
@@ -132,24 +136,31 @@ def distances(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, f
     sa, sb = np.maximum(a["spectrum_2d"], POWER_FLOOR), np.maximum(b["spectrum_2d"], POWER_FLOOR)
     if sa.shape != sb.shape:
         raise ValueError(f"2-D spectra of different sizes ({sa.shape} vs {sb.shape}): use one image size")
-    return {"autocorrelation": float(np.mean(np.abs(a["autocorrelation"] - b["autocorrelation"]))),
-            "channel_correlation": float(np.mean(np.abs(np.subtract(off_diagonal(a["channel_correlation"]),
-                                                                    off_diagonal(b["channel_correlation"]))))),
-            "spectrum_2d": float(np.mean(np.abs(np.log10(sa) - np.log10(sb))))}
+    return {
+        "autocorrelation": float(np.mean(np.abs(a["autocorrelation"] - b["autocorrelation"]))),
+        "channel_correlation": float(
+            np.mean(np.abs(np.subtract(off_diagonal(a["channel_correlation"]), off_diagonal(b["channel_correlation"]))))
+        ),
+        "spectrum_2d": float(np.mean(np.abs(np.log10(sa) - np.log10(sb)))),
+    }
 
 
 def summarize(stats: dict[str, dict[str, np.ndarray]], reference_name: str) -> dict:
     """The structure report: each set described, and its distances to the reference set (the real LR)."""
     ref = stats.get(reference_name)
-    return {"reference": reference_name if ref is not None else None, "max_lag": MAX_LAG, "low_pass": LOW_PASS,
-            "sets": {name: {**describe(s), "distance": distances(s, ref) if ref is not None else None}
-                     for name, s in stats.items()},
-            "definitions": {
-                "high-pass": f"x - box{LOW_PASS}(x) per colour channel (0-255), mean removed",
-                "autocorrelation": "mean over images of the normalised autocorrelation of the luminance high-pass, "
-                                   f"lags -{MAX_LAG}..{MAX_LAG} (rows dy, columns dx)",
-                "channel_correlation": "correlation of the colour channels' high-pass: R-G, R-B, G-B",
-                "anisotropy": "(l1 - l2) / (l1 + l2) of the power-weighted frequency moments of the 2-D spectrum",
-                "orientation_deg": "direction (counter-clockwise from x, y up) along which the spectrum extends furthest",
-                "distance": "to the reference set: mean |difference| of autocorrelation maps, of channel correlations, "
-                            "and mean |log10 ratio| of 2-D spectra (decades)"}}
+    return {
+        "reference": reference_name if ref is not None else None,
+        "max_lag": MAX_LAG,
+        "low_pass": LOW_PASS,
+        "sets": {name: {**describe(s), "distance": distances(s, ref) if ref is not None else None} for name, s in stats.items()},
+        "definitions": {
+            "high-pass": f"x - box{LOW_PASS}(x) per colour channel (0-255), mean removed",
+            "autocorrelation": "mean over images of the normalised autocorrelation of the luminance high-pass, "
+            f"lags -{MAX_LAG}..{MAX_LAG} (rows dy, columns dx)",
+            "channel_correlation": "correlation of the colour channels' high-pass: R-G, R-B, G-B",
+            "anisotropy": "(l1 - l2) / (l1 + l2) of the power-weighted frequency moments of the 2-D spectrum",
+            "orientation_deg": "direction (counter-clockwise from x, y up) along which the spectrum extends furthest",
+            "distance": "to the reference set: mean |difference| of autocorrelation maps, of channel correlations, "
+            "and mean |log10 ratio| of 2-D spectra (decades)",
+        },
+    }

@@ -44,8 +44,9 @@ def lock_folder(folder: Path, lock_name: str, command: str | None, busy: str, no
     reason given when the folder is taken, with ``{holder}`` standing for what the lock names; ``noun`` names the
     folder in other refusals. Reentrant within a process."""
     path = folder / lock_name
-    lock = writes.file_lock(path, holder=command or True, blocking=False, is_singleton=True, preserve_lock_file=True,
-                            fallback_to_soft=False)
+    lock = writes.file_lock(
+        path, holder=command or True, blocking=False, is_singleton=True, preserve_lock_file=True, fallback_to_soft=False
+    )
     try:
         lock.acquire()
     except Timeout:
@@ -69,9 +70,12 @@ def unlock_folder(folder: Path) -> None:
 
 def lock_output_folder(folder: Path, command: str) -> None:
     """The output-folder lock of ``prepare``, ``degrade`` and ``pairs`` (see the module's docstring)."""
-    lock_folder(folder, OUTPUT_LOCK, f"dsgan {command}",
-                "another dsgan run is writing into this folder ({holder}); wait for it to finish, "
-                "or choose another output folder")
+    lock_folder(
+        folder,
+        OUTPUT_LOCK,
+        f"dsgan {command}",
+        "another dsgan run is writing into this folder ({holder}); wait for it to finish, or choose another output folder",
+    )
 
 
 __all__ = ["OUTPUT_LOCK", "lock_folder", "lock_output_folder", "unlock_folder"]

@@ -46,8 +46,9 @@ class RunSummary:
         return d
 
 
-def output_record(generator_sha256: str, scale: int, suffix: str, precision: str | None, seed: int | None = None,
-                  **extra: Any) -> dict[str, Any]:
+def output_record(
+    generator_sha256: str, scale: int, suffix: str, precision: str | None, seed: int | None = None, **extra: Any
+) -> dict[str, Any]:
     """What decides an output's pixels: the generator file's SHA-256 and the settings that change them
     (``seed`` only for a generator that takes noise; ``extra`` for a command's own settings)."""
     record = {"generator_sha256": generator_sha256, "scale": scale, "format": suffix, "precision": precision or "fp32", **extra}
@@ -84,8 +85,13 @@ def recorded_outputs(old: dict[str, Any] | None) -> set[str]:
         return set()
     own = set()
     for rel in listed:
-        if isinstance(rel, str) and rel and not rel.startswith("/") and "\0" not in rel \
-                and all(part not in ("", ".", "..") for part in rel.split("/")):
+        if (
+            isinstance(rel, str)
+            and rel
+            and not rel.startswith("/")
+            and "\0" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/"))
+        ):
             own.add(rel)
     return own
 
@@ -104,11 +110,17 @@ def check_output_record(path: Path, record: dict[str, Any], overwrite: bool) -> 
         return False
     if not overwrite:
         if old.get(REPLACING) and {k: v for k, v in old.items() if k != REPLACING} == record:
-            raise file_error(path, "an earlier run that was replacing this folder's outputs did not finish rewriting them "
-                                   "(it failed on some, or was stopped); pass --overwrite to remake them all")
+            raise file_error(
+                path,
+                "an earlier run that was replacing this folder's outputs did not finish rewriting them "
+                "(it failed on some, or was stopped); pass --overwrite to remake them all",
+            )
         changed = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in record.items() if old.get(k) != v) or "record incomplete"
-        raise file_error(path, f"the outputs in this folder were made with another generator or settings ({changed}); "
-                               "pass --overwrite to replace them, or choose another output folder")
+        raise file_error(
+            path,
+            f"the outputs in this folder were made with another generator or settings ({changed}); "
+            "pass --overwrite to replace them, or choose another output folder",
+        )
     return True
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
@@ -30,8 +30,15 @@ def _points(xs: Sequence[float], ys: Sequence[float], logy: bool) -> tuple[list[
     return px, py
 
 
-def build_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
-                 ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500)):
+def build_figure(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    size: tuple[int, int] = (800, 500),
+):
     """A matplotlib Figure of ``series`` ({label: (xs, ys)}) as lines with grid, labels and a legend."""
     from matplotlib.figure import Figure  # a bare Figure draws on Agg: no display, no global pyplot state
 
@@ -42,8 +49,15 @@ def build_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, 
     for i, (name, (xs, ys)) in enumerate(series.items()):
         px, py = _points(xs, ys, logy)
         # A lone point between gaps would not show as a line: give every point a small marker then.
-        ax.plot(px, py, color=colours[i % len(colours)], linewidth=2, label=name,
-                marker="o" if sum(math.isfinite(v) for v in py) == 1 else None, markersize=4)
+        ax.plot(
+            px,
+            py,
+            color=colours[i % len(colours)],
+            linewidth=2,
+            label=name,
+            marker="o" if sum(math.isfinite(v) for v in py) == 1 else None,
+            markersize=4,
+        )
     if logy and any(ax.lines):
         ax.set_yscale("log")
     ax.set_title(title)
@@ -55,8 +69,16 @@ def build_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, 
     return fig
 
 
-def render_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "", xlabel: str = "",
-               ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500), kind: str = "plot") -> bytes:
+def render_png(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    size: tuple[int, int] = (800, 500),
+    kind: str = "plot",
+) -> bytes:
     """PNG bytes of :func:`build_figure`'s plot, ``size`` pixels, marked with ``kind``."""
     fig = build_figure(series, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy, size=size)
     buf = io.BytesIO()
@@ -73,9 +95,17 @@ def is_own_plot(path: str | Path) -> bool:
         return False
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *, title: str = "",
-              xlabel: str = "", ylabel: str = "", logy: bool = False, size: tuple[int, int] = (800, 500),
-              kind: str = "plot") -> Path:
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    size: tuple[int, int] = (800, 500),
+    kind: str = "plot",
+) -> Path:
     """Draw ``series`` ({label: (xs, ys)}) and write it to ``path`` as PNG atomically; returns the path.
 
     ``logy`` draws y on a log axis (points with y <= 0 are left out): power
@@ -89,8 +119,16 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     return path
 
 
-def lines_and_maps_png(series: dict[str, tuple[Sequence[float], Sequence[float]]], maps: dict[str, list[tuple[str, object]]], *,
-                       title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False, kind: str = "plot") -> bytes:
+def lines_and_maps_png(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    maps: dict[str, list[tuple[str, object]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    kind: str = "plot",
+) -> bytes:
     """PNG bytes of a line plot (as :func:`build_figure`) over rows of image maps: ``maps`` is {row label: [(panel
     title, 2-D array), ...]}, each row's panels on one colour scale (its bar on the right), so sets compare at a glance."""
     import numpy as np
@@ -122,7 +160,7 @@ def lines_and_maps_png(series: dict[str, tuple[Sequence[float], Sequence[float]]
             pax.set_xticks([])
             pax.set_yticks([])
         if image is not None:
-            fig.colorbar(image, ax=fig.axes[-len(panels):], shrink=0.8)
+            fig.colorbar(image, ax=fig.axes[-len(panels) :], shrink=0.8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={MARKER_KEY: kind})
     return buf.getvalue()

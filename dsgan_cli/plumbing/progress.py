@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 
@@ -58,13 +58,12 @@ class LineProgress:
     done (a slow first step must not leave a log silent), then at most every ``every_s`` seconds, and once
     more when a task ends. Rate and ETA count only this run's work (a resumed count is not taken for speed)."""
 
-    def __init__(self, unit: str, fields: Sequence[str] = (), every_s: float = 30.0, stream: TextIO | None = None,
-                 clock=time.monotonic):
+    def __init__(self, unit: str, fields: Sequence[str] = (), every_s: float = 30.0, stream: TextIO | None = None, clock=time.monotonic):
         self.unit, self.fields, self.every_s, self.clock = unit, tuple(fields), every_s, clock
         self.stream = stream
         self.tasks: list[dict] = []
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -74,8 +73,18 @@ class LineProgress:
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         now = self.clock()
-        self.tasks.append({"description": description, "total": total, "completed": completed, "start": completed,
-                           "t0": now, "last_t": now, "last_printed": completed, "fields": fields})
+        self.tasks.append(
+            {
+                "description": description,
+                "total": total,
+                "completed": completed,
+                "start": completed,
+                "t0": now,
+                "last_t": now,
+                "last_printed": completed,
+                "fields": fields,
+            }
+        )
         return len(self.tasks) - 1
 
     def advance(self, task_id: int, advance: float = 1) -> None:
@@ -97,8 +106,11 @@ class LineProgress:
         """The progress line for task ``t``."""
         done, total, elapsed = t["completed"], t["total"], self.clock() - t["t0"]
         rate = (done - t["start"]) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{t['description']}: {done:g}" + (f"/{total:g} ({100 * done / total:.0f}%)" if total else ""),
-                 f"{rate:.2f} {self.unit}/s", f"{_duration(elapsed)} elapsed"]
+        parts = [
+            f"{t['description']}: {done:g}" + (f"/{total:g} ({100 * done / total:.0f}%)" if total else ""),
+            f"{rate:.2f} {self.unit}/s",
+            f"{_duration(elapsed)} elapsed",
+        ]
         if total and rate > 0 and done < total:
             parts.append(f"ETA {_duration((total - done) / rate)}")
         extra = " ".join(str(t["fields"][f]) for f in self.fields if t["fields"].get(f))
@@ -109,8 +121,15 @@ class LineProgress:
         t["last_t"], t["last_printed"] = self.clock(), t["completed"]
 
 
-def progress_bar(enabled: bool = True, *, unit: str = "img", fields: Sequence[str] = (), transient: bool = False,
-                 console: Console | None = None, lines_every_s: float | None = None) -> Progress | LineProgress:
+def progress_bar(
+    enabled: bool = True,
+    *,
+    unit: str = "img",
+    fields: Sequence[str] = (),
+    transient: bool = False,
+    console: Console | None = None,
+    lines_every_s: float | None = None,
+) -> Progress | LineProgress:
     """A rich ``Progress`` (use it as a context manager, then ``add_task``/``advance``/``update``).
 
     Columns: the task's description, bar, done/total, rate in ``unit``/s,
@@ -124,6 +143,13 @@ def progress_bar(enabled: bool = True, *, unit: str = "img", fields: Sequence[st
     console = console or Console(stderr=True)
     if enabled and not console.is_terminal:
         return LineProgress(unit, fields, every_s=lines_every_s or line_interval(), stream=console.file)
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
-               TimeElapsedColumn(), TimeRemainingColumn(), *(TextColumn(f"{{task.fields[{f}]}}") for f in fields)]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *(TextColumn(f"{{task.fields[{f}]}}") for f in fields),
+    ]
     return Progress(*columns, console=console, transient=transient, disable=not (enabled and console.is_terminal))

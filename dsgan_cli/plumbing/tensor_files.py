@@ -34,19 +34,26 @@ def check_loaded_tensors(path: Path, tensors: dict[str, torch.Tensor], what: str
     total = 0
     for name, t in tensors.items():
         if t.layout != torch.strided or t.is_meta or t.is_quantized or t.is_sparse:
-            raise file_error(path, f"{what}[{name!r}] is a {t.layout} {'meta ' if t.is_meta else ''}tensor; "
-                                   "only dense tensors with values are read")
+            raise file_error(
+                path, f"{what}[{name!r}] is a {t.layout} {'meta ' if t.is_meta else ''}tensor; only dense tensors with values are read"
+            )
         if not dense(t):
-            raise file_error(path, f"{what}[{name!r}] is not stored densely (strides {tuple(t.stride())} for shape "
-                                   f"{tuple(t.shape)}: a stride-0 or overlapping view); only plain tensors are read")
+            raise file_error(
+                path,
+                f"{what}[{name!r}] is not stored densely (strides {tuple(t.stride())} for shape "
+                f"{tuple(t.shape)}: a stride-0 or overlapping view); only plain tensors are read",
+            )
         total += t.numel() * t.element_size()
     try:
         size = path.stat().st_size
     except OSError as e:
         raise file_error(path, f"cannot read {what} ({e.strerror or e})") from None
     if total > size:
-        raise file_error(path, f"{what} would take {total} bytes, more than the {size} bytes the file holds; "
-                               "refused (its tensors share or repeat their storage)")
+        raise file_error(
+            path,
+            f"{what} would take {total} bytes, more than the {size} bytes the file holds; "
+            "refused (its tensors share or repeat their storage)",
+        )
 
 
 def check_zip_entries(path: Path) -> bool:
@@ -62,8 +69,11 @@ def check_zip_entries(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise file_error(path, f"not a PyTorch checkpoint (broken zip: {e})") from None
     if packed:
-        raise file_error(path, f"refused: {len(packed)} compressed entries (first: {packed[0]}); torch.save writes none, "
-                               "and they could expand far beyond the file's size")
+        raise file_error(
+            path,
+            f"refused: {len(packed)} compressed entries (first: {packed[0]}); torch.save writes none, "
+            "and they could expand far beyond the file's size",
+        )
     return True
 
 

@@ -21,8 +21,9 @@ import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TextIO
 
 from filelock import FileLock
 from PIL import Image
@@ -167,8 +168,7 @@ def _real(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | Path],
-                       input_files: Iterable[str | Path] = ()) -> None:
+def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | Path], input_files: Iterable[str | Path] = ()) -> None:
     """Before anything is written, refuse the run when a destination resolves into an input folder or onto
     an input file, exists as a symlink, FIFO, device or folder, or lies in a folder that cannot be written.
 
@@ -185,8 +185,9 @@ def check_destinations(dests: Iterable[str | Path], input_dirs: Iterable[str | P
             bad.append(str(dest))
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise file_error(bad[0], f"output would land inside an input folder or on an input file{more}; "
-                                 "choose an output folder outside the inputs")
+        raise file_error(
+            bad[0], f"output would land inside an input folder or on an input file{more}; choose an output folder outside the inputs"
+        )
     for dest in dests:
         refuse_special(dest)
     for folder in sorted({d.parent for d in dests}):
