@@ -32,7 +32,7 @@ test: venv lint
 test-fast: venv lint
 	$(PY) -m pytest -m "not slow" --durations=10
 
-# The CLI reference, generated from the app (tests/test_docs.py checks that it is current).
+# The CLI reference, generated from the app (tests/project/test_docs.py checks that it is current).
 docs: venv
 	$(VENV)/bin/typer dsgan_cli.cli utils docs --name dsgan --title "dsgan command reference" --output docs/cli.md
 

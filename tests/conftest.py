@@ -95,6 +95,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def one_line_error(stderr: str, *must: str) -> str:
+    """The single ``error:`` line of ``stderr``; asserts no traceback and that it names ``must``."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, stderr
+    for text in must:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
 @pytest.fixture
 def cli():
     """The :func:`run_cli` helper as a fixture."""
@@ -173,3 +183,30 @@ def chw(arr: np.ndarray):
     import torch
 
     return torch.from_numpy(np.array(arr)).permute(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def gens(tmp_path_factory) -> dict[str, Path]:
+    """Two different tiny generators (scale 2)."""
+    import torch
+
+    from dsgan_cli.engines.checkpoint import save_generator
+    from dsgan_cli.method.models import Generator, GeneratorConfig
+
+    root = tmp_path_factory.mktemp("gens")
+    out = {}
+    for name, seed in (("g1", 0), ("g2", 1)):
+        torch.manual_seed(seed)
+        g = Generator(GeneratorConfig(n_res_blocks=1, channels=8))
+        out[name] = root / f"{name}.safetensors"
+        save_generator(g, out[name], step=1, scale=2)
+    return out
+
+
+@pytest.fixture
+def train_data(tmp_path):
+    """Four 32 px HR and four 16 px LR images, for short trainings."""
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    write_images(hr, 4, 32, seed=4)
+    write_images(lr, 4, 16, seed=5)
+    return hr, lr

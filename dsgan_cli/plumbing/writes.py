@@ -1,6 +1,6 @@
 """The one gate for every file the tool writes: images, JSON, plots, logs, locks, caches, checkpoints, records.
 
-Every write in the package goes through a function here (``tests/test_write_gate.py`` walks the package's
+Every write in the package goes through a function here (``tests/project/test_write_gate.py`` walks the package's
 syntax tree and fails on any other), so every destination is checked the same way before the first byte:
 
 - a path that exists as anything but a regular file (a symlink, FIFO, device or folder) is never written

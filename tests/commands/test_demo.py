@@ -21,8 +21,6 @@ from PIL import Image
 
 from dsgan_cli.commands import demo
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``dsgan demo ARGS`` (as ``python -m dsgan_cli demo ARGS``) in a subprocess, offline."""

@@ -30,7 +30,7 @@ from badfiles import (
     run_cli_many,
     tree_digest,
 )
-from conftest import write_images
+from conftest import REPO, one_line_error, write_images
 from PIL import Image
 
 from dsgan_cli.data import images
@@ -38,17 +38,6 @@ from dsgan_cli.data.images import ImageReadError, list_images, load_rgb
 from dsgan_cli.plumbing import writes
 from dsgan_cli.plumbing.errors import DsganError
 from dsgan_cli.plumbing.writes import check_output_dir, check_writable_dir
-
-
-def one_line_error(stderr: str, *must: str) -> str:
-    """The single ``error:`` line of ``stderr``; asserts no traceback and that it names ``must``."""
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, stderr
-    for text in must:
-        assert text in lines[0], (text, lines[0])
-    return lines[0]
-
 
 # ----------------------------------------------------------------------------- load_rgb on the corpus
 
@@ -339,7 +328,7 @@ def test_pickle_payload_is_real(tmp_path):
     pkl = tmp_path / "p.pth"
     pkl.write_bytes(pickle_payload(marker))
     code = "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"
-    subprocess.run([sys.executable, "-c", code, str(pkl)], check=True, cwd=Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", code, str(pkl)], check=True, cwd=REPO / "tests")
     assert marker.exists()
 
 

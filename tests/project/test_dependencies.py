@@ -8,11 +8,9 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
-from conftest import package_modules
+from conftest import REPO, package_modules
 from packaging.requirements import Requirement
 from packaging.version import Version
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def canonical(name: str) -> str:
