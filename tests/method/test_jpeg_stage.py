@@ -177,7 +177,9 @@ def test_the_generator_file_keeps_the_quality_and_refuses_one_out_of_range(tmp_p
 
     with safe_open(tmp_path / "g.safetensors", "pt") as f:
         meta = dict(f.metadata())
-    save_file(load_file(tmp_path / "g.safetensors"), tmp_path / "bad.safetensors", metadata={**meta, "jpeg_quality": "101"})
+    config = {**json.loads(meta["generator_config"]), "jpeg_quality": 101}
+    bad = {**meta, "jpeg_quality": "101", "generator_config": json.dumps(config)}
+    save_file(load_file(tmp_path / "g.safetensors"), tmp_path / "bad.safetensors", metadata=bad)
     r = run_cli("degrade", str(tmp_path), str(tmp_path / "out"), "--checkpoint", str(tmp_path / "bad.safetensors"))
     assert r.returncode != 0 and "bad.safetensors" in r.stderr and "jpeg_quality" in r.stderr
 
