@@ -173,7 +173,7 @@ def run_case(case: Case, root: Path, args) -> dict:
 
 def reused(runs: dict | None, case: Case, sr_seed: int) -> dict[str, dict[str, float]]:
     """The bicubic and oracle scores of an earlier run of the same draw and SR seed (they do not depend on the
-    recipe: same data, same SR seed, same steps), or {} when there is none."""
+    recipe: same data, same SR seed, same steps; on another CPU they differ by up to 0.1 dB), or {} when there is none."""
     old = (runs or {}).get(case.name)
     if not old or old["degradation"] != case.describe():
         return {}
