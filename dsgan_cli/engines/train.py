@@ -157,12 +157,12 @@ def set_lr(optimisers, lr: float) -> None:
 
 @dataclass
 class StepInputs:
-    """One optimiser step's micro-batches: Xb and real LR per micro-batch, and where each lies on G's JPEG block
-    grid (None: G draws a random phase per crop)."""
+    """One optimiser step's micro-batches: Xb and real LR per micro-batch, and where their images lie on G's JPEG
+    block grid (None: G draws a random phase per crop)."""
 
     xbs: list[torch.Tensor]
     reals: list[torch.Tensor]
-    origins: list[tuple[int, int]] | None = None
+    origin: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,31 +174,23 @@ class StepMode:
     deterministic: bool = False
 
 
-def next_inputs(
-    batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format], phase_of=None, first: int = 0
-) -> StepInputs:
+def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format], origin=None) -> StepInputs:
     """``accum`` micro-batches of (Xb, real LR): uint8 from the workers -> Xb = bicubic downscale, on the device,
-    in G's and D's layouts; with ``phase_of``, also each micro-batch's origin on the block grid (from ``first`` on)."""
+    in G's and D's layouts; ``origin``: where the images lie on G's JPEG block grid (None: a random phase)."""
     from ..method.models import downscale
 
     xbs, reals = [], []
-    origins = [phase_of(first + k) for k in range(accum)] if phase_of else None
     for _ in range(accum):
         hr_u8, lr_u8 = next(batches)
         hr = hr_u8.to(device, non_blocking=True).float().div_(255)
         xbs.append(downscale(hr, scale).contiguous(memory_format=fmts["G"]))
         reals.append(lr_u8.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=fmts["D"]))
-    return StepInputs(xbs, reals, origins)
+    return StepInputs(xbs, reals, origin)
 
 
-def at(origins, m: int) -> dict:
-    """Keyword arguments placing micro-batch ``m`` on G's JPEG block grid (none when no origins are given)."""
-    return {} if origins is None else {"origin": origins[m]}
-
-
-def run_g(G, xb, deterministic: bool, **origin):
+def run_g(G, xb, deterministic: bool, origin: tuple[int, int] | None):
     """(Xd, Xd without its output noise, or None): the second only when the added-detail loss needs it."""
-    return G(xb, with_deterministic=True, **origin) if deterministic else (G(xb, **origin), None)
+    return G(xb, with_deterministic=True, origin=origin) if deterministic else (G(xb, origin=origin), None)
 
 
 def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMode = StepMode()):
@@ -210,7 +202,7 @@ def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMo
     """
     from ..method import losses
 
-    xbs, reals, origins = batch.xbs, batch.reals, batch.origins
+    xbs, reals = batch.xbs, batch.reals
     accum = len(xbs)
     opt_d.zero_grad(set_to_none=True)
     xds, loss_d, d_real, d_fake = [], 0.0, 0.0, 0.0
@@ -218,7 +210,7 @@ def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMo
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
         with sync, accelerator.autocast():
             with torch.set_grad_enabled(mode.keep_graph):
-                xd, xd_det = run_g(G, xbs[m], mode.deterministic, **at(origins, m))
+                xd, xd_det = run_g(G, xbs[m], mode.deterministic, batch.origin)
             real_logits, fake_logits = D(reals[m]), D(xd.detach())
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
@@ -233,7 +225,7 @@ def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMo
 def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs, xds, mode: StepMode = StepMode()) -> dict:
     """One G update against the updated, frozen D: colour + GAN + perceptual (features of Xb without grad)
     + added detail (of the deterministic Xd, when asked)."""
-    xbs, reals, origins = batch.xbs, batch.reals, batch.origins
+    xbs, reals = batch.xbs, batch.reals
     accum, perceptual = len(xbs), g_loss_fn.perceptual
     D_plain.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
@@ -241,7 +233,7 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs,
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
         with sync, accelerator.autocast():
-            xd, xd_det = xds[m] if mode.keep_graph else run_g(G, xbs[m], mode.deterministic, **at(origins, m))
+            xd, xd_det = xds[m] if mode.keep_graph else run_g(G, xbs[m], mode.deterministic, batch.origin)
             with torch.no_grad():
                 xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
             loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m])
@@ -283,8 +275,8 @@ def data_counts(hr_set, lr_set) -> dict:
 
 def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jpeg_quality: int = 0):
     """The iterator of this rank's micro-batches from ``start_step`` on: micro-batch m is a function of
-    (seed, m, rank), so a resume continues the same stream; and, for whole images (no crops) through a JPEG
-    stage, m -> their origin on the block grid, (0, 0), as the real LR's (crops leave G to draw a random phase)."""
+    (seed, m, rank), so a resume continues the same stream; and where the images lie on G's JPEG block grid:
+    whole images through a JPEG stage at (0, 0), as the real LR's; crops leave G to draw a random phase (None)."""
     from ..data.sampling import Crops, MicroBatches, make_loader
 
     accum = r.train.grad_accum
@@ -300,8 +292,7 @@ def training_batches(r: Recipe, hr_set, lr_set, accelerator, start_step: int, jp
     loader = make_loader(
         dataset, start_step * accum, r.train.iterations * accum, loader_workers(r.data.num_workers), accelerator.device.type == "cuda"
     )
-    placed = jpeg_quality and not r.data.crop_size
-    return iter(loader), ((lambda m: (0, 0)) if placed else None)
+    return iter(loader), ((0, 0) if jpeg_quality and not r.data.crop_size else None)
 
 
 def ema_and_export(accelerator, G, r: Recipe):
@@ -346,7 +337,7 @@ def train(
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
     jpeg_quality = jpeg_quality_for(r, lr_set, say=is_main)
-    batches, phase_of = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
+    batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)
     G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality)
@@ -375,7 +366,7 @@ def train(
         for step in range(start_step, iters):
             set_lr((opt_g, opt_d), lr_at(step, r))
             # 1. inputs  2. D step: real LR -> 1, G(Xb) -> 0  3. G step against the updated, frozen D
-            batch = next_inputs(batches, accum, device, scale, fmts, phase_of, step * accum)
+            batch = next_inputs(batches, accum, device, scale, fmts, origin)
             xds, d_stats = discriminator_step(accelerator, G, D, opt_d, batch, mode)
             g_stats = generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch, xds, mode)
             if G_ema is not None:

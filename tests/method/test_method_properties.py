@@ -809,7 +809,7 @@ def test_next_inputs_downscales_hr_to_xb_and_scales_real_lr():
     batches = iter(list(zip(hr, lr)))
     batch = next_inputs(batches, 2, torch.device("cpu"), 2, {"G": torch.channels_last, "D": torch.contiguous_format})
     xbs, reals = batch.xbs, batch.reals
-    assert batch.origins is None, "without a JPEG stage on whole images there are no origins to pass"
+    assert batch.origin is None, "without a JPEG stage on whole images there is no origin to pass"
     assert len(xbs) == len(reals) == 2, "next_inputs must draw grad_accum micro-batches"
     for m in range(2):
         ref = _pil_bicubic(hr[m][0].permute(1, 2, 0).numpy(), 2)
