@@ -99,6 +99,8 @@ def generator_config(r: Recipe, jpeg_quality: int = 0):
         output_noise=m.output_noise,
         noise_init=float(m.noise_init),
         jpeg_quality=jpeg_quality,
+        blur_kernel=m.blur_kernel,
+        noise_mix=m.noise_mix,
     )
 
 
@@ -133,7 +135,16 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
             net.compile()
     betas = (r.optim.beta1, r.optim.beta2)
-    opt_g = torch.optim.Adam(G.parameters(), lr=r.optim.lr, betas=betas)
+    # G's global structure (the learned blur's logits, the noise's colour mix) is a few numbers a long way from
+    # where they start, and Adam moves each by about its learning rate per step: its own rate (lr_scale, kept by
+    # set_lr) lets a short run reach them.
+    is_structure = lambda name: name.startswith("blur.") or name == "noise_mix"  # noqa: E731
+    structure = [p for n, p in G.named_parameters() if is_structure(n)]
+    rest = [p for n, p in G.named_parameters() if not is_structure(n)]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if structure:
+        groups.append({"params": structure, "lr_scale": r.optim.structure_lr / r.optim.lr})
+    opt_g = torch.optim.Adam([{**g, "lr": r.optim.lr * g["lr_scale"]} for g in groups], lr=r.optim.lr, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=r.optim.lr, betas=betas)
     return G, D, g_loss_fn, opt_g, opt_d
 
@@ -149,10 +160,10 @@ def loader_workers(asked: int) -> int:
 
 
 def set_lr(optimisers, lr: float) -> None:
-    """Set the learning rate of every parameter group."""
+    """Set the learning rate of every parameter group (times its ``lr_scale``, where it has one)."""
     for opt in optimisers:
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 @dataclass
@@ -167,11 +178,9 @@ class StepInputs:
 
 @dataclass(frozen=True)
 class StepMode:
-    """How the two steps run: ``keep_graph`` keeps the D step's G graph for the G step (no accumulation);
-    ``deterministic`` has G also return Xd without its output noise (the losses that need it)."""
+    """How the two steps run: ``keep_graph`` keeps the D step's G graph for the G step (no accumulation)."""
 
     keep_graph: bool = True
-    deterministic: bool = False
 
 
 def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dict[str, torch.memory_format], origin=None) -> StepInputs:
@@ -188,13 +197,13 @@ def next_inputs(batches, accum: int, device: torch.device, scale: int, fmts: dic
     return StepInputs(xbs, reals, origin)
 
 
-def run_g(G, xb, deterministic: bool, origin: tuple[int, int] | None):
-    """(Xd, Xd without its output noise, or None): the second only when the added-detail loss needs it."""
-    return G(xb, with_deterministic=True, origin=origin) if deterministic else (G(xb, origin=origin), None)
+def run_g(G, xb, origin: tuple[int, int] | None):
+    """(Xd, Xd without its output noise, the content reference: Xb, or Xb through G's learned blur)."""
+    return G(xb, with_deterministic=True, origin=origin)
 
 
 def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMode = StepMode()):
-    """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns ((Xd, deterministic Xd) per micro-batch,
+    """One D update, real LR -> 1 and detached Xd = G(Xb) -> 0; returns ((Xd, deterministic Xd, reference) per micro-batch,
     D stats on the device).
 
     With accumulation (``keep_graph`` False) G runs without a graph here and again in the G step, so that
@@ -210,11 +219,11 @@ def discriminator_step(accelerator, G, D, opt_d, batch: StepInputs, mode: StepMo
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(D)
         with sync, accelerator.autocast():
             with torch.set_grad_enabled(mode.keep_graph):
-                xd, xd_det = run_g(G, xbs[m], mode.deterministic, batch.origin)
+                xd, xd_det, ref = run_g(G, xbs[m], batch.origin)
             real_logits, fake_logits = D(reals[m]), D(xd.detach())
             loss_d_m = losses.gan_loss_discriminator(real_logits, fake_logits) / accum
         accelerator.backward(loss_d_m)
-        xds.append((xd, xd_det))
+        xds.append((xd, xd_det, ref))
         loss_d = loss_d + loss_d_m.detach()
         d_real = d_real + torch.sigmoid(real_logits.detach().float()).mean() / accum
         d_fake = d_fake + torch.sigmoid(fake_logits.detach().float()).mean() / accum
@@ -233,10 +242,10 @@ def generator_step(accelerator, G, D_plain, opt_g, g_loss_fn, batch: StepInputs,
     for m in range(accum):
         sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(G)
         with sync, accelerator.autocast():
-            xd, xd_det = xds[m] if mode.keep_graph else run_g(G, xbs[m], mode.deterministic, batch.origin)
+            xd, xd_det, ref = xds[m] if mode.keep_graph else run_g(G, xbs[m], batch.origin)
             with torch.no_grad():
-                xb_feats = perceptual.features(xbs[m]) if perceptual is not None else None
-            loss_g_m, parts = g_loss_fn(xd, xbs[m], D_plain(xd), xb_feats, xd_det, reals[m])
+                ref_feats = perceptual.features(ref) if perceptual is not None else None
+            loss_g_m, parts = g_loss_fn(xd, ref, D_plain(xd), ref_feats, xd_det, reals[m])
             loss_g_m = loss_g_m / accum
         accelerator.backward(loss_g_m)
         loss_g = loss_g + loss_g_m.detach()
@@ -356,7 +365,7 @@ def train(
     counts = data_counts(hr_set, lr_set) if is_main else {}
 
     # With accumulation, G(Xb) is recomputed in the G step (one graph alive at a time).
-    mode = StepMode(keep_graph=accum == 1, deterministic=g_loss_fn.needs_deterministic)
+    mode = StepMode(keep_graph=accum == 1)
     last_ckpt, losses = resume_from, {}
     checks = RankCheck(accelerator, start_step, iters, max_minutes)
     timing = RunTiming(accelerator, r, start_step, iters, tuned) if is_main and progress else None

@@ -152,6 +152,15 @@ class RunTiming:
         print(f"{per_step:.2f} s/step{what}: about {eta} to step {self.iters}{hint}", file=sys.stderr, flush=True)
 
 
+def learned_from(path: Path) -> str:
+    """What the exported generator learned of the degradation's structure (see
+    :func:`~dsgan_cli.method.models.learned_structure`); '' without those options."""
+    from ..method.models import learned_structure
+    from .checkpoint import load_generator
+
+    return learned_structure(load_generator(path)[0])
+
+
 def print_summary(
     out: Path,
     start_step: int,
@@ -170,6 +179,9 @@ def print_summary(
         why = f"{signal.Signals(signum).name}" if signum else f"the {max_minutes:g}-minute limit"
         print(f"stopped after step {done} on {why}; continue with --resume latest" + (f": {resume}" if resume else ""))
     print(f"generator:  {out / 'generator.safetensors'}")
+    learned = learned_from(out / "generator.safetensors")
+    if learned:
+        print(f"learned:    {learned}")
     print(f"checkpoint: {last_ckpt}")
     print(f"samples:    {out / 'samples'}")
     print(f"logs:       {out / 'logs' / 'metrics.jsonl'}")

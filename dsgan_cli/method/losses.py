@@ -220,7 +220,8 @@ class LossWeights:
 
 class GeneratorLoss(nn.Module):
     """Weighted DSGAN generator objective; returns the total and its parts. ``kernel_size`` / ``gaussian``: the
-    low-pass of the colour and added-detail terms (D's frequency separation)."""
+    low-pass of the colour and added-detail terms (D's frequency separation). ``forward`` takes G's content
+    reference as ``xb`` (Xb, or Xb through G's learned blur, with its graph)."""
 
     def __init__(
         self, weights: LossWeights = LossWeights(), perceptual: nn.Module | None = None, kernel_size: int = 5, gaussian: bool = False
@@ -246,20 +247,20 @@ class GeneratorLoss(nn.Module):
         # Without output noise Xd is all deterministic.
         det = xd if xd_deterministic is None else xd_deterministic
         content = det if self.content_without_noise else xd
+        # Every term but the GAN judges what G adds to its reference (G's learned blur of Xb, or Xb), not the
+        # reference: cut the reference's own path to G's weights, so that only the GAN sets the blur. (The noise
+        # level reads content too: left to it, blurring lowered the level more cheaply than weaker grain did.)
+        through = xb - xb.detach()
+        xb, det, content, level_of = xb.detach(), det - through, content - through, xd - through
         parts = {"color": self.color(content, xb), "gan": gan_loss_generator(fake_logits)}
         total = self.w_color * parts["color"] + self.w_gan * parts["gan"]
         if self.w_added_detail > 0:
             parts["added_detail"] = self.added_detail(det, xb)
             total = total + self.w_added_detail * parts["added_detail"]
         if self.w_noise_level > 0:
-            parts["noise_level"] = self.noise_level(xd, real)
+            parts["noise_level"] = self.noise_level(level_of, real)
             total = total + self.w_noise_level * parts["noise_level"]
         if self.perceptual is not None and self.w_perceptual > 0:
             parts["perceptual"] = self.perceptual(content, xb, xb_feats)
             total = total + self.w_perceptual * parts["perceptual"]
         return total, parts
-
-    @property
-    def needs_deterministic(self) -> bool:
-        """Whether :meth:`forward` uses Xd without its output noise (G must return it too)."""
-        return self.w_added_detail > 0 or self.content_without_noise

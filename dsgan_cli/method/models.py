@@ -25,10 +25,13 @@ __all__ = [
     "FilterLow",
     "FilterHigh",
     "ResidualBlock",
+    "BlurKernel",
     "Generator",
     "DiscriminatorBasic",
     "Discriminator",
     "count_parameters",
+    "kernel_axes",
+    "learned_structure",
     "downscale",
 ]
 
@@ -125,6 +128,37 @@ class ResidualBlock(nn.Module):
         return x + self.conv2(self.prelu(self.conv1(x)))
 
 
+class BlurKernel(nn.Module):
+    """One learned blur for every image: a ``size`` x ``size`` kernel, non-negative, summing to 1 and point
+    symmetric, applied to each colour channel with reflected borders.
+
+    Non-negative and normalised: it can blur but neither sharpen nor shift colours. Point symmetric
+    (k(-p) = k(p)): its centroid is the centre, so Xd stays aligned with its HR, and an SR net trained on the
+    pairs learns no shift; motion, defocus, Gaussian and resampling blurs all have this symmetry. It starts
+    close to the identity (the centre holds ``1 / (1 + 4 e^-3 + ...)`` = 0.83).
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        if size < 3 or size % 2 == 0:
+            raise ValueError(f"blur kernel size must be an odd number >= 3, got {size}")
+        ax = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        self.logits = nn.Parameter(-3.0 * (ax[:, None] ** 2 + ax[None, :] ** 2))
+
+    def kernel(self) -> torch.Tensor:
+        """The (size, size) kernel: a softmax of the logits, averaged with its 180-degree rotation."""
+        k = torch.softmax(self.logits.float().flatten(), 0).view_as(self.logits)
+        return (k + k.flip(0, 1)) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.logits.shape[-1]
+        pad = size // 2
+        k = self.kernel().to(x.dtype).expand(x.shape[1], 1, size, size)
+        # Reflection needs more pixels than the pad; an image that small repeats its border instead.
+        mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
+        return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=mode), k, groups=x.shape[1])
+
+
 #: Generator options beyond the paper's architecture, with the paper's values as defaults.
 PADDINGS = ("zeros", "reflect", "replicate")
 OUTPUTS = ("sigmoid", "residual")
@@ -167,6 +201,8 @@ class GeneratorConfig:
     output_noise: bool = False
     noise_init: float = 1.7
     jpeg_quality: int = 0
+    blur_kernel: int = 0
+    noise_mix: bool = False
 
     def __post_init__(self):
         checks = (
@@ -177,6 +213,11 @@ class GeneratorConfig:
             (isinstance(self.output_noise, bool), "output_noise must be true or false"),
             (0 < self.noise_init <= 255, "noise_init must be in (0, 255]"),
             (isinstance(self.jpeg_quality, int) and 0 <= self.jpeg_quality <= 100, "jpeg_quality must be 0 (off) or 1 to 100"),
+            (
+                isinstance(self.blur_kernel, int) and (self.blur_kernel == 0 or (self.blur_kernel >= 3 and self.blur_kernel % 2)),
+                "blur_kernel must be 0 (off) or an odd number >= 3",
+            ),
+            (isinstance(self.noise_mix, bool) and (self.output_noise or not self.noise_mix), "noise_mix needs output_noise"),
         )
         for ok, message in checks:
             if not ok:
@@ -245,6 +286,13 @@ class Generator(nn.Module):
     - ``jpeg_quality``: the output (noise included) goes through a JPEG codec at that quality
       (:mod:`dsgan_cli.method.codec`), its blocks on the whole image's grid from ``origin`` (training crops:
       a random phase).
+    - ``noise_mix``: the output noise's colour channels are mixed by one learned 3 x 3 matrix (rows of unit
+      length), the same for every pixel: grain from independent per channel (the start) to grey, as a camera's
+      demosaicing, denoising and JPEG's chroma subsampling leave it.
+    - ``blur_kernel``: the input first goes through one learned blur (:class:`BlurKernel`), the same for
+      every image, and the rest of G works on the blurred image. The content terms compare G's output with
+      this blurred input (the reference ``forward`` returns), so they hold the colours and content without
+      charging the blur; only the GAN sets it.
     """
 
     def __init__(self, config: GeneratorConfig | None = None):
@@ -255,6 +303,7 @@ class Generator(nn.Module):
         self.config = config
         self.n_res_blocks, self.channels, self.output = config.n_res_blocks, config.channels, config.output
         self.output_noise, self.jpeg_quality = config.output_noise, config.jpeg_quality
+        self.blur = BlurKernel(config.blur_kernel) if config.blur_kernel else None
         conv = lambda cin, cout: nn.Conv2d(cin, cout, 3, padding=1, padding_mode=config.padding)  # noqa: E731
         self.block_input = nn.Sequential(conv(3, config.channels), nn.PReLU())
         self.res_blocks = nn.Sequential(*[ResidualBlock(config.channels, conv) for _ in range(config.n_res_blocks)])
@@ -269,6 +318,9 @@ class Generator(nn.Module):
             # by z is 0), so grain that starts near 0, or is pushed there early, stays there.
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(config.noise_init / 255)))
+        if config.noise_mix:
+            # Starts independent per channel; rows are normalised in use, so it sets correlation, not level.
+            self.noise_mix = nn.Parameter(torch.eye(3))
 
     @property
     def noise_dim(self) -> int:
@@ -278,13 +330,19 @@ class Generator(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel sees on each side (one per 3x3 conv; the noise-scale head is as deep)."""
-        radius = 1 + 2 * self.n_res_blocks + 1
+        radius = 1 + 2 * self.n_res_blocks + 1 + (self.config.blur_kernel // 2)
         # A JPEG block's pixels depend on each other: the whole 16-px unit must be inside the window.
         return radius + (MCU - 1 if self.jpeg_quality else 0)
 
     def arch(self) -> dict[str, int | float | str | bool]:
         """The configuration's fields, as stored in an exported generator file."""
         return dataclasses.asdict(self.config)
+
+    def colour_mix(self) -> torch.Tensor:
+        """The (3, 3) matrix that mixes the output noise's colour channels (``noise_mix``), rows of unit length:
+        each channel's noise keeps unit variance and the channels' correlation is ``M @ M.T``."""
+        m = self.noise_mix.float()
+        return m / m.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -299,22 +357,27 @@ class Generator(nn.Module):
     def forward(
         self, x: torch.Tensor, noise: torch.Tensor | None = None, with_deterministic: bool = False, origin: tuple[int, int] | None = None
     ):
-        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise or JPEG), from one pass.
-        ``origin``: where ``x`` starts in the whole image (a tile's offset; only JPEG's blocks depend on it).
+        """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise or JPEG, the content
+        reference), from one pass. The content reference is what G's content is compared with: x, or x through
+        the learned blur (``blur_kernel``), which the content terms then leave free. ``origin``: where ``x`` starts in the whole image (a tile's offset; only JPEG's blocks depend on it).
         Without one, (0, 0); but a training crop's JPEG blocks start at a random phase, as a real photo's
         crops do."""
+        reference = x if self.blur is None else self.blur(x)
+        x = reference
         features = self.res_blocks(self.block_input(x))
         r = self.block_output(features)
         out = x + r if self.output == "residual" else torch.sigmoid(r)
         deterministic = out
         if self.output_noise:
             z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
+            if self.config.noise_mix:
+                z = torch.einsum("ij,njhw->nihw", self.colour_mix().to(x.dtype), z)
             out = out + F.softplus(self.noise_scale(features)) * z
         if self.jpeg_quality:
             if origin is None and self.training:
                 origin = tuple(torch.randint(0, MCU, (2,)).tolist())
             out = jpeg(out, self.jpeg_quality, origin or (0, 0))
-        return (out, deterministic) if with_deterministic else out
+        return (out, deterministic, reference) if with_deterministic else out
 
 
 class DiscriminatorBasic(nn.Module):
@@ -364,6 +427,33 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits of ``x``'s high-pass."""
         return self.net(self.filter(x))
+
+
+def kernel_axes(kernel: torch.Tensor) -> tuple[float, float, float]:
+    """(sd along the major axis, sd along the minor axis in px, the major axis' angle in degrees counter-clockwise
+    from x, y up) of a normalised 2-D kernel's second moments about its centre."""
+    k = kernel.detach().double()
+    r = (k.shape[-1] - 1) / 2
+    ax = torch.arange(k.shape[-1], dtype=torch.float64) - r
+    ys, xs = torch.meshgrid(-ax, ax, indexing="ij")  # rows run downwards: y up
+    cov = torch.stack([torch.stack([(k * xs * xs).sum(), (k * xs * ys).sum()]), torch.stack([(k * xs * ys).sum(), (k * ys * ys).sum()])])
+    vals, vecs = torch.linalg.eigh(cov)
+    angle = math.degrees(math.atan2(float(vecs[1, 1]), float(vecs[0, 1]))) % 180
+    return math.sqrt(max(float(vals[1]), 0.0)), math.sqrt(max(float(vals[0]), 0.0)), angle
+
+
+def learned_structure(g: Generator) -> str:
+    """One line on what G learned of the degradation's structure (its blur and its grain's colour correlation),
+    or '' for a G without those options."""
+    parts = []
+    if g.blur is not None:
+        major, minor, angle = kernel_axes(g.blur.kernel())
+        parts.append(f"blur sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg")
+    if g.config.noise_mix:
+        m = g.colour_mix().detach().double()
+        c = m @ m.T
+        parts.append(f"grain colour correlation R-G {c[0, 1]:.2f}, G-B {c[1, 2]:.2f}, R-B {c[0, 2]:.2f}")
+    return "; ".join(parts)
 
 
 def count_parameters(module: nn.Module) -> int:

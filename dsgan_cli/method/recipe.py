@@ -94,6 +94,18 @@ class ModelConfig:
         min=-1,
         max=100,
     )
+    noise_mix: bool = _spec(
+        False,
+        "mix the output noise's colour channels by one learned 3x3 matrix (rows of unit length): grain from "
+        "independent per channel to grey (needs model.output_noise)",
+    )
+    blur_kernel: int = _spec(
+        0,
+        "side of one learned blur G applies first (odd, >= 3; non-negative, normalised, point symmetric); "
+        "the content losses compare with the blurred input, so only the GAN sets the blur; 0 = off",
+        min=0,
+        max=31,
+    )
 
 
 @dataclass
@@ -136,6 +148,13 @@ class OptimConfig:
     lr: float = _spec(2e-4, "Adam learning rate for G and D", min=0, min_exclusive=True)
     beta1: float = _spec(0.5, "Adam beta1", min=0, max=1, max_exclusive=True)
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
+    structure_lr: float = _spec(
+        0.02,
+        "Adam learning rate of G's global structure: the learned blur's logits (model.blur_kernel) and the noise's "
+        "colour mix (model.noise_mix), on the same schedule as lr",
+        min=0,
+        min_exclusive=True,
+    )
     lr_decay: str = _spec("none", "learning-rate schedule", choices=("none", "linear"))
     decay_start: int = _spec(0, "iteration where linear decay to 0 begins", min=0)
     ema: float = _spec(
@@ -297,6 +316,10 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    if r.model.noise_mix and not r.model.output_noise:
+        raise DsganError(f"{source}: model.noise_mix needs model.output_noise = true")
+    if r.model.blur_kernel and (r.model.blur_kernel < 3 or r.model.blur_kernel % 2 == 0):
+        raise DsganError(f"{source}: model.blur_kernel must be 0 (off) or an odd number >= 3, got {r.model.blur_kernel}")
     side = r.data.crop_size or r.data.lr_size
     if r.model.filter_kernel > side:
         # The colour loss filters without padding: a kernel wider than the training images leaves nothing.

@@ -31,6 +31,11 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
         f"train.output_dir={out}",
         "loss.w_perceptual=0",
         f"data.cache_dir={tmp_path / 'cache'}",
+        # G's global structure (a learned blur, the grain's colour mix) is synchronised like every other weight
+        "model.output=residual",
+        "model.output_noise=true",
+        "model.noise_mix=true",
+        "model.blur_kernel=3",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSGAN_OFFLINE": "1"}
     cmd = [
@@ -76,6 +81,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert [r["step"] for r in records] == [1, 2]
     assert all(math.isfinite(r[k]) for r in records for k in ("loss_g", "loss_d", "loss_color", "loss_gan"))
     assert res.stdout.count("generator:") == 1
+    assert res.stdout.count("learned:    blur sd") == 1 and "grain colour correlation" in res.stdout
 
     # one process decoded each set into the one shared cache; the other mapped it
     assert res.stderr.count("decoded 8 HR images into the cache") == 1

@@ -73,7 +73,9 @@ def test_noise_input_is_used_and_reproducible():
 
 
 def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path):
-    g = perturbed(Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output_noise=True, output="residual")))
+    g = perturbed(
+        Generator(GeneratorConfig(n_res_blocks=2, channels=8, padding="reflect", output_noise=True, output="residual", blur_kernel=5))
+    )
     save_generator(g, tmp_path / "g.safetensors", step=3, scale=2)
     loaded, meta = load_generator(tmp_path / "g.safetensors")
     assert loaded.arch() == g.arch()
@@ -98,6 +100,7 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
         "output_noise": False,
         "jpeg_quality": 0,
         "noise_init": 1.7,
+        "blur_kernel": 0,
     }
 
 

@@ -711,8 +711,8 @@ def test_discriminator_step_is_one_sgd_step_on_the_mean_micro_batch_loss(keep_gr
     assert abs(stats["d_real"].item() - want_real) < 1e-5 and abs(stats["d_fake"].item() - want_fake) < 1e-5, (
         "d_real / d_fake are not D's mean probabilities on the real and generated micro-batches"
     )
-    assert all(det is None for _, det in xds), "no deterministic Xd was asked for"
-    xds = [x for x, _ in xds]
+    assert all(ref is xb for (_, _, ref), xb in zip(xds, xbs)), "without a learned blur the content reference is Xb"
+    xds = [x for x, _, _ in xds]
     assert len(xds) == 2 and all(torch.allclose(x, f, atol=1e-6) for x, f in zip(xds, fakes)), "returned Xd is not G(Xb)"
     assert all(x.requires_grad == keep_graph for x in xds), f"keep_graph={keep_graph}: Xd {'lost' if keep_graph else 'kept'} its graph"
 
@@ -757,7 +757,11 @@ def test_generator_step_is_one_sgd_step_on_the_mean_weighted_loss_against_a_froz
     lr = 0.5
     want = [p.detach() - lr * p.grad for p in ref.parameters()]
     d_before = _params(d)
-    xds = [(g(xb), None) for xb in xbs] if keep_graph else [(g(xb).detach(), None) for xb in xbs]
+    xds = (
+        [g(xb, with_deterministic=True) for xb in xbs]
+        if keep_graph
+        else [tuple(t.detach() for t in g(xb, with_deterministic=True)) for xb in xbs]
+    )
     g_passes = []
     handle = g.register_forward_pre_hook(lambda m, args: g_passes.append(1))
     try:
@@ -796,7 +800,13 @@ def test_generator_step_without_a_perceptual_term():
     g, d, xbs, reals = _toy_nets()
     crit = GeneratorLoss(LossWeights(w_color=1.0, w_gan=1.0, w_perceptual=0.0))
     stats = generator_step(
-        _accelerator(), g, d, torch.optim.SGD(g.parameters(), lr=0.1), crit, StepInputs(xbs, reals), [(g(xb), None) for xb in xbs]
+        _accelerator(),
+        g,
+        d,
+        torch.optim.SGD(g.parameters(), lr=0.1),
+        crit,
+        StepInputs(xbs, reals),
+        [g(xb, with_deterministic=True) for xb in xbs],
     )
     assert set(stats) == {"loss_g", "loss_color", "loss_gan"}, f"reported {sorted(stats)} without a perceptual network"
 
