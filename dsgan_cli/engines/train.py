@@ -101,6 +101,7 @@ def generator_config(r: Recipe, jpeg_quality: int = 0):
         jpeg_quality=jpeg_quality,
         blur_kernel=m.blur_kernel,
         noise_mix=m.noise_mix,
+        noise_kernel=m.noise_kernel,
     )
 
 
@@ -138,7 +139,7 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
     # G's global structure (the learned blur's logits, the noise's colour mix) is a few numbers a long way from
     # where they start, and Adam moves each by about its learning rate per step: its own rate (lr_scale, kept by
     # set_lr) lets a short run reach them.
-    is_structure = lambda name: name.startswith("blur.") or name == "noise_mix"  # noqa: E731
+    is_structure = lambda name: name.startswith(("blur.", "grain.")) or name == "noise_mix"  # noqa: E731
     structure = [p for n, p in G.named_parameters() if is_structure(n)]
     rest = [p for n, p in G.named_parameters() if not is_structure(n)]
     groups = [{"params": rest, "lr_scale": 1.0}]

@@ -159,6 +159,17 @@ class BlurKernel(nn.Module):
         return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode=mode), k, groups=x.shape[1])
 
 
+class GrainKernel(BlurKernel):
+    """A learned spatial correlation for the output noise: :class:`BlurKernel`'s kernel scaled to unit energy,
+    so white noise through it keeps its variance and takes the kernel's autocorrelation (a camera's demosaicing,
+    denoising or a blur after the noise leave grain correlated over neighbouring pixels)."""
+
+    def kernel(self) -> torch.Tensor:
+        """The (size, size) kernel: :meth:`BlurKernel.kernel` divided by its L2 norm."""
+        k = super().kernel()
+        return k / k.norm()
+
+
 #: Generator options beyond the paper's architecture, with the paper's values as defaults.
 PADDINGS = ("zeros", "reflect", "replicate")
 OUTPUTS = ("sigmoid", "residual")
@@ -203,6 +214,7 @@ class GeneratorConfig:
     jpeg_quality: int = 0
     blur_kernel: int = 0
     noise_mix: bool = False
+    noise_kernel: int = 0
 
     def __post_init__(self):
         checks = (
@@ -218,6 +230,11 @@ class GeneratorConfig:
                 "blur_kernel must be 0 (off) or an odd number >= 3",
             ),
             (isinstance(self.noise_mix, bool) and (self.output_noise or not self.noise_mix), "noise_mix needs output_noise"),
+            (
+                isinstance(self.noise_kernel, int) and (self.noise_kernel == 0 or (self.noise_kernel >= 3 and self.noise_kernel % 2)),
+                "noise_kernel must be 0 (off) or an odd number >= 3",
+            ),
+            (self.output_noise or not self.noise_kernel, "noise_kernel needs output_noise"),
         )
         for ok, message in checks:
             if not ok:
@@ -289,6 +306,8 @@ class Generator(nn.Module):
     - ``noise_mix``: the output noise's colour channels are mixed by one learned 3 x 3 matrix (rows of unit
       length), the same for every pixel: grain from independent per channel (the start) to grey, as a camera's
       demosaicing, denoising and JPEG's chroma subsampling leave it.
+    - ``noise_kernel``: the output noise is first filtered by one learned kernel (:class:`GrainKernel`, unit
+      energy): grain correlated over neighbouring pixels, from white (the start) to blotchy.
     - ``blur_kernel``: the input first goes through one learned blur (:class:`BlurKernel`), the same for
       every image, and the rest of G works on the blurred image. The content terms compare G's output with
       this blurred input (the reference ``forward`` returns), so they hold the colours and content without
@@ -318,6 +337,7 @@ class Generator(nn.Module):
             # by z is 0), so grain that starts near 0, or is pushed there early, stays there.
             nn.init.zeros_(self.noise_scale.weight)
             nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(config.noise_init / 255)))
+        self.grain = GrainKernel(config.noise_kernel) if config.noise_kernel else None
         if config.noise_mix:
             # Starts independent per channel; rows are normalised in use, so it sets correlation, not level.
             self.noise_mix = nn.Parameter(torch.eye(3))
@@ -330,7 +350,8 @@ class Generator(nn.Module):
     @property
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel sees on each side (one per 3x3 conv; the noise-scale head is as deep)."""
-        radius = 1 + 2 * self.n_res_blocks + 1 + (self.config.blur_kernel // 2)
+        # The image reaches an output pixel through the blur and the convolutions, the noise through its kernel.
+        radius = max(1 + 2 * self.n_res_blocks + 1 + self.config.blur_kernel // 2, self.config.noise_kernel // 2)
         # A JPEG block's pixels depend on each other: the whole 16-px unit must be inside the window.
         return radius + (MCU - 1 if self.jpeg_quality else 0)
 
@@ -370,6 +391,8 @@ class Generator(nn.Module):
         deterministic = out
         if self.output_noise:
             z = (noise if noise is not None else self.make_noise(x)).to(x.dtype)
+            if self.grain is not None:
+                z = self.grain(z)
             if self.config.noise_mix:
                 z = torch.einsum("ij,njhw->nihw", self.colour_mix().to(x.dtype), z)
             out = out + F.softplus(self.noise_scale(features)) * z
@@ -449,6 +472,9 @@ def learned_structure(g: Generator) -> str:
     if g.blur is not None:
         major, minor, angle = kernel_axes(g.blur.kernel())
         parts.append(f"blur sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg")
+    if g.grain is not None:
+        major, minor, angle = kernel_axes(g.grain.kernel() ** 2 / (g.grain.kernel() ** 2).sum())
+        parts.append(f"grain correlation sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg")
     if g.config.noise_mix:
         m = g.colour_mix().detach().double()
         c = m @ m.T

@@ -99,6 +99,13 @@ class ModelConfig:
         "mix the output noise's colour channels by one learned 3x3 matrix (rows of unit length): grain from "
         "independent per channel to grey (needs model.output_noise)",
     )
+    noise_kernel: int = _spec(
+        0,
+        "side of one learned kernel the output noise is filtered by (odd, >= 3; unit energy): grain correlated over "
+        "neighbouring pixels (needs model.output_noise); 0 = off, white grain",
+        min=0,
+        max=31,
+    )
     blur_kernel: int = _spec(
         0,
         "side of one learned blur G applies first (odd, >= 3; non-negative, normalised, point symmetric); "
@@ -150,8 +157,8 @@ class OptimConfig:
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     structure_lr: float = _spec(
         0.02,
-        "Adam learning rate of G's global structure: the learned blur's logits (model.blur_kernel) and the noise's "
-        "colour mix (model.noise_mix), on the same schedule as lr",
+        "Adam learning rate of G's global structure: the learned blur's logits (model.blur_kernel), the noise's "
+        "kernel (model.noise_kernel) and colour mix (model.noise_mix), on the same schedule as lr",
         min=0,
         min_exclusive=True,
     )
@@ -318,6 +325,10 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
     if r.model.noise_mix and not r.model.output_noise:
         raise DsganError(f"{source}: model.noise_mix needs model.output_noise = true")
+    if r.model.noise_kernel and not r.model.output_noise:
+        raise DsganError(f"{source}: model.noise_kernel needs model.output_noise = true")
+    if r.model.noise_kernel and (r.model.noise_kernel < 3 or r.model.noise_kernel % 2 == 0):
+        raise DsganError(f"{source}: model.noise_kernel must be 0 (off) or an odd number >= 3, got {r.model.noise_kernel}")
     if r.model.blur_kernel and (r.model.blur_kernel < 3 or r.model.blur_kernel % 2 == 0):
         raise DsganError(f"{source}: model.blur_kernel must be 0 (off) or an odd number >= 3, got {r.model.blur_kernel}")
     side = r.data.crop_size or r.data.lr_size

@@ -62,7 +62,7 @@ def test_kernel_starts_close_to_the_identity():
     assert major < 0.45 and abs(major - minor) < 1e-6, f"starts as a {major:.2f} x {minor:.2f} px blur"
 
 
-@pytest.mark.parametrize(("sigma_x", "sigma_y", "angle"), [(1.6, 0.5, 30.0), (1.6, 0.5, 120.0), (1.0, 1.0, 0.0)])
+@pytest.mark.parametrize(("sigma_x", "sigma_y", "angle"), [(1.2, 0.5, 30.0), (1.2, 0.5, 120.0), (0.9, 0.9, 0.0)])
 def test_kernel_can_take_any_shape_and_orientation(sigma_x, sigma_y, angle):
     """Fitted to images through a known anisotropic blur, the kernel takes the blur's orientation and widths."""
     truth = anisotropic_gaussian(sigma_x, sigma_y, angle)
@@ -85,7 +85,18 @@ def test_kernel_can_take_any_shape_and_orientation(sigma_x, sigma_y, angle):
 
 def _blur_generator() -> Generator:
     torch.manual_seed(3)
-    return Generator(GeneratorConfig(n_res_blocks=1, channels=8, padding="reflect", output="residual", output_noise=True, blur_kernel=5))
+    return Generator(
+        GeneratorConfig(
+            n_res_blocks=1,
+            channels=8,
+            padding="reflect",
+            output="residual",
+            output_noise=True,
+            blur_kernel=5,
+            noise_kernel=7,
+            noise_mix=True,
+        )
+    )
 
 
 @pytest.mark.parametrize(("w_gan", "w_noise_level"), [(0.0, 0.0), (1.0, 0.0), (0.0, 2.0)])
@@ -114,6 +125,7 @@ def test_receptive_radius_counts_the_blur_and_tiles_equal_the_whole_image():
     g = _blur_generator().eval()
     with torch.no_grad():
         g.blur.logits.normal_(0, 1)
+        g.grain.logits.normal_(0, 1)
         g.block_output.weight.normal_(0, 0.1)
     r = g.receptive_radius
     assert r == 1 + 2 + 1 + 2
@@ -130,7 +142,7 @@ def test_receptive_radius_counts_the_blur_and_tiles_equal_the_whole_image():
     noise = g.make_noise(x, torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = g(x, noise)
-    for tile in (7, 12):
+    for tile in (5, 7, 12):
         tiled = generate_tiled(g, x, tile, torch.device("cpu"), noise=noise)
         assert torch.allclose(tiled, whole, atol=1e-5, rtol=0), f"tile {tile}: {(tiled - whole).abs().max():.3g}"
 
@@ -189,14 +201,22 @@ def test_structure_parameters_train_at_their_own_rate_on_the_same_schedule():
     from dsgan_cli.engines.train import build_networks, set_lr
 
     r = load_recipe(
-        "idphoto", ["model.blur_kernel=5", "model.noise_mix=true", "optim.lr=0.001", "optim.structure_lr=0.05", "perceptual.weights=random"]
+        "idphoto",
+        [
+            "model.blur_kernel=5",
+            "model.noise_kernel=3",
+            "model.noise_mix=true",
+            "optim.lr=0.001",
+            "optim.structure_lr=0.05",
+            "perceptual.weights=random",
+        ],
     )
     fmts = {"G": torch.contiguous_format, "D": torch.contiguous_format, "P": torch.contiguous_format}
     G, _, _, opt_g, opt_d = build_networks(r, torch.device("cpu"), fmts)
     names = {id(p): n for n, p in G.named_parameters()}
     by_lr = {round(g["lr"], 6): sorted(names[id(p)] for p in g["params"]) for g in opt_g.param_groups}
-    assert by_lr[0.05] == ["blur.logits", "noise_mix"]
-    assert len(by_lr[0.001]) == len(names) - 2
+    assert by_lr[0.05] == ["blur.logits", "grain.logits", "noise_mix"]
+    assert len(by_lr[0.001]) == len(names) - 3
     set_lr([opt_g, opt_d], 0.0005)  # half-way down the decay
     assert sorted(g["lr"] for g in opt_g.param_groups) == pytest.approx([0.0005, 0.025])
     assert [g["lr"] for g in opt_d.param_groups] == pytest.approx([0.0005])
@@ -222,3 +242,40 @@ def test_learned_structure_describes_the_blur_and_the_grain_mix():
     line = learned_structure(g)
     assert "blur sd 1.50 x 0.70 px at 120 deg" in line, line
     assert "R-G 0.71, G-B 0.00, R-B 0.00" in line, line
+
+
+# ----------------------------------------------------------------------------- the noise's spatial correlation
+
+
+@pytest.mark.parametrize(("sigma_x", "sigma_y", "angle"), [(0.6, 0.6, 0.0), (1.2, 0.5, 0.0), (1.2, 0.5, 90.0)])
+def test_grain_spatial_correlation_follows_the_noise_kernel_and_keeps_its_level(sigma_x, sigma_y, angle):
+    """Measured on G's output: the grain's correlation at one-pixel lags along x and y is the kernel's own
+    autocorrelation there (white noise through a kernel k: sum k(p) k(p + lag) / sum k^2), and its level stays."""
+    kernel = anisotropic_gaussian(sigma_x, sigma_y, angle)
+    size = kernel.shape[0]
+    g = Generator(
+        GeneratorConfig(n_res_blocks=1, channels=4, output="residual", output_noise=True, noise_init=6.0, noise_kernel=size)
+    ).eval()
+    with torch.no_grad():
+        g.grain.logits.copy_(torch.from_numpy(kernel).clamp_min(1e-30).log().float())
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        xd, det, _ = g(x, g.make_noise(x, torch.Generator().manual_seed(0)), with_deterministic=True)
+    grain = ((xd - det) * 255).double()[..., 8:-8, 8:-8]
+    energy = (kernel**2).sum()
+    for axis, lag_x in ((-1, True), (-2, False)):
+        a, b = (kernel[:, :-1], kernel[:, 1:]) if lag_x else (kernel[:-1, :], kernel[1:, :])
+        want = (a * b).sum() / energy
+        n = grain.shape[axis]
+        got = torch.corrcoef(torch.stack([grain.narrow(axis, 0, n - 1).flatten(), grain.narrow(axis, 1, n - 1).flatten()]))[0, 1]
+        assert abs(float(got) - want) < 0.03, f"lag 1 along {'x' if lag_x else 'y'}: {float(got):.3f}, want {want:.3f}"
+    assert abs(float(grain.std()) - 6.0) < 0.2
+
+
+def test_noise_kernel_needs_output_noise_and_an_odd_size():
+    with pytest.raises(ValueError, match="noise_kernel needs output_noise"):
+        GeneratorConfig(noise_kernel=5)
+    with pytest.raises(ValueError, match="noise_kernel must be 0"):
+        GeneratorConfig(output_noise=True, noise_kernel=4)
+    with pytest.raises(DsganError, match="model.noise_kernel must be 0"):
+        load_recipe("idphoto", ["model.noise_kernel=4"])
