@@ -157,8 +157,7 @@ class OptimConfig:
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     structure_lr: float = _spec(
         0.02,
-        "Adam learning rate of the logits of G's learned kernels (model.blur_kernel, model.noise_kernel), on the "
-        "same schedule as lr",
+        "Adam learning rate of the logits of G's learned kernels (model.blur_kernel, model.noise_kernel), on the same schedule as lr",
         min=0,
         min_exclusive=True,
     )
