@@ -136,11 +136,10 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
         for net in (G, D, *([perceptual] if perceptual is not None else [])):
             net.compile()
     betas = (r.optim.beta1, r.optim.beta2)
-    # G's learned kernels (blur, grain) are logits a long way from where they start, and Adam moves each by about
-    # its learning rate per step: their own rate (lr_scale, kept by set_lr) lets a short run reach them. (The
-    # noise's colour mix trained at that rate drifted where the GAN's pull on it is weak: on white per-channel
-    # noise it learned channel correlations of -0.4 to 0.6.)
-    is_structure = lambda name: name.startswith(("blur.", "grain."))  # noqa: E731
+    # G's global structure (the kernels' logits, the grain's grey share) is a few logits a long way from where they
+    # start, and Adam moves each by about its learning rate per step: their own rate (lr_scale, kept by set_lr)
+    # lets a short run reach them.
+    is_structure = lambda name: name.startswith(("blur.", "grain.")) or name == "noise_grey"  # noqa: E731
     structure = [p for n, p in G.named_parameters() if is_structure(n)]
     rest = [p for n, p in G.named_parameters() if not is_structure(n)]
     groups = [{"params": rest, "lr_scale": 1.0}]

@@ -303,9 +303,10 @@ class Generator(nn.Module):
     - ``jpeg_quality``: the output (noise included) goes through a JPEG codec at that quality
       (:mod:`dsgan_cli.method.codec`), its blocks on the whole image's grid from ``origin`` (training crops:
       a random phase).
-    - ``noise_mix``: the output noise's colour channels are mixed by one learned 3 x 3 matrix (rows of unit
-      length), the same for every pixel: grain from independent per channel (the start) to grey, as a camera's
-      demosaicing, denoising and JPEG's chroma subsampling leave it.
+    - ``noise_mix``: the output noise's colour channels are mixed with their mean by one learned share ``w``
+      (:meth:`colour_mix`), the same for every pixel: grain from independent per channel (the start) to grey,
+      as a camera's demosaicing and denoising leave it. One number: a free 3 x 3 mix drifted where the GAN's
+      pull on it is weak (channel correlations of -0.4 to 0.6 learned on white per-channel noise).
     - ``noise_kernel``: the output noise is first filtered by one learned kernel (:class:`GrainKernel`, unit
       energy): grain correlated over neighbouring pixels, from white (the start) to blotchy.
     - ``blur_kernel``: the input first goes through one learned blur (:class:`BlurKernel`), the same for
@@ -339,8 +340,8 @@ class Generator(nn.Module):
             nn.init.constant_(self.noise_scale.bias, math.log(math.expm1(config.noise_init / 255)))
         self.grain = GrainKernel(config.noise_kernel) if config.noise_kernel else None
         if config.noise_mix:
-            # Starts independent per channel; rows are normalised in use, so it sets correlation, not level.
-            self.noise_mix = nn.Parameter(torch.eye(3))
+            # The logit of the grey share; it starts at 0.018 (channel correlation 0.01).
+            self.noise_grey = nn.Parameter(torch.tensor(-4.0))
 
     @property
     def noise_dim(self) -> int:
@@ -360,10 +361,12 @@ class Generator(nn.Module):
         return dataclasses.asdict(self.config)
 
     def colour_mix(self) -> torch.Tensor:
-        """The (3, 3) matrix that mixes the output noise's colour channels (``noise_mix``), rows of unit length:
-        each channel's noise keeps unit variance and the channels' correlation is ``M @ M.T``."""
-        m = self.noise_mix.float()
-        return m / m.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        """The (3, 3) matrix that mixes the output noise's colour channels (``noise_mix``): (1 - w) I + w J / 3,
+        w = sigmoid(``noise_grey``), rows scaled to unit length, so each channel's noise keeps unit variance and
+        the channels' correlation is ``M @ M.T`` (0 at w = 0, 1 at w = 1, the same for every pair)."""
+        w = torch.sigmoid(self.noise_grey.float())
+        m = (1 - w) * torch.eye(3, device=w.device) + w / 3
+        return m / m.norm(dim=1, keepdim=True)
 
     def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """N(0, 1) noise map (``noise_dim`` channels) for a batch like ``x`` (None when G takes no noise)."""
@@ -477,8 +480,7 @@ def learned_structure(g: Generator) -> str:
         parts.append(f"grain correlation sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg")
     if g.config.noise_mix:
         m = g.colour_mix().detach().double()
-        c = m @ m.T
-        parts.append(f"grain colour correlation R-G {c[0, 1]:.2f}, G-B {c[1, 2]:.2f}, R-B {c[0, 2]:.2f}")
+        parts.append(f"grain colour correlation {float((m @ m.T)[0, 1]):.2f}")
     return "; ".join(parts)
 
 

@@ -96,8 +96,8 @@ class ModelConfig:
     )
     noise_mix: bool = _spec(
         False,
-        "mix the output noise's colour channels by one learned 3x3 matrix (rows of unit length): grain from "
-        "independent per channel to grey (needs model.output_noise)",
+        "mix the output noise's colour channels with their mean by one learned share: grain from independent per "
+        "channel to grey (needs model.output_noise)",
     )
     noise_kernel: int = _spec(
         0,
@@ -157,7 +157,8 @@ class OptimConfig:
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     structure_lr: float = _spec(
         0.02,
-        "Adam learning rate of the logits of G's learned kernels (model.blur_kernel, model.noise_kernel), on the same schedule as lr",
+        "Adam learning rate of G's global structure: the logits of its learned kernels (model.blur_kernel, "
+        "model.noise_kernel) and of the grain's grey share (model.noise_mix), on the same schedule as lr",
         min=0,
         min_exclusive=True,
     )

@@ -164,30 +164,29 @@ def test_even_or_too_small_kernels_are_refused_by_config_and_recipe():
 # ----------------------------------------------------------------------------- the noise's colour mix
 
 
-@pytest.mark.parametrize(
-    "mix",
-    [
-        [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]],
-        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]],
-        [[2.0, 1.0, 0], [0, 1.0, 0], [0, 1.0, 3.0]],
-    ],
-)
-def test_noise_colour_correlation_follows_the_mix_and_keeps_its_level(mix):
-    """Measured on G's output: the channels' noise correlation is M M^T of the row-normalised mix, and each
-    channel's noise keeps the level the noise scale sets."""
+@pytest.mark.parametrize("grey", [0.0, 0.3, 0.8, 1.0])
+def test_noise_colour_correlation_follows_the_grey_share_and_keeps_its_level(grey):
+    """Measured on G's output: each channel's grain is (1 - w) z_c + w mean(z), scaled back to its level, so two
+    channels correlate by (2ac + 3c^2) / (a^2 + 2ac + 3c^2) with a = 1 - w, c = w / 3; the level stays."""
     g = Generator(GeneratorConfig(n_res_blocks=1, channels=4, output="residual", output_noise=True, noise_init=6.0, noise_mix=True)).eval()
-    m = torch.tensor(mix)
     with torch.no_grad():
-        g.noise_mix.copy_(m)
+        g.noise_grey.fill_(math.log(grey / (1 - grey)) if 0 < grey < 1 else (40.0 if grey else -40.0))
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         xd, det, _ = g(x, g.make_noise(x, torch.Generator().manual_seed(0)), with_deterministic=True)
     grain = (xd - det)[0].flatten(1).double() * 255
     measured = torch.corrcoef(grain)
-    rows = m / m.norm(dim=1, keepdim=True)
-    want = (rows @ rows.T).double()
-    assert torch.allclose(measured, want, atol=0.03), f"channel correlation\n{measured}\nwant\n{want}"
+    a, c = 1 - grey, grey / 3
+    want = (2 * a * c + 3 * c * c) / (a * a + 2 * a * c + 3 * c * c)
+    off = measured[~torch.eye(3, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, want), atol=0.03), f"channel correlations {off.tolist()}, want {want:.3f}"
     assert torch.allclose(grain.std(dim=1), torch.full((3,), 6.0, dtype=torch.float64), rtol=0.03)
+
+
+def test_grain_starts_independent_per_channel():
+    g = Generator(GeneratorConfig(n_res_blocks=1, channels=4, output="residual", output_noise=True, noise_mix=True))
+    m = g.colour_mix().detach()
+    assert float((m @ m.T)[0, 1]) < 0.02
 
 
 def test_noise_mix_needs_output_noise():
@@ -215,8 +214,8 @@ def test_learned_kernels_train_at_their_own_rate_on_the_same_schedule():
     G, _, _, opt_g, opt_d = build_networks(r, torch.device("cpu"), fmts)
     names = {id(p): n for n, p in G.named_parameters()}
     by_lr = {round(g["lr"], 6): sorted(names[id(p)] for p in g["params"]) for g in opt_g.param_groups}
-    assert by_lr[0.05] == ["blur.logits", "grain.logits"]
-    assert len(by_lr[0.001]) == len(names) - 2 and "noise_mix" in by_lr[0.001]
+    assert by_lr[0.05] == ["blur.logits", "grain.logits", "noise_grey"]
+    assert len(by_lr[0.001]) == len(names) - 3
     set_lr([opt_g, opt_d], 0.0005)  # half-way down the decay
     assert sorted(g["lr"] for g in opt_g.param_groups) == pytest.approx([0.0005, 0.025])
     assert [g["lr"] for g in opt_d.param_groups] == pytest.approx([0.0005])
@@ -238,10 +237,10 @@ def test_learned_structure_describes_the_blur_and_the_grain_mix():
     truth = torch.from_numpy(anisotropic_gaussian(1.5, 0.7, 120.0))  # 11 x 11
     with torch.no_grad():
         g.blur.logits.copy_(truth.clamp_min(1e-12).log().float())
-        g.noise_mix.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+        g.noise_grey.fill_(40.0)
     line = learned_structure(g)
     assert "blur sd 1.50 x 0.70 px at 120 deg" in line, line
-    assert "R-G 0.71, G-B 0.00, R-B 0.00" in line, line
+    assert "grain colour correlation 1.00" in line, line
 
 
 # ----------------------------------------------------------------------------- the noise's spatial correlation

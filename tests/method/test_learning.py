@@ -101,6 +101,8 @@ def test_options_survive_export_and_old_files_load_as_the_paper_network(tmp_path
         "jpeg_quality": 0,
         "noise_init": 1.7,
         "blur_kernel": 0,
+        "noise_mix": False,
+        "noise_kernel": 0,
     }
 
 
