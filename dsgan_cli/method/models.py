@@ -383,9 +383,9 @@ class Generator(nn.Module):
     ):
         """Xd = G(x, noise); with ``with_deterministic``, (Xd, Xd without the output noise or JPEG, the content
         reference), from one pass. The content reference is what G's content is compared with: x, or x through
-        the learned blur (``blur_kernel``), which the content terms then leave free. ``origin``: where ``x`` starts in the whole image (a tile's offset; only JPEG's blocks depend on it).
-        Without one, (0, 0); but a training crop's JPEG blocks start at a random phase, as a real photo's
-        crops do."""
+        the learned blur (``blur_kernel``), which the content terms then leave free. ``origin``: where ``x``
+        starts in the whole image (a tile's offset; only JPEG's blocks depend on it). Without one, (0, 0); but a
+        training crop's JPEG blocks start at a random phase, as a real photo's crops do."""
         reference = x if self.blur is None else self.blur(x)
         x = reference
         features = self.res_blocks(self.block_input(x))
