@@ -187,7 +187,11 @@ def test_noise_input_is_seeded_standard_normal_and_changes_the_output():
 
 @pytest.mark.parametrize("padding", ["zeros", "reflect", "replicate"])
 def test_generator_padding_and_arch_round_trip(padding):
-    g = Generator(GeneratorConfig(n_res_blocks=2, channels=6, padding=padding, output_noise=True, output="residual"))
+    g = Generator(
+        GeneratorConfig(
+            n_res_blocks=2, channels=6, padding=padding, output_noise=True, output="residual", blur_kernel=5, noise_mix=True, noise_kernel=3
+        )
+    )
     assert {m.padding_mode for m in g.modules() if isinstance(m, torch.nn.Conv2d)} == {padding}
     assert g.arch() == {
         "n_res_blocks": 2,
@@ -197,6 +201,9 @@ def test_generator_padding_and_arch_round_trip(padding):
         "output_noise": True,
         "jpeg_quality": 0,
         "noise_init": 1.7,
+        "blur_kernel": 5,
+        "noise_mix": True,
+        "noise_kernel": 3,
     }
     h = Generator(GeneratorConfig(**g.arch()))
     assert {k: v.shape for k, v in h.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
