@@ -156,7 +156,7 @@ class OptimConfig:
     beta1: float = _spec(0.5, "Adam beta1", min=0, max=1, max_exclusive=True)
     beta2: float = _spec(0.999, "Adam beta2", min=0, max=1, max_exclusive=True)
     structure_lr: float = _spec(
-        0.02,
+        0.01,
         "Adam learning rate of G's global structure: the logits of its learned kernels (model.blur_kernel, "
         "model.noise_kernel) and of the grain's grey share (model.noise_mix), on the same schedule as lr",
         min=0,
