@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dsgan_cli.data import known  # noqa: E402
 from dsgan_cli.data.family import sample_family  # noqa: E402
 from dsgan_cli.engines.checkpoint import load_generator  # noqa: E402
+from dsgan_cli.method.models import kernel_axes  # noqa: E402
 
 
 def batch(images: list[np.ndarray]) -> torch.Tensor:
@@ -42,18 +43,9 @@ def fit_kernel(x: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, 
 
 
 def describe(w: torch.Tensor) -> str:
-    """Sum, major / minor standard deviation and major-axis angle of a kernel's weights (its second moments)."""
-    k = w.shape[0]
-    ax = torch.arange(k, dtype=w.dtype) - k // 2
-    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
-    s = w.sum()
-    my, mx = (w * yy).sum() / s, (w * xx).sum() / s
-    cxx, cyy = (w * (xx - mx) ** 2).sum() / s, (w * (yy - my) ** 2).sum() / s
-    cxy = (w * (xx - mx) * (yy - my)).sum() / s
-    values, vectors = torch.linalg.eigh(torch.stack([torch.stack([cxx, cxy]), torch.stack([cxy, cyy])]))
-    angle = float(torch.rad2deg(torch.atan2(vectors[1, 1], vectors[0, 1]))) % 180
-    sd = values.clamp(min=0).sqrt()
-    return f"sum {s:.3f}, sd major {sd[1]:.2f} / minor {sd[0]:.2f} px, angle {angle:.0f} deg"
+    """Sum, major / minor standard deviation and major-axis angle (counter-clockwise, y up) of a kernel's weights."""
+    major, minor, angle = kernel_axes(w)
+    return f"sum {w.sum():.3f}, sd major {major:.2f} / minor {minor:.2f} px, angle {angle:.0f} deg"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -457,11 +457,12 @@ class Discriminator(nn.Module):
 
 def kernel_axes(kernel: torch.Tensor) -> tuple[float, float, float]:
     """(sd along the major axis, sd along the minor axis in px, the major axis' angle in degrees counter-clockwise
-    from x, y up) of a normalised 2-D kernel's second moments about its centre."""
+    from x, y up) of a 2-D kernel's weights, from their second moments about their mean."""
     k = kernel.detach().double()
-    r = (k.shape[-1] - 1) / 2
-    ax = torch.arange(k.shape[-1], dtype=torch.float64) - r
+    k = k / k.sum()
+    ax = torch.arange(k.shape[-1], dtype=torch.float64) - (k.shape[-1] - 1) / 2
     ys, xs = torch.meshgrid(-ax, ax, indexing="ij")  # rows run downwards: y up
+    xs, ys = xs - (k * xs).sum(), ys - (k * ys).sum()
     cov = torch.stack([torch.stack([(k * xs * xs).sum(), (k * xs * ys).sum()]), torch.stack([(k * xs * ys).sum(), (k * ys * ys).sum()])])
     vals, vecs = torch.linalg.eigh(cov)
     angle = math.degrees(math.atan2(float(vecs[1, 1]), float(vecs[0, 1]))) % 180
