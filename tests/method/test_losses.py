@@ -379,3 +379,68 @@ def test_content_without_noise_compares_colour_and_perceptual_on_the_determinist
     _, p_det = off(det, xb, logits)
     assert torch.isclose(p_on["color"], p_det["color"]) and torch.isclose(p_on["perceptual"], p_det["perceptual"])
     assert p_off["perceptual"] > 2 * p_on["perceptual"], "with the option off the noise is charged by the perceptual term"
+
+
+def _half_textured(n: int, side: int, gen: torch.Generator) -> torch.Tensor:
+    """Flat photos whose left 60 % carries fine, pixel-scale texture (content the all-pixel reading takes for grain)."""
+    x = torch.rand(n, 3, 1, 1, generator=gen).expand(n, 3, side, side).clone() * 0.6 + 0.2
+    cut = int(side * 0.6)
+    x[..., :cut] += 0.15 * (torch.rand(n, 3, side, cut, generator=gen) - 0.5)
+    return x
+
+
+def test_flat_patch_noise_level_reads_grain_where_fine_content_does_not_reach():
+    """Read over the flattest patches, the level follows the grain on photos whose fine texture covers most of
+    the picture, where the all-pixel reading takes that texture for grain."""
+    from dsgan_cli.method.losses import NoiseLevelLoss
+
+    gen = torch.Generator().manual_seed(0)
+    flat_patches, all_pixels = NoiseLevelLoss(patch=4), NoiseLevelLoss()
+    textured = _half_textured(8, 32, gen)
+    for s in (1, 3, 6):
+        noisy = textured + torch.randn(textured.shape, generator=gen) * s / 255
+        got = flat_patches.level(noisy).item() * 255
+        assert 0.85 * s < got < 1.15 * s, f"grain {s}: flat-patch level {got:.2f}"
+        assert all_pixels.level(noisy).item() * 255 > 1.4 * s, "the test's texture must reach the all-pixel reading"
+    for s in (2, 5, 8):  # and plain white grain reads its std
+        got = flat_patches.level(torch.full((8, 3, 32, 32), 0.5) + torch.randn(8, 3, 32, 32, generator=gen) * s / 255).item() * 255
+        assert 0.9 * s < got < 1.1 * s, f"white grain {s}: level {got:.2f}"
+
+
+def test_flat_patch_noise_level_matches_sets_that_differ_only_in_content():
+    """Two unpaired sets with the same grain but different amounts of fine content: the flat-patch loss is near 0
+    and its gradient does not push the grain up, while the all-pixel loss asks for more grain on the cleaner set."""
+    from dsgan_cli.method.losses import NoiseLevelLoss
+
+    gen = torch.Generator().manual_seed(1)
+    smooth = torch.rand(8, 3, 1, 1, generator=gen).expand(8, 3, 32, 32).clone() * 0.6 + 0.2
+    real = _half_textured(8, 32, gen) + torch.randn(8, 3, 32, 32, generator=gen) * 3 / 255
+    z = torch.randn(smooth.shape, generator=gen)
+    for patch, pushes_up in ((4, False), (0, True)):
+        scale = torch.tensor(3.0, requires_grad=True)
+        loss = NoiseLevelLoss(patch)(smooth + scale * z / 255, real)
+        loss.backward()
+        if pushes_up:
+            assert scale.grad < 0 and loss.item() * 255 > 1.0
+        else:
+            assert loss.item() * 255 < 0.5, f"same grain read {loss.item() * 255:.2f} levels apart"
+    weak = torch.tensor(1.0, requires_grad=True)
+    NoiseLevelLoss(4)(smooth + weak * z / 255, real).backward()
+    assert weak.grad < 0, "weak grain is pulled up to the real grain's level"
+
+
+@pytest.mark.parametrize("patch", [-1, 1])
+def test_noise_level_patch_must_be_off_or_a_tile(patch):
+    from dsgan_cli.method.losses import NoiseLevelLoss
+
+    with pytest.raises(ValueError, match="patch"):
+        NoiseLevelLoss(patch)
+
+
+@pytest.mark.parametrize("value", [1, 16])
+def test_recipe_refuses_a_noise_level_patch_that_does_not_tile_its_crops(value):
+    from dsgan_cli.method.recipe import load_recipe
+    from dsgan_cli.plumbing.errors import DsganError
+
+    with pytest.raises(DsganError, match=r"loss.noise_level_patch must be 0 \(all pixels\) or 2 to 15"):
+        load_recipe("idphoto", [f"loss.noise_level_patch={value}"])
