@@ -20,13 +20,15 @@ Repeated over ``--sr-seeds`` SR seeds (same DSGAN generator), so the spread of t
 cases. The gap closed is pooled over SR seeds (sum of DSGAN gains / sum of oracle gains); draws where the oracle
 gains less than ``--min-oracle-gain`` dB are shown but not counted. ``--summarize DIR [DIR ...]`` merges the
 results of such runs into one family table: a row per draw, then the median, the minimum, the number of draws
-below bicubic pairs and the wall time.
+below bicubic pairs and the wall time. The same draw in several folders (runs with other DSGAN seeds,
+``--set train.seed=N``) is pooled: sums over DSGAN runs and SR seeds, with each run's own gap closed shown, since
+one DSGAN run's outcome moves a draw's gap by up to about 0.5.
 
 Usage:
     .venv/bin/python scripts/bench_sr.py [--recipe idphoto|paper|FILE.toml] [--set KEY=VALUE ...]
         [--cases noise,blur_noise,jpeg,demo] [--budget-min 5] [--sr-steps 600] [--sr-seeds 0,1] [--out DIR]
     .venv/bin/python scripts/bench_sr.py --family 12 [--draws 0-5] --sr-seeds 0,1,2 --out DIR
-    .venv/bin/python scripts/bench_sr.py --summarize DIR1 DIR2 --out DIR
+    .venv/bin/python scripts/bench_sr.py --summarize DIR1 DIR2 [DIR3 DIR4 ...] --out DIR
 
 Writes OUT/results.json, OUT/table.md and OUT/CASE/sr_grid.png; prints the table.
 """
@@ -241,23 +243,26 @@ def gains(r: dict) -> dict[str, list[float]]:
     return {k: [s["metrics"][k]["psnr"] - s["metrics"]["bicubic"]["psnr"] for s in r["per_seed"]] for k in ("dsgan", "oracle")}
 
 
-def family_row(name: str, r: dict, min_gain: float) -> dict:
-    """One draw's pooled gap closed (sum of DSGAN gains / sum of oracle gains over SR seeds), per-seed spread, and
-    whether it counts (the oracle gains at least ``min_gain`` dB) or lies below bicubic pairs."""
-    g = gains(r)
+def family_row(name: str, runs: list[dict], min_gain: float) -> dict:
+    """One draw's pooled gap closed (sum of DSGAN gains / sum of oracle gains over SR seeds, and over DSGAN runs when
+    several runs of the draw are merged), the spread per SR seed and per DSGAN run, and whether it counts (the
+    oracle gains at least ``min_gain`` dB) or lies below bicubic pairs."""
+    each = [gains(r) for r in runs]
+    g = {k: [x for e in each for x in e[k]] for k in ("dsgan", "oracle")}
     oracle, dsgan = float(np.mean(g["oracle"])), float(np.mean(g["dsgan"]))
-    per_seed = [d / o if abs(o) > 1e-9 else None for d, o in zip(g["dsgan"], g["oracle"])]
+    ratio = lambda d, o: d / o if abs(o) > 1e-9 else None  # noqa: E731
     return {
         "draw": name,
-        "degradation": r["degradation"],
+        "degradation": runs[0]["degradation"],
         "oracle_gain_db": oracle,
         "dsgan_gain_db": dsgan,
-        "gap_closed": dsgan / oracle if abs(oracle) > 1e-9 else None,
-        "per_seed": per_seed,
+        "gap_closed": ratio(dsgan, oracle),
+        "per_seed": [ratio(d, o) for d, o in zip(g["dsgan"], g["oracle"])],
+        "per_dsgan_run": [ratio(float(np.mean(e["dsgan"])), float(np.mean(e["oracle"]))) for e in each],
         "counted": oracle >= min_gain,
         "below_bicubic": dsgan < 0,
-        "dsgan_seconds": r["dsgan_seconds"],
-        "case_seconds": r["case_seconds"],
+        "dsgan_seconds": max(r["dsgan_seconds"] for r in runs),
+        "case_seconds": sum(r["case_seconds"] for r in runs),
     }
 
 
@@ -279,13 +284,15 @@ def family_table(rows: list[dict], summary: dict) -> str:
     """Markdown: a row per draw, then the summary lines."""
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     out = [
-        "| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | counted | DSGAN min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | per DSGAN run | counted "
+        "| DSGAN min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['draw']} | {r['degradation']} | {r['oracle_gain_db']:+.2f} | {r['dsgan_gain_db']:+.2f} | "
             f"**{fmt(r['gap_closed'])}** | {', '.join(fmt(x) for x in r['per_seed'])} | "
+            f"{', '.join(fmt(x) for x in r['per_dsgan_run'])} | "
             f"{'yes' if r['counted'] else 'no'} | {r['dsgan_seconds'] / 60:.1f} |"
         )
     out += [
@@ -301,7 +308,11 @@ def family_table(rows: list[dict], summary: dict) -> str:
 def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
     """Merge the ``results.json`` of family runs into OUT/family.json and OUT/family.md."""
     reports = [json.loads((d / "results.json").read_text()) for d in dirs]
-    cases = {k: v for rep in reports for k, v in rep["cases"].items()}
+    # The same draw in several folders: runs with other DSGAN seeds (--set train.seed=N), pooled per draw.
+    cases: dict[str, list[dict]] = {}
+    for rep in reports:
+        for k, v in rep["cases"].items():
+            cases.setdefault(k, []).append(v)
     rows = [family_row(k, cases[k], min_gain) for k in sorted(cases)]
     summary = family_summary(rows)
     text = family_table(rows, summary)
@@ -349,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarize:
         return summarize(args.summarize, Path(args.out), args.min_oracle_gain)
     args.sr_seeds = [int(s) for s in args.sr_seeds.split(",")]
-    args.reuse = {name: r for f in args.reuse or [] for name, r in json.loads(f.read_text())["cases"].items()}
+    # A merged family.json holds each draw's DSGAN runs as a list: their bicubic and oracle scores are the same.
+    args.reuse = {
+        name: r[0] if isinstance(r, list) else r for f in args.reuse or [] for name, r in json.loads(f.read_text())["cases"].items()
+    }
     out = Path(args.out)
     if args.family:
         from dsgan_cli.data.family import sample_family
