@@ -284,8 +284,7 @@ def family_table(rows: list[dict], summary: dict) -> str:
     """Markdown: a row per draw, then the summary lines."""
     fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     out = [
-        "| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | per DSGAN run | counted "
-        "| DSGAN min |",
+        "| draw | degradation | oracle gain dB | DSGAN gain dB | gap closed (pooled) | per SR seed | per DSGAN run | counted | DSGAN min |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
