@@ -318,7 +318,18 @@ def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {k: reports[0].get(k) for k in ("recipe", "sets", "family_seed", "sr_steps", "sr_seeds", "machine")}
     (out / "family.json").write_text(
-        json.dumps({**meta, "sources": [str(d) for d in dirs], "rows": rows, "summary": summary, "cases": cases}, indent=2) + "\n"
+        json.dumps(
+            {
+                **meta,
+                "sources": [str(d) for d in dirs],
+                "source_sets": [rep.get("sets") for rep in reports],
+                "rows": rows,
+                "summary": summary,
+                "cases": cases,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     (out / "family.md").write_text(text + "\n")
     print(text)

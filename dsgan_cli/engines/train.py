@@ -128,7 +128,6 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
         w_perceptual=r.loss.w_perceptual,
         w_added_detail=r.loss.w_added_detail,
         w_noise_level=r.loss.w_noise_level,
-        noise_level_patch=r.loss.noise_level_patch,
         content_without_noise=r.loss.content_without_noise,
     )
     g_loss_fn = losses.GeneratorLoss(weights, perceptual, kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")

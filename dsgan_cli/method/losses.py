@@ -68,58 +68,26 @@ class AddedDetailLoss(nn.Module):
         return F.relu(self.local_rms(xd_deterministic) - self.local_rms(xb)).mean()
 
 
-def diagonal_detail(x: torch.Tensor) -> torch.Tensor:
-    """The finest diagonal Haar detail (x[i,j] - x[i,j+1] - x[i+1,j] + x[i+1,j+1]) / 2: white noise of std s has
-    std s there, smooth content almost none."""
-    return (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
-
-
 class NoiseLevelLoss(nn.Module):
     """|noise level of Xd - noise level of the real LR|, each a robust estimate from the finest diagonal detail.
 
     The discriminator judges high-frequency energy as a whole. When the real photos hold less detail than
     the clean ones G starts from (two unpaired sets), it takes grain for excess detail and drives the output
     noise toward zero even where the real photos are noisy (measured on scripts/bench_sr.py's blur + noise
-    case). The level is read where content is not, in :func:`diagonal_detail`, two ways:
-
-    - ``patch = 0``: over all pixels. The lower half of the detail's magnitudes is taken for noise (Donoho's
-      median estimator, here the mean below the median, which passes a gradient to every pixel in that half).
-      Fine detail still reaches it: the real LR and the clean photos G starts from are different photos, and
-      on JPEG alone the real set read 3.9 levels where the true degradation of G's photos read 2.8
-      (BENCHMARKS.md), so G added grain the real photos lack.
-    - ``patch = p``: over the flattest p x p patches. The RMS detail of every patch of the batch (channels
-      together), and the mean of its lowest :attr:`FLAT_SHARE`: where a photo is flat, only noise is left
-      (backgrounds, skin). Read so, the real LR and the true degradation agree within a batch's spread on
-      every draw of the degradation family.
-
-    Scaled so that white Gaussian noise of std s reads s.
+    case). The level is read where content is not: in the diagonal Haar detail (x[i,j] - x[i,j+1] - x[i+1,j]
+    + x[i+1,j+1]) / 2, white noise of std s has std s while smooth content has almost none, so the lower half
+    of its magnitudes is noise (Donoho's median estimator, here the mean below the median, which passes a
+    gradient to every pixel in that half). Scaled so that white Gaussian noise of std s reads s.
     """
 
     #: E[|X| ; |X| below its median] / std for X ~ N(0, s^2): 2 * sqrt(2/pi) * (1 - exp(-q^2 / 2)), q = 0.6745.
     HALF_NORMAL_LOWER_MEAN = 0.32484
-    #: The share of a batch's patches read as flat.
-    FLAT_SHARE = 0.1
-
-    def __init__(self, patch: int = 0):
-        super().__init__()
-        if patch < 0 or patch == 1:
-            raise ValueError(f"noise level patch must be 0 (all pixels) or >= 2, got {patch}")
-        self.patch = patch
-        self.white = self._flat_level(torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))).item() if patch else 1.0
-
-    def _flat_level(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean RMS diagonal detail of the flattest FLAT_SHARE of the batch's patch x patch tiles (unscaled)."""
-        energy = diagonal_detail(x.float()).pow(2).mean(1, keepdim=True)
-        rms = F.avg_pool2d(energy, self.patch).add(1e-12).sqrt().flatten()
-        k = max(1, round(self.FLAT_SHARE * rms.numel()))
-        return rms.topk(k, largest=False).values.mean()
 
     def level(self, x: torch.Tensor) -> torch.Tensor:
-        """The batch's noise level (channels together), in the image's units: with ``patch = 0`` the mean of each
-        image's, else one reading over all the batch's patches."""
-        if self.patch:
-            return self._flat_level(x) / self.white
-        mag = diagonal_detail(x.float()).abs().flatten(1)
+        """Mean over the batch of each image's noise level (channels together), in the image's units."""
+        x = x.float()
+        hh = (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
+        mag = hh.abs().flatten(1)
         median = mag.kthvalue(max(1, mag.shape[1] // 2), dim=1, keepdim=True).values
         lower = (mag <= median).float()
         return ((mag * lower).sum(1) / lower.sum(1)).mean() / self.HALF_NORMAL_LOWER_MEAN
@@ -247,7 +215,6 @@ class LossWeights:
     w_perceptual: float = 0.01
     w_added_detail: float = 0.0
     w_noise_level: float = 0.0
-    noise_level_patch: int = 0
     content_without_noise: bool = False
 
 
@@ -263,7 +230,7 @@ class GeneratorLoss(nn.Module):
         self.w_color, self.w_gan, self.w_perceptual = weights.w_color, weights.w_gan, weights.w_perceptual
         self.w_added_detail, self.w_noise_level = weights.w_added_detail, weights.w_noise_level
         self.content_without_noise = weights.content_without_noise
-        self.noise_level = NoiseLevelLoss(weights.noise_level_patch)
+        self.noise_level = NoiseLevelLoss()
         self.color = ColorLoss(kernel_size, gaussian)
         self.added_detail = AddedDetailLoss(kernel_size, gaussian)
         self.perceptual = perceptual

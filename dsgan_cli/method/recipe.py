@@ -130,13 +130,6 @@ class LossConfig:
         "weight of matching Xd's noise level (a robust estimate from the finest diagonal detail) to the real LR's (0 = off, the paper's)",
         min=0,
     )
-    noise_level_patch: int = _spec(
-        0,
-        "where the noise level is read: 0 = the lower half of all pixels' diagonal detail; p = the flattest tenth "
-        "of the batch's p x p patches (photo content reaches it less)",
-        min=0,
-        max=64,
-    )
     content_without_noise: bool = _spec(
         False,
         "colour and perceptual losses compare Xb with Xd before its output noise "
@@ -344,12 +337,6 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(
             f"{source}: model.filter_kernel ({r.model.filter_kernel}) must be <= the LR training side "
             f"({side}: data.crop_size, or data.lr_size when crop_size = 0)"
-        )
-    if r.loss.noise_level_patch == 1 or r.loss.noise_level_patch >= side:
-        # Patches tile the diagonal detail, one pixel narrower than the training images.
-        raise DsganError(
-            f"{source}: loss.noise_level_patch must be 0 (all pixels) or 2 to {side - 1} (below the LR training side "
-            f"{side}), got {r.loss.noise_level_patch}"
         )
     for key, value in (("data.hr_dir", r.data.hr_dir), ("data.lr_dir", r.data.lr_dir), ("train.output_dir", r.train.output_dir)):
         if not value.strip():
