@@ -304,10 +304,26 @@ def family_table(rows: list[dict], summary: dict) -> str:
     return "\n".join(out)
 
 
+def run_settings(recipe_json: Path) -> dict:
+    """A DSGAN run's effective recipe as ``section.key -> value``, without what differs between runs of one
+    setting: the data and output folders and the DSGAN seed."""
+    recipe = json.loads(recipe_json.read_text())
+    flat = {f"{sec}.{k}": v for sec, keys in recipe.items() for k, v in keys.items()}
+    return {k: v for k, v in flat.items() if k not in ("data.hr_dir", "data.lr_dir", "train.output_dir", "train.seed")}
+
+
 def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
     """Merge the ``results.json`` of family runs into OUT/family.json and OUT/family.md."""
     reports = [json.loads((d / "results.json").read_text()) for d in dirs]
-    # The same draw in several folders: runs with other DSGAN seeds (--set train.seed=N), pooled per draw.
+    # The same draw in several folders: runs with other DSGAN seeds (--set train.seed=N), pooled per draw. Runs of
+    # other settings are not pooled: every DSGAN run's recipe must agree with the first on the keys both have.
+    first: dict | None = None
+    for path in sorted(p for d in dirs for p in d.glob("*/run/recipe.json")):
+        these = run_settings(path)
+        first = first or {"path": path, **these}
+        differ = sorted(k for k in these.keys() & first.keys() if k != "path" and these[k] != first[k])
+        if differ:
+            raise SystemExit(f"--summarize: {path} ran {differ[0]} = {these[differ[0]]!r}, {first['path']} {first[differ[0]]!r}")
     cases: dict[str, list[dict]] = {}
     for rep in reports:
         for k, v in rep["cases"].items():
