@@ -86,22 +86,39 @@ def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
     return reading.quality
 
 
-def generator_config(r: Recipe, jpeg_quality: int = 0):
-    """The recipe's generator, as the :class:`~dsgan_cli.method.models.GeneratorConfig` its files will carry."""
+def grain_for(r: Recipe, hr_set, lr_set, say: bool) -> bool:
+    """False where ``model.grain_check`` finds that the real LR carry no grain (see :mod:`dsgan_cli.method.grain`):
+    G then gets no output noise and no noise level is matched; ``say`` prints what was found. The same on every
+    rank: all read the same images."""
+    from ..method.grain import read_grain
+
+    if not (r.model.output_noise and r.model.grain_check):
+        return True
+    reading = read_grain(hr_set.images, lr_set.images, r.data.scale)
+    if say:
+        then = "G adds grain" if reading.carries else "G adds none (no output noise, no noise-level term)"
+        print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
+    return reading.carries
+
+
+def generator_config(r: Recipe, jpeg_quality: int = 0, grain: bool = True):
+    """The recipe's generator, as the :class:`~dsgan_cli.method.models.GeneratorConfig` its files will carry;
+    without ``grain`` (see :func:`grain_for`) it has no output noise, nor the noise's options."""
     from ..method.models import GeneratorConfig
 
     m = r.model
+    noise = m.output_noise and grain
     return GeneratorConfig(
         n_res_blocks=m.n_res_blocks,
         channels=m.channels,
         padding=m.padding,
         output=m.output,
-        output_noise=m.output_noise,
+        output_noise=noise,
         noise_init=float(m.noise_init),
         jpeg_quality=jpeg_quality,
         blur_kernel=m.blur_kernel,
-        noise_mix=m.noise_mix,
-        noise_kernel=m.noise_kernel,
+        noise_mix=m.noise_mix and noise,
+        noise_kernel=m.noise_kernel if noise else 0,
     )
 
 
@@ -113,13 +130,14 @@ def discriminator_config(r: Recipe):
     return DiscriminatorConfig(filter_kernel=m.filter_kernel, gaussian=m.filter == "gaussian", norm=m.d_norm)
 
 
-def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0):
+def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0, grain: bool = True):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
-    (0: none; see :func:`jpeg_quality_for`)."""
+    (0: none; see :func:`jpeg_quality_for`); without ``grain`` (see :func:`grain_for`) G adds none and no
+    noise level is matched."""
     from ..method import losses, models
 
-    G = models.Generator(generator_config(r, jpeg_quality)).to(memory_format=fmts["G"])
+    G = models.Generator(generator_config(r, jpeg_quality, grain)).to(memory_format=fmts["G"])
     D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     weights = losses.LossWeights(
@@ -127,7 +145,7 @@ def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory
         w_gan=r.loss.w_gan,
         w_perceptual=r.loss.w_perceptual,
         w_added_detail=r.loss.w_added_detail,
-        w_noise_level=r.loss.w_noise_level,
+        w_noise_level=r.loss.w_noise_level if grain else 0.0,
         content_without_noise=r.loss.content_without_noise,
     )
     g_loss_fn = losses.GeneratorLoss(weights, perceptual, kernel_size=r.model.filter_kernel, gaussian=r.model.filter == "gaussian")
@@ -347,10 +365,11 @@ def train(
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
     jpeg_quality = jpeg_quality_for(r, lr_set, say=is_main)
+    grain = grain_for(r, hr_set, lr_set, say=is_main)
     batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)
-    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality, grain)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     G_ema, G_out = ema_and_export(accelerator, G, r)

@@ -86,6 +86,12 @@ class ModelConfig:
         "add N(0,1) noise at the output, scaled per pixel and colour channel by a learned "
         "standard deviation (independent per channel, like sensor noise)",
     )
+    grain_check: bool = _spec(
+        False,
+        "read off the real LR before training whether they carry grain: where their flattest patches hold no more "
+        "fine detail than the clean Xb's, G is built without output noise and the noise-level term is off "
+        "(needs model.output_noise)",
+    )
     jpeg_quality: int = _spec(
         0,
         "G's output goes through JPEG (4:2:0, 8x8 blocks on the image's grid, the standard tables) "
@@ -323,6 +329,8 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: data.crop_size ({r.data.crop_size}) must be <= data.lr_size ({r.data.lr_size})")
     if r.model.filter_kernel % 2 == 0:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
+    if r.model.grain_check and not r.model.output_noise:
+        raise DsganError(f"{source}: model.grain_check needs model.output_noise = true")
     if r.model.noise_mix and not r.model.output_noise:
         raise DsganError(f"{source}: model.noise_mix needs model.output_noise = true")
     if r.model.noise_kernel and not r.model.output_noise:
