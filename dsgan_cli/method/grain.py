@@ -9,9 +9,8 @@ the two sets where they are flattest, in the same units (both rounded to levels,
 
 The clean Xb is not put through G's JPEG stage first: real LR that are libjpeg's JPEG alone read 1.5-1.7
 times the HR set's Xb through G's codec at the same quality, as much as noisy sets whose grain later steps
-smoothed (BENCHMARKS.md). Against the plain
-Xb, JPEG at high quality alone still reads above (q75: 1.15 times), and there G keeps its grain, as without
-the check.
+smoothed (BENCHMARKS.md, "The grain check"). Against the plain Xb, JPEG at high quality alone still reads
+above (q75: 1.15 times), and there G keeps its grain, as without the check.
 """
 
 from __future__ import annotations
