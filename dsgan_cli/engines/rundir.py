@@ -382,20 +382,29 @@ def start_run(
     return digest
 
 
-def check_generator_config(resume_from: Path, config) -> None:
-    """Refuse a resume whose generator differs from the one the checkpoint's generator file carries (a model
-    option, or the JPEG quality read off the real LR), naming the first option that differs."""
+def stored_generator_config(resume_from: Path):
+    """The generator configuration a checkpoint's generator file carries, or None for older checkpoints (no file,
+    or no configuration in it: their recipe was compared already)."""
     path = resume_from / "generator.safetensors"
     try:
         raw = read_metadata(path)
     except DsganError:
-        return  # older checkpoints without the file: their recipe was compared already
+        return None
     if "generator_config" not in raw:
-        return
+        return None
     try:
-        stored = generator_config(raw, {})
+        return generator_config(raw, {})
     except (GeneratorConfigError, RetiredOptionError) as e:
         raise file_error(path, f"cannot resume from it ({e})") from None
+
+
+def check_generator_config(resume_from: Path, config) -> None:
+    """Refuse a resume whose generator differs from the one the checkpoint's generator file carries (a model
+    option, or the JPEG quality read off the real LR), naming the first option that differs."""
+    path = resume_from / "generator.safetensors"
+    stored = stored_generator_config(resume_from)
+    if stored is None:
+        return
     for name, value in dataclasses.asdict(stored).items():
         if getattr(config, name) != value:
             raise file_error(path, f"cannot resume: its generator has {name}={value!r}, this run builds {name}={getattr(config, name)!r}")

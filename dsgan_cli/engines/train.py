@@ -86,14 +86,20 @@ def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
     return reading.quality
 
 
-def grain_for(r: Recipe, hr_set, lr_set, say: bool) -> bool:
+def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> bool:
     """False where ``model.grain_check`` finds that the real LR carry no grain (see :mod:`dsgan_cli.method.grain`):
     G then gets no output noise and no noise level is matched; ``say`` prints what was found. The same on every
-    rank: all read the same images."""
+    rank: all read the same images. A resume keeps what its checkpoint's G has (also one made before the check)."""
     from ..method.grain import read_grain
+    from .rundir import stored_generator_config
 
     if not (r.model.output_noise and r.model.grain_check):
         return True
+    stored = stored_generator_config(resume_from) if resume_from is not None else None
+    if stored is not None:
+        if say:
+            print(f"real LR: grain {'kept' if stored.output_noise else 'left out'}, as the checkpoint's G", file=sys.stderr, flush=True)
+        return stored.output_noise
     reading = read_grain(hr_set.images, lr_set.images, r.data.scale)
     if say:
         then = "G adds grain" if reading.carries else "G adds none (no output noise, no noise-level term)"
@@ -365,7 +371,7 @@ def train(
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
     jpeg_quality = jpeg_quality_for(r, lr_set, say=is_main)
-    grain = grain_for(r, hr_set, lr_set, say=is_main)
+    grain = grain_for(r, hr_set, lr_set, say=is_main, resume_from=resume_from)
     batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)

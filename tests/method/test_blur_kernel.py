@@ -193,7 +193,7 @@ def test_noise_mix_needs_output_noise():
     with pytest.raises(ValueError, match="noise_mix needs output_noise"):
         GeneratorConfig(noise_mix=True)
     with pytest.raises(DsganError, match="model.noise_mix needs model.output_noise"):
-        load_recipe("idphoto", ["model.output_noise=false", "model.noise_mix=true"])
+        load_recipe("idphoto", ["model.output_noise=false", "model.grain_check=false", "model.noise_mix=true"])
 
 
 def test_learned_kernels_train_at_their_own_rate_on_the_same_schedule():

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
 from dsgan_cli.data import known
-from dsgan_cli.method.grain import MAX_IMAGES, read_grain, spread
+from dsgan_cli.method.grain import MAX_IMAGES, MIN_PATCHES, read_grain, spread
 from dsgan_cli.method.models import downscale
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
@@ -34,9 +34,9 @@ def _degraded(photos: list[np.ndarray], **how) -> np.ndarray:
 
 # Clean HR patches of some photographs; the real LR are other photographs (their clean Xb, then degraded), as a
 # user's two sets are.
-HR_PATCHES = _photo_patches(HR_SOURCES, 48, 64, seed=0)
+HR_PATCHES = _photo_patches(HR_SOURCES, 96, 64, seed=0)
 HR = _as_tensor(HR_PATCHES)
-PHOTOS = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 48, 64, seed=1)]
+PHOTOS = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 96, 64, seed=1)]
 
 
 @pytest.mark.parametrize("sigma", [1.0, 3.0, 8.0])
@@ -55,7 +55,7 @@ def test_compressed_or_blurred_real_lr_carry_none(how):
 def test_the_reading_rises_with_the_grain_and_reads_about_its_level():
     """On a flat grey set, white noise of std s: the flattest tenth of 4 x 4 patches reads below s (the lowest
     patches of a chi distribution) but above half of it, and more noise always reads more."""
-    grey = [np.full((32, 32, 3), 128, np.uint8)] * 24
+    grey = [np.full((32, 32, 3), 128, np.uint8)] * 48
     readings = [read_grain(HR, _as_tensor(_degraded(grey, noise=s)), 2).real for s in (2.0, 4.0, 8.0, 16.0)]
     assert readings == sorted(readings) and len(set(readings)) == 4, readings
     for s, got in zip((2.0, 4.0, 8.0, 16.0), readings, strict=True):
@@ -102,23 +102,67 @@ def _write(folder, arrs):
         Image.fromarray(a).save(folder / f"img_{i}.png")
 
 
-def test_training_reads_the_grain_off_the_real_lr(tmp_path):
-    """A run on grain-free real LR exports a G without output noise and says why; on noisy ones, with."""
-    _write(tmp_path / "hr", _photo_patches(HR_SOURCES, 8, 32, seed=2))
-    photos = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 8, 32, seed=3)]
+def _train_args(tmp_path, lr: str, out: str, *more: str) -> list[str]:
+    sizes = ["--set", "data.hr_size=128", "--set", "data.lr_size=64"]
+    dirs = [
+        "--set",
+        f"data.hr_dir='{tmp_path / 'hr'}'",
+        "--set",
+        f"data.lr_dir='{tmp_path / lr}'",
+        "--set",
+        f"train.output_dir='{tmp_path / out}'",
+    ]
+    return ["train", str(TINY_RECIPE), *sizes, *dirs, "--set", "model.output_noise=true", *more]
+
+
+def _output_noise(run) -> bool:
+    with safe_open(run / "generator.safetensors", "pt") as f:
+        return json.loads(f.metadata()["generator_config"])["output_noise"]
+
+
+@pytest.fixture
+def photo_sets(tmp_path):
+    """12 HR photo patches of 128 px; real LR of 64 px from other photos, as JPEG q40 and with noise."""
+    _write(tmp_path / "hr", _photo_patches(HR_SOURCES, 12, 128, seed=2))
+    photos = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 12, 128, seed=3)]
     _write(tmp_path / "lr_jpeg", _degraded(photos, jpeg=40))
     _write(tmp_path / "lr_noisy", _degraded(photos, noise=6.0))
-    sets = ["--set", f"data.hr_dir='{tmp_path / 'hr'}'", "--set", "model.output_noise=true", "--set", "model.grain_check=true"]
+    return tmp_path
+
+
+def test_training_reads_the_grain_off_the_real_lr(photo_sets):
+    """A run on grain-free real LR exports a G without output noise and says why; on noisy ones, with; without
+    the check, G keeps its noise on grain-free real LR."""
     for name, grain in (("lr_jpeg", False), ("lr_noisy", True)):
-        out = tmp_path / f"run_{name}"
-        r = run_cli("train", str(TINY_RECIPE), *sets, "--set", f"data.lr_dir='{tmp_path / name}'", "--set", f"train.output_dir='{out}'")
+        r = run_cli(*_train_args(photo_sets, name, f"run_{name}", "--set", "model.grain_check=true"))
         assert r.returncode == 0, r.stderr
         said = "real LR: grain (" if grain else "real LR: no grain ("
-        assert said in r.stderr and "8 images each" in r.stderr, r.stderr
-        with safe_open(out / "generator.safetensors", "pt") as f:
-            meta = f.metadata()
-        assert json.loads(meta["generator_config"])["output_noise"] is grain
-        assert json.loads(meta["recipe"])["model"]["grain_check"] is True
+        assert said in r.stderr and "12 real LR and 12 HR images" in r.stderr, r.stderr
+        assert _output_noise(photo_sets / f"run_{name}") is grain
+        with safe_open(photo_sets / f"run_{name}" / "generator.safetensors", "pt") as f:
+            assert json.loads(f.metadata()["recipe"])["model"]["grain_check"] is True
+    r = run_cli(*_train_args(photo_sets, "lr_jpeg", "run_unchecked"))
+    assert r.returncode == 0, r.stderr
+    assert "real LR: " not in r.stderr.replace("real LR: JPEG", "") and _output_noise(photo_sets / "run_unchecked") is True
+
+
+def test_a_resume_keeps_the_checkpoints_decision(photo_sets):
+    """A checkpoint whose G has grain (made without the check, as by a version before it) keeps it when the
+    recipe now checks: the check does not build another G under the checkpoint; a fresh start reads the sets."""
+    from types import SimpleNamespace
+
+    from dsgan_cli.engines.train import grain_for
+
+    assert run_cli(*_train_args(photo_sets, "lr_jpeg", "run", "--set", "train.iterations=2")).returncode == 0
+    ckpt = next((photo_sets / "run" / "checkpoints").iterdir())
+    r = load_recipe(str(TINY_RECIPE), ["model.output_noise=true", "model.grain_check=true", "data.hr_size=128", "data.lr_size=64"])
+
+    def images(folder):
+        return SimpleNamespace(images=_as_tensor([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))]))
+
+    hr, lr = images(photo_sets / "hr"), images(photo_sets / "lr_jpeg")
+    assert grain_for(r, hr, lr, say=False) is False
+    assert grain_for(r, hr, lr, say=False, resume_from=ckpt) is True
 
 
 def _white_background(arrs, share: float = 0.4) -> np.ndarray:
@@ -141,3 +185,13 @@ def test_sets_with_nothing_but_clipped_patches_keep_the_grain_and_say_so():
     white = torch.full((4, 3, 16, 16), 255, dtype=torch.uint8)
     reading = read_grain(HR, white, 2)
     assert reading.carries and "grain not read" in reading.describe()
+
+
+def test_too_few_patches_keep_the_grain_and_say_so():
+    """A handful of small images is no reading (JPEG-only sets then read as grain by chance): G keeps its grain."""
+    few = _as_tensor(_degraded(PHOTOS[:8], jpeg=40))[..., :16, :16]
+    assert few.shape[0] * 9 < MIN_PATCHES
+    reading = read_grain(HR, few, 2)
+    assert reading.carries and "grain not read (the real LR images have fewer than" in reading.describe()
+    tiny = read_grain(HR[:, :, :8, :8], few[:, :, :4, :4], 2)  # 4-px LR: no patch at all, and no error
+    assert tiny.carries and tiny.real_patches == 0 and "real LR and HR images" in tiny.describe()
