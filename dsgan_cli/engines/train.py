@@ -370,8 +370,7 @@ def train(
     device = accelerator.device
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
-    jpeg_quality = jpeg_quality_for(r, lr_set, say=is_main)
-    grain = grain_for(r, hr_set, lr_set, say=is_main, resume_from=resume_from)
+    jpeg_quality, grain = jpeg_quality_for(r, lr_set, say=is_main), grain_for(r, hr_set, lr_set, is_main, resume_from)
     batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)
