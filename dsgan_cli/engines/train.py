@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -107,6 +108,37 @@ def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = N
     return reading.carries
 
 
+def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None):
+    """G's blur with ``model.blur_source = "read"``: the covariance read off the real LR (see
+    :mod:`dsgan_cli.method.blur_reading`), or None (not read: G's blur stays at its sharp start; without the
+    option the GAN sets it); ``say`` prints what was found. The same on every rank: all read the same images. A
+    resume keeps the checkpoint's kernel."""
+    from ..method.blur_reading import read_blur
+
+    if not (r.model.blur_kernel and r.model.blur_source == "read") or resume_from is not None:
+        return None
+    reading = read_blur(hr_set.images, lr_set.images, r.data.scale)
+    if say:
+        then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
+        print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
+    return reading.cov
+
+
+class RealLR(NamedTuple):
+    """What is read off the real LR before training: G's JPEG quality, whether G adds grain, its blur."""
+
+    jpeg_quality: int
+    grain: bool
+    blur: torch.Tensor | None
+
+
+def read_real_lr(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> RealLR:
+    """The three readings of the real LR (:func:`jpeg_quality_for`, :func:`grain_for`, :func:`blur_for`)."""
+    return RealLR(
+        jpeg_quality_for(r, lr_set, say), grain_for(r, hr_set, lr_set, say, resume_from), blur_for(r, hr_set, lr_set, say, resume_from)
+    )
+
+
 def generator_config(r: Recipe, jpeg_quality: int = 0, grain: bool = True):
     """The recipe's generator, as the :class:`~dsgan_cli.method.models.GeneratorConfig` its files will carry;
     without ``grain`` (see :func:`grain_for`) it has no output noise, nor the noise's options."""
@@ -136,14 +168,29 @@ def discriminator_config(r: Recipe):
     return DiscriminatorConfig(filter_kernel=m.filter_kernel, gaussian=m.filter == "gaussian", norm=m.d_norm)
 
 
-def build_networks(r: Recipe, device: torch.device, fmts: dict[str, torch.memory_format], jpeg_quality: int = 0, grain: bool = True):
+def build_networks(
+    r: Recipe,
+    device: torch.device,
+    fmts: dict[str, torch.memory_format],
+    jpeg_quality: int = 0,
+    grain: bool = True,
+    blur: torch.Tensor | None = None,
+):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
     (0: none; see :func:`jpeg_quality_for`); without ``grain`` (see :func:`grain_for`) G adds none and no
-    noise level is matched."""
+    noise level is matched; with ``model.blur_source = "read"`` G's blur is the Gaussian of covariance ``blur``
+    (None: its sharp start, as on a resume, whose checkpoint brings the kernel; see :func:`blur_for`), fixed."""
     from ..method import losses, models
 
-    G = models.Generator(generator_config(r, jpeg_quality, grain)).to(memory_format=fmts["G"])
+    G = models.Generator(generator_config(r, jpeg_quality, grain))
+    if G.blur is not None and r.model.blur_source == "read":
+        if blur is not None:
+            G.blur.start_at(blur)
+        # The GAN moved a read blur further (over-blurring, BENCHMARKS.md "The read blur"); the parameter stays in
+        # the optimiser (no gradient, no step), so checkpoints of either source resume alike.
+        G.blur.logits.requires_grad_(False)
+    G = G.to(memory_format=fmts["G"])
     D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])
     perceptual = losses.build_perceptual(r.perceptual.net, r.perceptual.layers, r.perceptual.weights) if r.loss.w_perceptual > 0 else None
     weights = losses.LossWeights(
@@ -370,11 +417,11 @@ def train(
     device = accelerator.device
     fmts = memory_formats_for(device, r.train.memory_format, r.train.compile)
     set_seed(r.train.seed)  # identical initial weights on every rank
-    jpeg_quality, grain = jpeg_quality_for(r, lr_set, say=is_main), grain_for(r, hr_set, lr_set, is_main, resume_from)
-    batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, jpeg_quality)
+    found = read_real_lr(r, hr_set, lr_set, is_main, resume_from)
+    batches, origin = training_batches(r, hr_set, lr_set, accelerator, start_step, found.jpeg_quality)
 
     # --- models, losses, optimisers (prepared once)
-    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, jpeg_quality, grain)
+    G, D, g_loss_fn, opt_g, opt_d = build_networks(r, device, fmts, *found)
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
     D_plain = accelerator.unwrap_model(D)  # used (frozen) in the G step: no DDP gradient sync for D there
     G_ema, G_out = ema_and_export(accelerator, G, r)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .image_sampling import spread
+
 #: JPEG's minimum coded unit with 4:2:0 chroma: the period of its block grid in pixels.
 MCU = 16
 
@@ -352,7 +354,7 @@ def image_quality(rgb: torch.Tensor) -> int:
 def read_quality(images: torch.Tensor, max_images: int = 64) -> QualityReading:
     """What the blocks of an even spread of at most ``max_images`` real LR images (n, 3, h, w) say together (small
     images have too few blocks each)."""
-    pick = torch.linspace(0, len(images) - 1, min(len(images), max_images)).round().long().unique().tolist()
+    pick = spread(len(images), max_images)
     return read_coefficients(torch.cat([image_coefficients(images[i]) for i in pick]), len(pick))
 
 

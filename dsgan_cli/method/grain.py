@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .image_sampling import diagonal_detail, spread
+
 #: Side of the patches whose fine detail is read, in LR pixels.
 PATCH = 4
 #: The share of a set's patches read as flat.
@@ -33,12 +35,6 @@ MAX_IMAGES = 256
 MIN_PATCHES = 2000
 #: Pixels per chunk of images read at once (memory stays bounded whatever the image size).
 CHUNK_PIXELS = 1 << 22
-
-
-def diagonal_detail(x: torch.Tensor) -> torch.Tensor:
-    """The finest diagonal Haar detail (x[i,j] - x[i,j+1] - x[i+1,j] + x[i+1,j+1]) / 2: white noise of std s
-    has std s there, smooth content almost none."""
-    return (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
 
 
 def patch_detail(x: torch.Tensor) -> torch.Tensor:
@@ -63,11 +59,6 @@ def flat_level(details: torch.Tensor) -> float:
         return float("nan")
     k = max(1, round(FLAT_SHARE * details.numel()))
     return float(details.topk(k, largest=False).values.mean())
-
-
-def spread(n: int, most: int = MAX_IMAGES) -> list[int]:
-    """Indices of an even spread of at most ``most`` of ``n`` images."""
-    return torch.linspace(0, n - 1, min(n, most)).round().long().unique().tolist()
 
 
 @dataclass(frozen=True)
@@ -105,7 +96,7 @@ def read_grain(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> 
     from .models import downscale
 
     def details(images: torch.Tensor, make) -> tuple[torch.Tensor, int]:
-        pick = spread(len(images))
+        pick = spread(len(images), MAX_IMAGES)
         chunk = max(1, CHUNK_PIXELS // max(1, images.shape[-2] * images.shape[-1]))
         parts = [patch_detail(make(images[pick[i : i + chunk]])) for i in range(0, len(pick), chunk)]
         return torch.cat(parts), len(pick)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..plumbing.errors import DsganError
+from .image_sampling import diagonal_detail
 from .models import FilterHigh, FilterLow
 from .weights import ALEXNET, VGG19, FrozenFeatures, check_available, load_features, load_pretrained, resolve, warn_random_net
 
@@ -86,8 +87,7 @@ class NoiseLevelLoss(nn.Module):
     def level(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of each image's noise level (channels together), in the image's units."""
         x = x.float()
-        hh = (x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]) / 2
-        mag = hh.abs().flatten(1)
+        mag = diagonal_detail(x).abs().flatten(1)
         median = mag.kthvalue(max(1, mag.shape[1] // 2), dim=1, keepdim=True).values
         lower = (mag <= median).float()
         return ((mag * lower).sum(1) / lower.sum(1)).mean() / self.HALF_NORMAL_LOWER_MEAN

@@ -145,6 +145,16 @@ class BlurKernel(nn.Module):
         ax = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
         self.logits = nn.Parameter(-3.0 * (ax[:, None] ** 2 + ax[None, :] ** 2))
 
+    @torch.no_grad()
+    def start_at(self, cov: torch.Tensor) -> None:
+        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, in (x right, y down)), at least as wide as the
+        sharp start along every axis: the logits -p'cov^-1 p / 2 (the sharp start's cov is I / 6)."""
+        vals, vecs = torch.linalg.eigh(cov.double())
+        inv = vecs @ torch.diag(1 / vals.clamp(min=1 / 6)) @ vecs.T
+        ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
+        p = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1)  # (x, y) of every tap
+        self.logits.copy_(-0.5 * torch.einsum("...i,ij,...j->...", p, inv, p))
+
     def kernel(self) -> torch.Tensor:
         """The (size, size) kernel: a softmax of the logits, averaged with its 180-degree rotation."""
         k = torch.softmax(self.logits.float().flatten(), 0).view_as(self.logits)

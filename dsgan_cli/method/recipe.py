@@ -119,6 +119,12 @@ class ModelConfig:
         min=0,
         max=31,
     )
+    blur_source: str = _spec(
+        "gan",
+        "what sets the blur G applies first (model.blur_kernel): 'gan' (the GAN alone, from a sharp start) or "
+        "'read' (a Gaussian read off the real LR's power spectra against the clean Xb's before training, then fixed)",
+        choices=("gan", "read"),
+    )
 
 
 @dataclass
@@ -331,6 +337,8 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: model.filter_kernel must be odd, got {r.model.filter_kernel}")
     if r.model.grain_check and not r.model.output_noise:
         raise DsganError(f"{source}: model.grain_check needs model.output_noise = true")
+    if r.model.blur_source == "read" and not r.model.blur_kernel:
+        raise DsganError(f"{source}: model.blur_source = 'read' needs model.blur_kernel")
     if r.model.noise_mix and not r.model.output_noise:
         raise DsganError(f"{source}: model.noise_mix needs model.output_noise = true")
     if r.model.noise_kernel and not r.model.output_noise:

@@ -13,7 +13,8 @@ from safetensors import safe_open
 
 from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
 from dsgan_cli.data import known
-from dsgan_cli.method.grain import MAX_IMAGES, MIN_PATCHES, read_grain, spread
+from dsgan_cli.method.grain import MAX_IMAGES, MIN_PATCHES, read_grain
+from dsgan_cli.method.image_sampling import spread
 from dsgan_cli.method.models import downscale
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
@@ -70,8 +71,8 @@ def test_the_clean_side_is_the_hr_sets_xb_rounded_to_levels():
 
 
 def test_an_even_spread_of_at_most_max_images():
-    assert spread(10) == list(range(10))
-    big = spread(5000)
+    assert spread(10, MAX_IMAGES) == list(range(10))
+    big = spread(5000, MAX_IMAGES)
     assert len(big) == MAX_IMAGES and big[0] == 0 and big[-1] == 4999
     gaps = np.diff(big)
     assert gaps.max() - gaps.min() <= 1

@@ -1,0 +1,195 @@
+"""model.blur_source = "read": the real LR's blur is read off the two sets' power spectra before training, and G
+blurs by it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RECIPE, chw, run_cli
+from PIL import Image
+from safetensors import safe_open
+from scipy import ndimage
+
+from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
+from dsgan_cli.data import known
+from dsgan_cli.data.family import anisotropic_gaussian
+from dsgan_cli.method.blur_reading import MIN_TILES, axes, read_blur
+from dsgan_cli.method.models import BlurKernel, kernel_axes
+from dsgan_cli.method.recipe import load_recipe
+from dsgan_cli.plumbing.errors import DsganError
+
+
+def _photo_patches(names, n: int, size: int, seed: int) -> list[np.ndarray]:
+    return known.patches(known.pyramid(names, (320,)), n, size, np.random.default_rng(seed), flip=False)
+
+
+def _as_tensor(arrs) -> torch.Tensor:
+    return torch.stack([chw(np.ascontiguousarray(a)) for a in arrs])
+
+
+# Clean HR patches of some photographs; the real LR are other photographs' clean Xb, then degraded, as a user's
+# two sets are.
+HR = _as_tensor(_photo_patches(HR_SOURCES, 96, 64, seed=0))
+PHOTOS = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 96, 64, seed=1)]
+
+
+def _known(**how) -> torch.Tensor:
+    rng = np.random.default_rng(7)
+    return _as_tensor([known.degrade(p, rng, **how) for p in PHOTOS])
+
+
+def _convolved(kernel: np.ndarray) -> torch.Tensor:
+    def one(p):
+        x = np.stack([ndimage.convolve(p[..., c].astype(np.float64), kernel, mode="reflect") for c in range(3)], -1)
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+    return _as_tensor([one(p) for p in PHOTOS])
+
+
+def _angle_gap(a: float, b: float) -> float:
+    d = abs(a - b) % 180
+    return min(d, 180 - d)
+
+
+def test_unblurred_real_lr_read_no_blur_whatever_their_contrast():
+    """Other photos' plain Xb read no blur, and a set of duller photos (less contrast, brighter) reads the same:
+    the fit's constant takes a difference of contrast, which would otherwise read as blur."""
+    plain = axes(read_blur(HR, _as_tensor(PHOTOS), 2).cov)
+    dull = axes(read_blur(HR, _as_tensor([(p * 0.6 + 50).astype(np.uint8) for p in PHOTOS]), 2).cov)
+    assert plain[0] < 0.3 and dull[0] < 0.3, (plain, dull)
+    assert abs(plain[0] - dull[0]) < 0.05
+
+
+def test_a_gaussian_blur_reads_about_its_size_and_more_blur_reads_more():
+    majors = []
+    for sigma in (0.8, 1.0, 1.6, 2.0):
+        major, minor, _ = axes(read_blur(HR, _known(blur=sigma), 2).cov)
+        majors.append(major)
+        assert 0.6 * sigma < major < 1.1 * sigma, (sigma, major, minor)
+    assert majors == sorted(majors), majors
+
+
+@pytest.mark.parametrize("angle", [0.0, 45.0, 120.0])
+def test_an_anisotropic_blur_reads_its_orientation(angle):
+    """A 1.6 x 0.4 px Gaussian at three angles: the reading's long axis lies along the kernel's (as G's kernel is
+    reported, from the weights' second moments) and is far longer than its short one."""
+    kernel = anisotropic_gaussian(1.6, 0.4, angle)
+    _, _, truth = kernel_axes(torch.from_numpy(kernel))
+    major, minor, got = axes(read_blur(HR, _convolved(kernel), 2).cov)
+    assert _angle_gap(got, truth) < 15, (got, truth)
+    assert major > 1.0 and minor < 0.5 and major > 2.5 * minor, (major, minor)
+
+
+def test_grain_makes_the_reading_short_never_long():
+    """Noise raises the real LR's power at the top of the band: the reading shrinks, it does not grow."""
+    for sigma in (1.0, 1.6):
+        plain = axes(read_blur(HR, _known(blur=sigma), 2).cov)[0]
+        noisy = axes(read_blur(HR, _known(blur=sigma, noise=8.0), 2).cov)[0]
+        assert noisy <= plain + 0.02, (sigma, plain, noisy)
+    assert axes(read_blur(HR, _known(noise=8.0), 2).cov)[0] < 0.3
+
+
+def test_jpeg_alone_reads_no_blur():
+    assert axes(read_blur(HR, _known(jpeg=30), 2).cov)[0] < 0.3
+
+
+def test_too_few_tiles_give_no_reading():
+    reading = read_blur(HR[: MIN_TILES - 1], _known(blur=1.0), 2)
+    assert reading.cov is None and "blur not read" in reading.describe()
+    small = _as_tensor([p[:20, :20] for p in PHOTOS])  # under one 32-px tile each
+    assert read_blur(HR, small, 2).cov is None
+
+
+def test_the_kernel_starts_at_the_read_gaussian():
+    """BlurKernel.start_at: the kernel's own second moments give back the covariance (well inside a 9 x 9 kernel),
+    and one narrower than the sharp start leaves the sharp start."""
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    rot = torch.tensor([[c, s], [-s, c]], dtype=torch.float64)  # columns: the axes in (x right, y down)
+    cov = rot @ torch.diag(torch.tensor([1.2**2, 0.6**2], dtype=torch.float64)) @ rot.T
+    k = BlurKernel(9)
+    k.start_at(cov)
+    major, minor, angle = kernel_axes(k.kernel())
+    want = axes(cov)
+    assert major == pytest.approx(want[0], rel=0.05) and minor == pytest.approx(want[1], rel=0.05), (major, minor, want)
+    assert _angle_gap(angle, want[2]) < 2 and _angle_gap(angle, 30) < 2
+    sharp, started = BlurKernel(9), BlurKernel(9)
+    started.start_at(torch.zeros(2, 2, dtype=torch.float64))
+    assert torch.allclose(started.logits, sharp.logits)
+
+
+def test_blur_source_read_needs_a_blur_kernel():
+    with pytest.raises(DsganError, match="model.blur_source = 'read' needs model.blur_kernel"):
+        load_recipe(str(TINY_RECIPE), ["model.blur_kernel=0", 'model.blur_source="read"'])
+
+
+def test_build_networks_fixes_g_blur_at_the_reading_and_the_gan_source_learns_it():
+    from dsgan_cli.engines.train import build_networks
+
+    fmts = dict.fromkeys("GDP", torch.contiguous_format)
+    cov = torch.diag(torch.tensor([1.5**2, 0.5**2], dtype=torch.float64))
+    r = load_recipe("idphoto", ["perceptual.weights=random", 'model.blur_source="read"'])
+    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=cov)
+    major, minor, angle = kernel_axes(G.blur.kernel())
+    assert major == pytest.approx(1.5, rel=0.06) and minor == pytest.approx(0.5, rel=0.1) and _angle_gap(angle, 0) < 2
+    assert not G.blur.logits.requires_grad
+    G, *_ = build_networks(r, torch.device("cpu"), fmts)  # not read (or a resume): the sharp start, fixed
+    assert torch.allclose(G.blur.logits, BlurKernel(9).logits) and not G.blur.logits.requires_grad
+    r = load_recipe("idphoto", ["perceptual.weights=random", 'model.blur_source="gan"'])
+    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=cov)
+    assert torch.allclose(G.blur.logits, BlurKernel(9).logits) and G.blur.logits.requires_grad
+
+
+def _write(folder, arrs):
+    folder.mkdir()
+    for i, a in enumerate(arrs):
+        Image.fromarray(a).save(folder / f"img_{i}.png")
+
+
+def _images(folder) -> torch.Tensor:
+    return _as_tensor([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
+
+
+def _exported_logits(run) -> torch.Tensor:
+    with safe_open(run / "generator.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["recipe"])["model"]["blur_source"] == "read"
+        return f.get_tensor("blur.logits")
+
+
+def test_training_blurs_by_the_reading_and_a_resume_keeps_the_kernel(tmp_path):
+    """A real CLI run with the read blur prints the reading and exports G's kernel exactly at it after training
+    (fixed); the resume reads nothing and trains on with the checkpoint's kernel, unchanged."""
+    from types import SimpleNamespace
+
+    from dsgan_cli.engines.train import blur_for
+
+    _write(tmp_path / "hr", _photo_patches(HR_SOURCES, 12, 128, seed=2))
+    photos = [known.xb_of(p, 2) for p in _photo_patches(LR_SOURCES, 12, 128, seed=3)]
+    rng = np.random.default_rng(7)
+    _write(tmp_path / "lr", [known.degrade(p, rng, blur=1.5) for p in photos])
+    sets = ["data.hr_size=128", "data.lr_size=64", "model.blur_kernel=9", 'model.blur_source="read"']
+    args = ["train", str(TINY_RECIPE), *[a for s in sets for a in ("--set", s)]]
+    args += ["--set", f"data.hr_dir='{tmp_path / 'hr'}'", "--set", f"data.lr_dir='{tmp_path / 'lr'}'"]
+    args += ["--set", f"train.output_dir='{tmp_path / 'run'}'"]
+    r = run_cli(*args, "--set", "train.iterations=2")
+    assert r.returncode == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("real LR: blur sd")]
+    assert len(said) == 1 and "12 real LR and 12 HR images" in said[0] and "G blurs by it (fixed)" in said[0], r.stderr
+    reading = read_blur(_images(tmp_path / "hr"), _images(tmp_path / "lr"), 2)
+    assert 1.0 < axes(reading.cov)[0] < 1.7, reading.describe()
+    want = BlurKernel(9)
+    want.start_at(reading.cov)
+    first = _exported_logits(tmp_path / "run")
+    assert torch.allclose(first, want.logits), "G's blur is the reading, unmoved by training"
+
+    recipe = load_recipe(str(TINY_RECIPE), sets)
+    hr, lr = SimpleNamespace(images=HR), SimpleNamespace(images=_known(blur=1.5))
+    ckpt = next((tmp_path / "run" / "checkpoints").iterdir())
+    assert blur_for(recipe, hr, lr, say=False, resume_from=ckpt) is None
+    assert blur_for(recipe, hr, lr, say=False) is not None
+    r = run_cli(*args, "--set", "train.iterations=4", "--resume", "latest")
+    assert r.returncode == 0, r.stderr
+    assert "real LR: blur" not in r.stderr, r.stderr
+    assert torch.equal(_exported_logits(tmp_path / "run"), first)
