@@ -1,16 +1,15 @@
 """How much and in which direction the real LR are blurred, read off the images before training (as the grain
 and G's JPEG quality are).
 
-G's learned blur (``model.blur_kernel``) is set by the GAN alone, and from its sharp start (sd 0.41 px) it moved
-about 0.5 px in a short run: a third short of a 1.5 px Gaussian, half of a 7 px motion blur (BENCHMARKS.md).
-The two sets' mean power spectra say where to start. A blur multiplies the spectrum by its kernel's squared
-transfer function, exp(-4 pi^2 f'Cf) for a Gaussian of covariance C, so over the low and middle frequencies,
-where grain and compression change the spectrum little, log(real / clean) is a plane in (fx^2, fx fy, fy^2)
-plus a constant; the constant takes up a difference of contrast between the two sets' photos (they are not the
-same photos), which would otherwise read as blur.
+Set by the GAN alone, G's blur (``model.blur_kernel``) stopped near 1 px of standard deviation in a short run: a
+third short of a 1.5 px Gaussian, half of a 7 px motion blur; started further out, the GAN widened it past the
+truth (BENCHMARKS.md, "The read blur"). The two sets' mean power spectra say what it is. A blur multiplies the
+spectrum by its kernel's squared transfer function, exp(-4 pi^2 f'Cf) for a Gaussian of covariance C, so over
+the low and middle frequencies, where grain and compression change the spectrum little, log(real / clean) is a
+plane in (fx^2, fx fy, fy^2) plus a constant; the constant takes up a difference of contrast between the two
+sets' photos (they are not the same photos), which would otherwise read as blur.
 
-The reading is a start, not a constraint: the GAN moves the kernel from there. Noise raises the real LR's power
-towards the top of the band and makes the reading short, never long.
+Noise raises the real LR's power towards the top of the band and makes the reading short, never long.
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ BAND = 0.25
 FLOOR = 0.05
 #: Tiles a set needs for a reading.
 MIN_TILES = 16
+#: Frequencies with power on both sides a fit needs (four unknowns; a 32-px tile has about 200 in the band).
+MIN_FREQUENCIES = 16
 #: Images read per set, an even spread.
 MAX_IMAGES = 256
 
@@ -53,21 +54,25 @@ def mean_power(tiles: torch.Tensor) -> torch.Tensor:
     return (torch.fft.fft2(t * (h[:, None] * h[None, :])).abs() ** 2).mean(0)
 
 
-def fit_blur(real: torch.Tensor, clean: torch.Tensor, band: float = BAND) -> torch.Tensor:
+def fit_blur(real: torch.Tensor, clean: torch.Tensor, band: float = BAND) -> torch.Tensor | None:
     """The covariance (2 x 2, px^2, in (x right, y down); positive semi-definite) of the Gaussian blur that best
     turns the ``clean`` power spectrum into the ``real`` one over 0 < |f| <= ``band``, up to a constant factor:
-    weighted least squares on the log ratio, each frequency weighted by the clean amplitude."""
+    weighted least squares on the log ratio, each frequency weighted by the clean amplitude (None where fewer than
+    MIN_FREQUENCIES have power on both sides: featureless images say nothing of a blur)."""
     f = torch.fft.fftfreq(real.shape[-1], dtype=torch.float64)
     fy, fx = torch.meshgrid(f, f, indexing="ij")
     ratio = real / clean.clamp(min=1e-12)
     radius = (fx**2 + fy**2).sqrt()
-    use = (radius > 0) & (radius <= band) & (ratio > FLOOR)
+    use = (radius > 0) & (radius <= band) & (ratio > FLOOR) & (clean > 0)
+    if int(use.sum()) < MIN_FREQUENCIES:
+        return None
     fx, fy = fx[use], fy[use]
     a = torch.stack([-4 * math.pi**2 * fx**2, -8 * math.pi**2 * fx * fy, -4 * math.pi**2 * fy**2, torch.ones_like(fx)], 1)
     w = clean[use].sqrt()[:, None]
     cxx, cxy, cyy, _ = torch.linalg.lstsq(a * w, ratio[use].log()[:, None] * w).solution.squeeze(1)
     vals, vecs = torch.linalg.eigh(torch.stack([torch.stack([cxx, cxy]), torch.stack([cxy, cyy])]))
-    return vecs @ torch.diag(vals.clamp(min=0)) @ vecs.T
+    cov = vecs @ torch.diag(vals.clamp(min=0)) @ vecs.T
+    return cov if bool(torch.isfinite(cov).all()) else None
 
 
 def axes(cov: torch.Tensor) -> tuple[float, float, float]:
@@ -92,7 +97,7 @@ class BlurReading:
     def describe(self) -> str:
         counts = f"{self.real_images} real LR and {self.clean_images} HR images, {self.real_tiles} and {self.clean_tiles} tiles"
         if self.cov is None:
-            return f"blur not read (fewer than {MIN_TILES} tiles of {TILE} x {TILE} px in a set; {counts})"
+            return f"blur not read (fewer than {MIN_TILES} tiles of {TILE} x {TILE} px in a set, or no detail to read; {counts})"
         major, minor, angle = axes(self.cov)
         return f"blur sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg against the clean Xb ({counts})"
 

@@ -121,3 +121,24 @@ def test_resume_refuses_changed_model_or_data_and_keeps_the_first_recipe(tmp_pat
     (data,) = run_cli_many([[*base, "--set", "train.iterations=4", "--resume", "latest"]], cwd=tmp_path)
     assert data.returncode == 2, data.stderr
     one_line_error(data.stderr, "cannot resume exactly", "images")
+
+
+def test_a_key_the_checkpoints_recipe_lacks_compares_at_its_default(tmp_path):
+    """A checkpoint from a version before an option ran with the option's default: resuming with another value is
+    a change (refused for a model key), with the default it is none."""
+    import json
+
+    from dsgan_cli.engines.rundir import check_resume
+    from dsgan_cli.method.recipe import Recipe
+    from dsgan_cli.plumbing.errors import DsganError
+
+    before = Recipe().to_dict()
+    before["model"]["blur_kernel"] = 9
+    del before["model"]["blur_source"]  # written before the option existed
+    (tmp_path / "recipe.json").write_text(json.dumps(before))
+    now = json.loads(json.dumps(before))
+    now["model"]["blur_source"] = "read"
+    with pytest.raises(DsganError, match="cannot resume exactly: model.blur_source 'gan' -> 'read'"):
+        check_resume(tmp_path, now, {}, {})
+    now["model"]["blur_source"] = "gan"
+    check_resume(tmp_path, now, {}, {})
