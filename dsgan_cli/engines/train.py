@@ -110,8 +110,8 @@ def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = N
 
 def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None):
     """G's blur with ``model.blur_source = "read"``: the covariance read off the real LR (see
-    :mod:`dsgan_cli.method.blur_reading`), or None (not read: G does not blur; without the option the GAN sets
-    the blur); ``say`` prints what was found. The same on every rank: all read the same images. A
+    :mod:`dsgan_cli.method.blur_reading`), or None (not read: G's blur stays at its sharp start; without the
+    option the GAN sets it); ``say`` prints what was found. The same on every rank: all read the same images. A
     resume keeps the checkpoint's kernel."""
     from ..method.blur_reading import read_blur
 
@@ -119,7 +119,7 @@ def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = No
         return None
     reading = read_blur(hr_set.images, lr_set.images, r.data.scale)
     if say:
-        then = "G blurs by it (fixed)" if reading.cov is not None else "G does not blur"
+        then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
     return reading.cov
 
@@ -180,15 +180,15 @@ def build_networks(
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
     (0: none; see :func:`jpeg_quality_for`); without ``grain`` (see :func:`grain_for`) G adds none and no
     noise level is matched; with ``model.blur_source = "read"`` G's blur is the Gaussian of covariance ``blur``
-    (None: the identity; see :func:`blur_for`), fixed."""
+    (None: its sharp start, as on a resume, whose checkpoint brings the kernel; see :func:`blur_for`), fixed."""
     from ..method import losses, models
 
     G = models.Generator(generator_config(r, jpeg_quality, grain))
     if G.blur is not None and r.model.blur_source == "read":
-        # Not read: no blur (a resume's checkpoint brings its own kernel after this). The GAN moved a read blur
-        # further (over-blurring, BENCHMARKS.md "The read blur"): fixed. The parameter stays in the optimiser (no
-        # gradient, no step), so checkpoints of either source resume alike.
-        G.blur.set_gaussian(blur if blur is not None else torch.zeros(2, 2))
+        if blur is not None:
+            G.blur.start_at(blur)
+        # The GAN moved a read blur further (over-blurring, BENCHMARKS.md "The read blur"); the parameter stays in
+        # the optimiser (no gradient, no step), so checkpoints of either source resume alike.
         G.blur.logits.requires_grad_(False)
     G = G.to(memory_format=fmts["G"])
     D = models.Discriminator(discriminator_config(r)).to(memory_format=fmts["D"])

@@ -129,11 +129,13 @@ class ResidualBlock(nn.Module):
 
 
 class BlurKernel(nn.Module):
-    """One blur for every image: a ``size`` x ``size`` kernel, non-negative, summing to 1 and point symmetric,
-    applied to each colour channel with reflected borders. Non-negative and normalised: it can blur but neither sharpen nor shift colours. Point symmetric
+    """One learned blur for every image: a ``size`` x ``size`` kernel, non-negative, summing to 1 and point
+    symmetric, applied to each colour channel with reflected borders.
+
+    Non-negative and normalised: it can blur but neither sharpen nor shift colours. Point symmetric
     (k(-p) = k(p)): its centroid is the centre, so Xd stays aligned with its HR, and an SR net trained on the
-    pairs learns no shift; motion, defocus, Gaussian and resampling blurs all have this symmetry. Learned, it starts
-    close to the identity (the centre holds ``1 / (1 + 4 e^-3 + ...)`` = 0.83); :meth:`set_gaussian` sets a read one.
+    pairs learns no shift; motion, defocus, Gaussian and resampling blurs all have this symmetry. It starts
+    close to the identity (the centre holds ``1 / (1 + 4 e^-3 + ...)`` = 0.83).
     """
 
     def __init__(self, size: int):
@@ -144,15 +146,14 @@ class BlurKernel(nn.Module):
         self.logits = nn.Parameter(-3.0 * (ax[:, None] ** 2 + ax[None, :] ** 2))
 
     @torch.no_grad()
-    def set_gaussian(self, cov: torch.Tensor, sub: int = 16) -> None:
-        """The Gaussian of covariance ``cov`` (px^2, (x right, y down); each axis' sd at least 2 / ``sub``) integrated
-        over each tap's pixel at ``sub`` x ``sub`` points: a thin blur at any angle keeps its length, none is the identity."""
+    def start_at(self, cov: torch.Tensor) -> None:
+        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, in (x right, y down)), at least as wide as the
+        sharp start along every axis: the logits -p'cov^-1 p / 2 (the sharp start's cov is I / 6)."""
         vals, vecs = torch.linalg.eigh(cov.double())
-        inv, n = vecs @ torch.diag(1 / vals.clamp(min=(2 / sub) ** 2)) @ vecs.T, self.logits.shape[-1]
-        ax = (torch.arange(n * sub, dtype=torch.float64) + 0.5) / sub - n / 2  # sub-pixel centres, 0 at the middle
-        p = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1)
-        w = torch.exp(-0.5 * torch.einsum("...i,ij,...j->...", p, inv, p)).view(n, sub, n, sub).sum((1, 3))
-        self.logits.copy_((w / w.sum()).clamp(min=1e-30).log())
+        inv = vecs @ torch.diag(1 / vals.clamp(min=1 / 6)) @ vecs.T
+        ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
+        p = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1)  # (x, y) of every tap
+        self.logits.copy_(-0.5 * torch.einsum("...i,ij,...j->...", p, inv, p))
 
     def kernel(self) -> torch.Tensor:
         """The (size, size) kernel: a softmax of the logits, averaged with its 180-degree rotation."""
