@@ -141,14 +141,11 @@ def check_resume(out: Path, recipe: dict[str, Any], before: dict[str, Any], now:
             first = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             first = None
-    changed = []
-    if first is not None:
-        # A key the checkpoint's recipe lacks came after it: that version ran with the key's default (a new option's
-        # default is the behaviour before it). Keys only the checkpoint has are retired: not a change.
-        old, new = {**_flat(Recipe().to_dict()), **_flat(first)}, _flat(recipe)
-        changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
-    a, b = {**_flat(Recipe().to_dict()), **_flat(first or {})}, _flat(recipe)
-    hard = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in changed if _breaks_exactness(k)]
+    # A key the checkpoint's recipe lacks came after it: that version ran with the key's default (a new option's
+    # default is the behaviour before it). Keys only the checkpoint has are retired: not a change.
+    old, new = {**_flat(Recipe().to_dict()), **_flat(first or {})}, _flat(recipe)
+    changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]] if first is not None else []
+    hard = [f"{k} {old[k]!r} -> {new[k]!r}" for k in changed if _breaks_exactness(k)]
     if before.get("world_size") is not None and before["world_size"] != now.get("world_size"):
         hard.append(f"world size {before['world_size']} -> {now.get('world_size')}")
     if before.get("data_sha256") is not None and before["data_sha256"] != now.get("data_sha256"):

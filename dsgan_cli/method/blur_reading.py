@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .grain import clean_xb
 from .image_sampling import spread
 
 #: Side of the square tiles whose spectra are averaged, in LR pixels (every tile the same size, whatever the
@@ -105,7 +106,6 @@ class BlurReading:
 def read_blur(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> BlurReading:
     """Read the blur of the real LR (n, 3, h, w, uint8) against the clean Xb of the HR images (bicubic downscale
     by ``scale``, rounded to levels) off the two sets' mean power spectra."""
-    from .models import downscale
 
     def tiles(images: torch.Tensor, make) -> tuple[torch.Tensor, int]:
         pick = spread(len(images), MAX_IMAGES)
@@ -114,6 +114,6 @@ def read_blur(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> B
         return torch.cat(parts) if parts else torch.zeros(0, TILE, TILE, dtype=torch.float64), len(pick)
 
     real, n_real = tiles(lr_images, lambda x: x)
-    clean, n_clean = tiles(hr_images, lambda hr: downscale(hr.float() / 255, scale).mul_(255).round_())
+    clean, n_clean = tiles(hr_images, lambda hr: clean_xb(hr, scale))
     cov = fit_blur(mean_power(real), mean_power(clean)) if min(len(real), len(clean)) >= MIN_TILES else None
     return BlurReading(cov, n_real, n_clean, len(real), len(clean))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .image_sampling import diagonal_detail, spread
+from .models import downscale
 
 #: Side of the patches whose fine detail is read, in LR pixels.
 PATCH = 4
@@ -90,10 +91,15 @@ class GrainReading:
         return f"{found} (flat-region detail {self.real:.2f} levels, clean Xb {self.clean:.2f}; {counts})"
 
 
+def clean_xb(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The clean Xb of HR images (n, 3, H, W, levels 0-255) as an image file holds it: G's bicubic downscale by
+    ``scale``, rounded to levels (float): what the readings of the real LR compare them with."""
+    return downscale(hr.float() / 255, scale).mul_(255).round_()
+
+
 def read_grain(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> GrainReading:
     """Compare the real LR (n, 3, h, w, uint8) with the clean Xb of the HR images (bicubic downscale by ``scale``,
     rounded to levels) where each set is flattest."""
-    from .models import downscale
 
     def details(images: torch.Tensor, make) -> tuple[torch.Tensor, int]:
         pick = spread(len(images), MAX_IMAGES)
@@ -101,9 +107,6 @@ def read_grain(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> 
         parts = [patch_detail(make(images[pick[i : i + chunk]])) for i in range(0, len(pick), chunk)]
         return torch.cat(parts), len(pick)
 
-    def clean_xb(hr: torch.Tensor) -> torch.Tensor:
-        return downscale(hr.float() / 255, scale).mul_(255).round_()
-
     real, n_real = details(lr_images, lambda x: x)
-    clean, n_clean = details(hr_images, clean_xb)
+    clean, n_clean = details(hr_images, lambda hr: clean_xb(hr, scale))
     return GrainReading(flat_level(real), flat_level(clean), n_real, n_clean, real.numel(), clean.numel())
