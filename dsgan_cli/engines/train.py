@@ -75,16 +75,21 @@ def build_accelerator(recipe: Recipe, out: Path, start_step: int, is_main: bool)
 
 def jpeg_quality_for(r: Recipe, lr_set, say: bool) -> int:
     """G's JPEG quality: ``model.jpeg_quality`` as given, or with -1 the one read off the real LR (0 when they
-    show none); ``say`` prints what was found. The same on every rank: all read the same images."""
-    from ..method.codec import read_quality
+    show none; ``model.grid_quality`` when they show a codec's block grid but no quality); ``say`` prints what was
+    found. The same on every rank: all read the same images."""
+    from ..method.codec import read_grid, read_quality
 
     if r.model.jpeg_quality >= 0:
         return r.model.jpeg_quality
     reading = read_quality(lr_set.images)
+    grid = read_grid(lr_set.images) if r.model.grid_quality and not reading.quality else None
+    quality = reading.quality or (r.model.grid_quality if grid is not None and grid.period else 0)
     if say:
         then = "G ends in JPEG at it" if reading.quality else "G's JPEG stage is off"
+        if grid is not None:
+            then = f"{grid.describe()}: " + (f"G ends in JPEG at q{quality}, standing in for that codec" if quality else then)
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
-    return reading.quality
+    return quality
 
 
 def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> bool:

@@ -362,3 +362,79 @@ def estimate_quality(images: torch.Tensor, max_images: int = 64) -> tuple[int, i
     """(quality, images read) for a set of real LR images (see :func:`read_quality`), 0 for none."""
     reading = read_quality(images, max_images)
     return reading.quality, reading.read
+
+
+# ----------------------------------------------------------------------------- a codec's block grid
+
+
+#: Rows and columns left out at each image edge when block edges are looked for: resampling, blurs and
+#: demosaicing treat an image's edge on their own, which sets its outer rows and columns apart whatever the codec.
+GRID_BORDER = 3
+
+#: Least excess of the mean step across the block edges over the median offset's, in both directions, for a grid
+#: to be read: a block codec's edges stand 0.07 (JPEG q39 under camera noise) to 0.3 (WebP q39) above the other
+#: offsets, photos without a codec (blurred, noisy, resampled) within 0.03 at the block edge's offset.
+GRID_MIN = 0.04
+
+#: Grid periods looked for, in px: JPEG's 8-px blocks, then WebP's (VP8's) 4-px transform blocks.
+GRID_PERIODS = (8, 4)
+
+
+def step_profiles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean |step| of luma between neighbouring columns (w - 1,) and rows (h - 1,) of images (n, 3, h, w,
+    levels 0-255), over all images and the other direction: a block codec's edges are the steps its grid lines up."""
+    cols = torch.zeros(images.shape[-1] - 1, dtype=torch.float64)
+    rows = torch.zeros(images.shape[-2] - 1, dtype=torch.float64)
+    for x in images:  # one image at a time: memory stays bounded whatever the image size
+        y = rgb_to_ycbcr(x[None].double())[0, 0]
+        cols += (y[:, 1:] - y[:, :-1]).abs().mean(0)
+        rows += (y[1:] - y[:-1]).abs().mean(1)
+    return cols / max(1, len(images)), rows / max(1, len(images))
+
+
+def grid_excess(profile: torch.Tensor, period: int) -> tuple[float, int]:
+    """(the strongest offset's mean step over the median offset's, minus 1; that offset) of a step profile folded
+    by ``period``, its ``GRID_BORDER`` outer steps left out (offset k: the step between pixels k and k + 1 of each
+    period, so a grid from the image's corner puts its edges at ``period - 1``); (0, -1) when the image is too small
+    to hold two periods inside its borders."""
+    idx = torch.arange(len(profile))
+    inside = (idx >= GRID_BORDER) & (idx < len(profile) - GRID_BORDER)
+    if int(inside.sum()) < 2 * period:
+        return 0.0, -1
+    folded = torch.stack([profile[inside & (idx % period == k)].mean() for k in range(period)])
+    median = float(folded.median())
+    best = int(folded.argmax())
+    return (float(folded[best]) / median - 1 if median > 0 else 0.0), best
+
+
+@dataclass(frozen=True)
+class GridReading:
+    """Whether a set of images shows a block codec's grid from the image's corner: its period (0 for none), the
+    excess of the steps across its edges over the other offsets' (columns, rows), and how many images were read."""
+
+    period: int
+    excess: tuple[float, float]
+    read: int
+
+    def describe(self) -> str:
+        """One line: the grid found (or none) and its evidence."""
+        ex = f"block edges {self.excess[0]:.2f} / {self.excess[1]:.2f} above the other offsets across columns / rows"
+        if self.period:
+            return f"a {self.period}-px block grid ({ex}; {self.read} images)"
+        return f"no block grid ({self.read} images; a grid needs {GRID_MIN} in both directions at a block edge)"
+
+
+def read_grid(images: torch.Tensor, max_images: int = 256) -> GridReading:
+    """The block grid an even spread of at most ``max_images`` images (n, 3, h, w, levels 0-255) shows: the first
+    period of ``GRID_PERIODS`` whose strongest offset is its block edge in both directions, each at least
+    ``GRID_MIN`` above the median offset (a resampling's period lands elsewhere)."""
+    pick = spread(len(images), max_images)
+    cols, rows = step_profiles(images[pick]) if pick else (torch.zeros(0), torch.zeros(0))
+    first = (0.0, 0.0)
+    for period in GRID_PERIODS:
+        (ex_c, at_c), (ex_r, at_r) = grid_excess(cols, period), grid_excess(rows, period)
+        if period == GRID_PERIODS[0]:
+            first = (ex_c, ex_r)
+        if at_c == at_r == period - 1 and min(ex_c, ex_r) >= GRID_MIN:
+            return GridReading(period, (ex_c, ex_r), len(pick))
+    return GridReading(0, first, len(pick))
