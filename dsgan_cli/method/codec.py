@@ -371,46 +371,53 @@ def estimate_quality(images: torch.Tensor, max_images: int = 64) -> tuple[int, i
 #: demosaicing treat an image's edge on their own, which sets its outer rows and columns apart whatever the codec.
 GRID_BORDER = 3
 
-#: Least excess of the mean step across the block edges over the median offset's, in both directions, for a grid
-#: to be read: a block codec's edges stand 0.07 (JPEG q39 under camera noise) to 0.3 (WebP q39) above the other
-#: offsets, photos without a codec (blurred, noisy, resampled) within 0.03 at the block edge's offset.
-GRID_MIN = 0.04
+#: Least excess of the mean step across the block edges over every other offset's, in both directions, for a grid
+#: to be read: a block codec's edges stand 3 % (JPEG q39 under camera noise, 32-px images) to 28 % (WebP q39) above
+#: the next offset's; on photos without a codec (clean, noisy, blurred, demosaiced, doubled by nearest neighbour)
+#: no offset stood more than 1.4 % above the others, and this is about twice that.
+GRID_MIN = 0.025
+
+#: Fewest images a grid is read off: on fewer, photos without a codec put the highest offset on a block edge in both
+#: directions by chance.
+GRID_IMAGES = 32
 
 #: Grid periods looked for, in px: JPEG's 8-px blocks, then WebP's (VP8's) 4-px transform blocks.
 GRID_PERIODS = (8, 4)
 
 
-def step_profiles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean |step| of luma between neighbouring columns (w - 1,) and rows (h - 1,) of images (n, 3, h, w,
-    levels 0-255), over all images and the other direction: a block codec's edges are the steps its grid lines up."""
+def step_profiles(images: torch.Tensor, pick: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean |step| of luma between neighbouring columns (w - 1,) and rows (h - 1,) of images ``pick`` of
+    ``images`` (n, 3, h, w, levels 0-255), over the images and the other direction: a block codec's grid lines up its
+    edges' steps. One image at a time, luma only: memory stays bounded whatever the image size."""
     cols = torch.zeros(images.shape[-1] - 1, dtype=torch.float64)
     rows = torch.zeros(images.shape[-2] - 1, dtype=torch.float64)
-    for x in images:  # one image at a time: memory stays bounded whatever the image size
-        y = rgb_to_ycbcr(x[None].double())[0, 0]
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)
+    for i in pick:
+        y = (images[i].double() * weights).sum(0)
         cols += (y[:, 1:] - y[:, :-1]).abs().mean(0)
         rows += (y[1:] - y[:-1]).abs().mean(1)
-    return cols / max(1, len(images)), rows / max(1, len(images))
+    return cols / max(1, len(pick)), rows / max(1, len(pick))
 
 
-def grid_excess(profile: torch.Tensor, period: int) -> tuple[float, int]:
-    """(the strongest offset's mean step over the median offset's, minus 1; that offset) of a step profile folded
-    by ``period``, its ``GRID_BORDER`` outer steps left out (offset k: the step between pixels k and k + 1 of each
-    period, so a grid from the image's corner puts its edges at ``period - 1``); (0, -1) when the image is too small
-    to hold two periods inside its borders."""
+def edge_excess(profile: torch.Tensor, period: int) -> float:
+    """How far the block edge's mean step stands above the highest other offset's (a fraction; negative where
+    another offset is higher), of a step profile folded by ``period``, its ``GRID_BORDER`` outer steps left out.
+    Offset k is the step between pixels k and k + 1 of each period, so a grid from the image's corner puts its edges
+    at ``period - 1``. 0 when the image holds fewer than two periods inside its borders."""
     idx = torch.arange(len(profile))
     inside = (idx >= GRID_BORDER) & (idx < len(profile) - GRID_BORDER)
     if int(inside.sum()) < 2 * period:
-        return 0.0, -1
+        return 0.0
     folded = torch.stack([profile[inside & (idx % period == k)].mean() for k in range(period)])
-    median = float(folded.median())
-    best = int(folded.argmax())
-    return (float(folded[best]) / median - 1 if median > 0 else 0.0), best
+    highest = float(folded[:-1].max())
+    return float(folded[-1]) / highest - 1 if highest > 0 else 0.0
 
 
 @dataclass(frozen=True)
 class GridReading:
-    """Whether a set of images shows a block codec's grid from the image's corner: its period (0 for none), the
-    excess of the steps across its edges over the other offsets' (columns, rows), and how many images were read."""
+    """Whether a set of images shows a block codec's grid from the image's corner: its period (0 for none), how far
+    the steps across its edges stand above the other offsets' (columns, rows; for none, the 8-px edge's), and how
+    many images were read."""
 
     period: int
     excess: tuple[float, float]
@@ -418,23 +425,28 @@ class GridReading:
 
     def describe(self) -> str:
         """One line: the grid found (or none) and its evidence."""
-        ex = f"block edges {self.excess[0]:.2f} / {self.excess[1]:.2f} above the other offsets across columns / rows"
+        ex = f"steps across them {self.excess[0]:.0%} / {self.excess[1]:.0%} above any other offset's (columns / rows)"
         if self.period:
-            return f"a {self.period}-px block grid ({ex}; {self.read} images)"
-        return f"no block grid ({self.read} images; a grid needs {GRID_MIN} in both directions at a block edge)"
+            return f"block edges every {self.period} px ({ex}; {self.read} images)"
+        if self.read < GRID_IMAGES:
+            return f"no block grid read ({self.read} images; it needs {GRID_IMAGES})"
+        return f"no block grid (at 8 px: {ex}; {self.read} images; a grid needs {GRID_MIN:.1%} in both directions)"
 
 
 def read_grid(images: torch.Tensor, max_images: int = 256) -> GridReading:
     """The block grid an even spread of at most ``max_images`` images (n, 3, h, w, levels 0-255) shows: the first
-    period of ``GRID_PERIODS`` whose strongest offset is its block edge in both directions, each at least
-    ``GRID_MIN`` above the median offset (a resampling's period lands elsewhere)."""
+    period of ``GRID_PERIODS`` whose block edge's step stands at least ``GRID_MIN`` above every other offset's in both
+    directions (WebP's 4-px grid fails at 8 px, where offset 3 is an edge too). None off fewer than ``GRID_IMAGES``
+    images."""
     pick = spread(len(images), max_images)
-    cols, rows = step_profiles(images[pick]) if pick else (torch.zeros(0), torch.zeros(0))
+    if len(pick) < GRID_IMAGES:
+        return GridReading(0, (0.0, 0.0), len(pick))
+    cols, rows = step_profiles(images, pick)
     first = (0.0, 0.0)
     for period in GRID_PERIODS:
-        (ex_c, at_c), (ex_r, at_r) = grid_excess(cols, period), grid_excess(rows, period)
+        c, r = edge_excess(cols, period), edge_excess(rows, period)
         if period == GRID_PERIODS[0]:
-            first = (ex_c, ex_r)
-        if at_c == at_r == period - 1 and min(ex_c, ex_r) >= GRID_MIN:
-            return GridReading(period, (ex_c, ex_r), len(pick))
+            first = (c, r)
+        if min(c, r) >= GRID_MIN:
+            return GridReading(period, (c, r), len(pick))
     return GridReading(0, first, len(pick))

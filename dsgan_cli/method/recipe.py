@@ -102,9 +102,9 @@ class ModelConfig:
     )
     grid_quality: int = _spec(
         0,
-        "with model.jpeg_quality = -1: where no quality can be read but the real LR show a block codec's grid (block "
-        "edges every 4 or 8 px from the corner: WebP's, or a JPEG's whose coefficients a later step moved), G ends in "
-        "JPEG at this quality, 1-100; 0 = off",
+        "where model.jpeg_quality = -1 reads no quality but the real LR show a block codec's grid (block edges every 4 "
+        "or 8 px from the corner: WebP's, or a JPEG's whose coefficients a later step moved), G ends in JPEG at this "
+        "quality, 1-100, standing in for that codec; 0 = off (a given model.jpeg_quality is used as it is)",
         min=0,
         max=100,
     )
@@ -347,8 +347,6 @@ def _check_consistency(r: Recipe, source: str) -> None:
         raise DsganError(f"{source}: model.grain_check needs model.output_noise = true")
     if r.model.blur_source == "read" and not r.model.blur_kernel:
         raise DsganError(f"{source}: model.blur_source = 'read' needs model.blur_kernel")
-    if r.model.grid_quality and r.model.jpeg_quality != -1:
-        raise DsganError(f"{source}: model.grid_quality needs model.jpeg_quality = -1 (the quality read off the real LR)")
     if r.model.noise_mix and not r.model.output_noise:
         raise DsganError(f"{source}: model.noise_mix needs model.output_noise = true")
     if r.model.noise_kernel and not r.model.output_noise:
