@@ -22,7 +22,9 @@ gains less than ``--min-oracle-gain`` dB are shown but not counted. ``--summariz
 results of such runs into one family table: a row per draw, then the median, the minimum, the number of draws
 below bicubic pairs and the wall time. The same draw in several folders (runs with other DSGAN seeds,
 ``--set train.seed=N``) is pooled: sums over DSGAN runs and SR seeds, with each run's own gap closed shown, since
-one DSGAN run's outcome moves a draw's gap by up to about 0.5.
+one DSGAN run's outcome moves a draw's gap by up to about 0.5. An entry ``FILE.json:DRAWS`` (e.g.
+``benchmarks/sr_family_X.json:0-2,5``) takes those draws' runs from a kept results or family JSON instead: draws a
+change of method leaves as they were (the same readings, so the same training) are carried, not run again.
 
 Usage:
     .venv/bin/python scripts/bench_sr.py [--recipe idphoto|paper|FILE.toml] [--set KEY=VALUE ...]
@@ -312,9 +314,21 @@ def run_settings(recipe_json: Path) -> dict:
     return {k: v for k, v in flat.items() if k not in ("data.hr_dir", "data.lr_dir", "train.output_dir", "train.seed")}
 
 
+def kept_report(entry: Path) -> dict:
+    """A kept results or family JSON given as ``FILE.json:DRAWS``: its runs of those draws, as a run folder's report
+    (a family JSON's draws hold lists of runs)."""
+    path, _, spec = str(entry).rpartition(":")
+    rep = json.loads(Path(path).read_text())
+    keep = set(parse_draws(spec, 1000))
+    cases = {k: v for k, v in rep["cases"].items() if int(k.removeprefix("draw")) in keep}
+    return {**rep, "cases": cases, "carried_from": str(entry)}
+
+
 def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
-    """Merge the ``results.json`` of family runs into OUT/family.json and OUT/family.md."""
-    reports = [json.loads((d / "results.json").read_text()) for d in dirs]
+    """Merge the ``results.json`` of family runs (and draws carried from kept JSON files) into OUT/family.json and
+    OUT/family.md."""
+    reports = [kept_report(d) if ".json:" in str(d) else json.loads((d / "results.json").read_text()) for d in dirs]
+    dirs = [d for d in dirs if ".json:" not in str(d)]
     # The same draw in several folders: runs with other DSGAN seeds (--set train.seed=N), pooled per draw. Runs of
     # other settings are not pooled: every DSGAN run's recipe must agree with the first on the keys both have.
     first: dict | None = None
@@ -327,7 +341,7 @@ def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
     cases: dict[str, list[dict]] = {}
     for rep in reports:
         for k, v in rep["cases"].items():
-            cases.setdefault(k, []).append(v)
+            cases.setdefault(k, []).extend(v if isinstance(v, list) else [v])
     rows = [family_row(k, cases[k], min_gain) for k in sorted(cases)]
     summary = family_summary(rows)
     text = family_table(rows, summary)
@@ -337,7 +351,7 @@ def summarize(dirs: list[Path], out: Path, min_gain: float) -> int:
         json.dumps(
             {
                 **meta,
-                "sources": [str(d) for d in dirs],
+                "sources": [str(d) for d in dirs] + [r["carried_from"] for r in reports if "carried_from" in r],
                 "source_sets": [rep.get("sets") for rep in reports],
                 "rows": rows,
                 "summary": summary,
@@ -381,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         help="results.json files of earlier runs with the same data and SR settings: their bicubic and "
         "oracle SR scores are taken, only the DSGAN pairs' SR nets are trained (probes)",
     )
-    ap.add_argument("--summarize", nargs="+", type=Path, default=None, help="merge family runs' output folders into --out")
+    ap.add_argument("--summarize", nargs="+", type=Path, default=None, help="merge family runs' output folders (and FILE.json:DRAWS, draws carried from a kept JSON) into --out")
     args = ap.parse_args(argv)
     if args.summarize:
         return summarize(args.summarize, Path(args.out), args.min_oracle_gain)
