@@ -395,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         help="results.json files of earlier runs with the same data and SR settings: their bicubic and "
         "oracle SR scores are taken, only the DSGAN pairs' SR nets are trained (probes)",
     )
-    ap.add_argument("--summarize", nargs="+", type=Path, default=None, help="merge family runs' output folders (and FILE.json:DRAWS, draws carried from a kept JSON) into --out")
+    ap.add_argument(
+        "--summarize",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="merge family runs' output folders (and FILE.json:DRAWS, draws carried from a kept JSON) into --out",
+    )
     args = ap.parse_args(argv)
     if args.summarize:
         return summarize(args.summarize, Path(args.out), args.min_oracle_gain)
