@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -32,6 +32,9 @@ from .interrupt import StopOnSignal
 from .rankcheck import RankCheck
 from .rundir import checkpoint_state, load_resume, read_state, resolve_resume, save_checkpoint, start_run, unlock_run_folder
 from .trainlog import RunTiming, print_summary, sample_batch, save_samples
+
+if TYPE_CHECKING:
+    from ..method.blur_reading import BlurReading
 
 
 @dataclass
@@ -114,10 +117,10 @@ def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = N
 
 
 def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None):
-    """G's blur with ``model.blur_source = "read"``: the covariance read off the real LR (see
-    :mod:`dsgan_cli.method.blur_reading`), or None (not read: G's blur stays at its sharp start; without the
-    option the GAN sets it); ``say`` prints what was found. The same on every rank: all read the same images. A
-    resume keeps the checkpoint's kernel."""
+    """G's blur with ``model.blur_source = "read"``: the reading of the real LR (a Gaussian, perhaps along a motion
+    blur's line; see :mod:`dsgan_cli.method.blur_reading`), or None (not read: G's blur stays at its sharp start;
+    without the option the GAN sets it); ``say`` prints what was found. The same on every rank: all read the same
+    images. A resume keeps the checkpoint's kernel."""
     from ..method.blur_reading import read_blur
 
     if not (r.model.blur_kernel and r.model.blur_source == "read") or resume_from is not None:
@@ -126,7 +129,7 @@ def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = No
     if say:
         then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
-    return reading.cov
+    return reading if reading.cov is not None else None
 
 
 class RealLR(NamedTuple):
@@ -134,7 +137,7 @@ class RealLR(NamedTuple):
 
     jpeg_quality: int
     grain: bool
-    blur: torch.Tensor | None
+    blur: BlurReading | None
 
 
 def read_real_lr(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> RealLR:
@@ -179,19 +182,19 @@ def build_networks(
     fmts: dict[str, torch.memory_format],
     jpeg_quality: int = 0,
     grain: bool = True,
-    blur: torch.Tensor | None = None,
+    blur: BlurReading | None = None,
 ):
     """G, D, the generator loss (with its perceptual network or None) and the two Adam optimisers, each
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
     (0: none; see :func:`jpeg_quality_for`); without ``grain`` (see :func:`grain_for`) G adds none and no
-    noise level is matched; with ``model.blur_source = "read"`` G's blur is the Gaussian of covariance ``blur``
+    noise level is matched; with ``model.blur_source = "read"`` G's blur is the reading ``blur``
     (None: its sharp start, as on a resume, whose checkpoint brings the kernel; see :func:`blur_for`), fixed."""
     from ..method import losses, models
 
     G = models.Generator(generator_config(r, jpeg_quality, grain))
     if G.blur is not None and r.model.blur_source == "read":
         if blur is not None:
-            G.blur.start_at(blur)
+            G.blur.start_at(blur.cov, blur.centres())
         # The GAN moved a read blur further (over-blurring, BENCHMARKS.md "The read blur"); the parameter stays in
         # the optimiser (no gradient, no step), so checkpoints of either source resume alike.
         G.blur.logits.requires_grad_(False)

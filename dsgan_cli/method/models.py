@@ -19,22 +19,6 @@ from torch.nn import functional as F
 
 from .codec import MCU, jpeg
 
-__all__ = [
-    "GeneratorConfig",
-    "DiscriminatorConfig",
-    "FilterLow",
-    "FilterHigh",
-    "ResidualBlock",
-    "BlurKernel",
-    "Generator",
-    "DiscriminatorBasic",
-    "Discriminator",
-    "count_parameters",
-    "kernel_axes",
-    "learned_structure",
-    "downscale",
-]
-
 
 def gaussian_kernel(kernel_size: int, sigma: float | None = None) -> torch.Tensor:
     """Return a normalised 2-D Gaussian kernel of shape (k, k); sigma defaults to k / 6."""
@@ -146,14 +130,16 @@ class BlurKernel(nn.Module):
         self.logits = nn.Parameter(-3.0 * (ax[:, None] ** 2 + ax[None, :] ** 2))
 
     @torch.no_grad()
-    def start_at(self, cov: torch.Tensor) -> None:
-        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, in (x right, y down)), at least as wide as the
-        sharp start along every axis: the logits -p'cov^-1 p / 2 (the sharp start's cov is I / 6)."""
+    def start_at(self, cov: torch.Tensor, centres: torch.Tensor | None = None) -> None:
+        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, (x right, y down)), at least as wide as the sharp
+        start along every axis (its cov is I / 6), averaged over ``centres`` (m x 2 points in px, (x right, y down):
+        along a line for a motion blur; the origin alone when None): log mean_c exp(-(p-c)'cov^-1 (p-c) / 2)."""
         vals, vecs = torch.linalg.eigh(cov.double())
         inv = vecs @ torch.diag(1 / vals.clamp(min=1 / 6)) @ vecs.T
         ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
-        p = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1)  # (x, y) of every tap
-        self.logits.copy_(-0.5 * torch.einsum("...i,ij,...j->...", p, inv, p))
+        c = torch.zeros(1, 2, dtype=torch.float64) if centres is None else centres.double()
+        d = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1) - c[:, None, None]  # (points, y, x, (x, y))
+        self.logits.copy_(torch.logsumexp(-0.5 * torch.einsum("c...i,ij,c...j->c...", d, inv, d), 0) - math.log(len(c)))
 
     def kernel(self) -> torch.Tensor:
         """The (size, size) kernel: a softmax of the logits, averaged with its 180-degree rotation."""

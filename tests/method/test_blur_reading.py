@@ -16,7 +16,7 @@ from scipy import ndimage
 from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
 from dsgan_cli.data import known
 from dsgan_cli.data.family import anisotropic_gaussian
-from dsgan_cli.method.blur_reading import MIN_TILES, axes, read_blur
+from dsgan_cli.method.blur_reading import MIN_TILES, BlurReading, axes, read_blur
 from dsgan_cli.method.models import BlurKernel, kernel_axes
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
@@ -83,6 +83,69 @@ def test_an_anisotropic_blur_reads_its_orientation(angle):
     assert major > 1.0 and minor < 0.5 and major > 2.5 * minor, (major, minor)
 
 
+def _line(length: float, angle: float, size: int = 9) -> np.ndarray:
+    """A straight motion blur of ``length`` px at ``angle`` degrees (counter-clockwise from x, y up): points every
+    1/32 px along it, each shared bilinearly among its four nearest taps."""
+    k = np.zeros((size, size))
+    t = np.linspace(-length / 2, length / 2, int(32 * length) + 1)
+    x = (size - 1) / 2 + t * np.cos(np.radians(angle))
+    y = (size - 1) / 2 - t * np.sin(np.radians(angle))  # rows run down
+    for xi, yi in zip(x, y):
+        x0, y0 = int(np.floor(xi)), int(np.floor(yi))
+        fx, fy = xi - x0, yi - y0
+        k[y0, x0] += (1 - fx) * (1 - fy)
+        k[y0, x0 + 1] += fx * (1 - fy)
+        k[y0 + 1, x0] += (1 - fx) * fy
+        k[y0 + 1, x0 + 1] += fx * fy
+    return k / k.sum()
+
+
+@pytest.mark.parametrize("angle", [0.0, 60.0, 135.0])
+def test_a_long_motion_blur_reads_as_a_line_of_its_length_and_direction(angle):
+    """A 7-px motion blur (sd 2.0 px along it), whose transfer function falls to zero inside the fitted band: the
+    Gaussian alone reads it short (about 1.4 px); the reading finds a line of about its length in its direction,
+    and G's kernel started at the reading has about the blur's spread along it, in the same direction."""
+    kernel = _line(7.0, angle)
+    truth_major, _, truth = kernel_axes(torch.from_numpy(kernel))
+    assert _angle_gap(truth, angle) < 1 and 2.0 < truth_major < 2.2
+    reading = read_blur(HR, _convolved(kernel), 2)
+    length, along = reading.line
+    assert 5.5 <= length <= 8.0 and _angle_gap(along, angle) < 8, reading.describe()
+    assert reading.describe().startswith(f"motion blur {length:.1f} px at {along:.0f} deg, then blur sd"), reading.describe()
+    g = BlurKernel(9)
+    g.start_at(reading.cov, reading.centres())
+    major, minor, got = kernel_axes(g.kernel())
+    assert major == pytest.approx(truth_major, rel=0.15) and minor < 0.7 and _angle_gap(got, angle) < 8, (major, minor, got)
+
+
+@pytest.mark.parametrize("name", ["none", "gaussian 1.6", "anisotropic 1.6 x 0.4", "motion 3", "JPEG q30", "noise 8"])
+def test_other_blurs_codecs_and_noise_read_no_line(name):
+    """Where no long straight blur is there, the Gaussian reading stands alone (a short line at some angle would take
+    up the two photo sets' differences)."""
+    lr = {
+        "none": lambda: _as_tensor(PHOTOS),
+        "gaussian 1.6": lambda: _known(blur=1.6),
+        "anisotropic 1.6 x 0.4": lambda: _convolved(anisotropic_gaussian(1.6, 0.4, 30.0)),
+        "motion 3": lambda: _convolved(_line(3.0, 30.0)),
+        "JPEG q30": lambda: _known(jpeg=30),
+        "noise 8": lambda: _known(noise=8.0),
+    }[name]()
+    reading = read_blur(HR, lr, 2)
+    assert reading.line is None and reading.describe().startswith("blur sd"), reading.describe()
+
+
+def test_the_kernel_along_a_line_has_the_line_s_spread():
+    """BlurKernel.start_at with a line: a 6-px line at 30 deg over the sharp start's Gaussian (variance 1/6 px^2)
+    has variance 6^2 / 12 + 1/6 along the line and 1/6 across it, and is point symmetric."""
+    k = BlurKernel(9)
+    k.start_at(torch.zeros(2, 2, dtype=torch.float64), BlurReading(None, 1, 1, 16, 16, (6.0, 30.0)).centres())
+    w = torch.softmax(k.logits.flatten(), 0).view_as(k.logits)
+    assert torch.allclose(w, w.flip(0, 1), atol=1e-6)
+    major, minor, angle = kernel_axes(w)
+    assert major == pytest.approx((36 / 12 + 1 / 6) ** 0.5, rel=0.02) and minor == pytest.approx((1 / 6) ** 0.5, rel=0.03)
+    assert _angle_gap(angle, 30.0) < 1
+
+
 def test_grain_makes_the_reading_short_never_long():
     """Noise raises the real LR's power at the top of the band: the reading shrinks, it does not grow."""
     for sigma in (1.0, 1.6):
@@ -133,14 +196,18 @@ def test_build_networks_fixes_g_blur_at_the_reading_and_the_gan_source_learns_it
     fmts = dict.fromkeys("GDP", torch.contiguous_format)
     cov = torch.diag(torch.tensor([1.5**2, 0.5**2], dtype=torch.float64))
     r = load_recipe("idphoto", ["perceptual.weights=random", 'model.blur_source="read"'])
-    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=cov)
+    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=BlurReading(cov, 1, 1, 16, 16))
     major, minor, angle = kernel_axes(G.blur.kernel())
     assert major == pytest.approx(1.5, rel=0.06) and minor == pytest.approx(0.5, rel=0.1) and _angle_gap(angle, 0) < 2
+    line = BlurReading(torch.zeros(2, 2, dtype=torch.float64), 1, 1, 16, 16, (6.0, 90.0))
+    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=line)  # a motion blur: G's kernel runs along it
+    major, minor, angle = kernel_axes(G.blur.kernel())
+    assert major == pytest.approx((36 / 12 + 1 / 6) ** 0.5, rel=0.03) and _angle_gap(angle, 90) < 1 and minor < 0.45
     assert not G.blur.logits.requires_grad
     G, *_ = build_networks(r, torch.device("cpu"), fmts)  # not read (or a resume): the sharp start, fixed
     assert torch.allclose(G.blur.logits, BlurKernel(9).logits) and not G.blur.logits.requires_grad
     r = load_recipe("idphoto", ["perceptual.weights=random", 'model.blur_source="gan"'])
-    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=cov)
+    G, *_ = build_networks(r, torch.device("cpu"), fmts, blur=BlurReading(cov, 1, 1, 16, 16))
     assert torch.allclose(G.blur.logits, BlurKernel(9).logits) and G.blur.logits.requires_grad
 
 
@@ -182,6 +249,7 @@ def test_training_blurs_by_the_reading_and_a_resume_keeps_the_kernel(tmp_path):
     reading = read_blur(_images(tmp_path / "hr"), _images(tmp_path / "lr"), 2)
     assert 1.0 < axes(reading.cov)[0] < 1.7, reading.describe()
     want = BlurKernel(9)
+    assert reading.line is None, reading.describe()
     want.start_at(reading.cov)
     first = _exported_logits(tmp_path / "run")
     assert torch.allclose(first, want.logits), "G's blur is the reading, unmoved by training"
