@@ -125,7 +125,7 @@ def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = No
 
     if not (r.model.blur_kernel and r.model.blur_source == "read") or resume_from is not None:
         return None
-    reading = read_blur(hr_set.images, lr_set.images, r.data.scale)
+    reading = read_blur(hr_set.images, lr_set.images, r.data.scale, r.model.blur_kernel)
     if say:
         then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)

@@ -45,13 +45,17 @@ MIN_TILES = 16
 MIN_FREQUENCIES = 16
 #: Images read per set, an even spread.
 MAX_IMAGES = 256
-#: Lengths of the straight motion blurs tried under the Gaussian, in px (the longest spans G's 9 x 9 kernel).
+#: Lengths of the straight motion blurs tried under the Gaussian, in px (at most G's kernel side: see read_blur).
 LINE_LENGTHS = torch.arange(2.0, 9.01, 0.5, dtype=torch.float64)
 #: Their angles, in degrees counter-clockwise from x (y up).
 LINE_ANGLES = torch.arange(0.0, 180.0, 2.0, dtype=torch.float64)
 #: A line is read where it takes away at least this share of the Gaussian fit's weighted squared residual. On the
-#: test photos: 7-px motion blurs 42-60 %, a 5-px one 6-22 %; Gaussian, JPEG, noise and no blur <= 9 %.
+#: test photos: 7-px motion blurs 42-60 %; 5-px ones 6-22 % (read as a line or not); Gaussian blurs up to 2.5 px
+#: at most 19 %; JPEG, noise and no blur at most 9 %.
 LINE_GAIN = 0.2
+#: Frequencies a line's fit needs: a strong blur leaves few above FLOOR, and the best of the many lines then fits
+#: their scatter (Gaussian blurs of 3-6 px on the test photos, 22-42 frequencies, read as 8.5-9 px lines).
+LINE_MIN_FREQUENCIES = 64
 
 
 def grey_tiles(images: torch.Tensor, tile: int = TILE) -> torch.Tensor:
@@ -81,13 +85,16 @@ def line_transfers(fx: torch.Tensor, fy: torch.Tensor) -> tuple[torch.Tensor, li
     return lines.pow(2).clamp(min=FLOOR).log(), [(float(n), float(a)) for n in LINE_LENGTHS for a in LINE_ANGLES]
 
 
-def fit_blur(real: torch.Tensor, clean: torch.Tensor, band: float = BAND) -> tuple[torch.Tensor, tuple[float, float] | None] | None:
+def fit_blur(
+    real: torch.Tensor, clean: torch.Tensor, band: float = BAND, longest: float = float(LINE_LENGTHS[-1])
+) -> tuple[torch.Tensor, tuple[float, float] | None] | None:
     """(covariance, line) of the blur that best turns the ``clean`` power spectrum into the ``real`` one over
     0 < |f| <= ``band``, up to a constant factor: a Gaussian (covariance 2 x 2, px^2, in (x right, y down); positive
-    semi-definite) along a straight line of (length px, angle deg) (a motion blur, :func:`line_transfers`; None: the
-    Gaussian alone, where no line takes away LINE_GAIN of its residual). Weighted least squares on the log ratio,
-    each frequency weighted by the clean amplitude; None where fewer than MIN_FREQUENCIES have power on both sides
-    (featureless images say nothing of a blur)."""
+    semi-definite) along a straight line of (length px, at most ``longest``; angle deg) (a motion blur,
+    :func:`line_transfers`; None: the Gaussian alone, where no line takes away LINE_GAIN of its residual or fewer
+    than LINE_MIN_FREQUENCIES are fitted). Weighted least squares on the log ratio, each frequency weighted by the
+    clean amplitude; None where fewer than MIN_FREQUENCIES have power on both sides (featureless images say nothing
+    of a blur)."""
     f = torch.fft.fftfreq(real.shape[-1], dtype=torch.float64)
     fy, fx = torch.meshgrid(f, f, indexing="ij")
     ratio = real / clean.clamp(min=1e-12)
@@ -103,8 +110,10 @@ def fit_blur(real: torch.Tensor, clean: torch.Tensor, band: float = BAND) -> tup
     targets = torch.cat([target, target - lines], 1) * w  # column 0: the Gaussian alone
     solution = torch.linalg.lstsq(a * w, targets).solution
     residual = ((a * w) @ solution - targets).pow(2).sum(0)
-    best = int(residual[1:].argmin()) + 1
-    pick = best if residual[best] <= (1 - LINE_GAIN) * residual[0] else 0
+    too_long = torch.tensor([length > longest for length, _ in kinds])
+    best = int(residual[1:].masked_fill(too_long, math.inf).argmin()) + 1
+    enough = len(fx) >= LINE_MIN_FREQUENCIES and not bool(too_long[best - 1])
+    pick = best if enough and residual[best] <= (1 - LINE_GAIN) * residual[0] else 0
     cxx, cxy, cyy, _ = solution[:, pick]
     vals, vecs = torch.linalg.eigh(torch.stack([torch.stack([cxx, cxy]), torch.stack([cxy, cyy])]))
     cov = vecs @ torch.diag(vals.clamp(min=0)) @ vecs.T
@@ -145,12 +154,14 @@ class BlurReading:
             return f"blur not read (fewer than {MIN_TILES} tiles of {TILE} x {TILE} px in a set, or no detail to read; {counts})"
         major, minor, angle = axes(self.cov)
         line = f"motion blur {self.line[0]:.1f} px at {self.line[1]:.0f} deg, then " if self.line else ""
-        return f"{line}blur sd {major:.2f} x {minor:.2f} px at {angle:.0f} deg against the clean Xb ({counts})"
+        at = f" at {angle:.0f} deg" if major >= 0.005 else ""  # a Gaussian of no width has no direction
+        return f"{line}blur sd {major:.2f} x {minor:.2f} px{at} against the clean Xb ({counts})"
 
 
-def read_blur(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> BlurReading:
+def read_blur(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int, kernel: int = 9) -> BlurReading:
     """Read the blur of the real LR (n, 3, h, w, uint8) against the clean Xb of the HR images (bicubic downscale
-    by ``scale``, rounded to levels) off the two sets' mean power spectra."""
+    by ``scale``, rounded to levels) off the two sets' mean power spectra; a line is at most ``kernel`` px long (the
+    side of G's kernel, which would cut a longer one)."""
 
     def tiles(images: torch.Tensor, make) -> tuple[torch.Tensor, int]:
         pick = spread(len(images), MAX_IMAGES)
@@ -160,6 +171,6 @@ def read_blur(hr_images: torch.Tensor, lr_images: torch.Tensor, scale: int) -> B
 
     real, n_real = tiles(lr_images, lambda x: x)
     clean, n_clean = tiles(hr_images, lambda hr: clean_xb(hr, scale))
-    fit = fit_blur(mean_power(real), mean_power(clean)) if min(len(real), len(clean)) >= MIN_TILES else None
+    fit = fit_blur(mean_power(real), mean_power(clean), longest=kernel) if min(len(real), len(clean)) >= MIN_TILES else None
     cov, line = fit if fit is not None else (None, None)
     return BlurReading(cov, n_real, n_clean, len(real), len(clean), line)

@@ -16,7 +16,7 @@ from scipy import ndimage
 from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
 from dsgan_cli.data import known
 from dsgan_cli.data.family import anisotropic_gaussian
-from dsgan_cli.method.blur_reading import MIN_TILES, BlurReading, axes, read_blur
+from dsgan_cli.method.blur_reading import MIN_TILES, BlurReading, axes, fit_blur, read_blur
 from dsgan_cli.method.models import BlurKernel, kernel_axes
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
@@ -118,13 +118,17 @@ def test_a_long_motion_blur_reads_as_a_line_of_its_length_and_direction(angle):
     assert major == pytest.approx(truth_major, rel=0.15) and minor < 0.7 and _angle_gap(got, angle) < 8, (major, minor, got)
 
 
-@pytest.mark.parametrize("name", ["none", "gaussian 1.6", "anisotropic 1.6 x 0.4", "motion 3", "JPEG q30", "noise 8"])
+@pytest.mark.parametrize(
+    "name", ["none", "gaussian 1.6", "gaussian 3", "gaussian 4", "anisotropic 1.6 x 0.4", "motion 3", "JPEG q30", "noise 8"]
+)
 def test_other_blurs_codecs_and_noise_read_no_line(name):
     """Where no long straight blur is there, the Gaussian reading stands alone (a short line at some angle would take
     up the two photo sets' differences)."""
     lr = {
         "none": lambda: _as_tensor(PHOTOS),
         "gaussian 1.6": lambda: _known(blur=1.6),
+        "gaussian 3": lambda: _known(blur=3.0),  # strong blurs leave few frequencies to fit a line to
+        "gaussian 4": lambda: _known(blur=4.0),
         "anisotropic 1.6 x 0.4": lambda: _convolved(anisotropic_gaussian(1.6, 0.4, 30.0)),
         "motion 3": lambda: _convolved(_line(3.0, 30.0)),
         "JPEG q30": lambda: _known(jpeg=30),
@@ -132,6 +136,30 @@ def test_other_blurs_codecs_and_noise_read_no_line(name):
     }[name]()
     reading = read_blur(HR, lr, 2)
     assert reading.line is None and reading.describe().startswith("blur sd"), reading.describe()
+
+
+@pytest.mark.parametrize("length, angle", [(7.0, 30.0), (4.5, 134.0), (8.5, 92.0)])
+def test_an_exact_line_spectrum_fits_that_line_and_its_gaussian(length, angle):
+    """Spectra built by hand: the clean one flat, the real one a line's sinc^2 (numpy's sinc, the direction
+    (cos a, -sin a) with rows running down) times a Gaussian's exp(-4 pi^2 f'Cf) and a constant. The fit gives back
+    exactly that line and about that covariance."""
+    f = np.fft.fftfreq(32)
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    cov = np.array([[0.5, 0.1], [0.1, 0.3]])
+    gauss = np.exp(-4 * np.pi**2 * (cov[0, 0] * fx**2 + 2 * cov[0, 1] * fx * fy + cov[1, 1] * fy**2))
+    a = np.radians(angle)
+    real = 0.7 * np.sinc(length * (fx * np.cos(a) - fy * np.sin(a))) ** 2 * gauss
+    got_cov, line = fit_blur(torch.from_numpy(real), torch.ones(32, 32, dtype=torch.float64))
+    assert line == (length, angle)
+    assert torch.allclose(got_cov, torch.from_numpy(cov), atol=0.02), got_cov
+
+
+def test_a_line_is_no_longer_than_g_s_kernel():
+    """With a 5 x 5 kernel a 7-px motion blur reads no line longer than 5 px (the kernel would cut it short)."""
+    lr = _convolved(_line(7.0, 0.0))
+    assert read_blur(HR, lr, 2).line[0] > 5
+    short = read_blur(HR, lr, 2, kernel=5)
+    assert short.line is None or short.line[0] <= 5, short.describe()
 
 
 def test_the_kernel_along_a_line_has_the_line_s_spread():
