@@ -133,11 +133,13 @@ class BlurKernel(nn.Module):
     def start_at(self, cov: torch.Tensor, centres: torch.Tensor | None = None) -> None:
         """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, (x right, y down)), at least as wide as the sharp
         start along every axis (its cov is I / 6), averaged over ``centres`` (m x 2 points in px, (x right, y down):
-        along a line for a motion blur; the origin alone when None): log mean_c exp(-(p-c)'cov^-1 (p-c) / 2)."""
+        along a line for a motion blur; the origin alone when None): log mean_c exp(-(p-c)'cov^-1 (p-c) / 2). A
+        Gaussian alone narrower than the sharp start along every axis is no blur: the identity (up to e^-500)."""
         vals, vecs = torch.linalg.eigh(cov.double())
-        inv = vecs @ torch.diag(1 / vals.clamp(min=1 / 6)) @ vecs.T
-        ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
         c = torch.zeros(1, 2, dtype=torch.float64) if centres is None else centres.double()
+        no_blur = len(c) == 1 and float(vals.max()) < 1 / 6
+        inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if no_blur else vals.clamp(min=1 / 6))) @ vecs.T
+        ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
         d = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1) - c[:, None, None]  # (points, y, x, (x, y))
         self.logits.copy_(torch.logsumexp(-0.5 * torch.einsum("c...i,ij,c...j->c...", d, inv, d), 0) - math.log(len(c)))
 

@@ -197,8 +197,9 @@ def test_too_few_tiles_or_featureless_images_give_no_reading():
 
 
 def test_the_kernel_starts_at_the_read_gaussian():
-    """BlurKernel.start_at: the kernel's own second moments give back the covariance (well inside a 9 x 9 kernel),
-    and one narrower than the sharp start leaves the sharp start."""
+    """BlurKernel.start_at: the kernel's own second moments give back the covariance (well inside a 9 x 9 kernel);
+    one narrower than the sharp start along one axis takes the sharp start's width there; one narrower along every
+    axis (no blur read, or less than the sharp start's 0.41 px) is the identity."""
     c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
     rot = torch.tensor([[c, s], [-s, c]], dtype=torch.float64)  # columns: the axes in (x right, y down)
     cov = rot @ torch.diag(torch.tensor([1.2**2, 0.6**2], dtype=torch.float64)) @ rot.T
@@ -208,9 +209,17 @@ def test_the_kernel_starts_at_the_read_gaussian():
     want = axes(cov)
     assert major == pytest.approx(want[0], rel=0.05) and minor == pytest.approx(want[1], rel=0.05), (major, minor, want)
     assert _angle_gap(angle, want[2]) < 2 and _angle_gap(angle, 30) < 2
-    sharp, started = BlurKernel(9), BlurKernel(9)
-    started.start_at(torch.zeros(2, 2, dtype=torch.float64))
-    assert torch.allclose(started.logits, sharp.logits)
+    thin = BlurKernel(9)
+    thin.start_at(torch.diag(torch.tensor([1.0, 0.01], dtype=torch.float64)))
+    major, minor, angle = kernel_axes(thin.kernel())
+    sharp_sd = kernel_axes(BlurKernel(9).kernel())[0]  # the sharp start's taps (I / 6 sampled at whole pixels)
+    assert major == pytest.approx(1.0, rel=0.05) and minor == pytest.approx(sharp_sd, rel=0.02) and _angle_gap(angle, 0) < 1
+    for narrow in (torch.zeros(2, 2, dtype=torch.float64), torch.diag(torch.tensor([0.15, 0.1], dtype=torch.float64))):
+        none = BlurKernel(9)
+        none.start_at(narrow)
+        assert float(none.kernel().detach()[4, 4]) > 0.9999, none.kernel()
+        assert torch.isfinite(none.logits).all()
+    assert float(BlurKernel(9).kernel().detach()[4, 4]) < 0.9, "the sharp start itself blurs a little"
 
 
 def test_blur_source_read_needs_a_blur_kernel():
