@@ -30,6 +30,7 @@ import torch
 
 from .grain import clean_xb
 from .image_sampling import spread
+from .models import BlurKernel
 
 #: Side of the square tiles whose spectra are averaged, in LR pixels (every tile the same size, whatever the
 #: images' size).
@@ -140,6 +141,11 @@ class BlurReading:
     real_tiles: int
     clean_tiles: int
     line: tuple[float, float] | None = None
+
+    @property
+    def sharp(self) -> bool:
+        """A Gaussian alone, narrower than G's sharp start along every axis: no blur (G's kernel is the identity)."""
+        return self.cov is not None and self.line is None and float(torch.linalg.eigvalsh(self.cov.double()).max()) < BlurKernel.SHARP
 
     def centres(self) -> torch.Tensor:
         """Points (m, 2; x right, y down, px) spread evenly along the line, 1/16 px apart (the origin alone without

@@ -122,6 +122,9 @@ class BlurKernel(nn.Module):
     close to the identity (the centre holds ``1 / (1 + 4 e^-3 + ...)`` = 0.83).
     """
 
+    #: The sharp start's variance along every axis, px^2 (its logits are -p'p / (2 SHARP)).
+    SHARP = 1 / 6
+
     def __init__(self, size: int):
         super().__init__()
         if size < 3 or size % 2 == 0:
@@ -137,8 +140,8 @@ class BlurKernel(nn.Module):
         Gaussian alone narrower than the sharp start along every axis is no blur: the identity (up to e^-500)."""
         vals, vecs = torch.linalg.eigh(cov.double())
         c = torch.zeros(1, 2, dtype=torch.float64) if centres is None else centres.double()
-        no_blur = len(c) == 1 and float(vals.max()) < 1 / 6
-        inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if no_blur else vals.clamp(min=1 / 6))) @ vecs.T
+        no_blur = len(c) == 1 and float(vals.max()) < self.SHARP
+        inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if no_blur else vals.clamp(min=self.SHARP))) @ vecs.T
         ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
         d = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1) - c[:, None, None]  # (points, y, x, (x, y))
         self.logits.copy_(torch.logsumexp(-0.5 * torch.einsum("c...i,ij,c...j->c...", d, inv, d), 0) - math.log(len(c)))

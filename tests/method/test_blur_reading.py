@@ -219,6 +219,17 @@ def test_the_kernel_starts_at_the_read_gaussian():
         none.start_at(narrow)
         assert float(none.kernel().detach()[4, 4]) > 0.9999, none.kernel()
         assert torch.isfinite(none.logits).all()
+    # What training prints (BlurReading.sharp) says what start_at does: no blur exactly where the kernel is the identity.
+    for cov, line in (
+        (torch.zeros(2, 2), None),
+        (torch.diag(torch.tensor([0.15, 0.1])), None),
+        (torch.diag(torch.tensor([0.2, 0.01])), None),
+        (torch.zeros(2, 2), (4.0, 30.0)),
+    ):
+        reading = BlurReading(cov.double(), 1, 1, 16, 16, line)
+        k = BlurKernel(9)
+        k.start_at(reading.cov, reading.centres())
+        assert reading.sharp == (float(k.kernel().detach()[4, 4]) > 0.9999), (cov, line)
     assert float(BlurKernel(9).kernel().detach()[4, 4]) < 0.9, "the sharp start itself blurs a little"
 
 
