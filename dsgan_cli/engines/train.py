@@ -128,7 +128,8 @@ def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = No
     reading = read_blur(hr_set.images, lr_set.images, r.data.scale, r.model.blur_kernel)
     if say:
         then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
-        then = "narrower than G's sharpest blur: G does not blur (fixed)" if reading.sharp else then
+        if reading.sharp:
+            then = "narrower than G's sharpest blur: G does not blur (fixed)"
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
     return reading if reading.cov is not None else None
 

@@ -145,7 +145,7 @@ class BlurReading:
     @property
     def sharp(self) -> bool:
         """A Gaussian alone, narrower than G's sharp start along every axis: no blur (G's kernel is the identity)."""
-        return self.cov is not None and self.line is None and float(torch.linalg.eigvalsh(self.cov.double()).max()) < BlurKernel.SHARP
+        return self.cov is not None and BlurKernel.no_blur(self.cov, self.centres())
 
     def centres(self) -> torch.Tensor:
         """Points (m, 2; x right, y down, px) spread evenly along the line, 1/16 px apart (the origin alone without

@@ -125,6 +125,11 @@ class BlurKernel(nn.Module):
     #: The sharp start's variance along every axis, px^2 (its logits are -p'p / (2 SHARP)).
     SHARP = 1 / 6
 
+    @classmethod
+    def no_blur(cls, cov: torch.Tensor, centres: torch.Tensor | None = None) -> bool:
+        """A Gaussian alone (one centre) narrower than the sharp start along every axis: :meth:`start_at` gives the identity."""
+        return (centres is None or len(centres) == 1) and float(torch.linalg.eigvalsh(cov.double()).max()) < cls.SHARP
+
     def __init__(self, size: int):
         super().__init__()
         if size < 3 or size % 2 == 0:
@@ -140,8 +145,8 @@ class BlurKernel(nn.Module):
         Gaussian alone narrower than the sharp start along every axis is no blur: the identity (up to e^-500)."""
         vals, vecs = torch.linalg.eigh(cov.double())
         c = torch.zeros(1, 2, dtype=torch.float64) if centres is None else centres.double()
-        no_blur = len(c) == 1 and float(vals.max()) < self.SHARP
-        inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if no_blur else vals.clamp(min=self.SHARP))) @ vecs.T
+        identity = self.no_blur(cov, centres)
+        inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if identity else vals.clamp(min=self.SHARP))) @ vecs.T
         ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
         d = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1) - c[:, None, None]  # (points, y, x, (x, y))
         self.logits.copy_(torch.logsumexp(-0.5 * torch.einsum("c...i,ij,c...j->c...", d, inv, d), 0) - math.log(len(c)))
