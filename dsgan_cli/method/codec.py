@@ -391,9 +391,8 @@ def step_profiles(images: torch.Tensor, pick: list[int]) -> tuple[torch.Tensor, 
     edges' steps. One image at a time, luma only: memory stays bounded whatever the image size."""
     cols = torch.zeros(images.shape[-1] - 1, dtype=torch.float64)
     rows = torch.zeros(images.shape[-2] - 1, dtype=torch.float64)
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)
     for i in pick:
-        y = (images[i].double() * weights).sum(0)
+        y = rgb_to_ycbcr(images[i : i + 1].double())[0, 0]
         cols += (y[:, 1:] - y[:, :-1]).abs().mean(0)
         rows += (y[1:] - y[:-1]).abs().mean(1)
     return cols / max(1, len(pick)), rows / max(1, len(pick))

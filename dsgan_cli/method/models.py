@@ -461,18 +461,22 @@ class Discriminator(nn.Module):
         return self.net(self.filter(x))
 
 
-def kernel_axes(kernel: torch.Tensor) -> tuple[float, float, float]:
+def cov_axes(cov: torch.Tensor) -> tuple[float, float, float]:
     """(sd along the major axis, sd along the minor axis in px, the major axis' angle in degrees counter-clockwise
-    from x, y up) of a 2-D kernel's weights, from their second moments about their mean."""
-    k = kernel.detach().double()
-    k = k / k.sum()
-    ax = torch.arange(k.shape[-1], dtype=torch.float64) - (k.shape[-1] - 1) / 2
-    ys, xs = torch.meshgrid(-ax, ax, indexing="ij")  # rows run downwards: y up
-    xs, ys = xs - (k * xs).sum(), ys - (k * ys).sum()
-    cov = torch.stack([torch.stack([(k * xs * xs).sum(), (k * xs * ys).sum()]), torch.stack([(k * xs * ys).sum(), (k * ys * ys).sum()])])
-    vals, vecs = torch.linalg.eigh(cov)
-    angle = math.degrees(math.atan2(float(vecs[1, 1]), float(vecs[0, 1]))) % 180
+    from x, y up) of a 2 x 2 covariance in (x right, y down)."""
+    vals, vecs = torch.linalg.eigh(cov.double())
+    angle = math.degrees(math.atan2(-float(vecs[1, 1]), float(vecs[0, 1]))) % 180
     return math.sqrt(max(float(vals[1]), 0.0)), math.sqrt(max(float(vals[0]), 0.0)), angle
+
+
+def kernel_axes(kernel: torch.Tensor) -> tuple[float, float, float]:
+    """:func:`cov_axes` of a 2-D kernel's weights, from their second moments about their mean."""
+    k = kernel.detach().double() / float(kernel.detach().double().sum())
+    ax = torch.arange(k.shape[-1], dtype=torch.float64) - (k.shape[-1] - 1) / 2
+    ys, xs = torch.meshgrid(ax, ax, indexing="ij")  # rows run downwards: y down
+    xs, ys = xs - (k * xs).sum(), ys - (k * ys).sum()
+    xy = (k * xs * ys).sum()
+    return cov_axes(torch.stack([torch.stack([(k * xs * xs).sum(), xy]), torch.stack([xy, (k * ys * ys).sum()])]))
 
 
 def learned_structure(g: Generator) -> str:

@@ -16,8 +16,8 @@ from scipy import ndimage
 from dsgan_cli.commands.demo_data import HR_SOURCES, LR_SOURCES
 from dsgan_cli.data import known
 from dsgan_cli.data.family import anisotropic_gaussian
-from dsgan_cli.method.blur_reading import MIN_TILES, BlurReading, axes, fit_blur, read_blur
-from dsgan_cli.method.models import BlurKernel, kernel_axes
+from dsgan_cli.method.blur_reading import MIN_TILES, BlurReading, fit_blur, read_blur
+from dsgan_cli.method.models import BlurKernel, cov_axes, kernel_axes
 from dsgan_cli.method.recipe import load_recipe
 from dsgan_cli.plumbing.errors import DsganError
 
@@ -57,8 +57,8 @@ def _angle_gap(a: float, b: float) -> float:
 def test_unblurred_real_lr_read_no_blur_whatever_their_contrast():
     """Other photos' plain Xb read no blur, and a set of duller photos (less contrast, brighter) reads the same:
     the fit's constant takes a difference of contrast, which would otherwise read as blur."""
-    plain = axes(read_blur(HR, _as_tensor(PHOTOS), 2).cov)
-    dull = axes(read_blur(HR, _as_tensor([(p * 0.6 + 50).astype(np.uint8) for p in PHOTOS]), 2).cov)
+    plain = cov_axes(read_blur(HR, _as_tensor(PHOTOS), 2).cov)
+    dull = cov_axes(read_blur(HR, _as_tensor([(p * 0.6 + 50).astype(np.uint8) for p in PHOTOS]), 2).cov)
     assert plain[0] < 0.3 and dull[0] < 0.3, (plain, dull)
     assert abs(plain[0] - dull[0]) < 0.05
 
@@ -66,7 +66,7 @@ def test_unblurred_real_lr_read_no_blur_whatever_their_contrast():
 def test_a_gaussian_blur_reads_about_its_size_and_more_blur_reads_more():
     majors = []
     for sigma in (0.8, 1.0, 1.6, 2.0):
-        major, minor, _ = axes(read_blur(HR, _known(blur=sigma), 2).cov)
+        major, minor, _ = cov_axes(read_blur(HR, _known(blur=sigma), 2).cov)
         majors.append(major)
         assert 0.6 * sigma < major < 1.1 * sigma, (sigma, major, minor)
     assert majors == sorted(majors), majors
@@ -78,7 +78,7 @@ def test_an_anisotropic_blur_reads_its_orientation(angle):
     reported, from the weights' second moments) and is far longer than its short one."""
     kernel = anisotropic_gaussian(1.6, 0.4, angle)
     _, _, truth = kernel_axes(torch.from_numpy(kernel))
-    major, minor, got = axes(read_blur(HR, _convolved(kernel), 2).cov)
+    major, minor, got = cov_axes(read_blur(HR, _convolved(kernel), 2).cov)
     assert _angle_gap(got, truth) < 15, (got, truth)
     assert major > 1.0 and minor < 0.5 and major > 2.5 * minor, (major, minor)
 
@@ -177,14 +177,14 @@ def test_the_kernel_along_a_line_has_the_line_s_spread():
 def test_grain_makes_the_reading_short_never_long():
     """Noise raises the real LR's power at the top of the band: the reading shrinks, it does not grow."""
     for sigma in (1.0, 1.6):
-        plain = axes(read_blur(HR, _known(blur=sigma), 2).cov)[0]
-        noisy = axes(read_blur(HR, _known(blur=sigma, noise=8.0), 2).cov)[0]
+        plain = cov_axes(read_blur(HR, _known(blur=sigma), 2).cov)[0]
+        noisy = cov_axes(read_blur(HR, _known(blur=sigma, noise=8.0), 2).cov)[0]
         assert noisy <= plain + 0.02, (sigma, plain, noisy)
-    assert axes(read_blur(HR, _known(noise=8.0), 2).cov)[0] < 0.3
+    assert cov_axes(read_blur(HR, _known(noise=8.0), 2).cov)[0] < 0.3
 
 
 def test_jpeg_alone_reads_no_blur():
-    assert axes(read_blur(HR, _known(jpeg=30), 2).cov)[0] < 0.3
+    assert cov_axes(read_blur(HR, _known(jpeg=30), 2).cov)[0] < 0.3
 
 
 def test_too_few_tiles_or_featureless_images_give_no_reading():
@@ -206,7 +206,7 @@ def test_the_kernel_starts_at_the_read_gaussian():
     k = BlurKernel(9)
     k.start_at(cov)
     major, minor, angle = kernel_axes(k.kernel())
-    want = axes(cov)
+    want = cov_axes(cov)
     assert major == pytest.approx(want[0], rel=0.05) and minor == pytest.approx(want[1], rel=0.05), (major, minor, want)
     assert _angle_gap(angle, want[2]) < 2 and _angle_gap(angle, 30) < 2
     thin = BlurKernel(9)
@@ -295,7 +295,7 @@ def test_training_blurs_by_the_reading_and_a_resume_keeps_the_kernel(tmp_path):
     said = [ln for ln in r.stderr.splitlines() if ln.startswith("real LR: blur sd")]
     assert len(said) == 1 and "12 real LR and 12 HR images" in said[0] and "G blurs by it (fixed)" in said[0], r.stderr
     reading = read_blur(_images(tmp_path / "hr"), _images(tmp_path / "lr"), 2)
-    assert 1.0 < axes(reading.cov)[0] < 1.7, reading.describe()
+    assert 1.0 < cov_axes(reading.cov)[0] < 1.7, reading.describe()
     want = BlurKernel(9)
     assert reading.line is None, reading.describe()
     want.start_at(reading.cov)
@@ -311,3 +311,34 @@ def test_training_blurs_by_the_reading_and_a_resume_keeps_the_kernel(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "real LR: blur" not in r.stderr, r.stderr
     assert torch.equal(_exported_logits(tmp_path / "run"), first)
+
+
+def _directional_contrast(images: list[np.ndarray], gain: float, angle: float) -> torch.Tensor:
+    """Each image's spectrum scaled by a factor of the frequency's direction alone, 1 + gain cos 2(theta - angle) in
+    power (the same at every |f|): more edges of one orientation, as another set of photos may hold, and no blur."""
+    out = []
+    for p in images:
+        fy, fx = np.meshgrid(np.fft.fftfreq(p.shape[0]), np.fft.fftfreq(p.shape[1]), indexing="ij")
+        theta = np.arctan2(-fy, fx)  # y up
+        amp = np.sqrt(1 + gain * np.cos(2 * (theta - np.radians(angle))))
+        x = np.real(np.fft.ifft2(np.fft.fft2(p.astype(np.float64), axes=(0, 1)) * amp[..., None], axes=(0, 1)))
+        out.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+    return _as_tensor(out)
+
+
+@pytest.mark.parametrize("angle", [0.0, 60.0, 90.0])
+def test_more_edges_of_one_orientation_read_no_blur(angle):
+    """Real LR whose photos hold more power across one direction than the clean set's, by the same factor at every
+    |f|, are not blurred: the fit's per-direction contrast terms take the difference, which a Gaussian alone reads
+    as a blur along that direction."""
+    reading = read_blur(HR, _directional_contrast(PHOTOS, 0.6, angle), 2)
+    assert reading.line is None and cov_axes(reading.cov)[0] < 0.3, cov_axes(reading.cov)
+
+
+def test_a_gaussian_blur_under_a_difference_of_contrast_per_direction_reads_its_size():
+    """The per-direction terms take the contrast, not the blur: an isotropic 1.6 px blur of photos with more edges
+    of one orientation still reads about 1.6 px along every axis."""
+    rng = np.random.default_rng(7)
+    blurred = [known.degrade(p, rng, blur=1.6) for p in PHOTOS]
+    major, minor, _ = cov_axes(read_blur(HR, _directional_contrast(blurred, 0.6, 30.0), 2).cov)
+    assert 1.0 < minor <= major < 1.8, (major, minor)
