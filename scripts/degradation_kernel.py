@@ -4,7 +4,7 @@
 For a ``scripts/bench_sr.py --family`` draw folder (its ``data/hr`` and ``run/generator.safetensors``), fits one
 k x k kernel (shared by the colour channels) mapping Xb to (a) the draw's true degradation of the same Xb and (b)
 G's deterministic output and full output, and prints each kernel's sum, the standard deviations along its major and
-minor axes, the major axis's angle (degrees, image rows pointing down) and the residual the linear fit leaves (noise
+minor axes, the major axis's angle (degrees counter-clockwise from x, y up) and the residual the linear fit leaves (noise
 and everything non-linear, in levels of 255). A diagnostic: the verdict on a generator is bench_sr's downstream gap.
 
 Usage:

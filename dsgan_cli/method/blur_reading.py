@@ -45,7 +45,8 @@ BAND = 0.25
 FLOOR = 0.05
 #: Tiles a set needs for a reading.
 MIN_TILES = 16
-#: Frequencies with power on both sides a fit needs (six unknowns; a 32-px tile has about 200 in the band).
+#: Frequencies with power on both sides a fit needs (six unknowns; a spectrum holds each frequency twice, f and -f;
+#: a 32-px tile has about 200 in the band). A set that cannot tell the unknowns apart gives no reading either.
 MIN_FREQUENCIES = 16
 #: Images read per set, an even spread.
 MAX_IMAGES = 256
@@ -98,7 +99,7 @@ def fit_blur(
     ``longest``; angle deg) (a motion blur, :func:`line_transfers`; None: the Gaussian alone, where no line takes
     away LINE_GAIN of its residual or fewer than LINE_MIN_FREQUENCIES are fitted). Weighted least squares on the
     log ratio, each frequency weighted by the clean amplitude; None where fewer than MIN_FREQUENCIES have power on
-    both sides (featureless images say nothing of a blur)."""
+    both sides (featureless images say nothing of a blur) or where they cannot tell the fit's terms apart."""
     f = torch.fft.fftfreq(real.shape[-1], dtype=torch.float64)
     fy, fx = torch.meshgrid(f, f, indexing="ij")
     ratio = real / clean.clamp(min=1e-12)
@@ -113,6 +114,8 @@ def fit_blur(
     # constant) or per direction (cos 2 theta, sin 2 theta: one set's photos hold more edges of one orientation).
     a = torch.stack([*gaussian, torch.ones_like(fx), (fx**2 - fy**2) / r2, 2 * fx * fy / r2], 1)
     w = clean[use].sqrt()[:, None]
+    if int(torch.linalg.matrix_rank(a * w)) < a.shape[1]:
+        return None  # e.g. frequencies on two rings only: |f|^2 and the per-direction terms cannot be told apart
     lines, kinds = line_transfers(fx, fy)
     target = ratio[use].log()[:, None]
     targets = torch.cat([target, target - lines], 1) * w  # column 0: the Gaussian alone
