@@ -116,11 +116,12 @@ def grain_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = N
     return reading.carries
 
 
-def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None):
+def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None, grain: bool = False):
     """G's blur with ``model.blur_source = "read"``: the reading of the real LR (a Gaussian, perhaps along a motion
     blur's line; see :mod:`dsgan_cli.method.blur_reading`), or None (not read: G's blur stays at its sharp start;
-    without the option the GAN sets it); ``say`` prints what was found. The same on every rank: all read the same
-    images. A resume keeps the checkpoint's kernel."""
+    without the option the GAN sets it); ``say`` prints what was found (``grain``: G adds grain, see
+    :func:`build_networks`). The same on every rank: all read the same images. A resume keeps the checkpoint's
+    kernel."""
     from ..method.blur_reading import read_blur
 
     if not (r.model.blur_kernel and r.model.blur_source == "read") or resume_from is not None:
@@ -130,6 +131,8 @@ def blur_for(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = No
         then = "G blurs by it (fixed)" if reading.cov is not None else "G's blur stays at its sharp start (fixed)"
         if reading.sharp:
             then = "narrower than G's sharpest blur: G does not blur (fixed)"
+            if grain:
+                then = "narrower than G's sharpest blur, but grain makes a reading short: G keeps its sharpest blur (fixed)"
         print(f"real LR: {reading.describe()}; {then}", file=sys.stderr, flush=True)
     return reading if reading.cov is not None else None
 
@@ -144,9 +147,8 @@ class RealLR(NamedTuple):
 
 def read_real_lr(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> RealLR:
     """The three readings of the real LR (:func:`jpeg_quality_for`, :func:`grain_for`, :func:`blur_for`)."""
-    return RealLR(
-        jpeg_quality_for(r, lr_set, say), grain_for(r, hr_set, lr_set, say, resume_from), blur_for(r, hr_set, lr_set, say, resume_from)
-    )
+    quality, grain = jpeg_quality_for(r, lr_set, say), grain_for(r, hr_set, lr_set, say, resume_from)
+    return RealLR(quality, grain, blur_for(r, hr_set, lr_set, say, resume_from, grain and r.model.output_noise))
 
 
 def generator_config(r: Recipe, jpeg_quality: int = 0, grain: bool = True):
@@ -190,13 +192,15 @@ def build_networks(
     network in its layout from ``fmts`` (see :func:`memory_formats_for`); G ends in JPEG at ``jpeg_quality``
     (0: none; see :func:`jpeg_quality_for`); without ``grain`` (see :func:`grain_for`) G adds none and no
     noise level is matched; with ``model.blur_source = "read"`` G's blur is the reading ``blur``
-    (None: its sharp start, as on a resume, whose checkpoint brings the kernel; see :func:`blur_for`), fixed."""
+    (None: its sharp start, as on a resume, whose checkpoint brings the kernel; see :func:`blur_for`), fixed: no
+    blur where the reading is narrower than the sharp start, unless G adds grain (grain makes a reading short, so
+    under it a narrow reading does not show that there is no blur; G keeps its sharp start)."""
     from ..method import losses, models
 
     G = models.Generator(generator_config(r, jpeg_quality, grain))
     if G.blur is not None and r.model.blur_source == "read":
         if blur is not None:
-            G.blur.start_at(blur.cov, blur.centres())
+            G.blur.start_at(blur.cov, blur.centres(), identity=not G.output_noise)
         # The GAN moved a read blur further (over-blurring, BENCHMARKS.md "The read blur"); the parameter stays in
         # the optimiser (no gradient, no step), so checkpoints of either source resume alike.
         G.blur.logits.requires_grad_(False)

@@ -138,14 +138,14 @@ class BlurKernel(nn.Module):
         self.logits = nn.Parameter(-3.0 * (ax[:, None] ** 2 + ax[None, :] ** 2))
 
     @torch.no_grad()
-    def start_at(self, cov: torch.Tensor, centres: torch.Tensor | None = None) -> None:
-        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, (x right, y down)), at least as wide as the sharp
-        start along every axis (its cov is I / 6), averaged over ``centres`` (m x 2 points in px, (x right, y down):
-        along a line for a motion blur; the origin alone when None): log mean_c exp(-(p-c)'cov^-1 (p-c) / 2). A
-        Gaussian alone narrower than the sharp start along every axis is no blur: the identity (up to e^-500)."""
+    def start_at(self, cov: torch.Tensor, centres: torch.Tensor | None = None, identity: bool = True) -> None:
+        """Start from a Gaussian of covariance ``cov`` (2 x 2, px^2, (x right, y down)), at least the sharp start's
+        width along every axis (cov I / 6), averaged over ``centres`` (m x 2 points in px, (x right, y down): along a
+        line for a motion blur; the origin alone when None): log mean_c exp(-(p-c)'cov^-1 (p-c) / 2). With
+        ``identity``, a Gaussian alone narrower than the sharp start along every axis is no blur: the identity."""
         vals, vecs = torch.linalg.eigh(cov.double())
         c = torch.zeros(1, 2, dtype=torch.float64) if centres is None else centres.double()
-        identity = self.no_blur(cov, centres)
+        identity = identity and self.no_blur(cov, centres)
         inv = vecs @ torch.diag(1 / (torch.full_like(vals, 1e-3) if identity else vals.clamp(min=self.SHARP))) @ vecs.T
         ax = torch.arange(self.logits.shape[-1], dtype=torch.float64) - (self.logits.shape[-1] - 1) / 2
         d = torch.stack(torch.meshgrid(ax, ax, indexing="xy"), -1) - c[:, None, None]  # (points, y, x, (x, y))

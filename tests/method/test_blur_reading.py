@@ -259,6 +259,26 @@ def test_build_networks_fixes_g_blur_at_the_reading_and_the_gan_source_learns_it
     assert torch.allclose(G.blur.logits, BlurKernel(9).logits) and G.blur.logits.requires_grad
 
 
+def test_a_narrow_reading_is_no_blur_only_where_g_adds_no_grain():
+    """Grain makes a reading short: with grain (G adds output noise) a reading narrower than the sharp start keeps
+    the sharp start; without grain it is no blur, the identity. A wider reading is the same either way."""
+    from dsgan_cli.engines.train import build_networks
+
+    fmts = dict.fromkeys("GDP", torch.contiguous_format)
+    r = load_recipe("idphoto", ["perceptual.weights=random"])
+    narrow = BlurReading(torch.diag(torch.tensor([0.3**2, 0.1**2], dtype=torch.float64)), 1, 1, 16, 16)
+    assert narrow.sharp
+    grainy, *_ = build_networks(r, torch.device("cpu"), fmts, grain=True, blur=narrow)
+    clean, *_ = build_networks(r, torch.device("cpu"), fmts, grain=False, blur=narrow)
+    assert grainy.output_noise and not clean.output_noise
+    assert torch.allclose(grainy.blur.kernel(), BlurKernel(9).kernel()), "under grain: the sharp start"
+    assert float(clean.blur.kernel()[4, 4]) > 0.9999, "without grain: no blur"
+    wide = BlurReading(torch.diag(torch.tensor([1.2**2, 0.3**2], dtype=torch.float64)), 1, 1, 16, 16)
+    a, *_ = build_networks(r, torch.device("cpu"), fmts, grain=True, blur=wide)
+    b, *_ = build_networks(r, torch.device("cpu"), fmts, grain=False, blur=wide)
+    assert torch.equal(a.blur.kernel(), b.blur.kernel())
+
+
 def _write(folder, arrs):
     folder.mkdir()
     for i, a in enumerate(arrs):
