@@ -146,7 +146,8 @@ class BlurReading:
 
     @property
     def sharp(self) -> bool:
-        """A Gaussian alone, narrower than G's sharp start along every axis: no blur (G's kernel is the identity)."""
+        """A Gaussian alone, narrower than G's sharp start along every axis: no blur (G's kernel is the identity
+        where G adds no grain; grain makes a reading short, and under it the kernel keeps the sharp start)."""
         return self.cov is not None and BlurKernel.no_blur(self.cov, self.centres())
 
     def centres(self) -> torch.Tensor:
