@@ -314,7 +314,7 @@ class Generator(nn.Module):
       as a camera's demosaicing and denoising leave it. One number: a free 3 x 3 mix drifted where the GAN's
       pull on it is weak (channel correlations of -0.4 to 0.6 learned on white per-channel noise).
     - ``noise_kernel``: the output noise is first filtered by one learned kernel (:class:`GrainKernel`, unit
-      energy): grain correlated over neighbouring pixels, from white (the start) to blotchy.
+      energy): grain correlated over neighbouring pixels, from nearly white (start: lag-1 correlation 0.10) to blotchy.
     - ``blur_kernel``: the input first goes through one learned blur (:class:`BlurKernel`), the same for
       every image, and the rest of G works on the blurred image. The content terms compare G's output with
       this blurred input (the reference ``forward`` returns), so they hold the colours and content without
