@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_learning import CASES, HELDOUT_PHOTOS, HELDOUT_SIDES, build_case_data  # noqa: E402
-from bench_sr import heldout_set, parse_draws, read_pngs  # noqa: E402
+from bench_sr import heldout_set, parse_draws, reference_pairs  # noqa: E402
 
 from dsgan_cli.data import known  # noqa: E402
 from dsgan_cli.metrics.srcheck import psnr, super_resolve, train_sr  # noqa: E402
@@ -43,15 +43,6 @@ def heldout_photos(n: int, size: int) -> list[str]:
     names = [name for name in HELDOUT_PHOTOS for _ in HELDOUT_SIDES]
     kept = [name for name, img in zip(names, known.pyramid(HELDOUT_PHOTOS, HELDOUT_SIDES)) if min(img.shape[:2]) >= size]
     return [kept[i % len(kept)] for i in range(n)]
-
-
-def reference_pairs(data: Path, case, seed: int) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
-    """HR training images and their bicubic and oracle LR, exactly as ``bench_sr.pair_sets`` makes them."""
-    hr = read_pngs(data / "hr")
-    names = sorted(hr)
-    xb = [known.xb_of(hr[n], 2) for n in names]
-    rng = np.random.default_rng(seed + 7)
-    return [hr[n] for n in names], {"bicubic": xb, "oracle": [case.degrade(x, rng) for x in xb]}
 
 
 def run_case(case, root: Path, args) -> dict:

@@ -80,16 +80,20 @@ def write_dsgan_pairs(hr_dir: Path, generator: Path, out: Path, seed: int) -> di
     return lr
 
 
+def reference_pairs(data: Path, case: Case, seed: int) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
+    """The HR training images (by name) and the LR of the two references: bicubic (Xb) and oracle (the case's true
+    degradation of Xb, seeded by ``seed``)."""
+    hr = read_pngs(data / "hr")
+    xb = [known.xb_of(hr[n], 2) for n in sorted(hr)]
+    rng = np.random.default_rng(seed + 7)
+    return [hr[n] for n in sorted(hr)], {"bicubic": xb, "oracle": [case.degrade(x, rng) for x in xb]}
+
+
 def pair_sets(data: Path, case: Case, generator: Path, pairs_dir: Path, seed: int) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]]]:
     """The HR training images and, per kind, the LR each SR training sees (same order, same HR)."""
-    hr = read_pngs(data / "hr")
-    names = sorted(hr)
-    xb = {n: known.xb_of(hr[n], 2) for n in names}
-    dsgan = write_dsgan_pairs(data / "hr", generator, pairs_dir, seed)
-    rng = np.random.default_rng(seed + 7)
-    oracle = {n: case.degrade(xb[n], rng) for n in names}
-    lrs = {"bicubic": [xb[n] for n in names], "dsgan": [dsgan[n] for n in names], "oracle": [oracle[n] for n in names]}
-    return [hr[n] for n in names], lrs
+    hr, refs = reference_pairs(data, case, seed)
+    dsgan = write_dsgan_pairs(data / "hr", generator, pairs_dir, seed)  # its names are the HR's, checked
+    return hr, {"bicubic": refs["bicubic"], "dsgan": [dsgan[n] for n in sorted(dsgan)], "oracle": refs["oracle"]}
 
 
 def heldout_set(case: Case, n: int, hr_size: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -148,7 +148,7 @@ class RealLR(NamedTuple):
 def read_real_lr(r: Recipe, hr_set, lr_set, say: bool, resume_from: Path | None = None) -> RealLR:
     """The three readings of the real LR (:func:`jpeg_quality_for`, :func:`grain_for`, :func:`blur_for`)."""
     quality, grain = jpeg_quality_for(r, lr_set, say), grain_for(r, hr_set, lr_set, say, resume_from)
-    return RealLR(quality, grain, blur_for(r, hr_set, lr_set, say, resume_from, grain and r.model.output_noise))
+    return RealLR(quality, grain, blur_for(r, hr_set, lr_set, say, resume_from, generator_config(r, quality, grain).output_noise))
 
 
 def generator_config(r: Recipe, jpeg_quality: int = 0, grain: bool = True):
